@@ -1,0 +1,166 @@
+"""The pipeline's configuration: ``conf/pipeline.yaml`` overridden by ``RFM__…`` variables.
+
+``RFM__CLUSTERING__K=6`` overrides ``clustering.k``; lists and mappings take JSON
+(``RFM__DAG__TAGS='["a","b"]'``). ``RFM_CONFIG`` names another YAML file to start from.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_FILE = REPO_ROOT / "conf" / "pipeline.yaml"
+
+
+class Paths(BaseModel):
+    data_dir: str
+    landing_dir: str
+    lake_dir: str
+    validation_dir: str
+    mlflow_dir: str
+    ivy_dir: str
+    expectations_dir: str
+
+    def resolve(self, name: str) -> Path:
+        """Absolute path of setting ``name``, with ``{data_dir}`` expanded."""
+        raw = getattr(self, name).format(data_dir=self.data_dir)
+        path = Path(raw).expanduser()
+        return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+
+
+class Landing(BaseModel):
+    marker: str
+    format: Literal["csv", "parquet"]
+    sensor_poke_seconds: int
+    sensor_timeout_seconds: int
+
+
+class Validation(BaseModel):
+    max_missing_customer_share: float = Field(gt=0, le=1)
+    warn_missing_customer_share: float = Field(ge=0, le=1)
+    adjustment_invoice_prefix: str
+    adjustment_stock_codes: list[str]
+    max_rows_per_day: int = Field(ge=1)
+
+
+class Rfm(BaseModel):
+    cancellation_prefix: str
+    non_purchase_prefixes: list[str]
+    non_product_stock_codes: list[str]
+    drop_exact_duplicates: bool
+    require_customer_id: bool
+    net_of_cancellations: bool
+    price_precision: int = Field(ge=0, le=6)
+
+
+class Spark(BaseModel):
+    master: str
+    app_name: str
+    delta_version: str
+    scala_binary: str
+    conf: dict[str, str | int | float | bool]
+
+
+class Clustering(BaseModel):
+    algorithm: Literal["kmeans", "gmm"]
+    k: int = Field(ge=2)
+    seed: int
+    max_iter: int = Field(ge=1)
+    features: list[str]
+    input_partitions: int = Field(ge=1)
+    plot_sample: int = Field(ge=100)
+
+
+class Mlflow(BaseModel):
+    tracking_uri: str | None
+    experiment: str
+    log_model: bool
+
+
+class SegmentRule(BaseModel):
+    segment: str
+    r: tuple[int, int]
+    fm: tuple[int, int]
+
+
+class Labels(BaseModel):
+    cluster_labels: list[str] = Field(min_length=2)
+    segment_rules: list[SegmentRule]
+
+
+class Dag(BaseModel):
+    dag_id: str
+    owner: str
+    start_date: str
+    catchup: bool
+    retries: int = Field(ge=0)
+    retry_delay_seconds: int
+    max_retry_delay_seconds: int
+    tags: list[str]
+
+
+class Generator(BaseModel):
+    customers: int
+    days: int
+    end_date: str
+    seed: int
+
+
+class Settings(BaseSettings):
+    """Typed view of the whole configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="RFM__", env_nested_delimiter="__", extra="forbid")
+
+    paths: Paths
+    landing: Landing
+    columns: dict[str, list[str]]
+    required_columns: list[str]
+    timestamp_formats: list[str]
+    timezone: str
+    validation: Validation
+    rfm: Rfm
+    spark: Spark
+    clustering: Clustering
+    mlflow: Mlflow
+    labels: Labels
+    dag: Dag
+    generator: Generator
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = os.environ.get("RFM_CONFIG", str(DEFAULT_CONFIG_FILE))
+        return init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file)
+
+    def path(self, name: str) -> Path:
+        """Absolute path of ``paths.<name>``."""
+        return self.paths.resolve(name)
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking URI: the configured one, else a SQLite store under the data dir."""
+        return self.mlflow.tracking_uri or f"sqlite:///{self.path('mlflow_dir') / 'mlflow.db'}"
+
+
+@lru_cache(maxsize=1)
+def _cached() -> Settings:
+    return Settings()
+
+
+def load_settings(fresh: bool = False) -> Settings:
+    """The configuration; ``fresh=True`` re-reads file and environment."""
+    if fresh:
+        _cached.cache_clear()
+    return _cached()

@@ -1,0 +1,237 @@
+"""Step 1 — validate a landed day with the Great Expectations suite in ``expectations/``.
+
+Extract the day's files as text, transform them into a validation frame (canonical names,
+parsed values beside their raw text, the adjustment flag), run the suite with thresholds
+from ``conf/`` as expectation parameters, and keep the result (JSON + Data Docs) whatever
+it says. A failure raises ``DataValidationError`` naming each broken expectation and how
+many rows broke it; this step never writes to the lake.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+
+from jobs.cli import run_step
+from jobs.config import Settings, load_settings
+from jobs.errors import DataValidationError, LakeStateError
+from jobs.landing import data_files, fingerprint, has_arrived
+from jobs.spark import get_spark
+from jobs.transactions import is_adjustment, parse_transactions, read_landed_day, to_canonical_names
+
+log = logging.getLogger(__name__)
+SUITE_FILE = "transactions.json"
+MISSING_CUSTOMER_EXPECTATION = "expect_column_proportion_of_non_null_values_to_be_between"
+
+
+@dataclass
+class ValidationReport:
+    """What a validation run concluded, as kept in ``latest.json`` for the day."""
+
+    run_date: str
+    success: bool
+    row_count: int
+    missing_customer_share: float | None
+    landing_fingerprint: str
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    validated_at: str = ""
+    result_file: str = ""
+
+
+def validation_frame(raw: DataFrame, settings: Settings) -> DataFrame:
+    """The frame the suite checks: canonical names, parsed values, ``is_adjustment``."""
+    parsed = parse_transactions(to_canonical_names(raw, settings), settings)
+    if {"invoice", "stock_code"} <= set(parsed.columns):
+        parsed = parsed.withColumn("is_adjustment", is_adjustment(settings))
+    return parsed
+
+
+def expectation_parameters(settings: Settings, day: date, row_count: int) -> dict[str, Any]:
+    """Run-date and config dependent values that the suite references as ``$PARAMETER``.
+
+    A day without rows has no missing customer ids: its share threshold is 0.
+    """
+    start = datetime.combine(day, time.min)
+    return {
+        "day_start": start,
+        "day_end": start + timedelta(days=1),
+        "min_customer_id_share": 1.0 - settings.validation.max_missing_customer_share if row_count else 0.0,
+        "price_regex": rf"^\s*-?\d+(\.\d{{1,{settings.rfm.price_precision}}})?\s*$",
+    }
+
+
+def load_suite(settings: Settings):  # -> gx.ExpectationSuite
+    """The version-controlled suite from ``expectations/``."""
+    import great_expectations as gx
+
+    spec = json.loads((settings.path("expectations_dir") / SUITE_FILE).read_text())
+    return gx.ExpectationSuite(**spec)
+
+
+class SuiteRunner:
+    """The suite in a file-backed GX project under the validation dir (results store + Data Docs).
+
+    GX runs on pandas: a day is at most a few thousand rows, where GX's pandas engine takes
+    ~0.3 s against ~5 s for its Spark engine's 38 metric jobs. Spark still reads and parses the
+    files, so the values validated are exactly the values ingested.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.settings = settings
+        self.context = gx.get_context(mode="file", project_root_dir=str(settings.path("validation_dir")))
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        source = self.context.data_sources.add_or_update_pandas(name="landed")
+        asset = next((a for a in source.assets if a.name == "transactions"), None) or source.add_dataframe_asset(
+            name="transactions"
+        )
+        batch = next((b for b in asset.batch_definitions if b.name == "day"), None) or (
+            asset.add_batch_definition_whole_dataframe("day")
+        )
+        suite = self.context.suites.add_or_update(load_suite(settings))
+        self.definition = self.context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name="transactions-day", data=batch, suite=suite)
+        )
+
+    def run(self, frame: pd.DataFrame, day: date) -> Any:
+        """Validate one day's rows; the result is also kept in the GX results store."""
+        parameters = expectation_parameters(self.settings, day, row_count=len(frame))
+        return self.definition.run(
+            batch_parameters={"dataframe": frame}, expectation_parameters=parameters, result_format="SUMMARY"
+        )
+
+    def build_data_docs(self) -> Path:
+        """Render Data Docs for every result kept; returns the index page."""
+        self.context.build_data_docs()
+        return self.settings.path("validation_dir") / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
+
+def describe_failure(result: Any) -> str:
+    """One line for a failed expectation: what, on which column, how many rows."""
+    config = result.expectation_config
+    column = config.kwargs.get("column")
+    what = f"{config.type}({column})" if column else config.type
+    if result.exception_info and result.exception_info.get("raised_exception"):
+        message = str(result.exception_info.get("exception_message", "")).splitlines()[0][:200]
+        return f"{what}: could not be evaluated ({message})"
+    details = result.result or {}
+    if "unexpected_count" in details:
+        examples = details.get("partial_unexpected_list") or []
+        shown = f", e.g. {examples[:3]}" if examples else ""
+        return f"{what}: {details['unexpected_count']} of {details.get('element_count')} rows broke it{shown}"
+    return f"{what}: observed {details.get('observed_value')!r}"
+
+
+def summarise(results: list[Any], settings: Settings, row_count: int) -> tuple[list[str], list[str], float | None]:
+    """Failures, warnings and the share of rows without a customer id (None for an empty day)."""
+    failures = [describe_failure(r) for r in results if not r.success]
+    missing_share = None
+    for r in results:
+        observed = r.result.get("observed_value")
+        if r.expectation_config.type == MISSING_CUSTOMER_EXPECTATION and observed is not None and row_count:
+            missing_share = 1.0 - float(observed)
+    warnings = []
+    warn_at = settings.validation.warn_missing_customer_share
+    if missing_share is not None and warn_at < missing_share <= settings.validation.max_missing_customer_share:
+        warnings.append(
+            f"{missing_share:.1%} of rows have no customer id (warning above {warn_at:.0%}, "
+            f"failure above {settings.validation.max_missing_customer_share:.0%})"
+        )
+    return failures, warnings, missing_share
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def day_results_dir(settings: Settings, day: date) -> Path:
+    return settings.path("validation_dir") / "results" / f"date={day.isoformat()}"
+
+
+def collect_day(frame: DataFrame, settings: Settings, day: date) -> pd.DataFrame:
+    """The validation frame as pandas, refusing days too large for one driver's memory."""
+    rows = frame.count()
+    if rows > settings.validation.max_rows_per_day:
+        raise DataValidationError(
+            f"{day} has {rows} rows, more than validation.max_rows_per_day={settings.validation.max_rows_per_day}"
+        )
+    return frame.toPandas()
+
+
+def check_day(runner: SuiteRunner, frame: pd.DataFrame, day: date, landing_fingerprint: str) -> ValidationReport:
+    """Run the suite on one day's prepared rows and keep the result, passed or failed."""
+    result = runner.run(frame, day)
+    failures, warnings, missing_share = summarise(result.results, runner.settings, len(frame))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    result_file = day_results_dir(runner.settings, day) / f"result-{stamp}.json"
+    report = ValidationReport(
+        run_date=day.isoformat(),
+        success=bool(result.success),
+        row_count=len(frame),
+        missing_customer_share=missing_share,
+        landing_fingerprint=landing_fingerprint,
+        failures=failures,
+        warnings=warnings,
+        validated_at=stamp,
+        result_file=str(result_file),
+    )
+    _write_json(result_file, {"report": asdict(report), "great_expectations": result.to_json_dict()})
+    _write_json(day_results_dir(runner.settings, day) / "latest.json", asdict(report))
+    for warning in warnings:
+        log.warning("%s: %s", day, warning)
+    return report
+
+
+def raise_if_failed(reports: list[ValidationReport]) -> None:
+    """Raise one error naming every failed day and expectation."""
+    failed = [r for r in reports if not r.success]
+    if failed:
+        details = " | ".join(f"{r.run_date}: " + "; ".join(r.failures) + f" (result: {r.result_file})" for r in failed)
+        raise DataValidationError(f"validation failed for {len(failed)} day(s); nothing was written. {details}")
+
+
+def validate_day(day: date, settings: Settings | None = None, spark: SparkSession | None = None) -> dict[str, Any]:
+    """Validate the landed files of ``day``; the summary returned is small enough for XCom."""
+    settings = settings or load_settings()
+    landing_dir = settings.path("landing_dir")
+    if not has_arrived(landing_dir, day, settings.landing.marker):
+        raise LakeStateError(f"no arrival marker for {day} under {landing_dir}: the day's data has not landed")
+    spark = spark or get_spark(settings)
+    files = data_files(landing_dir, day, settings.landing.format)
+    frame = collect_day(validation_frame(read_landed_day(spark, settings, day), settings), settings, day)
+    runner = SuiteRunner(settings)
+    report = check_day(runner, frame, day, fingerprint(files))
+    runner.build_data_docs()
+    raise_if_failed([report])
+    return {k: v for k, v in asdict(report).items() if k != "failures"}
+
+
+def read_latest_report(settings: Settings, day: date) -> ValidationReport | None:
+    """The latest validation report kept for ``day``, if any."""
+    path = day_results_dir(settings, day) / "latest.json"
+    return ValidationReport(**json.loads(path.read_text())) if path.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_step(validate_day, "Validate one landed day with Great Expectations.", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The Docker deployment (docker/): compose renders, secrets are required, the lake is shared.
+
+No Docker engine is needed: ``docker-compose config`` (Debian's docker-compose 1.29.2, installed
+by ``make setup``) validates and renders the file offline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+REPO = Path(__file__).resolve().parent.parent
+DOCKER = REPO / "docker"
+COMPOSE = DOCKER / "compose.yml"
+DOCKERFILE = DOCKER / "Dockerfile"
+ENV_EXAMPLE = DOCKER / ".env.example"
+DOCKERIGNORE = DOCKER / "Dockerfile.dockerignore"
+
+SERVICES = {
+    "postgres", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+    "spark-master", "spark-worker", "mlflow",
+}
+LAKE_USERS = ["airflow-scheduler", "spark-master", "spark-worker", "mlflow"]
+LAKE_PATH = "/opt/rfm/data"
+
+# Every `${VAR:?message}` in the compose file is a value that must be supplied.
+REQUIRED_VARS = sorted(set(re.findall(r"\$\{(\w+):\?", COMPOSE.read_text())))
+TEST_VALUES = {name: f"test-{name.lower().replace('_', '-')}" for name in REQUIRED_VARS}
+
+
+@pytest.fixture(scope="module")
+def compose_bin() -> str:
+    path = shutil.which("docker-compose")
+    if path is None:
+        pytest.fail(
+            "docker-compose is not installed: run `make setup` "
+            "(apt-get install -y --no-install-recommends docker-compose)"
+        )
+    return path
+
+
+def run_config(compose_bin: str, tmp_path: Path, variables: dict[str, str]) -> subprocess.CompletedProcess:
+    """`docker-compose config` with exactly ``variables`` as the required values.
+
+    An empty --env-file keeps a developer's docker/.env (and the caller's environment) out.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in TEST_VALUES and not k.startswith("COMPOSE_")}
+    env.update(variables)
+    empty_env_file = tmp_path / "empty.env"
+    empty_env_file.write_text("")
+    return subprocess.run(
+        [compose_bin, "--env-file", str(empty_env_file), "-f", str(COMPOSE), "config"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def rendered(compose_bin: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    result = run_config(compose_bin, tmp_path_factory.mktemp("compose"), TEST_VALUES)
+    assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
+    return yaml.safe_load(result.stdout)
+
+
+def volume_targets(service: dict, source: str) -> list[str]:
+    """Container paths where named volume ``source`` is mounted (short or long syntax)."""
+    targets = []
+    for vol in service.get("volumes", []):
+        if isinstance(vol, str):
+            parts = vol.split(":")
+            if parts[0] == source:
+                targets.append(parts[1])
+        elif vol.get("source") == source:
+            targets.append(vol["target"])
+    return targets
+
+
+def test_required_variables_are_documented():
+    assert "POSTGRES_PASSWORD" in REQUIRED_VARS
+    example = ENV_EXAMPLE.read_text()
+    for name in REQUIRED_VARS:
+        # documented, with an empty value: no real secret is committed
+        assert re.search(rf"^{name}=$", example, re.M), f"{name} missing (or not empty) in {ENV_EXAMPLE}"
+
+
+def test_config_renders_all_services(rendered):
+    assert SERVICES <= set(rendered["services"])
+    assert "name" not in yaml.safe_load(COMPOSE.read_text()), "docker-compose 1.29.2 rejects top-level name:"
+
+
+def test_config_fails_clearly_without_postgres_password(compose_bin, tmp_path):
+    values = {k: v for k, v in TEST_VALUES.items() if k != "POSTGRES_PASSWORD"}
+    result = run_config(compose_bin, tmp_path, values)
+    assert result.returncode != 0
+    assert "set POSTGRES_PASSWORD in docker/.env" in result.stderr, result.stderr
+
+
+def test_lake_volume_is_mounted_at_the_same_path(rendered):
+    assert "lake" in rendered["volumes"]
+    services = rendered["services"]
+    for name in LAKE_USERS:
+        assert volume_targets(services[name], "lake") == [LAKE_PATH], name
+
+
+def test_one_image_for_driver_executors_and_mlflow(rendered):
+    services = rendered["services"]
+    images = {services[name]["image"] for name in SERVICES - {"postgres"}}
+    assert len(images) == 1, images
+    build = services["airflow-scheduler"]["build"]
+    assert Path(build["context"]) == REPO and build["dockerfile"] == "docker/Dockerfile"
+
+
+def test_published_ports_bind_loopback_only(rendered):
+    published = {}
+    for name, service in rendered["services"].items():
+        for port in service.get("ports", []):
+            if isinstance(port, str):
+                host_ip, host_port, _ = port.split(":") if port.count(":") == 2 else ("", "", "")
+            else:
+                host_ip, host_port = port.get("host_ip", ""), str(port.get("published", ""))
+            assert host_ip == "127.0.0.1", f"{name} publishes {port!r} beyond loopback"
+            published[name] = host_port
+    assert published == {"airflow-apiserver": "8080", "mlflow": "5000"}
+
+
+def test_airflow_and_pipeline_settings(rendered):
+    services = rendered["services"]
+    env = services["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+    assert "@postgres:5432/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/rfm/dags"
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
+    assert str(env["AIRFLOW__CORE__PARALLELISM"]) == "4"
+    assert env["RFM__SPARK__MASTER"] == "spark://spark-master:7077"
+    assert env["RFM__MLFLOW__TRACKING_URI"] == "http://mlflow:5000"
+    for name in ("airflow-apiserver", "airflow-dag-processor", "airflow-init"):
+        assert services[name]["environment"] == env, f"{name} must share the Airflow settings"
+    assert "spark://spark-master:7077" in services["spark-worker"]["command"]
+    assert f"--artifacts-destination={LAKE_PATH}/mlflow/artifacts" in services["mlflow"]["command"]
+    assert services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql")
+
+
+def test_start_order(rendered):
+    services = rendered["services"]
+    assert services["airflow-init"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "healthcheck" in services["postgres"]
+    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "mlflow"):
+        assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+
+
+def test_no_literal_secret_in_compose_file():
+    raw = COMPOSE.read_text()
+    for value in TEST_VALUES.values():
+        assert value not in raw
+    parsed = yaml.safe_load(raw)  # anchors and merge keys resolved
+    for name, service in parsed["services"].items():
+        env = service.get("environment") or {}
+        if isinstance(env, list):
+            env = dict(item.split("=", 1) for item in env)
+        for key, value in env.items():
+            if re.search(r"PASSWORD|SECRET|FERNET", key):
+                assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", str(value)), f"{name}.{key} must be a required variable"
+    # passwords inside connection URLs (environment, commands, anywhere)
+    for password in re.findall(r"://[^:/@\s]+:([^@\s]+)@", raw):
+        assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", password), f"literal password in URL: {password}"
+
+
+def dockerfile_text() -> str:
+    """The Dockerfile without comments, with ARG defaults substituted."""
+    lines = [ln for ln in DOCKERFILE.read_text().splitlines() if not ln.lstrip().startswith("#")]
+    text = "\n".join(lines)
+    for name, default in re.findall(r"^ARG (\w+)=(\S+)", text, re.M):
+        text = text.replace(f"${{{name}}}", default).replace(f"${name}", default)
+    return text
+
+
+def test_dockerfile_installs_the_pyproject_pins():
+    text = dockerfile_text()
+    assert re.search(r"^FROM python:3\.11-slim-bookworm\b", text, re.M)
+    assert "openjdk-17-jre-headless" in text
+    assert re.search(r"^USER (?!root\b)\S+", text, re.M), "must run as a non-root user"
+    # the project itself, and its dependencies read from pyproject.toml (not a second list)
+    assert re.search(r"^COPY\b.*\bpyproject\.toml\b", text, re.M)
+    assert re.search(r"pip install\b[^\n]*\s\.(\s|$)", text, re.M), "must `pip install .`"
+    assert "['project']['dependencies']" in text or re.search(r"pip install (?!--no-deps)[^\n]*\s\.\s", text)
+    pins = {}
+    for dep in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]:
+        req = Requirement(dep)
+        pins[req.name.lower()] = str(req.specifier)
+    for name in ("pyspark", "delta-spark", "apache-airflow"):
+        assert pins[name].startswith("=="), f"pyproject.toml must pin {name}"
+        # a version written into the Dockerfile must agree with pyproject.toml
+        for found in re.findall(rf"(?<![\w-]){re.escape(name)}==([\w.]+)", text, re.I):
+            assert f"=={found}" == pins[name], f"Dockerfile pins {name}=={found}, pyproject {pins[name]}"
+    # the Postgres extras are pinned exactly
+    assert re.search(r"apache-airflow-providers-postgres==\d+\.\d+\.\d+", text)
+    assert re.search(r"psycopg2-binary==\d+\.\d+\.\d+", text)
+    # Delta jars resolved at build time into the ivy dir the containers use
+    assert "RFM__PATHS__IVY_DIR=/opt/rfm/.ivy" in text
+    assert re.search(r"^RUN python -m jobs\.spark\b", text, re.M)
+    for var in ("JAVA_HOME=", "PYSPARK_PYTHON=", "AIRFLOW_HOME=", f"RFM__PATHS__DATA_DIR={LAKE_PATH}"):
+        assert var in text
+
+
+def test_build_context_excludes_local_state():
+    patterns = [ln.strip() for ln in DOCKERIGNORE.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    if "*" in patterns:  # allow-list style: nothing but the re-included sources
+        included = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
+        assert included == {"pyproject.toml", "jobs", "conf", "expectations", "dags"}
+    else:
+        for path in (".venv", ".ivy", "data", ".git"):
+            assert any(p.strip("/") == path for p in patterns), path
