@@ -139,8 +139,8 @@ def log_model(model: PipelineModel, features: DataFrame) -> None:
     import pyspark
     from mlflow.models import infer_signature
 
-    example = features.limit(5).toPandas()
-    signature = infer_signature(example, model.transform(features.limit(5)).select(PREDICTION).toPandas())
+    inputs = features.select([c for c in features.columns if c.startswith("log_")]).limit(5)
+    signature = infer_signature(inputs.toPandas(), model.transform(inputs).select(PREDICTION).toPandas())
     mlflow.spark.log_model(
         model, artifact_path="model", signature=signature, pip_requirements=[f"pyspark=={pyspark.__version__}"]
     )

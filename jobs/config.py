@@ -25,6 +25,7 @@ class Paths(BaseModel):
     validation_dir: str
     mlflow_dir: str
     ivy_dir: str
+    airflow_home: str
     expectations_dir: str
 
     def resolve(self, name: str) -> Path:

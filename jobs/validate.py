@@ -67,7 +67,7 @@ def expectation_parameters(settings: Settings, day: date, row_count: int) -> dic
         "day_start": start,
         "day_end": start + timedelta(days=1),
         "min_customer_id_share": 1.0 - settings.validation.max_missing_customer_share if row_count else 0.0,
-        "price_regex": rf"^\s*-?\d+(\.\d{{1,{settings.rfm.price_precision}}})?\s*$",
+        "price_regex": rf"^\s*-?\d+(?:\.\d{{1,{settings.rfm.price_precision}}})?\s*$",
     }
 
 

@@ -1,0 +1,90 @@
+"""
+### RFM segmentation — nightly
+
+The run whose data interval is **[D, D+1)** processes day **D** (`ds`):
+
+1. **wait_for_landing** — the day's arrival marker under the landing folder (reschedules; fails after the configured timeout)
+2. **validate** — Great Expectations suite `expectations/transactions.json`; a failure fails at once, no retry, nothing written
+3. **ingest_rfm** — bronze partition of D (Delta, `replaceWhere`), RFM snapshot as of D into silver, run audit
+4. **cluster** — Spark ML K-Means / Gaussian Mixture on log1p(R, F, M), one MLflow run per (DAG, D)
+5. **label** — VIP / Loyal / At-Risk / Low-Value and RFM quintile segments into the gold tables
+
+All logic lives in `jobs/`; each task calls one step, runnable alone as `python -m jobs.<step> --run-date D`.
+Configuration: `conf/pipeline.yaml` (overridable with `RFM__…` variables).
+"""
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, PokeReturnValue, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from jobs.config import load_settings
+from jobs.orchestration import run_in_task
+
+settings = load_settings()
+
+with DAG(
+    dag_id=settings.dag.dag_id,
+    description="Daily RFM customer segmentation: GX -> Spark/Delta -> Spark ML/MLflow -> labels",
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+    start_date=pendulum.parse(settings.dag.start_date, tz="UTC"),
+    catchup=settings.dag.catchup,
+    max_active_runs=1,
+    tags=settings.dag.tags,
+    doc_md=__doc__,
+    default_args={
+        "owner": settings.dag.owner,
+        "depends_on_past": True,
+        "wait_for_downstream": True,
+        "retries": settings.dag.retries,
+        "retry_delay": timedelta(seconds=settings.dag.retry_delay_seconds),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(seconds=settings.dag.max_retry_delay_seconds),
+    },
+) as dag:
+
+    @task.sensor(
+        poke_interval=settings.landing.sensor_poke_seconds,
+        timeout=settings.landing.sensor_timeout_seconds,
+        mode="reschedule",
+    )
+    def wait_for_landing(ds: str) -> PokeReturnValue:
+        """The day's files have landed (arrival marker present)."""
+        from datetime import date
+
+        from jobs.landing import has_arrived
+
+        arrived = has_arrived(settings.path("landing_dir"), date.fromisoformat(ds), settings.landing.marker)
+        return PokeReturnValue(is_done=arrived)
+
+    @task
+    def validate(ds: str) -> dict:
+        """Great Expectations on the landed day; fails without retry on bad data."""
+        from jobs.validate import validate_day
+
+        return run_in_task(validate_day, ds)
+
+    @task
+    def ingest_rfm(ds: str) -> dict:
+        """Bronze partition + RFM snapshot (silver) + run audit."""
+        from jobs.rfm import ingest_day
+
+        return run_in_task(ingest_day, ds)
+
+    @task
+    def cluster(ds: str, dag_run=None, ti=None) -> dict:
+        """Spark ML clustering, logged to MLflow with Airflow lineage tags."""
+        from jobs.cluster import cluster_day
+
+        lineage = {"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id, "airflow.task_id": ti.task_id}
+        return run_in_task(cluster_day, ds, lineage=lineage)
+
+    @task
+    def label(ds: str) -> dict:
+        """Cluster labels + RFM quintile segments into the gold tables."""
+        from jobs.label import label_day
+
+        return run_in_task(label_day, ds)
+
+    wait_for_landing() >> validate() >> ingest_rfm() >> cluster() >> label()

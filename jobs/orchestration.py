@@ -1,0 +1,149 @@
+"""Airflow glue and the project's Airflow commands (the DAG file itself stays declarative).
+
+``python -m jobs.orchestration nights --from D1 --to D2``  run the real DAG night by night
+``python -m jobs.orchestration replay --source F --from D1 --to D2``  backfill to D1-1, land
+    D1..D2 from the source, then run the DAG night by night, as the scheduler would
+``python -m jobs.orchestration airflow``  Airflow standalone (UI/API on 127.0.0.1:8080)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from jobs.config import REPO_ROOT, Settings, load_settings
+from jobs.errors import PermanentError
+
+DAGS_FOLDER = REPO_ROOT / "dags"
+
+
+def run_in_task(step: Callable[..., dict[str, Any]], run_date: str, **kwargs: Any) -> dict[str, Any]:
+    """Run a step for ``run_date`` inside a task; a permanent error fails the task with no retry."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        return step(date.fromisoformat(run_date), **kwargs)
+    except PermanentError as error:
+        raise AirflowFailException(f"{type(error).__name__}: {error}") from error
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """Environment for the Airflow CLI: project-local home and SQLite DB, this dags folder, loopback."""
+    home = settings.path("airflow_home")
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "RFM__PATHS__DATA_DIR": str(settings.path("data_dir")),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": "8080",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "AIRFLOW__CORE__DAGBAG_IMPORT_ERROR_TRACEBACKS": "True",
+        "NO_PROXY": "*",
+    }
+
+
+def airflow_cli(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``airflow <args>`` with the project's Airflow environment, streaming its output."""
+    airflow = Path(sys.executable).with_name("airflow")
+    return subprocess.run([str(airflow), *args], env=airflow_env(settings), check=check, text=True)
+
+
+def ensure_metadata_db(settings: Settings) -> None:
+    """Create or upgrade the SQLite metadata DB."""
+    settings.path("airflow_home").mkdir(parents=True, exist_ok=True)
+    airflow_cli(settings, "db", "migrate")
+
+
+def run_night(settings: Settings, day: date) -> None:
+    """``airflow dags test`` of the real DAG for ``day``; raises if the run did not succeed."""
+    result = airflow_cli(settings, "dags", "test", settings.dag.dag_id, day.isoformat(), check=False)
+    state = dag_run_state(settings, day)
+    if result.returncode != 0 or state != "success":
+        raise RuntimeError(f"DAG run for {day} ended {state!r} (exit {result.returncode})")
+
+
+def dag_run_state(settings: Settings, day: date) -> str:
+    """State of the latest DAG run whose logical date is ``day`` (last line of ``airflow dags state``)."""
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    out = subprocess.run(
+        [airflow, "dags", "state", settings.dag.dag_id, day.isoformat()],
+        env=airflow_env(settings),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return out.strip().splitlines()[-1] if out.strip() else "none"
+
+
+def run_nights(settings: Settings, first: date, last: date) -> list[date]:
+    """The real DAG for each night from ``first`` to ``last``, in order."""
+    ensure_metadata_db(settings)
+    nights = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    for night in nights:
+        print(f"== night {night} ==", flush=True)
+        run_night(settings, night)
+    return nights
+
+
+def replay(settings: Settings, source: Path, first: date, last: date) -> list[date]:
+    """Backfill the source up to ``first``-1, land ``first``..``last``, run those nights."""
+    from jobs.backfill import backfill
+    from jobs.split import land_days, read_export
+
+    backfill(source, first - timedelta(days=1), settings=settings)
+    frame = read_export(source)
+    date_column = next(c for c in settings.columns["invoice_date"] if c in frame.columns)
+    land_days(frame, settings.path("landing_dir"), first, last, settings.landing.marker,
+              settings.landing.format, date_column)  # fmt: skip
+    return run_nights(settings, first, last)
+
+
+def standalone(settings: Settings) -> None:
+    """Replace this process with ``airflow standalone`` (SIGINT restored so Ctrl-C stops it cleanly)."""
+    ensure_metadata_db(settings)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    home = settings.path("airflow_home")
+    print(
+        "Airflow UI/API: http://127.0.0.1:8080 — user 'admin', password in "
+        f"{home / 'simple_auth_manager_passwords.json.generated'} (created on first start). Ctrl-C stops it.",
+        flush=True,
+    )
+    os.execve(airflow, [airflow, "standalone"], airflow_env(settings))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    nights = commands.add_parser("nights", help="run the DAG night by night")
+    replay_cmd = commands.add_parser("replay", help="backfill, land and run nights from a source file")
+    replay_cmd.add_argument("--source", required=True, type=Path)
+    for sub in (nights, replay_cmd):
+        sub.add_argument("--from", dest="first", required=True, type=date.fromisoformat)
+        sub.add_argument("--to", dest="last", required=True, type=date.fromisoformat)
+    commands.add_parser("airflow", help="start Airflow standalone on 127.0.0.1:8080")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    if args.command == "airflow":
+        standalone(settings)
+    elif args.command == "nights":
+        run_nights(settings, args.first, args.last)
+    else:
+        replay(settings, args.source, args.first, args.last)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Where a run's outputs are, and the segments of a snapshot — read without a JVM (delta-rs).
+
+``python -m jobs.summary --run-date YYYY-MM-DD``
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+
+import pandas as pd
+from deltalake import DeltaTable
+
+from jobs import lake, tracking
+from jobs.cli import run_date_parser
+from jobs.config import Settings, load_settings
+
+
+def segment_table(settings: Settings, run_date: date) -> pd.DataFrame:
+    """The gold segment summary of ``run_date``, best segments first within each scheme."""
+    table = DeltaTable(str(lake.table_path(settings, "gold_segment_summary")))
+    summary = table.to_pandas(filters=[("snapshot_date", "=", run_date)])
+    return summary.sort_values(["label_scheme", "monetary_total"], ascending=[True, False])
+
+
+def report(settings: Settings, run_date: date) -> str:
+    """A plain-text report: table locations and versions, MLflow run, segments."""
+    lines = [f"RFM segmentation — snapshot {run_date}", "", "Delta tables:"]
+    for name in lake.TABLES:
+        path = lake.table_path(settings, name)
+        version = DeltaTable(str(path)).version() if DeltaTable.is_deltatable(str(path)) else None
+        lines.append(f"  {name:<26} v{version}  {path}")
+    runs = tracking.runs_for_date(settings, settings.dag.dag_id, run_date)
+    lines += ["", f"MLflow: {settings.tracking_uri}  (make mlflow-ui)"]
+    lines += [f"  run {r.info.run_id}  silhouette={r.data.metrics.get('silhouette', float('nan')):.3f}" for r in runs]
+    summary = segment_table(settings, run_date)
+    pd.set_option("display.width", 160)
+    for scheme, rows in summary.groupby("label_scheme"):
+        shown = rows[["segment", "customers", "customer_share", "mean_recency_days", "mean_frequency",
+                      "mean_monetary", "revenue_share"]]  # fmt: skip
+        lines += ["", f"Segments ({scheme} labels):", shown.round(3).to_string(index=False)]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = run_date_parser("Print where the outputs are and the segments of a snapshot.").parse_args(argv)
+    print(report(load_settings(), args.run_date))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

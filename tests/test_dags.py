@@ -1,0 +1,121 @@
+"""DAG conventions, checked for every DAG file (each failure names the DAG and its file)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from jobs.config import REPO_ROOT
+
+DAGS_DIR = REPO_ROOT / "dags"
+EXPECTED_ORDER = ["wait_for_landing", "validate", "ingest_rfm", "cluster", "label"]
+
+
+@pytest.fixture(scope="module")
+def dag_bag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS_DIR))
+
+
+def test_no_import_errors(dag_bag):
+    assert not dag_bag.import_errors, "\n".join(f"{f}: {e}" for f, e in dag_bag.import_errors.items())
+    assert dag_bag.dags, f"no DAG found in {DAGS_DIR}"
+
+
+def _each_dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS_DIR))
+    return [pytest.param(dag, id=dag_id) for dag_id, dag in sorted(bag.dags.items())]
+
+
+@pytest.fixture(params=_each_dag())
+def dag(request):
+    return request.param
+
+
+def where(dag) -> str:
+    return f"DAG {dag.dag_id!r} in {Path(dag.fileloc).relative_to(REPO_ROOT)}"
+
+
+def test_has_tags_and_docs(dag):
+    assert dag.tags, f"{where(dag)} has no tags"
+    assert dag.doc_md, f"{where(dag)} has no doc_md"
+
+
+def test_owner_retries_and_backoff(dag):
+    for task in dag.tasks:
+        assert task.owner not in ("", "airflow"), f"{where(dag)}: task {task.task_id} has the default owner"
+        assert task.retries >= 1, f"{where(dag)}: task {task.task_id} has no retries"
+        assert task.retry_exponential_backoff, f"{where(dag)}: task {task.task_id} retries without back-off"
+
+
+def test_runs_never_overlap_or_skip_a_failed_day(dag):
+    assert dag.max_active_runs == 1, f"{where(dag)}: max_active_runs={dag.max_active_runs}"
+    for task in dag.tasks:
+        assert task.depends_on_past, f"{where(dag)}: task {task.task_id} does not depend on the past"
+
+
+def test_daily_timetable_has_a_real_interval(dag):
+    """A scheduled run with logical date D covers [D, D+1) and runs once D is over."""
+    from airflow.timetables.base import TimeRestriction
+
+    start = dag.start_date
+    info = dag.timetable.next_dagrun_info(
+        last_automated_data_interval=None, restriction=TimeRestriction(earliest=start, latest=None, catchup=True)
+    )
+    assert info is not None, f"{where(dag)}: timetable yields no run"
+    assert info.data_interval.start == start, f"{where(dag)}: first interval starts {info.data_interval.start}"
+    assert info.data_interval.end - info.data_interval.start == timedelta(days=1), f"{where(dag)}: not daily"
+    assert info.run_after == info.data_interval.end, f"{where(dag)}: runs before its day is over"
+    assert str(info.data_interval.start.tzinfo) in ("UTC", "Timezone('UTC')"), f"{where(dag)}: not UTC"
+
+
+def test_task_order(dag):
+    assert [t.task_id for t in _topological(dag)] == EXPECTED_ORDER, f"{where(dag)}: unexpected task order"
+    for upstream, downstream in zip(EXPECTED_ORDER, EXPECTED_ORDER[1:], strict=False):
+        assert dag.get_task(downstream).upstream_task_ids == {upstream}, f"{where(dag)}: {downstream} not after {upstream}"
+
+
+def _topological(dag):
+    order, seen = [], set()
+    ready = [t for t in dag.tasks if not t.upstream_task_ids]
+    while ready:
+        task = ready.pop(0)
+        order.append(task)
+        seen.add(task.task_id)
+        ready += [dag.get_task(d) for d in sorted(task.downstream_task_ids) if dag.get_task(d).upstream_task_ids <= seen]
+    return order
+
+
+def test_sensor_waits_then_fails(dag):
+    sensor = dag.get_task("wait_for_landing")
+    assert sensor.mode == "reschedule", f"{where(dag)}: the landing sensor holds a worker slot"
+    assert 0 < sensor.timeout < timedelta(days=1).total_seconds(), f"{where(dag)}: sensor timeout {sensor.timeout}"
+
+
+def test_permanent_errors_fail_without_retry():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from jobs.errors import DataValidationError
+    from jobs.orchestration import run_in_task
+
+    def broken_day(day):
+        raise DataValidationError(f"bad rows on {day}")
+
+    with pytest.raises(AirflowFailException, match="bad rows on 2011-12-09"):
+        run_in_task(broken_day, "2011-12-09")
+    assert run_in_task(lambda day: {"day": day.isoformat()}, "2011-12-09") == {"day": "2011-12-09"}
+
+
+def test_transient_errors_are_left_to_retries():
+    from jobs.orchestration import run_in_task
+
+    def flaky(day):
+        raise OSError("disk busy")
+
+    with pytest.raises(OSError):
+        run_in_task(flaky, datetime(2011, 12, 9).date().isoformat())

@@ -1,0 +1,140 @@
+"""The real DAG, run by Airflow (`airflow dags test` on a SQLite metadata DB) over generated days.
+
+History is backfilled up to 2011-12-07; then the nights of Thursday 2011-12-08, Friday
+2011-12-09 and Saturday 2011-12-10 (no trading) run through the DAG; Saturday runs again
+(idempotence); finally a broken day must stop at validation with nothing written.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+import pytest
+from deltalake import DeltaTable
+
+from jobs import lake, tracking
+from jobs.backfill import backfill
+from jobs.generate import generate_transactions
+from jobs.landing import write_day
+from jobs.orchestration import run_nights
+from jobs.split import land_days
+from tests.conftest import settings_for
+
+pytestmark = pytest.mark.e2e
+
+HISTORY_END = date(2011, 12, 7)
+NIGHTS = [date(2011, 12, 8), date(2011, 12, 9), date(2011, 12, 10)]
+BUSINESS_COLUMNS = [
+    "snapshot_date", "customer_id", "recency_days", "frequency", "monetary", "r_score", "f_score", "m_score",
+    "rfm_score", "rfm_segment", "cluster", "cluster_label", "country",
+]  # fmt: skip
+
+
+def read_table(settings, name: str, day: date | None = None) -> pd.DataFrame:
+    table = DeltaTable(str(lake.table_path(settings, name)))
+    filters = [("snapshot_date", "=", day)] if day else None
+    return table.to_pandas(filters=filters)
+
+
+def versions(settings) -> dict[str, int | None]:
+    found = {}
+    for name in lake.TABLES:
+        path = str(lake.table_path(settings, name))
+        found[name] = DeltaTable(path).version() if DeltaTable.is_deltatable(path) else None
+    return found
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, spark):
+    """A lake built by backfill + three real DAG nights (module-scoped: shared by the checks)."""
+    settings = settings_for(tmp_path_factory.mktemp("e2e"))
+    frame = generate_transactions(customers=400, days=60, seed=11, end_date=NIGHTS[-1])
+    land_days(frame, settings.path("landing_dir"), date(2011, 10, 12), NIGHTS[-1], settings.landing.marker)
+    backfill(settings.path("landing_dir"), HISTORY_END, settings=settings, spark=spark)
+    run_nights(settings, NIGHTS[0], NIGHTS[-1])
+    return settings
+
+
+def test_every_table_is_written_and_readable_without_spark(pipeline):
+    for name, version in versions(pipeline).items():
+        assert version is not None, f"table {name} was not written"
+    bronze = DeltaTable(str(lake.table_path(pipeline, "bronze_transactions"))).to_pandas()
+    assert bronze["transaction_date"].max() == date(2011, 12, 9), "Saturday has no rows, Friday is the last"
+
+
+def test_each_night_labels_every_customer(pipeline):
+    for night in NIGHTS:
+        silver = read_table(pipeline, "silver_customer_rfm", night)
+        gold = read_table(pipeline, "gold_customer_segments", night)
+        assert len(silver) > 100, f"{night}: snapshot too small ({len(silver)})"
+        assert sorted(gold["customer_id"]) == sorted(silver["customer_id"]), f"{night}: gold misses customers"
+        assert gold["cluster_label"].notna().all() and gold["rfm_segment"].notna().all()
+        assert set(gold["cluster_label"]) == {"VIP", "Loyal", "At-Risk", "Low-Value"}
+        assert (gold["rfm_segment"] != "Unclassified").all()
+        summary = read_table(pipeline, "gold_segment_summary", night)
+        for scheme, rows in summary.groupby("label_scheme"):
+            assert rows["customers"].sum() == len(gold), f"{night}/{scheme}: summary does not add up"
+
+
+def test_day_without_trading_still_advances_the_snapshot(pipeline):
+    friday = read_table(pipeline, "silver_customer_rfm", NIGHTS[1]).set_index("customer_id").sort_index()
+    saturday = read_table(pipeline, "silver_customer_rfm", NIGHTS[2]).set_index("customer_id").sort_index()
+    assert list(saturday.index) == list(friday.index)
+    assert (saturday["recency_days"] == friday["recency_days"] + 1).all()
+    assert (saturday["monetary"] == friday["monetary"]).all() and (saturday["frequency"] == friday["frequency"]).all()
+
+
+def test_one_mlflow_run_per_night_with_params_metrics_and_model(pipeline):
+    client = tracking.client(pipeline)
+    for night in NIGHTS:
+        runs = tracking.runs_for_date(pipeline, pipeline.dag.dag_id, night)
+        assert len(runs) == 1, f"{night}: {len(runs)} active MLflow runs"
+        run = runs[0]
+        assert run.data.params["algorithm"] == pipeline.clustering.algorithm and run.data.params["k"] == "4"
+        assert 0 < run.data.metrics["silhouette"] <= 1
+        assert run.data.tags["airflow.task_id"] == "cluster" and run.data.tags["airflow.run_id"] != "cli"
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"model", "clusters", "labels"} <= artifacts, f"{night}: artifacts {artifacts}"
+        gold = read_table(pipeline, "gold_customer_segments", night)
+        assert set(gold["mlflow_run_id"]) == {run.info.run_id}
+
+
+def test_rerunning_a_night_changes_no_business_column(pipeline):
+    night = NIGHTS[-1]
+    before = read_table(pipeline, "gold_customer_segments", night)[BUSINESS_COLUMNS].sort_values("customer_id")
+    summary_before = read_table(pipeline, "gold_segment_summary", night).drop(columns=[])
+    old_run = tracking.runs_for_date(pipeline, pipeline.dag.dag_id, night)[0].info.run_id
+    run_nights(pipeline, night, night)
+    after = read_table(pipeline, "gold_customer_segments", night)[BUSINESS_COLUMNS].sort_values("customer_id")
+    pd.testing.assert_frame_equal(before.reset_index(drop=True), after.reset_index(drop=True))
+    key = ["label_scheme", "segment"]
+    pd.testing.assert_frame_equal(
+        summary_before.sort_values(key).reset_index(drop=True),
+        read_table(pipeline, "gold_segment_summary", night).sort_values(key).reset_index(drop=True),
+    )
+    runs = tracking.runs_for_date(pipeline, pipeline.dag.dag_id, night)
+    assert len(runs) == 1 and runs[0].info.run_id != old_run, "the re-run must supersede, not pile up"
+    superseded = tracking.client(pipeline).get_run(old_run)
+    assert superseded.info.lifecycle_stage == "deleted"
+    assert superseded.data.tags[tracking.SUPERSEDED_TAG] == runs[0].info.run_id
+
+
+def test_failed_validation_stops_the_night_and_writes_nothing(pipeline):
+    bad_day = date(2011, 12, 11)
+    rows = generate_transactions(customers=400, days=3, seed=11, end_date=date(2011, 12, 9))
+    rows = rows[rows["InvoiceDate"].str.startswith("2011-12-09")].copy()
+    rows["InvoiceDate"] = rows["InvoiceDate"].str.replace("2011-12-09", bad_day.isoformat())
+    rows.loc[rows.index[:5], "Quantity"] = "0"
+    write_day(pipeline.path("landing_dir"), bad_day, rows, pipeline.landing.marker)
+    before = versions(pipeline)
+    mlflow_runs_before = len(tracking.client(pipeline).search_runs([tracking.experiment_id(pipeline)]))
+    with pytest.raises(RuntimeError, match=str(bad_day)):
+        run_nights(pipeline, bad_day, bad_day)
+    assert versions(pipeline) == before, "a failed validation must not write any table version"
+    assert len(tracking.client(pipeline).search_runs([tracking.experiment_id(pipeline)])) == mlflow_runs_before
+    from jobs.validate import read_latest_report
+
+    report = read_latest_report(pipeline, bad_day)
+    assert report is not None and not report.success
+    assert any("quantity" in failure and "5 of" in failure for failure in report.failures), report.failures
