@@ -119,7 +119,11 @@ def compute_rfm(transactions: DataFrame, snapshot: date, rules: Rfm) -> DataFram
 
 
 def exclusion_reason(rules: Rfm) -> Column:
-    """Why a line is not a purchase (first reason that applies), null for a purchase line."""
+    """Why a line is not a purchase (first reason that applies), null exactly for purchase lines.
+
+    A ``C`` invoice line that does not take quantity back is ``other_non_purchase``; a missing
+    quantity or price counts as non-positive.
+    """
     business = Window.partitionBy(*CANONICAL_COLUMNS).orderBy(F.lit(1))
     duplicate = (F.row_number().over(business) > 1) if rules.drop_exact_duplicates else F.lit(False)
     missing_id = F.col("customer_id").isNull() if rules.require_customer_id else F.lit(False)
@@ -127,10 +131,10 @@ def exclusion_reason(rules: Rfm) -> Column:
         F.when(missing_id, "missing_customer_id")
         .when(F.col("stock_code").isin(rules.non_product_stock_codes), "non_product")
         .when(duplicate, "duplicate")
-        .when(F.col("invoice").startswith(rules.cancellation_prefix), "cancellation")
+        .when(is_cancellation(rules), "cancellation")
         .when(_starts_with_any("invoice", rules.non_purchase_prefixes), "other_non_purchase")
-        .when(F.col("quantity") <= 0, "non_positive_quantity")
-        .when(F.col("price") <= 0, "non_positive_price")
+        .when(F.coalesce(F.col("quantity") <= 0, F.lit(True)), "non_positive_quantity")
+        .when(F.coalesce(F.col("price") <= 0, F.lit(True)), "non_positive_price")
     )
 
 

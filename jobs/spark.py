@@ -8,6 +8,8 @@ and need no network.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -39,6 +41,7 @@ def get_spark(settings: Settings | None = None, app_name: str | None = None) -> 
     """Return the process's SparkSession, creating it with Delta and the configured conf."""
     settings = settings or load_settings()
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers use this interpreter and its packages
     builder = (
         SparkSession.builder.master(settings.spark.master)
         .appName(app_name or settings.spark.app_name)

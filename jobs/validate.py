@@ -66,7 +66,7 @@ def expectation_parameters(settings: Settings, day: date, row_count: int) -> dic
     return {
         "day_start": start,
         "day_end": start + timedelta(days=1),
-        "min_customer_id_share": 1.0 - settings.validation.max_missing_customer_share if row_count else 0.0,
+        "min_customer_id_share": round(1.0 - settings.validation.max_missing_customer_share, 9) if row_count else -1.0,
         "price_regex": rf"^\s*-?\d+(?:\.\d{{1,{settings.rfm.price_precision}}})?\s*$",
     }
 
@@ -119,25 +119,46 @@ class SuiteRunner:
         return self.settings.path("validation_dir") / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
 
 
-def describe_failure(result: Any) -> str:
+def _exception_message(exception_info: dict[str, Any] | None) -> str | None:
+    """GX keeps an exception either at the top level or per metric; the first message, if any."""
+    if not exception_info:
+        return None
+    candidates = [exception_info, *[v for v in exception_info.values() if isinstance(v, dict)]]
+    for info in candidates:
+        if info.get("raised_exception"):
+            return str(info.get("exception_message", "")).splitlines()[0][:200]
+    return None
+
+
+def describe_failure(result: Any, settings: Settings, row_count: int) -> str:
     """One line for a failed expectation: what, on which column, how many rows."""
     config = result.expectation_config
     column = config.kwargs.get("column")
     what = f"{config.type}({column})" if column else config.type
-    if result.exception_info and result.exception_info.get("raised_exception"):
-        message = str(result.exception_info.get("exception_message", "")).splitlines()[0][:200]
-        return f"{what}: could not be evaluated ({message})"
     details = result.result or {}
+    if config.type == "expect_column_to_exist":
+        accepted = ", ".join(settings.columns.get(column, [column]))
+        return f"{what}: required column missing (accepted source names: {accepted})"
+    error = _exception_message(result.exception_info)
+    if error:
+        return f"{what}: could not be evaluated ({error})"
     if "unexpected_count" in details:
         examples = details.get("partial_unexpected_list") or []
         shown = f", e.g. {examples[:3]}" if examples else ""
         return f"{what}: {details['unexpected_count']} of {details.get('element_count')} rows broke it{shown}"
-    return f"{what}: observed {details.get('observed_value')!r}"
+    if config.type == MISSING_CUSTOMER_EXPECTATION and details.get("observed_value") is not None:
+        missing = 1.0 - float(details["observed_value"])
+        return (
+            f"{what}: {round(missing * row_count)} of {row_count} rows have no customer id ({missing:.1%}; fails at "
+            f"{settings.validation.max_missing_customer_share:.0%} or more)"
+        )
+    observed = details.get("observed_value")
+    return f"{what}: observed {observed if observed is None else str(observed)}"
 
 
 def summarise(results: list[Any], settings: Settings, row_count: int) -> tuple[list[str], list[str], float | None]:
     """Failures, warnings and the share of rows without a customer id (None for an empty day)."""
-    failures = [describe_failure(r) for r in results if not r.success]
+    failures = [describe_failure(r, settings, row_count) for r in results if not r.success]
     missing_share = None
     for r in results:
         observed = r.result.get("observed_value")
@@ -145,10 +166,10 @@ def summarise(results: list[Any], settings: Settings, row_count: int) -> tuple[l
             missing_share = 1.0 - float(observed)
     warnings = []
     warn_at = settings.validation.warn_missing_customer_share
-    if missing_share is not None and warn_at < missing_share <= settings.validation.max_missing_customer_share:
+    if missing_share is not None and warn_at < missing_share < settings.validation.max_missing_customer_share:
         warnings.append(
             f"{missing_share:.1%} of rows have no customer id (warning above {warn_at:.0%}, "
-            f"failure above {settings.validation.max_missing_customer_share:.0%})"
+            f"failure at {settings.validation.max_missing_customer_share:.0%} or more)"
         )
     return failures, warnings, missing_share
 

@@ -17,6 +17,7 @@ from jobs.label import (
     add_rfm_scores,
     cluster_label_map,
     labels_per_rank,
+    named_segment,
     quintile_edges,
     segment_summary,
 )
@@ -216,8 +217,6 @@ def test_segment_rules_cover_every_score_combination(spark, settings) -> None:
     grid = spark.range(1, 6).select(F.col("id").cast("int").alias("r_score"))
     for name in ("f_score", "m_score"):
         grid = grid.crossJoin(spark.range(1, 6).select(F.col("id").cast("int").alias(name)))
-    from jobs.label import named_segment
-
     out = grid.withColumn("rfm_segment", named_segment(settings.labels.segment_rules)).toPandas()
     assert len(out) == 125
     assert UNCLASSIFIED not in set(out["rfm_segment"])
