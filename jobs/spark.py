@@ -2,11 +2,13 @@
 
 The Delta jars are resolved from Maven Central once (``python -m jobs.spark``, run by
 ``make setup``) into the project's ivy cache; later sessions load the cached jars directly
-and need no network.
+and need no network. Under ``spark-submit`` the JVM starts before this code runs, so pass
+them on the command line: ``spark-submit --jars "$(python -m jobs.spark --jars)" jobs/rfm.py …``.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -62,9 +64,17 @@ def get_spark(settings: Settings | None = None, app_name: str | None = None) -> 
     return spark
 
 
-def main() -> None:
-    """Resolve the Delta jars into the project's ivy cache and prove a Delta round trip."""
+def main(argv: list[str] | None = None) -> None:
+    """Resolve the Delta jars into the project's ivy cache (``--jars``: print them for spark-submit)."""
+    parser = argparse.ArgumentParser(description="Resolve the Delta jars, or print them for spark-submit --jars.")
+    parser.add_argument("--jars", action="store_true", help="print the cached jars, comma-separated, and exit")
     settings = load_settings()
+    if parser.parse_args(argv).jars:
+        jars = delta_jars(settings)
+        if not jars:
+            raise SystemExit("Delta jars not cached yet: run `make setup`")
+        print(",".join(str(j) for j in jars))
+        return
     spark = get_spark(settings, app_name="resolve-delta-jars")
     spark.range(1).count()
     spark.stop()

@@ -138,3 +138,28 @@ def test_failed_validation_stops_the_night_and_writes_nothing(pipeline):
     report = read_latest_report(pipeline, bad_day)
     assert report is not None and not report.success
     assert any("quantity" in failure and "5 of" in failure for failure in report.failures), report.failures
+
+
+def test_a_step_runs_alone_through_spark_submit(pipeline):
+    """Airflow only orchestrates: the label step re-run by spark-submit gives the same gold rows."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from jobs.config import REPO_ROOT
+
+    night = NIGHTS[1]
+    before = read_table(pipeline, "gold_customer_segments", night)[BUSINESS_COLUMNS].sort_values("customer_id")
+    venv_bin = Path(sys.executable).parent
+    jars = subprocess.run([sys.executable, "-m", "jobs.spark", "--jars"], check=True, capture_output=True, text=True)
+    env = {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "RFM__PATHS__DATA_DIR": str(pipeline.path("data_dir"))}
+    done = subprocess.run(
+        [str(venv_bin / "spark-submit"), "--jars", jars.stdout.strip(), str(REPO_ROOT / "jobs" / "label.py"),
+         "--run-date", night.isoformat()],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f'"run_date": "{night}"' in done.stdout
+    after = read_table(pipeline, "gold_customer_segments", night)[BUSINESS_COLUMNS].sort_values("customer_id")
+    pd.testing.assert_frame_equal(before.reset_index(drop=True), after.reset_index(drop=True))
