@@ -39,6 +39,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     home = settings.path("airflow_home")
     return {
         **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # standalone spawns `airflow`
         "AIRFLOW_HOME": str(home),
         "RFM__PATHS__DATA_DIR": str(settings.path("data_dir")),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
