@@ -12,7 +12,6 @@ leaves the lake untouched.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -28,6 +27,7 @@ from jobs import lake
 from jobs.cli import EXIT_PERMANENT_FAILURE
 from jobs.config import Settings, load_settings
 from jobs.errors import DataValidationError, PermanentError
+from jobs.landing import fingerprint
 from jobs.rfm import EXCLUSION_REASONS, audit_row, exclusion_reason
 from jobs.spark import get_spark
 from jobs.transactions import read_export_text, typed_rows
@@ -49,13 +49,7 @@ def read_source(spark: SparkSession, source: Path) -> DataFrame:
 
 def source_fingerprint(source: Path) -> str:
     """Identity of the source recorded in each day's validation report."""
-    if source.is_dir():
-        return f"backfill:{source}"
-    digest = hashlib.sha256()
-    with source.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return f"backfill:{source.name}:{digest.hexdigest()}"
+    return f"backfill:{source}" if source.is_dir() else f"backfill:{fingerprint([source])}"
 
 
 def days_between(first: date, last: date) -> list[date]:

@@ -55,10 +55,14 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def airflow_bin() -> str:
+    """The ``airflow`` executable beside this interpreter (the project's virtualenv)."""
+    return str(Path(sys.executable).with_name("airflow"))
+
+
 def airflow_cli(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run ``airflow <args>`` with the project's Airflow environment, streaming its output."""
-    airflow = Path(sys.executable).with_name("airflow")
-    return subprocess.run([str(airflow), *args], env=airflow_env(settings), check=check, text=True)
+    return subprocess.run([airflow_bin(), *args], env=airflow_env(settings), check=check, text=True)
 
 
 def ensure_metadata_db(settings: Settings) -> None:
@@ -77,9 +81,8 @@ def run_night(settings: Settings, day: date) -> None:
 
 def dag_run_state(settings: Settings, day: date) -> str:
     """State of the latest DAG run whose logical date is ``day`` (last line of ``airflow dags state``)."""
-    airflow = str(Path(sys.executable).with_name("airflow"))
     out = subprocess.run(
-        [airflow, "dags", "state", settings.dag.dag_id, day.isoformat()],
+        [airflow_bin(), "dags", "state", settings.dag.dag_id, day.isoformat()],
         env=airflow_env(settings),
         check=True,
         capture_output=True,
@@ -115,7 +118,7 @@ def standalone(settings: Settings) -> None:
     """Replace this process with ``airflow standalone`` (SIGINT restored so Ctrl-C stops it cleanly)."""
     ensure_metadata_db(settings)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    airflow = str(Path(sys.executable).with_name("airflow"))
+    airflow = airflow_bin()
     home = settings.path("airflow_home")
     print(
         "Airflow UI/API: http://127.0.0.1:8080 — user 'admin', password in "
