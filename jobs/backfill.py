@@ -30,7 +30,7 @@ from jobs.errors import DataValidationError, PermanentError
 from jobs.landing import fingerprint
 from jobs.rfm import EXCLUSION_REASONS, audit_row, exclusion_reason
 from jobs.spark import get_spark
-from jobs.transactions import read_export_text, typed_rows
+from jobs.transactions import read_export_text, read_parquet_text, typed_rows
 from jobs.validate import SuiteRunner, check_day, raise_if_failed, validation_frame
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,7 @@ def read_source(spark: SparkSession, source: Path) -> DataFrame:
         files = sorted(str(p) for p in source.glob("date=*/*") if p.suffix in {".csv", ".gz"})
         return read_export_text(spark, files)
     if source.suffix == ".parquet":
-        frame = spark.read.parquet(str(source))
-        return frame.select([F.col(f"`{c}`").cast("string").alias(c) for c in frame.columns])
+        return read_parquet_text(spark, [str(source)])
     return read_export_text(spark, [str(source)])
 
 

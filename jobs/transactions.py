@@ -33,9 +33,14 @@ def read_landed_day(spark: SparkSession, settings: Settings, day: date) -> DataF
     if not files:
         return spark.createDataFrame([], StructType([StructField(c, StringType()) for c in CANONICAL_COLUMNS]))
     if settings.landing.format == "parquet":
-        frame = spark.read.parquet(*files)
-        return frame.select([F.col(f"`{c}`").cast("string").alias(c) for c in frame.columns])
+        return read_parquet_text(spark, files)
     return read_export_text(spark, files)
+
+
+def read_parquet_text(spark: SparkSession, paths: list[str]) -> DataFrame:
+    """Parquet export(s) with every column cast to text, like the CSV reader."""
+    frame = spark.read.parquet(*paths)
+    return frame.select([F.col(f"`{c}`").cast("string").alias(c) for c in frame.columns])
 
 
 def read_export_text(spark: SparkSession, paths: list[str]) -> DataFrame:
