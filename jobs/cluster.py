@@ -1,10 +1,14 @@
 """Step 3 — cluster the day's RFM snapshot with Spark ML and track it in MLflow.
 
 Extract: the silver snapshot of the run date at a pinned Delta version.
-Transform: log1p(R, F, M) -> standard scaling -> K-Means or Gaussian Mixture (``fit_clusters``).
-Load: per-customer cluster ids into ``silver/customer_clusters``; params, metrics, the
-cluster profile, a PNG of the clusters and the fitted pipeline model into one MLflow run
-per (DAG, run date) — a re-run supersedes the earlier run.
+Transform: log1p(R, F, M) -> standard scaling -> K-Means or Gaussian Mixture. On a retrain
+night (no champion yet, or the newest registered version is ``model.retrain_every_days`` old)
+every k of the sweep is fitted (``fit_candidate``), logged as an MLflow child run, and one is
+chosen by ``choose_candidate``; the chosen pipeline is registered and takes the champion alias
+unless it is worse than the champion by more than the margin (``registry.decide_promotion``).
+Other nights score with the champion; a re-run of a date scores with the version recorded for it.
+Load: per-customer cluster ids with the scoring model version into ``silver/customer_clusters``;
+params, metrics, the cluster profile and a PNG into one MLflow run per (DAG, run date).
 """
 
 from __future__ import annotations
@@ -15,32 +19,44 @@ import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mlflow
+import numpy as np
 import pandas as pd
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.clustering import GaussianMixture, KMeans
 from pyspark.ml.evaluation import ClusteringEvaluator
-from pyspark.ml.feature import StandardScaler, VectorAssembler
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import lake, tracking
+from jobs import lake, registry, tracking
 from jobs.cli import run_step
 from jobs.config import Clustering, Settings, load_settings
 from jobs.errors import LakeStateError
+from jobs.label import quintile_edges
+from jobs.registry import PREDICTION
 from jobs.spark import get_spark
 
-PREDICTION = "prediction"  # MLflow's signature inference expects Spark ML's default name
+RFM_FEATURES = ["recency_days", "frequency", "monetary"]
+NightKind = Literal["retrain", "score", "rerun"]
+
+
+@dataclass(frozen=True)
+class NightPlan:
+    """Which model scores the night: a fresh retrain, the champion, or the version recorded for a re-run."""
+
+    kind: NightKind
+    version: str | None
+    reason: str
 
 
 @dataclass
-class ClusterFit:
-    """A fitted clustering pipeline, its assignments and quality metrics."""
+class CandidateFit:
+    """One k of a retrain: the fitted pipeline and its metrics (same names for every k)."""
 
+    k: int
     model: PipelineModel
-    assignments: DataFrame
     metrics: dict[str, float]
 
 
@@ -54,40 +70,112 @@ def feature_frame(snapshot: DataFrame, clustering: Clustering) -> DataFrame:
     return logged.repartitionByRange(clustering.input_partitions, "customer_id").sortWithinPartitions("customer_id")
 
 
-def build_pipeline(clustering: Clustering) -> Pipeline:
-    """Assembler -> scaler -> the configured clustering algorithm."""
+def build_pipeline(clustering: Clustering, k: int) -> Pipeline:
+    """Assembler -> scaler -> the configured clustering algorithm with ``k`` clusters."""
+    from pyspark.ml.feature import StandardScaler, VectorAssembler
+
     assembler = VectorAssembler(inputCols=[f"log_{n}" for n in clustering.features], outputCol="log_features")
     scaler = StandardScaler(inputCol="log_features", outputCol="features", withMean=True, withStd=True)
     if clustering.algorithm == "gmm":
-        estimator = GaussianMixture(k=clustering.k, seed=clustering.seed, maxIter=clustering.max_iter)
+        estimator = GaussianMixture(k=k, seed=clustering.seed, maxIter=clustering.max_iter)
     else:
-        estimator = KMeans(k=clustering.k, seed=clustering.seed, maxIter=clustering.max_iter)
+        estimator = KMeans(k=k, seed=clustering.seed, maxIter=clustering.max_iter)
     return Pipeline(stages=[assembler, scaler, estimator])
 
 
-def fit_clusters(features: DataFrame, clustering: Clustering) -> ClusterFit:
-    """Fit the pipeline and score every customer; metrics include silhouette and cluster sizes."""
+def model_k(model: PipelineModel) -> int:
+    return int(model.stages[-1].getK())
+
+
+def davies_bouldin(scored: DataFrame, sample_rows: int, seed: int) -> float:
+    """Davies–Bouldin index (lower is better) of the scaled features, on at most ``sample_rows`` rows."""
+    from sklearn.metrics import davies_bouldin_score
+
+    total = scored.count()
+    rows = scored if total <= sample_rows else scored.sample(fraction=sample_rows / total, seed=seed)
+    points = rows.select("features", PREDICTION).toPandas()
+    if points[PREDICTION].nunique() < 2:
+        return float("nan")
+    return float(davies_bouldin_score(np.stack(points["features"].map(lambda v: v.toArray())), points[PREDICTION]))
+
+
+def quality_metrics(scored: DataFrame, k: int, clustering: Clustering) -> dict[str, float]:
+    """Silhouette, Davies–Bouldin, cluster sizes and the smallest cluster's share of customers."""
+    sizes = {int(row[PREDICTION]): int(row["count"]) for row in scored.groupBy(PREDICTION).count().collect()}
+    customers = sum(sizes.values())
+    separated = len(sizes) > 1
+    metrics = {
+        "silhouette": ClusteringEvaluator(featuresCol="features", predictionCol=PREDICTION).evaluate(scored)
+        if separated
+        else float("nan"),
+        "davies_bouldin": davies_bouldin(scored, clustering.metrics_sample, clustering.seed) if separated else float("nan"),
+        "customers": float(customers),
+        "clusters_non_empty": float(len(sizes)),
+        "min_cluster_share": min(sizes.get(c, 0) for c in range(k)) / customers,
+    }
+    metrics.update({f"cluster_size_{c}": float(sizes.get(c, 0)) for c in range(k)})
+    return metrics
+
+
+def gmm_bic(log_likelihood: float, k: int, dimensions: int, rows: int) -> float:
+    """Bayesian information criterion of a full-covariance Gaussian mixture (lower is better)."""
+    parameters = (k - 1) + k * dimensions + k * dimensions * (dimensions + 1) // 2
+    return parameters * float(np.log(rows)) - 2.0 * log_likelihood
+
+
+def fit_candidate(features: DataFrame, clustering: Clustering, k: int) -> CandidateFit:
+    """Fit the pipeline with ``k`` clusters; quality metrics plus the algorithm's own objective."""
     started = time.perf_counter()
-    model = build_pipeline(clustering).fit(features)
+    model = build_pipeline(clustering, k).fit(features)
     training_seconds = time.perf_counter() - started
     scored = model.transform(features).cache()
+    metrics = {**quality_metrics(scored, k, clustering), "training_seconds": training_seconds}
+    scored.unpersist()
     summary = model.stages[-1].summary
-    sizes = {int(row[PREDICTION]): int(row["count"]) for row in scored.groupBy(PREDICTION).count().collect()}
-    metrics: dict[str, float] = {
-        "silhouette": ClusteringEvaluator(featuresCol="features", predictionCol=PREDICTION).evaluate(scored)
-        if len(sizes) > 1
-        else float("nan"),
-        "training_seconds": training_seconds,
-        "customers": float(sum(sizes.values())),
-        "clusters_non_empty": float(len(sizes)),
-    }
-    metrics.update({f"cluster_size_{c}": float(sizes.get(c, 0)) for c in range(clustering.k)})
     if clustering.algorithm == "gmm":
         metrics["gmm_log_likelihood"] = float(summary.logLikelihood)
+        metrics["gmm_bic"] = gmm_bic(metrics["gmm_log_likelihood"], k, len(clustering.features), int(metrics["customers"]))
     else:
         metrics["kmeans_cost"] = float(summary.trainingCost)
-    assignments = scored.select("customer_id", *clustering.features, F.col(PREDICTION).cast("int").alias("cluster"))
-    return ClusterFit(model=model, assignments=assignments, metrics=metrics)
+    return CandidateFit(k=k, model=model, metrics=metrics)
+
+
+def choose_candidate(candidates: list[CandidateFit], clustering: Clustering) -> tuple[CandidateFit, str]:
+    """The rule: among fits with k >= ``min_k`` whose smallest cluster holds at least
+    ``min_cluster_share`` of the customers, the best silhouette (K-Means) or the lowest BIC
+    (Gaussian Mixture); ties go to the smaller k. A fixed k is taken as it is. When no fit is
+    eligible, the rule falls back to every fit and says so.
+    """
+    if clustering.k is not None:
+        return candidates[0], f"k fixed at {clustering.k} by configuration"
+    eligible = [
+        c for c in candidates if c.k >= clustering.min_k and c.metrics["min_cluster_share"] >= clustering.min_cluster_share
+    ]
+    condition = f"k >= {clustering.min_k} and smallest cluster >= {clustering.min_cluster_share:.0%} of customers"
+    pool, note = (eligible, condition) if eligible else (candidates, f"no fit met {condition}; all fits considered")
+    if clustering.algorithm == "gmm":
+        chosen = min(pool, key=lambda c: (c.metrics["gmm_bic"], c.k))
+        return chosen, f"lowest BIC ({chosen.metrics['gmm_bic']:.1f}) among {note}"
+    chosen = min(pool, key=lambda c: (-np.nan_to_num(c.metrics["silhouette"], nan=-2.0), c.k))
+    return chosen, f"best silhouette ({chosen.metrics['silhouette']:.4f}) among {note}"
+
+
+def plan_night(
+    run_date: date,
+    recorded_version: str | None,
+    champion_version: str | None,
+    newest_trained_on: date | None,
+    retrain_every_days: int,
+) -> NightPlan:
+    """Retrain, score with the champion, or re-score a date with the version that scored it before."""
+    if recorded_version is not None:
+        return NightPlan("rerun", recorded_version, f"{run_date} was scored by version {recorded_version}")
+    if champion_version is None:
+        return NightPlan("retrain", None, "no champion yet")
+    if newest_trained_on is not None and (run_date - newest_trained_on).days >= retrain_every_days:
+        age = (run_date - newest_trained_on).days
+        return NightPlan("retrain", None, f"newest model trained on {newest_trained_on}, {age} days ago")
+    return NightPlan("score", champion_version, f"champion version {champion_version}")
 
 
 def cluster_profile(assignments: DataFrame, features: list[str]) -> pd.DataFrame:
@@ -102,11 +190,7 @@ def cluster_profile(assignments: DataFrame, features: list[str]) -> pd.DataFrame
 
 def plot_clusters(sample: pd.DataFrame, path: Path) -> Path:
     """Recency vs monetary (log scale), coloured by cluster, sized by frequency."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for cluster, points in sample.groupby("cluster"):
         ax.scatter(
@@ -124,6 +208,31 @@ def plot_clusters(sample: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def plot_sweep(candidates: list[CandidateFit], chosen_k: int, metric: str, path: Path) -> Path:
+    """One metric of the sweep against k, the chosen k marked."""
+    plt = _pyplot()
+    ks = [c.k for c in candidates]
+    values = [c.metrics[metric] for c in candidates]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(ks, values, marker="o")
+    ax.axvline(chosen_k, color="grey", linestyle="--", label=f"chosen k = {chosen_k}")
+    ax.set(xlabel="k", ylabel=metric, title=f"{metric} by k")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def extract_snapshot(spark: SparkSession, settings: Settings, run_date: date) -> tuple[DataFrame, int]:
     """The run date's RFM snapshot and the silver version it was read at."""
     path = lake.table_path(settings, "silver_customer_rfm")
@@ -134,16 +243,84 @@ def extract_snapshot(spark: SparkSession, settings: Settings, run_date: date) ->
     return snapshot, version
 
 
-def log_model(model: PipelineModel, features: DataFrame) -> None:
-    """The fitted pipeline as an MLflow Spark model with its signature."""
-    import pyspark
-    from mlflow.models import infer_signature
+def recorded_model_version(spark: SparkSession, settings: Settings, run_date: date) -> str | None:
+    """The model version that scored ``run_date`` before, if any."""
+    path = lake.table_path(settings, "silver_customer_clusters")
+    if not lake.exists(spark, path):
+        return None
+    clusters = lake.read(spark, path)
+    if "model_version" not in clusters.columns:
+        return None
+    found = clusters.filter(F.col("snapshot_date") == F.lit(run_date).cast("date")).select("model_version").distinct()
+    versions = [row["model_version"] for row in found.collect() if row["model_version"] is not None]
+    return versions[0] if len(versions) == 1 else None
 
-    inputs = features.select([c for c in features.columns if c.startswith("log_")]).limit(5)
-    signature = infer_signature(inputs.toPandas(), model.transform(inputs).select(PREDICTION).toPandas())
-    mlflow.spark.log_model(
-        model, artifact_path="model", signature=signature, pip_requirements=[f"pyspark=={pyspark.__version__}"]
+
+def plan_for(spark: SparkSession, settings: Settings, run_date: date) -> NightPlan:
+    current = registry.champion(settings)
+    newest = registry.newest_version(settings)
+    return plan_night(
+        run_date,
+        recorded_model_version(spark, settings, run_date),
+        str(current.version) if current else None,
+        registry.trained_on(newest) if newest else None,
+        settings.model.retrain_every_days,
     )
+
+
+def sweep(features: DataFrame, clustering: Clustering, lineage: dict[str, str]) -> list[tuple[CandidateFit, str]]:
+    """Fit every candidate k, each logged as a child run of the active run."""
+    fitted = []
+    for k in clustering.candidate_ks():
+        with mlflow.start_run(run_name=f"k={k}", nested=True) as child:
+            mlflow.set_tags({**lineage, tracking.STEP_TAG: "sweep"})
+            mlflow.log_params({"algorithm": clustering.algorithm, "k": k, "seed": clustering.seed,
+                               "max_iter": clustering.max_iter})  # fmt: skip
+            candidate = fit_candidate(features, clustering, k)
+            mlflow.log_metrics(candidate.metrics)
+            fitted.append((candidate, child.info.run_id))
+    return fitted
+
+
+def retrain(
+    snapshot: DataFrame, features: DataFrame, settings: Settings, run_date: date, lineage: dict[str, str]
+) -> tuple[str, registry.Promotion]:
+    """Sweep, choose, register and decide promotion; returns the version that scores tonight."""
+    clustering = settings.clustering
+    fitted = sweep(features, clustering, lineage)
+    candidates = [candidate for candidate, _ in fitted]
+    chosen, reason = choose_candidate(candidates, clustering)
+    client = mlflow.tracking.MlflowClient()
+    for candidate, child_id in fitted:
+        client.set_tag(child_id, "rfm.chosen", str(candidate is chosen).lower())
+    mlflow.set_tags({"rfm.chosen_k": str(chosen.k), "rfm.k_rule": reason})
+    objective = "gmm_bic" if clustering.algorithm == "gmm" else "kmeans_cost"
+    with tempfile.TemporaryDirectory() as tmp:
+        plot_sweep(candidates, chosen.k, objective, Path(tmp) / "elbow.png")
+        plot_sweep(candidates, chosen.k, "silhouette", Path(tmp) / "silhouette.png")
+        pd.DataFrame([{"k": c.k, **c.metrics} for c in candidates]).to_csv(Path(tmp) / "sweep.csv", index=False)
+        mlflow.log_artifacts(tmp, artifact_path="sweep")
+    metadata = {
+        "trained_on": run_date.isoformat(),
+        "k": chosen.k,
+        "algorithm": clustering.algorithm,
+        "features": clustering.features,
+        "quintile_edges": quintile_edges(snapshot, RFM_FEATURES),
+    }
+    version = registry.register(chosen.model, features, settings, metadata)
+    current = registry.champion(settings)
+    champion_silhouette = None
+    if current is not None:
+        champion_model = registry.load(settings, current.version)
+        scored = champion_model.transform(features)
+        champion_silhouette = quality_metrics(scored, model_k(champion_model), clustering)["silhouette"]
+    promotion = registry.decide_promotion(
+        str(version.version), chosen.metrics["silhouette"], current, champion_silhouette, settings.model.promotion_margin
+    )
+    registry.apply_promotion(settings, promotion)
+    mlflow.set_tags({"rfm.promoted": str(promotion.promoted).lower(), tracking.TRAINED_VERSION_TAG: promotion.new_version})
+    mlflow.log_dict(promotion.as_dict(), "promotion/decision.json")
+    return (promotion.new_version if promotion.promoted else promotion.champion_version), promotion
 
 
 def cluster_day(
@@ -152,69 +329,96 @@ def cluster_day(
     spark: SparkSession | None = None,
     lineage: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Fit, log to MLflow and store cluster ids for ``run_date``; returns run id and versions."""
+    """Pick or train the model, score ``run_date``, log to MLflow and store cluster ids."""
     settings = settings or load_settings()
     spark = spark or get_spark(settings)
     clustering = settings.clustering
     snapshot, silver_version = extract_snapshot(spark, settings, run_date)
     features = feature_frame(snapshot, clustering).cache()
     customers = features.count()
-    if customers < clustering.k:
-        raise LakeStateError(f"{run_date}: {customers} customers in the snapshot, fewer than k={clustering.k}")
-    lineage = {tracking.DAG_TAG: settings.dag.dag_id, "airflow.run_id": "cli", **(lineage or {})}
+    if customers < max(clustering.candidate_ks()):
+        raise LakeStateError(
+            f"{run_date}: {customers} customers in the snapshot, fewer than the largest k "
+            f"({max(clustering.candidate_ks())})"
+        )
+    lineage = {tracking.DAG_TAG: settings.dag.dag_id, "airflow.run_id": "cli", **(lineage or {}),
+               tracking.RUN_DATE_TAG: run_date.isoformat()}  # fmt: skip
     dag_id = lineage[tracking.DAG_TAG]
     mlflow.set_experiment(experiment_id=tracking.experiment_id(settings))
+    plan = plan_for(spark, settings, run_date)
+    promotion = None
     with mlflow.start_run(run_name=f"{dag_id}__{run_date.isoformat()}") as run:
-        mlflow.set_tags({**lineage, tracking.RUN_DATE_TAG: run_date.isoformat(), "rfm.step": "cluster"})
+        mlflow.set_tags({**lineage, tracking.STEP_TAG: "cluster", "rfm.night_type": plan.kind, "rfm.plan": plan.reason})
+        version = plan.version
+        if plan.kind == "retrain":
+            version, promotion = retrain(snapshot, features, settings, run_date, lineage)
+        model = registry.load(settings, version)
+        k = model_k(model)
+        scored = model.transform(features).cache()
         mlflow.log_params(
             {
                 "algorithm": clustering.algorithm,
-                "k": clustering.k,
+                "k": k,
                 "seed": clustering.seed,
                 "max_iter": clustering.max_iter,
                 "features": ",".join(f"log1p({n})" for n in clustering.features),
-                "scaling": "standard (mean 0, sd 1)",
+                "scaling": "standard (mean 0, sd 1), inside the registered pipeline",
                 "input_table": str(lake.table_path(settings, "silver_customer_rfm")),
                 "input_version": silver_version,
                 "row_count": customers,
+                "model_name": settings.model.registered_name,
+                "model_version": version,
             }
         )
-        fit = fit_clusters(features, clustering)
-        mlflow.log_metrics(fit.metrics)
-        profile = cluster_profile(fit.assignments, clustering.features)
-        with tempfile.TemporaryDirectory() as tmp:
-            profile.to_csv(Path(tmp) / "cluster_profile.csv", index=False)
-            sample = fit.assignments.toPandas()
-            sample = sample.sample(n=min(len(sample), clustering.plot_sample), random_state=clustering.seed)
-            plot_clusters(sample, Path(tmp) / "clusters_rfm.png")
-            mlflow.log_artifacts(tmp, artifact_path="clusters")
-        if settings.mlflow.log_model:
-            log_model(fit.model, features)
+        mlflow.set_tag("rfm.model_version", version)
+        metrics = quality_metrics(scored, k, clustering)
+        mlflow.log_metrics(metrics)
+        assignments = scored.select("customer_id", *clustering.features, F.col(PREDICTION).cast("int").alias("cluster"))
+        log_cluster_artifacts(assignments, clustering)
         run_id = run.info.run_id
-    assignments = fit.assignments.select(
-        F.lit(run_date).cast("date").alias("snapshot_date"),
-        "customer_id",
-        "cluster",
-        F.lit(run_id).alias("mlflow_run_id"),
-        F.lit(clustering.algorithm).alias("algorithm"),
-        F.lit(clustering.k).alias("k"),
-    )
     clusters_version = lake.replace_slice(
-        assignments,
+        assignments.select(
+            F.lit(run_date).cast("date").alias("snapshot_date"),
+            "customer_id",
+            "cluster",
+            F.lit(run_id).alias("mlflow_run_id"),
+            F.lit(clustering.algorithm).alias("algorithm"),
+            F.lit(k).alias("k"),
+            F.lit(settings.model.registered_name).alias("model_name"),
+            F.lit(version).alias("model_version"),
+        ),
         lake.table_path(settings, "silver_customer_clusters"),
         f"snapshot_date = {lake.date_literal(run_date)}",
         "snapshot_date",
     )
-    superseded = tracking.supersede_earlier_runs(settings, dag_id, run_date, run_id)
+    scored.unpersist()
     features.unpersist()
+    superseded = tracking.supersede_earlier_runs(settings, dag_id, run_date, run_id)
     return {
         "run_date": run_date.isoformat(),
+        "night_type": plan.kind,
+        "plan": plan.reason,
+        "model_version": version,
+        "k": k,
+        "promotion": promotion.as_dict() if promotion else None,
         "mlflow_run_id": run_id,
         "superseded_runs": superseded,
-        "silhouette": fit.metrics["silhouette"],
+        "silhouette": metrics["silhouette"],
         "silver_customer_rfm": silver_version,
         "silver_customer_clusters": clusters_version,
     }
+
+
+def log_cluster_artifacts(assignments: DataFrame, clustering: Clustering) -> None:
+    """The cluster profile (CSV) and a sampled scatter (PNG) under ``clusters/``."""
+    profile = cluster_profile(assignments, clustering.features)
+    with tempfile.TemporaryDirectory() as tmp:
+        profile.to_csv(Path(tmp) / "cluster_profile.csv", index=False)
+        total = int(profile["customers"].sum())
+        fraction = min(1.0, clustering.plot_sample / max(total, 1))
+        sample = assignments.sample(fraction=fraction, seed=clustering.seed).toPandas() if fraction < 1 else assignments.toPandas()
+        plot_clusters(sample, Path(tmp) / "clusters_rfm.png")
+        mlflow.log_artifacts(tmp, artifact_path="clusters")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -70,18 +70,40 @@ class Spark(BaseModel):
 
 class Clustering(BaseModel):
     algorithm: Literal["kmeans", "gmm"]
-    k: int = Field(ge=2)
+    k: int | None = Field(default=None, ge=2)
+    k_range: tuple[int, int]
+    min_k: int = Field(ge=2)
+    min_cluster_share: float = Field(ge=0, lt=1)
     seed: int
     max_iter: int = Field(ge=1)
     features: list[str]
     input_partitions: int = Field(ge=1)
     plot_sample: int = Field(ge=100)
+    metrics_sample: int = Field(ge=1000)
+
+    @model_validator(mode="after")
+    def _valid_range(self) -> Clustering:
+        low, high = self.k_range
+        if not 2 <= low <= high:
+            raise ValueError(f"k_range {self.k_range}: need 2 <= low <= high")
+        return self
+
+    def candidate_ks(self) -> list[int]:
+        """The k values a retrain fits: the fixed k, or the sweep range."""
+        return [self.k] if self.k is not None else list(range(self.k_range[0], self.k_range[1] + 1))
+
+
+class Model(BaseModel):
+    registered_name: str
+    alias: str
+    retrain_every_days: int = Field(ge=1)
+    promotion_margin: float = Field(ge=0)
+    label_match_max_distance: float = Field(gt=0)
 
 
 class Mlflow(BaseModel):
     tracking_uri: str | None
     experiment: str
-    log_model: bool
 
 
 class SegmentRule(BaseModel):
@@ -128,6 +150,7 @@ class Settings(BaseSettings):
     rfm: Rfm
     spark: Spark
     clustering: Clustering
+    model: Model
     mlflow: Mlflow
     labels: Labels
     dag: Dag

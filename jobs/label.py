@@ -1,25 +1,34 @@
 """Step 4 — business labels for every customer of the snapshot, written to the gold tables.
 
 Two label schemes:
-- cluster labels (VIP > Loyal > At-Risk > Low-Value by default): clusters ranked by the mean
-  of their per-dimension ranks of mean recency (lower is better), frequency and monetary,
-  then handed out best first by ``labels_per_rank`` — deterministic for any k >= 2, and a
-  cluster at least as good in R, F and M (better in one) never gets a lower label;
-- classic RFM: 1-5 scores against the snapshot's 20/40/60/80 % percentiles (ties share a
-  score) and a named segment from the rule table in ``conf/``.
+- cluster labels (VIP > Loyal > At-Risk > Low-Value by default), kept stable across nights by
+  ``carry_labels``: a cluster of the same model version as the previous snapshot keeps its
+  label; after a retrain, tonight's centroids are matched to the previous snapshot's
+  (assignment on standardised centroids) and a matched cluster keeps its label. Unmatched
+  clusters — and every cluster on the first night — get the rank rule: clusters ranked by the
+  mean of their per-dimension ranks of mean recency (lower is better), frequency and monetary,
+  labels handed out best first by ``labels_per_rank``. A mapping in which a cluster at least as
+  good in R, F and M (better in one) has a lower label is never kept: the rank rule replaces it;
+- classic RFM: 1-5 scores against the 20/40/60/80 % percentiles frozen with the scoring model
+  (computed on its training snapshot; ties share a score) and a named segment from ``conf/``.
+
+Also per night: ``segment_transitions`` from the previous snapshot (both schemes) and the label
+stability of customers who bought nothing since then, logged to the night's MLflow run.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import lake, tracking
+from jobs import lake, registry, tracking
 from jobs.cli import run_step
 from jobs.config import SegmentRule, Settings, load_settings
 from jobs.errors import LakeStateError
@@ -28,6 +37,19 @@ from jobs.spark import get_spark
 
 QUANTILES = [0.2, 0.4, 0.6, 0.8]
 UNCLASSIFIED = "Unclassified"
+FEATURES = ["recency_days", "frequency", "monetary"]
+LOG_MEANS = [f"mean_log_{c}" for c in FEATURES]
+LABEL_SCHEMES = {"cluster": "cluster_label", "rfm": "rfm_segment"}
+NEW, GONE = "new", "gone"
+
+
+@dataclass
+class LabelDecision:
+    """Cluster id -> label, and for each cluster where its label came from."""
+
+    mapping: dict[int, str]
+    sources: dict[int, str] = field(default_factory=dict)
+    note: str = ""
 
 
 def labels_per_rank(k: int, labels: list[str]) -> list[str]:
@@ -66,6 +88,71 @@ def cluster_label_map(profile: pd.DataFrame, labels: list[str]) -> dict[int, str
     """Cluster id -> business label."""
     ranked = rank_clusters(profile)
     return dict(zip(ranked, labels_per_rank(len(ranked), labels), strict=True))
+
+
+def dominance_violations(profile: pd.DataFrame, mapping: dict[int, str], labels: list[str]) -> list[tuple[int, int]]:
+    """Pairs (a, b): cluster a is at least as good as b in mean R, F and M, better in one, yet labelled lower."""
+    rows = profile.set_index("cluster")[["mean_recency_days", "mean_frequency", "mean_monetary"]]
+    better = rows.assign(mean_recency_days=-rows["mean_recency_days"])
+    found = []
+    for a in better.index:
+        for b in better.index:
+            at_least, strictly = (better.loc[a] >= better.loc[b]).all(), (better.loc[a] > better.loc[b]).any()
+            if at_least and strictly and labels.index(mapping[a]) > labels.index(mapping[b]):
+                found.append((int(a), int(b)))
+    return found
+
+
+def match_centroids(current: np.ndarray, previous: np.ndarray, max_distance: float) -> dict[int, tuple[int, float]]:
+    """Row of ``current`` -> (row of ``previous``, distance) by minimum total Euclidean distance,
+    keeping only pairs closer than ``max_distance``."""
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
+    distances = cdist(current, previous)
+    rows, cols = linear_sum_assignment(distances)
+    return {int(r): (int(c), float(distances[r, c])) for r, c in zip(rows, cols, strict=True) if distances[r, c] <= max_distance}
+
+
+def carry_labels(
+    current: pd.DataFrame,
+    previous: pd.DataFrame | None,
+    same_model: bool,
+    labels: list[str],
+    max_distance: float,
+    scale: tuple[np.ndarray, np.ndarray],
+) -> LabelDecision:
+    """Tonight's cluster labels: inherited from the previous snapshot where the cluster is the same
+    (same model version) or its standardised centroid matches, the rank rule elsewhere.
+
+    ``current``: cluster, customers, mean R/F/M and ``mean_log_*`` per cluster; ``previous``:
+    cluster, cluster_label and ``mean_log_*``; ``scale``: (mean, sd) of the log features.
+    """
+    ranked = cluster_label_map(current, labels)
+    if previous is None or previous.empty:
+        return LabelDecision(ranked, {c: "rank rule" for c in ranked}, "no previous snapshot: rank rule")
+    decision = LabelDecision(dict(ranked), {c: "rank rule" for c in ranked})
+    previous_label = dict(zip(previous["cluster"].astype(int), previous["cluster_label"], strict=True))
+    if same_model:
+        for cluster in ranked:
+            if cluster in previous_label:
+                decision.mapping[cluster] = previous_label[cluster]
+                decision.sources[cluster] = "same model version: label kept"
+        decision.note = "same model version as the previous snapshot"
+    else:
+        center, sd = scale
+        standardised = [(frame[LOG_MEANS].to_numpy(dtype=float) - center) / sd for frame in (current, previous)]
+        for row, (prev_row, distance) in match_centroids(*standardised, max_distance).items():
+            cluster, matched = int(current["cluster"].iloc[row]), int(previous["cluster"].iloc[prev_row])
+            decision.mapping[cluster] = previous_label[matched]
+            decision.sources[cluster] = f"matched previous cluster {matched} (distance {distance:.3f}): label kept"
+        decision.note = "new model version: centroids matched to the previous snapshot's"
+    violations = dominance_violations(current, decision.mapping, labels)
+    if violations:
+        return LabelDecision(
+            ranked, {c: "rank rule" for c in ranked}, f"inherited labels broke the value order {violations}: rank rule"
+        )
+    return decision
 
 
 def quintile_edges(snapshot: DataFrame, columns: list[str]) -> dict[str, list[float]]:
@@ -108,10 +195,12 @@ def add_rfm_scores(snapshot: DataFrame, edges: dict[str, list[float]], rules: li
 def build_segments(
     snapshot: DataFrame, clusters: DataFrame, mapping: dict[int, str], edges: dict[str, list[float]], settings: Settings
 ) -> DataFrame:
-    """Gold customer segments: RFM values, scores, both labels, country, MLflow run id."""
+    """Gold customer segments: RFM values, scores, both labels, country, model version, MLflow run id."""
     label_of = F.create_map(*[x for c, label in sorted(mapping.items()) for x in (F.lit(c), F.lit(label))])
     scored = add_rfm_scores(snapshot, edges, settings.labels.segment_rules)
-    return scored.join(clusters.select("customer_id", "cluster", "mlflow_run_id"), "customer_id", "inner").select(
+    return scored.join(
+        clusters.select("customer_id", "cluster", "model_version", "mlflow_run_id"), "customer_id", "inner"
+    ).select(
         "snapshot_date",
         "customer_id",
         "recency_days",
@@ -128,6 +217,7 @@ def build_segments(
         "first_purchase_date",
         "last_purchase_date",
         "tenure_days",
+        "model_version",
         "mlflow_run_id",
     )
 
@@ -165,6 +255,84 @@ def segment_summary(segments: DataFrame) -> DataFrame:
     )
 
 
+def segment_transitions(previous: DataFrame, current: DataFrame, previous_date: date | None) -> DataFrame:
+    """From-segment -> to-segment of every customer of either snapshot, for both label schemes:
+    customers and monetary value (tonight's and the previous snapshot's). A customer absent from
+    the previous snapshot comes from "new"; one absent tonight goes to "gone"."""
+    per_scheme = []
+    for scheme, column in LABEL_SCHEMES.items():
+        before = previous.select("customer_id", F.col(column).alias("from_segment"), F.col("monetary").alias("before"))
+        after = current.select("customer_id", F.col(column).alias("to_segment"), "snapshot_date", "monetary")
+        per_scheme.append(
+            before.join(after, "customer_id", "full_outer")
+            .groupBy(F.coalesce("from_segment", F.lit(NEW)).alias("from_segment"),
+                     F.coalesce("to_segment", F.lit(GONE)).alias("to_segment"))  # fmt: skip
+            .agg(
+                F.count("*").alias("customers"),
+                F.coalesce(F.sum("monetary"), F.lit(0)).alias("monetary_total"),
+                F.coalesce(F.sum("before"), F.lit(0)).alias("previous_monetary_total"),
+            )
+            .withColumn("label_scheme", F.lit(scheme))
+        )
+    snapshot_date = current.select("snapshot_date").first()[0] if not current.isEmpty() else None
+    return per_scheme[0].unionByName(per_scheme[1]).select(
+        F.lit(snapshot_date).cast("date").alias("snapshot_date"),
+        F.lit(previous_date).cast("date").alias("previous_snapshot_date"),
+        "label_scheme",
+        "from_segment",
+        "to_segment",
+        "customers",
+        "monetary_total",
+        "previous_monetary_total",
+    )
+
+
+def label_stability(previous: pd.DataFrame, current: pd.DataFrame, days_between: int) -> dict[str, float]:
+    """Per label scheme: among customers who bought nothing in between (F and M unchanged, R older by
+    ``days_between``) the share that kept their label and how many changed; and the adjusted Rand
+    index of the labels of every customer in both snapshots."""
+    from sklearn.metrics import adjusted_rand_score
+
+    both = previous.merge(current, on="customer_id", suffixes=("_before", "_after"))
+    idle = both[
+        (both["frequency_before"] == both["frequency_after"])
+        & (both["monetary_before"] == both["monetary_after"])
+        & (both["recency_days_after"] == both["recency_days_before"] + days_between)
+    ]
+    metrics = {"stability_population": float(len(idle)), "customers_in_both": float(len(both))}
+    for scheme, column in LABEL_SCHEMES.items():
+        kept = idle[f"{column}_before"] == idle[f"{column}_after"]
+        metrics[f"label_stability_{scheme}"] = float(kept.mean()) if len(idle) else float("nan")
+        metrics[f"label_changes_{scheme}"] = float((~kept).sum())
+        metrics[f"ari_{scheme}"] = (
+            float(adjusted_rand_score(both[f"{column}_before"], both[f"{column}_after"])) if len(both) else float("nan")
+        )
+    return metrics
+
+
+def log_feature_profile(frame: DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per group: customers, mean R/F/M and mean log1p(R/F/M) — the centroid in log space."""
+    return (
+        frame.groupBy(*by)
+        .agg(
+            F.count("*").alias("customers"),
+            *[F.avg(F.col(c).cast("double")).alias(f"mean_{c}") for c in FEATURES],
+            *[F.avg(F.log1p(F.col(c).cast("double"))).alias(f"mean_log_{c}") for c in FEATURES],
+        )
+        .orderBy(*by)
+        .toPandas()
+    )
+
+
+def log_feature_scale(snapshot: DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of log1p(R, F, M) over the snapshot (zero sd taken as 1)."""
+    logs = [F.log1p(F.col(c).cast("double")) for c in FEATURES]
+    row = snapshot.agg(*[F.avg(x) for x in logs], *[F.stddev_pop(x) for x in logs]).first()
+    center = np.array(row[: len(FEATURES)], dtype=float)
+    sd = np.array(row[len(FEATURES) :], dtype=float)
+    return center, np.where(sd > 0, sd, 1.0)
+
+
 def extract_inputs(spark: SparkSession, settings: Settings, run_date: date) -> tuple[DataFrame, DataFrame, dict[str, int]]:
     """The run date's RFM snapshot and cluster assignments, at pinned versions."""
     day = F.col("snapshot_date") == F.lit(run_date).cast("date")
@@ -178,49 +346,109 @@ def extract_inputs(spark: SparkSession, settings: Settings, run_date: date) -> t
     return frames[0], frames[1], versions
 
 
+def extract_previous(spark: SparkSession, settings: Settings, run_date: date) -> tuple[DataFrame | None, date | None]:
+    """The latest gold snapshot before ``run_date`` (partition-pruned), or (None, None)."""
+    path = lake.table_path(settings, "gold_customer_segments")
+    if not lake.exists(spark, path):
+        return None, None
+    gold = lake.read(spark, path)
+    previous_date = gold.filter(F.col("snapshot_date") < F.lit(run_date).cast("date")).agg(F.max("snapshot_date")).first()[0]
+    if previous_date is None:
+        return None, None
+    return gold.filter(F.col("snapshot_date") == F.lit(previous_date)), previous_date
+
+
+def single_value(frame: DataFrame, column: str, what: str) -> str:
+    values = [row[column] for row in frame.select(column).distinct().collect()]
+    if len(values) != 1:
+        raise LakeStateError(f"expected the {what} of one run, found {values}")
+    return values[0]
+
+
+def decide_labels(
+    snapshot: DataFrame, clusters: DataFrame, previous: DataFrame | None, model_version: str, settings: Settings
+) -> tuple[LabelDecision, pd.DataFrame]:
+    """Tonight's cluster labels (see ``carry_labels``) and the cluster profile they rest on."""
+    profile = log_feature_profile(snapshot.join(clusters.select("customer_id", "cluster"), "customer_id"), ["cluster"])
+    previous_profile, same_model = None, False
+    if previous is not None:
+        previous_profile = log_feature_profile(previous, ["cluster", "cluster_label"])
+        same_model = "model_version" in previous.columns and single_value(
+            previous, "model_version", "previous model version"
+        ) == model_version
+    decision = carry_labels(
+        profile, previous_profile, same_model, settings.labels.cluster_labels,
+        settings.model.label_match_max_distance, log_feature_scale(snapshot),
+    )  # fmt: skip
+    return decision, profile
+
+
+def write_gold(
+    segments: DataFrame, transitions: DataFrame, settings: Settings, run_date: date
+) -> dict[str, int]:
+    """Replace the run date's slice of the three gold tables; returns their versions."""
+    predicate = f"snapshot_date = {lake.date_literal(run_date)}"
+    outputs = {
+        "gold_customer_segments": segments,
+        "gold_segment_summary": segment_summary(segments),
+        "gold_segment_transitions": transitions,
+    }
+    return {
+        name: lake.replace_slice(frame, lake.table_path(settings, name), predicate, "snapshot_date")
+        for name, frame in outputs.items()
+    }
+
+
 def label_day(run_date: date, settings: Settings | None = None, spark: SparkSession | None = None) -> dict[str, Any]:
-    """Label every customer of ``run_date`` and write the gold tables; returns the mapping and versions."""
+    """Label every customer of ``run_date``; write gold segments, summary and transitions; log stability."""
     settings = settings or load_settings()
     spark = spark or get_spark(settings)
     snapshot, clusters, versions = extract_inputs(spark, settings, run_date)
-    run_ids = [row["mlflow_run_id"] for row in clusters.select("mlflow_run_id").distinct().collect()]
-    if len(run_ids) != 1:
-        raise LakeStateError(f"{run_date}: expected the clusters of one MLflow run, found {run_ids}")
-    features = ["recency_days", "frequency", "monetary"]
-    profile = (
-        snapshot.join(clusters.select("customer_id", "cluster"), "customer_id")
-        .groupBy("cluster")
-        .agg(F.count("*").alias("customers"), *[F.avg(F.col(c).cast("double")).alias(f"mean_{c}") for c in features])
-        .toPandas()
-    )
-    mapping = cluster_label_map(profile, settings.labels.cluster_labels)
-    edges = quintile_edges(snapshot, features)
-    segments = build_segments(snapshot, clusters, mapping, edges, settings).cache()
-    predicate = f"snapshot_date = {lake.date_literal(run_date)}"
-    versions["gold_customer_segments"] = lake.replace_slice(
-        segments, lake.table_path(settings, "gold_customer_segments"), predicate, "snapshot_date"
-    )
-    versions["gold_segment_summary"] = lake.replace_slice(
-        segment_summary(segments), lake.table_path(settings, "gold_segment_summary"), predicate, "snapshot_date"
-    )
-    customers = segments.count()
+    run_id = single_value(clusters, "mlflow_run_id", f"{run_date} clusters' MLflow run")
+    model_version = single_value(clusters, "model_version", f"{run_date} clusters' model version")
+    previous, previous_date = extract_previous(spark, settings, run_date)
+    decision, profile = decide_labels(snapshot, clusters, previous, model_version, settings)
+    edges = registry.metadata(settings, model_version)["quintile_edges"]
+    segments = build_segments(snapshot, clusters, decision.mapping, edges, settings).cache()
+    transitions = segment_transitions(previous if previous is not None else segments.limit(0), segments, previous_date)
+    versions.update(write_gold(segments, transitions, settings, run_date))
+    columns = ["customer_id", *FEATURES, *LABEL_SCHEMES.values()]
+    metrics = {}
+    if previous is not None:
+        metrics = label_stability(
+            previous.select(columns).toPandas(), segments.select(columns).toPandas(), (run_date - previous_date).days
+        )
+    shares = segments.groupBy("cluster_label").count().collect()
+    customers = sum(row["count"] for row in shares)
+    metrics.update({f"label_share_{row['cluster_label']}": row["count"] / customers for row in shares})
     segments.unpersist()
-    tracking.client(settings).log_dict(
-        run_ids[0],
+    client = tracking.client(settings)
+    client.log_dict(
+        run_id,
         {
-            "cluster_labels": {str(c): label for c, label in sorted(mapping.items())},
+            "cluster_labels": {str(c): label for c, label in sorted(decision.mapping.items())},
+            "label_sources": {str(c): source for c, source in sorted(decision.sources.items())},
+            "note": decision.note,
+            "previous_snapshot": previous_date.isoformat() if previous_date else None,
             "cluster_rank_best_first": rank_clusters(profile),
-            "cluster_profile": profile.sort_values("cluster").to_dict(orient="records"),
+            "cluster_profile": profile.to_dict(orient="records"),
             "quintile_edges": edges,
+            "quintile_edges_from_model_version": model_version,
         },
         "labels/label_mapping.json",
     )
+    for name, value in metrics.items():
+        client.log_metric(run_id, name, value)
     write_audit(spark, settings, run_date, "label", customers, {}, versions)
     return {
         "run_date": run_date.isoformat(),
         "customers": customers,
-        "mlflow_run_id": run_ids[0],
-        "cluster_labels": {str(c): label for c, label in sorted(mapping.items())},
+        "mlflow_run_id": run_id,
+        "model_version": model_version,
+        "previous_snapshot": previous_date.isoformat() if previous_date else None,
+        "cluster_labels": {str(c): label for c, label in sorted(decision.mapping.items())},
+        "label_note": decision.note,
+        "stability": metrics,
         **versions,
     }
 

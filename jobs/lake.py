@@ -20,6 +20,7 @@ TABLES = {
     "silver_customer_clusters": "silver/customer_clusters",
     "gold_customer_segments": "gold/customer_segments",
     "gold_segment_summary": "gold/segment_summary",
+    "gold_segment_transitions": "gold/segment_transitions",
     "run_audit": "audit/run_audit",
 }
 
@@ -45,9 +46,12 @@ def current_version(spark: SparkSession, path: Path) -> int | None:
 
 
 def replace_slice(frame: DataFrame, path: Path, predicate: str, partition_by: str) -> int:
-    """Atomically replace the rows matching ``predicate`` with ``frame``; returns the new version."""
+    """Atomically replace the rows matching ``predicate`` with ``frame``; returns the new version.
+
+    New columns are added to the table's schema (additive evolution); nothing is dropped.
+    """
     spark = frame.sparkSession
-    writer = frame.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+    writer = frame.write.format("delta").mode("overwrite").option("replaceWhere", predicate).option("mergeSchema", "true")
     if not exists(spark, path):
         writer = writer.partitionBy(partition_by)
     writer.save(str(path))

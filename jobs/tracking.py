@@ -1,4 +1,10 @@
-"""MLflow plumbing: the experiment, one active run per (DAG, run date), lineage tags."""
+"""MLflow plumbing: the experiment, one active run per (DAG, run date), lineage tags.
+
+A night's run is the parent (tag ``rfm.step = cluster``); a retrain night's sweep fits are its
+child runs. A re-run of a date supersedes the earlier run: tagged ``rfm.superseded_by`` and
+soft-deleted with its children — unless it trained a registered model version, whose source
+it is: that run stays restorable in place, tagged, and is no longer the date's run.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,8 @@ from jobs.config import Settings
 RUN_DATE_TAG = "rfm.run_date"
 DAG_TAG = "airflow.dag_id"
 SUPERSEDED_TAG = "rfm.superseded_by"
+STEP_TAG = "rfm.step"
+TRAINED_VERSION_TAG = "rfm.trained_model_version"
 
 
 def client(settings: Settings) -> MlflowClient:
@@ -33,19 +41,35 @@ def experiment_id(settings: Settings) -> str:
 
 
 def runs_for_date(settings: Settings, dag_id: str, run_date: date) -> list[Run]:
-    """Active runs recorded for (DAG, run date), newest first."""
-    return client(settings).search_runs(
+    """Active, not superseded night runs recorded for (DAG, run date), newest first."""
+    runs = client(settings).search_runs(
         [experiment_id(settings)],
-        filter_string=f"tags.`{RUN_DATE_TAG}` = '{run_date.isoformat()}' and tags.`{DAG_TAG}` = '{dag_id}'",
+        filter_string=(
+            f"tags.`{RUN_DATE_TAG}` = '{run_date.isoformat()}' and tags.`{DAG_TAG}` = '{dag_id}' "
+            f"and tags.`{STEP_TAG}` = 'cluster'"
+        ),
         order_by=["attributes.start_time DESC"],
+    )
+    return [run for run in runs if SUPERSEDED_TAG not in run.data.tags]
+
+
+def child_runs(settings: Settings, parent_run_id: str) -> list[Run]:
+    """The runs nested under ``parent_run_id`` (a retrain night's sweep)."""
+    return client(settings).search_runs(
+        [experiment_id(settings)], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
     )
 
 
 def supersede_earlier_runs(settings: Settings, dag_id: str, run_date: date, keep_run_id: str) -> list[str]:
-    """Tag and soft-delete older runs of the same (DAG, run date); returns their ids."""
+    """Tag older runs of the same (DAG, run date) and soft-delete them with their children,
+    except runs that trained a registered version; returns the superseded ids."""
     tracking = client(settings)
-    superseded = [run.info.run_id for run in runs_for_date(settings, dag_id, run_date) if run.info.run_id != keep_run_id]
-    for run_id in superseded:
-        tracking.set_tag(run_id, SUPERSEDED_TAG, keep_run_id)
-        tracking.delete_run(run_id)
-    return superseded
+    superseded = [run for run in runs_for_date(settings, dag_id, run_date) if run.info.run_id != keep_run_id]
+    for run in superseded:
+        tracking.set_tag(run.info.run_id, SUPERSEDED_TAG, keep_run_id)
+        if TRAINED_VERSION_TAG in run.data.tags:
+            continue
+        for child in child_runs(settings, run.info.run_id):
+            tracking.delete_run(child.info.run_id)
+        tracking.delete_run(run.info.run_id)
+    return [run.info.run_id for run in superseded]
