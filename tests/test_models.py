@@ -332,3 +332,23 @@ def test_label_mapping_artifact_explains_each_label(nights) -> None:
     assert set(mapping["label_sources"]) == set(mapping["cluster_labels"])
     assert mapping["previous_snapshot"] == NIGHTS[1].isoformat()
     assert set(mapping["quintile_edges"]) == {"recency_days", "frequency", "monetary"}
+
+
+def test_compare_lists_the_nights_with_their_figures(nights, capsys) -> None:
+    from jobs.compare import comparison_table, night_runs
+
+    settings, results = nights
+    table = comparison_table(night_runs(settings, last=10))
+    assert table["date"].tolist() == [n.isoformat() for n in reversed(NIGHTS)]
+    by_date = table.set_index("date")
+    for night in NIGHTS:
+        cluster, label = results[night]
+        row = by_date.loc[night.isoformat()]
+        assert (row["night"], row["model_version"], row["k"]) in {
+            (cluster["night_type"], cluster["model_version"], cluster["k"]),
+            ("rerun", cluster["model_version"], cluster["k"]),  # the re-run test may have run first
+        }
+        assert row["silhouette"] == pytest.approx(night_run(settings, night).data.metrics["silhouette"])
+        assert sum(int(size) for size in row["cluster_sizes"].split("/")) == label["customers"]
+    assert table["stability_cluster"].iloc[:-1].notna().all() and pd.isna(table["stability_cluster"].iloc[-1])
+    assert len(comparison_table(night_runs(settings, last=2))) == 2

@@ -1,0 +1,82 @@
+"""The last N nights side by side, read with the MLflow client.
+
+``python -m jobs.compare --last 14``  (``make compare``)
+
+One row per night run (superseded runs left out), newest first: date, retrain or scoring night,
+algorithm, k, model version, whether a retrain took the alias, silhouette, Davies–Bouldin,
+cluster sizes, cluster-label shares and the label stability against the previous snapshot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+from mlflow.entities import Run
+
+from jobs import tracking
+from jobs.config import Settings, load_settings
+
+
+def night_runs(settings: Settings, last: int) -> list[Run]:
+    """The newest ``last`` night runs (one per run date), newest first."""
+    runs = tracking.client(settings).search_runs(
+        [tracking.experiment_id(settings)],
+        filter_string=f"tags.`{tracking.STEP_TAG}` = 'cluster'",
+        order_by=[f"tags.`{tracking.RUN_DATE_TAG}` DESC", "attributes.start_time DESC"],
+    )
+    return [run for run in runs if tracking.SUPERSEDED_TAG not in run.data.tags][:last]
+
+
+def _cluster_sizes(metrics: dict[str, float], k: int) -> str:
+    return "/".join(str(int(metrics.get(f"cluster_size_{c}", 0))) for c in range(k))
+
+
+def _label_shares(metrics: dict[str, float]) -> str:
+    shares = {name.removeprefix("label_share_"): value for name, value in metrics.items() if name.startswith("label_share_")}
+    return " ".join(f"{label} {share:.0%}" for label, share in sorted(shares.items(), key=lambda kv: -kv[1]))
+
+
+def comparison_table(runs: list[Run]) -> pd.DataFrame:
+    """One row per run with the figures analysts compare."""
+    rows = []
+    for run in runs:
+        params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+        k = int(params.get("k", 0))
+        rows.append(
+            {
+                "date": tags.get(tracking.RUN_DATE_TAG),
+                "night": tags.get("rfm.night_type", ""),
+                "algorithm": params.get("algorithm"),
+                "k": k,
+                "model_version": params.get("model_version"),
+                "promoted": tags.get("rfm.promoted", ""),
+                "silhouette": metrics.get("silhouette"),
+                "davies_bouldin": metrics.get("davies_bouldin"),
+                "cluster_sizes": _cluster_sizes(metrics, k),
+                "label_shares": _label_shares(metrics),
+                "stability_cluster": metrics.get("label_stability_cluster"),
+                "stability_rfm": metrics.get("label_stability_rfm"),
+                "ari_cluster": metrics.get("ari_cluster"),
+                "run_id": run.info.run_id,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Compare the last N nightly runs (MLflow).")
+    parser.add_argument("--last", type=int, default=14, help="how many nights (default 14)")
+    args = parser.parse_args(argv)
+    table = comparison_table(night_runs(load_settings(), args.last))
+    if table.empty:
+        print("No nightly runs yet: run `make run` first.")
+        return 0
+    with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_colwidth", 60):
+        print(table.round(4).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
