@@ -29,10 +29,13 @@ $(JARS): $(INSTALLED)
 	$(BIN)/python -m jobs.spark
 	touch $@
 
-system-packages: ## Debian packages the tests use (compose validation without an engine)
+system-packages: ## Debian packages the tests use (compose validation without an engine; Chromium for the dashboard tests)
 	@command -v docker-compose >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends docker-compose; }
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
 run: setup ## end to end on generated data: history, then the DAG for RUN_FROM..RUN_TO
 	$(BIN)/python -m jobs.generate
