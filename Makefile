@@ -12,7 +12,7 @@ JARS := .ivy/.resolved
 RUN_FROM ?= 2011-12-07
 RUN_TO ?= 2011-12-09
 
-.PHONY: help setup system-packages run test replay airflow mlflow-ui clean clean-all
+.PHONY: help setup system-packages run test replay airflow mlflow-ui clean clean-all dashboard bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -58,6 +58,12 @@ airflow: setup ## Airflow UI/API on 127.0.0.1:8080 over this dags folder (Ctrl-C
 mlflow-ui: setup ## MLflow tracking UI on 127.0.0.1:5000 over the pipeline's store
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
 	  --backend-store-uri "$$($(BIN)/python -c 'from jobs.config import load_settings; print(load_settings().tracking_uri)')"
+
+dashboard: setup ## segment explorer (Dash) over the gold tables on 127.0.0.1:8050 (conf/ dashboard:)
+	$(BIN)/python -m jobs.dashboard
+
+bench: setup ## dashboard timings on the real data at x1 and x100 (needs ../shared/data; not in CI)
+	$(BIN)/python -m jobs.dashboard.bench
 
 clean: ## remove run outputs (data dir: landing, lake, validation, MLflow, Airflow home)
 	rm -rf data spark-warehouse metastore_db derby.log .pytest_cache
