@@ -35,7 +35,8 @@ GRID_COLUMNS = [  # field, header, filter kind
 
 def create_app(segment_lake: SegmentLake, config: Dashboard) -> Dash:
     """The Dash app over ``segment_lake``; the layout is rebuilt on each page load."""
-    app = Dash(__name__, title="Segment explorer")
+    # The empty-state page has none of the views' components: their callbacks wait for a page that has.
+    app = Dash(__name__, title="Segment explorer", suppress_callback_exceptions=True)
     app.layout = lambda: layout(segment_lake, config)
     register_callbacks(app, segment_lake, config)
     return app
