@@ -1,5 +1,7 @@
 """A small real Delta lake in the exact schema of the gold tables, written with delta-rs (no Spark).
 
+The schemas are those a real pipeline run writes (checked against jobs/label.py output: frequency is int).
+
 Deterministic: three snapshots of 80, 100 and 120 customers (later snapshots add new
 customers; one customer is missing from the last one), four countries, heavy-tailed F and M.
 The segment summary is computed from the customers with pandas, as ``jobs/label.py`` does.
@@ -25,7 +27,7 @@ COUNTRIES = ["United Kingdom", "France", "Germany", "EIRE"]
 
 SEGMENTS_SCHEMA = pa.schema([
     ("snapshot_date", pa.date32()), ("customer_id", pa.string()), ("recency_days", pa.int32()),
-    ("frequency", pa.int64()), ("monetary", pa.decimal128(20, 3)), ("r_score", pa.int32()),
+    ("frequency", pa.int32()), ("monetary", pa.decimal128(20, 3)), ("r_score", pa.int32()),
     ("f_score", pa.int32()), ("m_score", pa.int32()), ("rfm_score", pa.string()), ("rfm_segment", pa.string()),
     ("cluster", pa.int32()), ("cluster_label", pa.string()), ("country", pa.string()),
     ("first_purchase_date", pa.date32()), ("last_purchase_date", pa.date32()), ("tenure_days", pa.int32()),
@@ -52,7 +54,7 @@ def customers_of(snapshot: date, count: int, seed: int) -> pd.DataFrame:
         "snapshot_date": snapshot,
         "customer_id": ids,
         "recency_days": recency.astype("int32"),
-        "frequency": (rng.geometric(0.3, n)).astype("int64"),
+        "frequency": rng.geometric(0.3, n).astype("int32"),
         "monetary": [Decimal(f"{v:.3f}") for v in rng.lognormal(6, 1.2, n)],
         "r_score": scores[:, 0].astype("int32"), "f_score": scores[:, 1].astype("int32"),
         "m_score": scores[:, 2].astype("int32"),

@@ -89,6 +89,11 @@ def test_box_stats_and_histograms(segment_lake: SegmentLake, customers: pd.DataF
         assert row["customers"] == len(values)
         assert row["median"] == pytest.approx(np.percentile(values, 50))
         assert row["q3"] == pytest.approx(np.percentile(values, 75))
+    linear = segment_lake.histograms(filters, bins=10).query("measure == 'recency_days'")
+    edges = np.linspace(rows["recency_days"].min(), rows["recency_days"].max(), 11)
+    for segment, bins in linear.groupby("segment"):
+        expected, _ = np.histogram(rows.loc[rows["cluster_label"] == segment, "recency_days"], bins=edges)
+        assert bins["customers"].tolist() == expected.tolist()
     hist = segment_lake.histograms(filters, bins=10, log_scale=True)
     counts = hist.groupby(["segment", "measure"])["customers"].sum()
     assert counts.to_dict() == {(s, m): n for (s, m), n in stats["customers"].items()}
@@ -121,6 +126,10 @@ def test_migration_counts_every_customer_once(segment_lake: SegmentLake, custome
     assert flows["customers"].sum() == len(set(before["customer_id"]) | set(after["customer_id"]))
     assert any(s == NEW for s, _ in flows.index)
     assert any(t == GONE for _, t in flows.index)
+    latest = pd.concat([on(customers, earlier), on(customers, later)]).drop_duplicates("customer_id", keep="last")
+    both["country"] = both["customer_id"].map(latest.set_index("customer_id")["country"])  # later's, else earlier's
+    france = segment_lake.migration("cluster", earlier, later, country="France").set_index(["source", "target"])
+    assert france["customers"].to_dict() == both[both["country"] == "France"].groupby(["source", "target"]).size().to_dict()
     only_vip = segment_lake.migration("cluster", earlier, later, segment="VIP")
     assert ((only_vip["source"] == "VIP") | (only_vip["target"] == "VIP")).all()
     assert only_vip["customers"].sum() == ((both["source"] == "VIP") | (both["target"] == "VIP")).sum()

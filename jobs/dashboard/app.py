@@ -6,7 +6,9 @@ distributions, clusters, migration and the customer table (paged from the server
 
 from __future__ import annotations
 
+import threading
 from datetime import date
+from functools import lru_cache
 from urllib.parse import parse_qs
 
 import dash_ag_grid as dag
@@ -33,12 +35,17 @@ GRID_COLUMNS = [  # field, header, filter kind
 ]  # fmt: skip
 
 
-def create_app(segment_lake: SegmentLake, config: Dashboard) -> Dash:
-    """The Dash app over ``segment_lake``; the layout is rebuilt on each page load."""
+def create_app(segment_lake: SegmentLake, config: Dashboard, warm_up: bool = True) -> Dash:
+    """The Dash app over ``segment_lake``; the layout is rebuilt on each page load.
+
+    With ``warm_up`` the cache is filled in the background at start and on each refresh tick.
+    """
     # The empty-state page has none of the views' components: their callbacks wait for a page that has.
     app = Dash(__name__, title="Segment explorer", suppress_callback_exceptions=True)
     app.layout = lambda: layout(segment_lake, config)
-    register_callbacks(app, segment_lake, config)
+    register_callbacks(app, segment_lake, config, warm_up)
+    if warm_up:
+        threading.Thread(target=segment_lake.warm_up, daemon=True).start()
     return app
 
 
@@ -164,30 +171,42 @@ def sizes_figure(sizes: pd.DataFrame, colours: dict[str, str]) -> go.Figure:
     return figure
 
 
-def distribution_figure(histograms: pd.DataFrame, boxes: pd.DataFrame, colours: dict[str, str], log: bool) -> go.Figure:
-    """Histograms (top, step lines on shared bins) and box plots (bottom, whiskers min–max) per measure."""
-    figure = make_subplots(rows=2, cols=3, subplot_titles=[MEASURE_TITLES[m] for m in MEASURES] * 2,
-                           vertical_spacing=0.12)  # fmt: skip
-    for col, measure in enumerate(MEASURES, start=1):
-        for segment, colour in colours.items():
-            bins = histograms[(histograms["measure"] == measure) & (histograms["segment"] == segment)]
-            if not bins.empty:
-                figure.add_scatter(x=[*bins["bin_start"], bins["bin_end"].iloc[-1]], y=[*bins["customers"], 0],
-                                   line_shape="hv", name=segment, legendgroup=segment, showlegend=col == 1,
-                                   line_color=colour, row=1, col=col)  # fmt: skip
-            stats = boxes[(boxes["measure"] == measure) & (boxes["segment"] == segment)]
-            if not stats.empty:
-                s = stats.iloc[0]
-                figure.add_box(x=[segment], q1=[s.q1], median=[s["median"]], q3=[s.q3], lowerfence=[s["min"]],
-                               upperfence=[s["max"]], name=segment, legendgroup=segment, showlegend=False,
-                               marker_color=colour, row=2, col=col)  # fmt: skip
-        if log and measure != "recency_days":
-            figure.update_xaxes(type="log", row=1, col=col)
-            figure.update_yaxes(type="log", row=2, col=col)
-    figure.update_yaxes(title_text="customers", row=1, col=1)
-    figure.update_layout(template="plotly_white", title="R, F and M per segment (box whiskers: min–max)")
-    return figure
+@lru_cache(maxsize=2)
+def distribution_layout(log: bool) -> dict:
+    """The 2×3 grid (histograms over box plots, one column per measure), built once per axis type."""
+    grid = make_subplots(rows=2, cols=3, subplot_titles=[MEASURE_TITLES[m] for m in MEASURES] * 2, vertical_spacing=0.12)
+    grid.update_layout(template="plotly_white", title="R, F and M per segment (box whiskers: min–max)",
+                       yaxis_title="customers")  # fmt: skip
+    if log:
+        grid.update_xaxes(type="log", col=2, row=1).update_xaxes(type="log", col=3, row=1)
+        grid.update_yaxes(type="log", col=2, row=2).update_yaxes(type="log", col=3, row=2)
+    return grid.to_plotly_json()["layout"]
 
+
+def distribution_figure(histograms: pd.DataFrame, boxes: pd.DataFrame, colours: dict[str, str], log: bool) -> dict:
+    """Histograms (top, step lines on shared bins) and box plots (bottom) per measure and segment.
+
+    Built as plain trace dicts on a cached grid: plotly's per-trace validation cost more than the query.
+    """
+    traces = []
+    hist = dict(tuple(histograms.groupby(["measure", "segment"]))) if not histograms.empty else {}
+    stats = boxes.set_index(["measure", "segment"]) if not boxes.empty else None
+    for col, measure in enumerate(MEASURES, start=1):
+        top, bottom = ("", str(col + 3)) if col == 1 else (str(col), str(col + 3))
+        for segment, colour in colours.items():
+            bins = hist.get((measure, segment))
+            if bins is not None:
+                traces.append({"type": "scatter", "x": [*bins["bin_start"], bins["bin_end"].iloc[-1]],
+                               "y": [*bins["customers"], 0], "line": {"shape": "hv", "color": colour},
+                               "name": segment, "legendgroup": segment, "showlegend": col == 1,
+                               "xaxis": f"x{top}", "yaxis": f"y{top}"})  # fmt: skip
+            if stats is not None and (measure, segment) in stats.index:
+                s = stats.loc[(measure, segment)]
+                traces.append({"type": "box", "x": [segment], "q1": [s["q1"]], "median": [s["median"]],
+                               "q3": [s["q3"]], "lowerfence": [s["min"]], "upperfence": [s["max"]], "name": segment,
+                               "legendgroup": segment, "showlegend": False, "marker": {"color": colour},
+                               "xaxis": f"x{bottom}", "yaxis": f"y{bottom}"})  # fmt: skip
+    return {"data": traces, "layout": distribution_layout(log)}
 
 def cluster_figure(points: pd.DataFrame, total: int, colours: dict[str, str], max_points: int) -> go.Figure:
     """Recency vs monetary, coloured by segment, marker size by frequency; says when sampled."""
@@ -235,7 +254,7 @@ def migration_table(flows: pd.DataFrame) -> html.Table:
 # -- callbacks -----------------------------------------------------------------------------------
 
 
-def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard) -> None:
+def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard, warm_up: bool) -> None:
     """Wire the filters to the views; every callback reads through ``segment_lake``'s cache."""
 
     def filters_of(day: str | None, scheme: str, segment: str | None, country: str | None) -> Filters | None:
@@ -251,6 +270,8 @@ def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard) 
                   Input("url", "search"), Input("refresh", "n_intervals"), State("snapshot-date", "value"))  # fmt: skip
     def snapshot_choices(search: str | None, _: int | None, current: str | None):
         """Snapshot dates (new ones appear without a restart); ``?date=`` picks one, even without data."""
+        if warm_up:
+            threading.Thread(target=segment_lake.warm_up, daemon=True).start()
         options = date_options(segment_lake.snapshot_dates())
         requested = parse_qs((search or "").lstrip("?")).get("date", [None])[0]
         if requested and requested not in [o["value"] for o in options]:

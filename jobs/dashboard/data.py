@@ -71,6 +71,7 @@ class SegmentLake:
         self._snapshot = lru_cache(maxsize=8)(self._read_snapshot)
         self._summary = lru_cache(maxsize=2)(self._read_summary)
         self._counts = lru_cache(maxsize=2)(self._read_counts)
+        self._flows = lru_cache(maxsize=16)(self._read_flows)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SegmentLake:
@@ -128,6 +129,20 @@ class SegmentLake:
         """The customers of one snapshot (the view columns), None when the table is absent."""
         version = self._version(self.segments_path)
         return None if version is None else self._snapshot(version, day)
+
+    def warm_up(self) -> None:
+        """Fill the cache for the page's defaults: the latest snapshot, per-country counts, latest migrations.
+
+        Cheap when nothing changed (cache hits); after a new snapshot it moves the slow first reads
+        off the first user's request. Meant for a background thread.
+        """
+        dates = self.snapshot_dates()
+        if not dates:
+            return
+        self.snapshot(dates[-1])
+        self._counts(self._version(self.segments_path))
+        for scheme in SCHEME_COLUMNS if len(dates) > 1 else ():
+            self.migration(scheme, dates[-2], dates[-1])
 
     # -- what the filters can take ------------------------------------------------------------
 
@@ -235,44 +250,63 @@ class SegmentLake:
         if table is None:
             return pd.DataFrame()
         where, params = self._where(filters)
-        parts = [
-            f"""SELECT {filters.label_column} AS segment, '{m}' AS measure, count(*) AS customers,
-                   min({m})::DOUBLE AS min, quantile_cont({m}::DOUBLE, 0.25) AS q1,
-                   quantile_cont({m}::DOUBLE, 0.5) AS median, quantile_cont({m}::DOUBLE, 0.75) AS q3,
-                   max({m})::DOUBLE AS max
-                FROM segments WHERE {where} GROUP BY 1"""
+        per_measure = ", ".join(
+            f"min({m})::DOUBLE AS {m}_min, quantile_cont({m}::DOUBLE, [0.25, 0.5, 0.75]) AS {m}_q, max({m})::DOUBLE AS {m}_max"
             for m in MEASURES
-        ]
-        return self._query(" UNION ALL ".join(parts), params * len(MEASURES), segments=table)
+        )
+        wide = self._query(
+            f"SELECT {filters.label_column} AS segment, count(*) AS customers, {per_measure} FROM segments "
+            f"WHERE {where} GROUP BY 1",
+            params,
+            segments=table,
+        )
+        return pd.DataFrame([
+            {"segment": row["segment"], "measure": m, "customers": row["customers"], "min": row[f"{m}_min"],
+             "q1": row[f"{m}_q"][0], "median": row[f"{m}_q"][1], "q3": row[f"{m}_q"][2], "max": row[f"{m}_max"]}
+            for row in wide.to_dict("records") for m in MEASURES
+        ])  # fmt: skip
 
     def histograms(self, filters: Filters, bins: int = 30, log_scale: bool = False) -> pd.DataFrame:
         """Per segment and measure: bin edges and counts, on bins shared by the segments.
 
         With ``log_scale`` frequency and monetary get log-spaced bins from their smallest
-        positive value (values ≤ 0 fall in the first bin); recency stays linear.
+        positive value (values ≤ 0 fall in the first bin); recency stays linear. Binned in
+        DuckDB, the three measures in one scan.
         """
         table = self.snapshot(filters.snapshot_date)
         if table is None:
             return pd.DataFrame()
         where, params = self._where(filters)
-        selected = self._relation(
-            f"SELECT {filters.label_column} AS segment, recency_days::DOUBLE AS recency_days, "
-            f"frequency::DOUBLE AS frequency, monetary::DOUBLE AS monetary FROM segments WHERE {where}",
+        ranges = self._relation(
+            "SELECT " + ", ".join(f"min({m})::DOUBLE, max({m})::DOUBLE, min({m}) FILTER ({m} > 0)::DOUBLE" for m in MEASURES)
+            + f" FROM segments WHERE {where}",
             params,
             segments=table,
-        ).fetchnumpy()
-        rows = []
-        for measure in MEASURES:
-            values = selected[measure]
-            if len(values) == 0:
-                continue
-            edges = _bin_edges(values, bins, log_scale and measure != "recency_days")
-            clipped = np.clip(values, edges[0], edges[-1])
-            for segment in np.unique(selected["segment"]):
-                counts, _ = np.histogram(clipped[selected["segment"] == segment], bins=edges)
-                rows.append(pd.DataFrame({"segment": segment, "measure": measure, "bin_start": edges[:-1],
-                                          "bin_end": edges[1:], "customers": counts}))  # fmt: skip
-        return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+        ).fetchall()[0]
+        if ranges[0] is None:
+            return pd.DataFrame()
+        edges = {}
+        for i, measure in enumerate(MEASURES):
+            low, high, low_positive = ranges[3 * i : 3 * i + 3]
+            log_spaced = log_scale and measure != "recency_days" and low_positive is not None
+            edges[measure] = (bin_edges(low, high, low_positive if log_spaced else None, bins), log_spaced)
+        binned = ", ".join(f"{_bin_index_sql(m, e, log)} AS {m}" for m, (e, log) in edges.items())
+        sets = ", ".join(f"(segment, {m})" for m in MEASURES)
+        counts = self._query(
+            f"SELECT segment, {', '.join(MEASURES)}, count(*) AS customers FROM (SELECT {filters.label_column} AS segment, "
+            f"{binned} FROM segments WHERE {where}) GROUP BY GROUPING SETS ({sets})",
+            params,
+            segments=table,
+        )
+        frames = []
+        for measure, (measure_edges, _) in edges.items():
+            rows = counts[counts[measure].notna()].astype({measure: int})
+            grid = pd.MultiIndex.from_product([rows["segment"].unique(), range(bins)], names=["segment", "bin"])
+            full = rows.rename(columns={measure: "bin"}).set_index(["segment", "bin"])["customers"]
+            full = full.reindex(grid, fill_value=0).reset_index()
+            frames.append(full.assign(measure=measure, bin_start=measure_edges[full["bin"]],
+                                      bin_end=measure_edges[full["bin"] + 1]))  # fmt: skip
+        return pd.concat(frames, ignore_index=True)[["segment", "measure", "bin_start", "bin_end", "customers"]]
 
     def scatter_points(self, filters: Filters, max_points: int) -> tuple[pd.DataFrame, int]:
         """Customers for the R-vs-M scatter and how many match; a repeatable random sample above ``max_points``."""
@@ -299,17 +333,20 @@ class SegmentLake:
         later → target ``gone``. Monetary is the later snapshot's (the earlier one for ``gone``).
         A segment keeps flows from or into it; the country is the later snapshot's (else earlier).
         """
-        before, after = self.snapshot(earlier), self.snapshot(later)
-        if before is None or after is None:
+        version = self._version(self.segments_path)
+        if version is None:
             return pd.DataFrame(columns=["source", "target", "customers", "monetary"])
-        column = SCHEME_COLUMNS[scheme]
-        clauses, params = ["TRUE"], []
+        flows = self._flows(version, scheme, earlier, later)
         if segment:
-            clauses.append("(source = ? OR target = ?)")
-            params += [segment, segment]
+            flows = flows[(flows["source"] == segment) | (flows["target"] == segment)]
         if country:
-            clauses.append("country = ?")
-            params.append(country)
+            flows = flows[flows["country"] == country]
+        moves = flows.groupby(["source", "target"], as_index=False)[["customers", "monetary"]].sum()
+        return moves.sort_values(["customers", "source", "target"], ascending=[False, True, True], ignore_index=True)
+
+    def _read_flows(self, version: int, scheme: str, earlier: date, later: date) -> pd.DataFrame:
+        """Moves per source, target and country: the join of two snapshots runs once per pair."""
+        column = SCHEME_COLUMNS[scheme]
         return self._query(
             f"""
             WITH moves AS (
@@ -317,12 +354,10 @@ class SegmentLake:
                      coalesce(a.monetary, b.monetary)::DOUBLE AS monetary, coalesce(a.country, b.country) AS country
               FROM (SELECT customer_id, {column}, monetary, country FROM before) b
               FULL OUTER JOIN (SELECT customer_id, {column}, monetary, country FROM after) a USING (customer_id))
-            SELECT source, target, count(*) AS customers, sum(monetary) AS monetary
-            FROM moves WHERE {" AND ".join(clauses)} GROUP BY ALL ORDER BY customers DESC, source, target
+            SELECT source, target, country, count(*) AS customers, sum(monetary) AS monetary FROM moves GROUP BY ALL
             """,
-            params,
-            before=before,
-            after=after,
+            before=self._snapshot(version, earlier),
+            after=self._snapshot(version, later),
         )
 
     def customer_page(self, filters: Filters, start: int, end: int, sort_model: list[dict] | None = None,
@@ -368,13 +403,21 @@ class SegmentLake:
         return f"SELECT {columns} FROM segments WHERE {where} ORDER BY {', '.join([*order, 'customer_id'])}"
 
 
-def _bin_edges(values: np.ndarray, bins: int, log_scale: bool) -> np.ndarray:
-    low, high = float(values.min()), float(values.max())
-    positive = values[values > 0]
-    if log_scale and len(positive):
-        low = float(positive.min())
-        return np.geomspace(low, max(high, low * 1.000001), bins + 1)
+def bin_edges(low: float, high: float, low_positive: float | None, bins: int) -> np.ndarray:
+    """``bins`` equal-width edges over [low, high]; log-spaced from ``low_positive`` when given."""
+    if low_positive is not None:
+        return np.geomspace(low_positive, max(high, low_positive * 1.000001), bins + 1)
     return np.linspace(low, high if high > low else low + 1, bins + 1)
+
+
+def _bin_index_sql(column: str, edges: np.ndarray, log_spaced: bool) -> str:
+    """The 0-based bin of ``column`` on ``edges`` (equal widths, or equal ratios when ``log_spaced``)."""
+    if log_spaced:
+        low, step = float(np.log(edges[0])), float(np.log(edges[1] / edges[0]))
+        position = f"(ln(greatest({column}::DOUBLE, {float(edges[0])!r})) - {low!r}) / {step!r}"
+    else:
+        position = f"({column}::DOUBLE - {float(edges[0])!r}) / {float(edges[1] - edges[0])!r}"
+    return f"least(greatest(floor({position}), 0), {len(edges) - 2})::INTEGER"
 
 
 def grid_filter_sql(filter_model: dict) -> tuple[str, list[Any]]:
