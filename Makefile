@@ -62,8 +62,8 @@ mlflow-ui: setup ## MLflow tracking UI on 127.0.0.1:5000 over the pipeline's sto
 dashboard: setup ## segment explorer (Dash) over the gold tables on 127.0.0.1:8050 (conf/ dashboard:)
 	$(BIN)/python -m jobs.dashboard
 
-bench: setup ## dashboard timings on the real data at x1 and x100 (needs ../shared/data; not in CI)
-	$(BIN)/python -m jobs.dashboard.bench
+bench: setup ## dashboard timings, real data x1 vs x100 (needs ../shared/data; BENCH_ARGS="--real-lake-dir DIR" reuses a run)
+	$(BIN)/python -m jobs.dashboard.bench $(BENCH_ARGS)
 
 clean: ## remove run outputs (data dir: landing, lake, validation, MLflow, Airflow home)
 	rm -rf data spark-warehouse metastore_db derby.log .pytest_cache

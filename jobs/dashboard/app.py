@@ -209,20 +209,22 @@ def distribution_figure(histograms: pd.DataFrame, boxes: pd.DataFrame, colours: 
     return {"data": traces, "layout": distribution_layout(log)}
 
 def cluster_figure(points: pd.DataFrame, total: int, colours: dict[str, str], max_points: int) -> go.Figure:
-    """Recency vs monetary, coloured by segment, marker size by frequency; says when sampled."""
+    """Recency vs monetary (log), coloured by segment, marker area by frequency; says when sampled."""
     title = f"Recency vs monetary — {total:,} customers"
     if total > len(points):
         title = f"Recency vs monetary — random sample of {len(points):,} of {total:,} customers (limit {max_points:,})"
     figure = go.Figure()
-    size_ref = max(float(points["frequency"].max()), 1.0) / 30 if len(points) else 1.0
-    for segment, rows in points.groupby("segment", sort=False):
+    size_ref = 2.0 * max(float(points["frequency"].max()), 1.0) / 30**2 if len(points) else 1.0
+    by_segment = dict(tuple(points.groupby("segment"))) if len(points) else {}
+    for segment in [s for s in colours if s in by_segment]:
+        rows = by_segment[segment]
         figure.add_scatter(x=rows["recency_days"], y=rows["monetary"], mode="markers", name=segment,
-                           marker={"color": colours.get(segment), "size": rows["frequency"], "sizemode": "diameter",
+                           marker={"color": colours[segment], "size": rows["frequency"], "sizemode": "area",
                                    "sizeref": size_ref, "sizemin": 3, "opacity": 0.6},
                            customdata=rows[["customer_id", "frequency"]],
                            hovertemplate="%{customdata[0]}<br>R %{x} d · F %{customdata[1]} · M %{y:,.2f}")  # fmt: skip
-    figure.update_layout(title=title, xaxis_title="recency (days)", yaxis_title="monetary", yaxis_type="log",
-                         template="plotly_white")  # fmt: skip
+    figure.update_layout(title=title, xaxis_title="recency (days)", yaxis_title="monetary (log)", yaxis_type="log",
+                         template="plotly_white", legend_itemsizing="constant")  # fmt: skip
     return figure
 
 

@@ -22,6 +22,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,10 @@ import numpy as np
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
+from jobs import lake
 from jobs.config import REPO_ROOT, Settings, load_settings
 from jobs.dashboard.app import create_app
-from jobs.dashboard.data import SegmentLake
+from jobs.dashboard.data import CUSTOMER_COLUMNS, SegmentLake
 
 REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "online_retail.csv.gz"
 LABELLED_DATES = [date(2011, 12, 2), date(2011, 12, 5), date(2011, 12, 7), date(2011, 12, 9)]
@@ -185,6 +187,25 @@ def time_callbacks(settings: Settings, combos: list[dict[str, Any]]) -> dict[str
     return times
 
 
+def timed_ms(work: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    work()
+    return (time.perf_counter() - start) * 1000
+
+
+def time_reads(settings: Settings, repeats: int = 3) -> dict[str, dict[str, list[float]]]:
+    """ms to read the view columns of the latest snapshot (partition-pruned, what the views do) and of all."""
+    table = DeltaTable(str(lake.table_path(settings, "gold_customer_segments")))
+    day = max(p["snapshot_date"] for p in table.partitions())
+    reads = {
+        "read 1 snapshot (partition-pruned)": lambda: table.to_pyarrow_table(
+            partitions=[("snapshot_date", "=", day)], columns=CUSTOMER_COLUMNS
+        ),
+        "read all snapshots (no pruning)": lambda: table.to_pyarrow_table(columns=CUSTOMER_COLUMNS),
+    }
+    return {name: {"read": [timed_ms(read) for _ in range(repeats)]} for name, read in reads.items()}
+
+
 def first_render_ms(settings: Settings, repeats: int = 3) -> float:
     """Median ms from navigation to the overview cards and the sizes chart drawn, in Chromium."""
     from playwright.sync_api import sync_playwright
@@ -259,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             "customers": segment_lake.snapshot(last).num_rows,
             "snapshots": len(segment_lake.snapshot_dates()),
             "requests": len(combos),
-            "callbacks": time_callbacks(settings, combos),
+            "callbacks": {**time_callbacks(settings, combos), **time_reads(settings)},
             "render": first_render_ms(settings),
         }
         print(f"×{factor} measured", flush=True)
