@@ -21,11 +21,12 @@ from jobs.config import REPO_ROOT
 from jobs.dashboard.app import NO_SEGMENTS, create_app
 from jobs.dashboard.data import GONE, NEW, SegmentLake
 from tests.conftest import settings_for
-from tests.dashboard_fixture import SNAPSHOTS, write_gold_fixture
+from tests.dashboard_fixture import SNAPSHOTS, customers_of, write_gold_fixture, write_snapshot
 
 pytestmark = pytest.mark.browser
 
 SCATTER_LIMIT = 100
+REFRESH_SECONDS = 5
 SCREENSHOTS = REPO_ROOT / "build" / "screenshots"
 LAST, FIRST = SNAPSHOTS[-1].isoformat(), SNAPSHOTS[0].isoformat()
 
@@ -37,7 +38,8 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
 
 def serve(data_dir: Path) -> tuple[str, Callable[[], None]]:
     """Start the app over ``data_dir`` on a free loopback port; returns its URL and a stop function."""
-    settings = settings_for(data_dir, dashboard={"scatter_max_points": SCATTER_LIMIT, "page_size": 50})
+    settings = settings_for(data_dir, dashboard={"scatter_max_points": SCATTER_LIMIT, "page_size": 50,
+                                                 "refresh_seconds": REFRESH_SECONDS})  # fmt: skip
     app = create_app(SegmentLake.from_settings(settings), settings.dashboard)
     server = make_server("127.0.0.1", 0, app.server, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -235,5 +237,22 @@ def test_no_gold_tables_yet(page: Page, tmp_path: Path) -> None:
     try:
         page.goto(address)
         expect(page.locator("#empty-state")).to_have_text(NO_SEGMENTS.replace("`", ""))
+    finally:
+        stop()
+
+
+def test_a_new_snapshot_appears_without_a_restart(page: Page, tmp_path: Path) -> None:
+    write_snapshot(tmp_path / "lake", customers_of(SNAPSHOTS[0], 30, seed=1))
+    address, stop = serve(tmp_path)
+    try:
+        page.goto(address)
+        eventually(lambda: sum(card_counts(page).values()), 30)
+        newer = customers_of(SNAPSHOTS[1], 45, seed=2)
+        write_snapshot(tmp_path / "lake", newer)
+        page.click("#snapshot-date")
+        option = page.locator(f'.dash-dropdown-option:has(input[value="{SNAPSHOTS[1].isoformat()}"])')
+        expect(option).to_be_visible(timeout=(REFRESH_SECONDS + 5) * 1000)
+        option.click()
+        eventually(lambda: card_counts(page), counts(newer, "cluster_label"))
     finally:
         stop()

@@ -357,8 +357,10 @@ def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard, 
     def customer_rows(request, day, scheme, segment, country):
         """One block of rows for the grid, with the dashboard filters and the grid's sort and filters."""
         filters = filters_of(day, scheme, segment, country)
-        if request is None or filters is None:
-            return no_update, "No customers for this filter"
+        if request is None:
+            return no_update, no_update
+        if filters is None:
+            return {"rowData": [], "rowCount": 0}, f"No data for {day}"
         rows, total = segment_lake.customer_page(filters, request["startRow"], request["endRow"],
                                                  request.get("sortModel"), request.get("filterModel"))  # fmt: skip
         return {"rowData": rows, "rowCount": total}, f"{total:,} customers"
