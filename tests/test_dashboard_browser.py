@@ -137,6 +137,7 @@ def test_overview_follows_every_filter(page: Page, url: str, customers: pd.DataF
 
     choose(page, "country", "France")
     eventually(lambda: card_counts(page), counts(first[first["country"] == "France"], "rfm_segment"))
+    expect(page.locator("#overview-cards")).to_contain_text("shares are within France")
 
     choose(page, "segment", "Lost")
     eventually(lambda: card_counts(page), {"Lost": int(((first["country"] == "France") & (first["rfm_segment"] == "Lost")).sum())})

@@ -302,6 +302,9 @@ def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard, 
         if filters is None:
             return [], message_figure(f"No data for {day}")
         cards = overview_cards(segment_lake.overview(filters))
+        if filters.country:
+            note = f"Customers in {filters.country} only: shares are within {filters.country}, computed from the customer table."
+            cards = [html.P(note, className="caption"), *cards]
         sizes = segment_lake.sizes_over_time(scheme, filters.segment, filters.country)
         return cards, sizes_figure(sizes, colours(scheme, filters.snapshot_date))
 
