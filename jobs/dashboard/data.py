@@ -72,6 +72,7 @@ class SegmentLake:
         self._summary = lru_cache(maxsize=2)(self._read_summary)
         self._counts = lru_cache(maxsize=2)(self._read_counts)
         self._flows = lru_cache(maxsize=16)(self._read_flows)
+        self._numeric = lru_cache(maxsize=4)(self._read_numeric)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SegmentLake:
@@ -139,8 +140,9 @@ class SegmentLake:
         dates = self.snapshot_dates()
         if not dates:
             return
-        self.snapshot(dates[-1])
-        self._counts(self._version(self.segments_path))
+        version = self._version(self.segments_path)
+        self._numeric(version, dates[-1])  # reads the snapshot too
+        self._counts(version)
         for scheme in SCHEME_COLUMNS if len(dates) > 1 else ():
             self.migration(scheme, dates[-2], dates[-1])
 
@@ -270,43 +272,43 @@ class SegmentLake:
         """Per segment and measure: bin edges and counts, on bins shared by the segments.
 
         With ``log_scale`` frequency and monetary get log-spaced bins from their smallest
-        positive value (values ≤ 0 fall in the first bin); recency stays linear. Binned in
-        DuckDB, the three measures in one scan.
+        positive value (values ≤ 0 fall in the first bin); recency stays linear. Counted with
+        numpy on the snapshot's cached numeric columns (labels as dictionary codes).
         """
-        table = self.snapshot(filters.snapshot_date)
-        if table is None:
+        version = self._version(self.segments_path)
+        if version is None:
             return pd.DataFrame()
-        where, params = self._where(filters)
-        ranges = self._relation(
-            "SELECT " + ", ".join(f"min({m})::DOUBLE, max({m})::DOUBLE, min({m}) FILTER ({m} > 0)::DOUBLE" for m in MEASURES)
-            + f" FROM segments WHERE {where}",
-            params,
-            segments=table,
-        ).fetchall()[0]
-        if ranges[0] is None:
+        columns = self._numeric(version, filters.snapshot_date)
+        codes, names = columns[filters.label_column]
+        selected = np.ones(len(codes), dtype=bool)
+        for column, value in ((filters.label_column, filters.segment), ("country", filters.country)):
+            if value:
+                column_codes, column_names = columns[column]
+                selected &= column_codes == (column_names.index(value) if value in column_names else -2)
+        if not selected.any():
             return pd.DataFrame()
-        edges = {}
-        for i, measure in enumerate(MEASURES):
-            low, high, low_positive = ranges[3 * i : 3 * i + 3]
-            log_spaced = log_scale and measure != "recency_days" and low_positive is not None
-            edges[measure] = (bin_edges(low, high, low_positive if log_spaced else None, bins), log_spaced)
-        binned = ", ".join(f"{_bin_index_sql(m, e, log)} AS {m}" for m, (e, log) in edges.items())
-        sets = ", ".join(f"(segment, {m})" for m in MEASURES)
-        counts = self._query(
-            f"SELECT segment, {', '.join(MEASURES)}, count(*) AS customers FROM (SELECT {filters.label_column} AS segment, "
-            f"{binned} FROM segments WHERE {where}) GROUP BY GROUPING SETS ({sets})",
-            params,
-            segments=table,
-        )
+        segment_codes = codes[selected]
+        present = np.unique(segment_codes)
         frames = []
-        for measure, (measure_edges, _) in edges.items():
-            rows = counts[counts[measure].notna()].astype({measure: int})
-            grid = pd.MultiIndex.from_product([rows["segment"].unique(), range(bins)], names=["segment", "bin"])
-            full = rows.rename(columns={measure: "bin"}).set_index(["segment", "bin"])["customers"]
-            full = full.reindex(grid, fill_value=0).reset_index()
-            frames.append(full.assign(measure=measure, bin_start=measure_edges[full["bin"]],
-                                      bin_end=measure_edges[full["bin"] + 1]))  # fmt: skip
-        return pd.concat(frames, ignore_index=True)[["segment", "measure", "bin_start", "bin_end", "customers"]]
+        for measure in MEASURES:
+            values = columns[measure][selected]
+            positive = values[values > 0]
+            log_spaced = log_scale and measure != "recency_days" and len(positive) > 0
+            edges = bin_edges(values.min(), values.max(), positive.min() if log_spaced else None, bins)
+            index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, bins - 1)
+            counts = np.bincount(segment_codes * bins + index, minlength=len(names) * bins).reshape(len(names), bins)
+            frames += [pd.DataFrame({"segment": names[c], "measure": measure, "bin_start": edges[:-1],
+                                     "bin_end": edges[1:], "customers": counts[c]}) for c in present]  # fmt: skip
+        return pd.concat(frames, ignore_index=True)
+
+    def _read_numeric(self, version: int, day: date) -> dict[str, Any]:
+        """The snapshot's measures as float arrays and its labels and country as (codes, names)."""
+        table = self._snapshot(version, day)
+        columns: dict[str, Any] = {m: table[m].cast(pa.float64()).to_numpy() for m in MEASURES}
+        for column in (*SCHEME_COLUMNS.values(), "country"):
+            encoded = table[column].combine_chunks().dictionary_encode()
+            columns[column] = (encoded.indices.fill_null(-1).to_numpy(), encoded.dictionary.to_pylist())
+        return columns
 
     def scatter_points(self, filters: Filters, max_points: int) -> tuple[pd.DataFrame, int]:
         """Customers for the R-vs-M scatter and how many match; a repeatable random sample above ``max_points``."""
@@ -405,19 +407,11 @@ class SegmentLake:
 
 def bin_edges(low: float, high: float, low_positive: float | None, bins: int) -> np.ndarray:
     """``bins`` equal-width edges over [low, high]; log-spaced from ``low_positive`` when given."""
+    low, high = float(low), float(high)
     if low_positive is not None:
+        low_positive = float(low_positive)
         return np.geomspace(low_positive, max(high, low_positive * 1.000001), bins + 1)
     return np.linspace(low, high if high > low else low + 1, bins + 1)
-
-
-def _bin_index_sql(column: str, edges: np.ndarray, log_spaced: bool) -> str:
-    """The 0-based bin of ``column`` on ``edges`` (equal widths, or equal ratios when ``log_spaced``)."""
-    if log_spaced:
-        low, step = float(np.log(edges[0])), float(np.log(edges[1] / edges[0]))
-        position = f"(ln(greatest({column}::DOUBLE, {float(edges[0])!r})) - {low!r}) / {step!r}"
-    else:
-        position = f"({column}::DOUBLE - {float(edges[0])!r}) / {float(edges[1] - edges[0])!r}"
-    return f"least(greatest(floor({position}), 0), {len(edges) - 2})::INTEGER"
 
 
 def grid_filter_sql(filter_model: dict) -> tuple[str, list[Any]]:
