@@ -101,7 +101,10 @@ def write_snapshot(lake_dir: Path, customers: pd.DataFrame) -> None:
 
 def write_gold_fixture(lake_dir: Path) -> pd.DataFrame:
     """Write the three snapshots; returns every customer row written (for independent expectations)."""
-    frames = [customers_of(day, count, seed=i) for i, (day, count) in enumerate(zip(SNAPSHOTS, CUSTOMERS_PER_SNAPSHOT))]
+    frames = [
+        customers_of(day, count, seed=i)
+        for i, (day, count) in enumerate(zip(SNAPSHOTS, CUSTOMERS_PER_SNAPSHOT, strict=True))
+    ]
     for frame in frames:
         write_snapshot(lake_dir, frame)
     everyone = pd.concat(frames, ignore_index=True)

@@ -140,7 +140,10 @@ def test_overview_follows_every_filter(page: Page, url: str, customers: pd.DataF
     expect(page.locator("#overview-cards")).to_contain_text("shares are within France")
 
     choose(page, "segment", "Lost")
-    eventually(lambda: card_counts(page), {"Lost": int(((first["country"] == "France") & (first["rfm_segment"] == "Lost")).sum())})
+    eventually(
+        lambda: card_counts(page),
+        {"Lost": int(((first["country"] == "France") & (first["rfm_segment"] == "Lost")).sum())},
+    )
 
 
 def test_distributions_per_segment_with_log_toggle(page: Page, url: str, customers: pd.DataFrame) -> None:
@@ -194,7 +197,8 @@ def test_migration_sankey_and_table(page: Page, url: str, customers: pd.DataFram
         return {(c[0], c[1]): int(c[2].replace(",", "")) for c in cells}
 
     eventually(table_flows, expected)
-    sankey_total = "() => document.querySelector('#migration-chart .js-plotly-plot')._fullData[0].link.value.reduce((a, b) => a + b, 0)"
+    sankey = "document.querySelector('#migration-chart .js-plotly-plot')._fullData[0]"
+    sankey_total = f"() => {sankey}.link.value.reduce((a, b) => a + b, 0)"
     eventually(lambda: page.evaluate(sankey_total), len(moves))
 
 
@@ -214,7 +218,9 @@ def test_customer_table_sorts_filters_and_downloads(page: Page, url: str, custom
     eventually(lambda: shown("customer_id")[:5], sorted(germany["customer_id"])[:5])
     page.click('.ag-header-cell[col-id="monetary"] .ag-header-cell-label')
     page.click('.ag-header-cell[col-id="monetary"] .ag-header-cell-label')
-    eventually(lambda: shown("customer_id")[:3], germany.sort_values("monetary", ascending=False)["customer_id"][:3].tolist())
+    eventually(
+        lambda: shown("customer_id")[:3], germany.sort_values("monetary", ascending=False)["customer_id"][:3].tolist()
+    )
 
     page.locator(".ag-floating-filter input").first.fill("1")
     wanted = germany[germany["customer_id"].str.contains("1")]
@@ -223,7 +229,9 @@ def test_customer_table_sorts_filters_and_downloads(page: Page, url: str, custom
         page.click("#download-button")
     exported = pd.read_csv(download.value.path(), dtype={"customer_id": str})
     assert exported["customer_id"].tolist() == wanted.sort_values("monetary", ascending=False)["customer_id"].tolist()
-    assert exported["monetary"].tolist() == pytest.approx(wanted.sort_values("monetary", ascending=False)["monetary"].tolist())
+    assert exported["monetary"].tolist() == pytest.approx(
+        wanted.sort_values("monetary", ascending=False)["monetary"].tolist()
+    )
     assert set(exported["country"]) == {"Germany"}
 
 

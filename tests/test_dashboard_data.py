@@ -44,7 +44,9 @@ def test_snapshot_dates_countries_and_segments(segment_lake: SegmentLake, custom
     assert segment_lake.snapshot_dates() == sorted(set(customers["snapshot_date"]))
     assert segment_lake.countries(LAST) == sorted(set(on(customers, LAST)["country"]))
     present = set(on(customers, LAST)["cluster_label"])
-    assert segment_lake.segments("cluster", LAST) == [s for s in ["VIP", "Loyal", "At-Risk", "Low-Value"] if s in present]
+    assert segment_lake.segments("cluster", LAST) == [
+        s for s in ["VIP", "Loyal", "At-Risk", "Low-Value"] if s in present
+    ]
     assert set(segment_lake.segments("rfm", LAST)) == set(on(customers, LAST)["rfm_segment"])
 
 
@@ -98,7 +100,9 @@ def test_box_stats_and_histograms(segment_lake: SegmentLake, customers: pd.DataF
     counts = hist.groupby(["segment", "measure"])["customers"].sum()
     assert counts.to_dict() == {(s, m): n for (s, m), n in stats["customers"].items()}
     monetary = hist[hist["measure"] == "monetary"]
-    assert np.allclose(np.diff(np.log(monetary["bin_start"].unique())), np.log(monetary["bin_end"] / monetary["bin_start"]).iloc[0])
+    assert np.allclose(
+        np.diff(np.log(monetary["bin_start"].unique())), np.log(monetary["bin_end"] / monetary["bin_start"]).iloc[0]
+    )
 
 
 def test_scatter_samples_above_the_limit(segment_lake: SegmentLake, customers: pd.DataFrame) -> None:
@@ -129,7 +133,10 @@ def test_migration_counts_every_customer_once(segment_lake: SegmentLake, custome
     latest = pd.concat([on(customers, earlier), on(customers, later)]).drop_duplicates("customer_id", keep="last")
     both["country"] = both["customer_id"].map(latest.set_index("customer_id")["country"])  # later's, else earlier's
     france = segment_lake.migration("cluster", earlier, later, country="France").set_index(["source", "target"])
-    assert france["customers"].to_dict() == both[both["country"] == "France"].groupby(["source", "target"]).size().to_dict()
+    assert (
+        france["customers"].to_dict()
+        == both[both["country"] == "France"].groupby(["source", "target"]).size().to_dict()
+    )
     only_vip = segment_lake.migration("cluster", earlier, later, segment="VIP")
     assert ((only_vip["source"] == "VIP") | (only_vip["target"] == "VIP")).all()
     assert only_vip["customers"].sum() == ((both["source"] == "VIP") | (both["target"] == "VIP")).sum()

@@ -24,7 +24,12 @@ from jobs.dashboard.data import GONE, MEASURES, NEW, Filters, SegmentLake
 NO_SEGMENTS = "No segments yet — run `make run`"
 MEASURE_TITLES = {"recency_days": "Recency (days)", "frequency": "Frequency (invoices)", "monetary": "Monetary"}
 SCHEME_OPTIONS = [{"label": "Cluster labels", "value": "cluster"}, {"label": "RFM segments", "value": "rfm"}]
-FILTERS = [Input("snapshot-date", "value"), Input("scheme", "value"), Input("segment", "value"), Input("country", "value")]
+FILTERS = [
+    Input("snapshot-date", "value"),
+    Input("scheme", "value"),
+    Input("segment", "value"),
+    Input("country", "value"),
+]
 GRID_COLUMNS = [  # field, header, filter kind
     ("customer_id", "Customer", "text"), ("country", "Country", "text"), ("cluster_label", "Cluster label", "text"),
     ("rfm_segment", "RFM segment", "text"), ("recency_days", "Recency (days)", "number"),
@@ -68,22 +73,53 @@ def layout(segment_lake: SegmentLake, config: Dashboard) -> html.Div:
                 id="views",
                 value="overview",
                 children=[
-                    dcc.Tab(label="Overview", value="overview", children=[
-                        html.Div(id="overview-cards", className="cards"), dcc.Graph(id="sizes-chart")]),
-                    dcc.Tab(label="RFM distributions", value="distributions", children=[
-                        dcc.Checklist(id="log-scale", options=[{"label": " log scale for F and M", "value": "log"}],
-                                      value=["log"]),
-                        dcc.Graph(id="distribution-chart", style={"height": "720px"})]),
-                    dcc.Tab(label="Clusters", value="clusters", children=[
-                        dcc.Graph(id="cluster-chart", style={"height": "600px"})]),
-                    dcc.Tab(label="Migration", value="migration", children=[
-                        html.Label(["From snapshot ", dcc.Dropdown(id="migration-from", clearable=False)],
-                                   className="filter"),
-                        dcc.Graph(id="migration-chart"), html.Div(id="migration-table")]),
-                    dcc.Tab(label="Customers", value="customers", children=[
-                        html.Div([html.Span(id="customer-count"), html.Button("Download CSV", id="download-button")],
-                                 className="table-bar"),
-                        dcc.Download(id="download"), dcc.Store(id="grid-reset"), customer_grid(config.page_size)]),
+                    dcc.Tab(
+                        label="Overview",
+                        value="overview",
+                        children=[html.Div(id="overview-cards", className="cards"), dcc.Graph(id="sizes-chart")],
+                    ),
+                    dcc.Tab(
+                        label="RFM distributions",
+                        value="distributions",
+                        children=[
+                            dcc.Checklist(
+                                id="log-scale",
+                                options=[{"label": " log scale for F and M", "value": "log"}],
+                                value=["log"],
+                            ),
+                            dcc.Graph(id="distribution-chart", style={"height": "720px"}),
+                        ],
+                    ),
+                    dcc.Tab(
+                        label="Clusters",
+                        value="clusters",
+                        children=[dcc.Graph(id="cluster-chart", style={"height": "600px"})],
+                    ),
+                    dcc.Tab(
+                        label="Migration",
+                        value="migration",
+                        children=[
+                            html.Label(
+                                ["From snapshot ", dcc.Dropdown(id="migration-from", clearable=False)],
+                                className="filter",
+                            ),
+                            dcc.Graph(id="migration-chart"),
+                            html.Div(id="migration-table"),
+                        ],
+                    ),
+                    dcc.Tab(
+                        label="Customers",
+                        value="customers",
+                        children=[
+                            html.Div(
+                                [html.Span(id="customer-count"), html.Button("Download CSV", id="download-button")],
+                                className="table-bar",
+                            ),
+                            dcc.Download(id="download"),
+                            dcc.Store(id="grid-reset"),
+                            customer_grid(config.page_size),
+                        ],
+                    ),
                 ],
             ),  # fmt: skip
         ],
@@ -95,10 +131,17 @@ def filter_bar(dates: list[date]) -> html.Div:
     latest = dates[-1].isoformat()
     return html.Div(
         [
-            html.Label(["Snapshot", dcc.Dropdown(id="snapshot-date", options=date_options(dates), value=latest,
-                                                 clearable=False)], className="filter"),  # fmt: skip
-            html.Label(["Labels", dcc.RadioItems(id="scheme", options=SCHEME_OPTIONS, value="cluster", inline=True)],
-                       className="filter"),  # fmt: skip
+            html.Label(
+                [
+                    "Snapshot",
+                    dcc.Dropdown(id="snapshot-date", options=date_options(dates), value=latest, clearable=False),
+                ],
+                className="filter",
+            ),  # fmt: skip
+            html.Label(
+                ["Labels", dcc.RadioItems(id="scheme", options=SCHEME_OPTIONS, value="cluster", inline=True)],
+                className="filter",
+            ),  # fmt: skip
             html.Label(["Segment", dcc.Dropdown(id="segment", placeholder="All segments")], className="filter"),
             html.Label(["Country", dcc.Dropdown(id="country", placeholder="All countries")], className="filter"),
         ],
@@ -112,8 +155,9 @@ def customer_grid(page_size: int) -> dag.AgGrid:
     return dag.AgGrid(
         id="customer-grid",
         rowModelType="infinite",
-        columnDefs=[{"field": name, "headerName": header, "filter": column_filters[kind]}
-                    for name, header, kind in GRID_COLUMNS],  # fmt: skip
+        columnDefs=[
+            {"field": name, "headerName": header, "filter": column_filters[kind]} for name, header, kind in GRID_COLUMNS
+        ],  # fmt: skip
         defaultColDef={"sortable": True, "resizable": True, "floatingFilter": True, "minWidth": 110},
         dashGridOptions={"cacheBlockSize": page_size, "maxBlocksInCache": 20, "rowBuffer": 0},
         style={"height": "560px"},
@@ -152,7 +196,9 @@ def overview_cards(overview: pd.DataFrame) -> list[html.Div]:
                 html.H3(row.segment),
                 html.P([html.Span(f"{row.customers:,}", className="card-customers"), " customers"]),
                 html.P(f"{row.customer_share:.1%} of customers · {row.revenue_share:.1%} of monetary value"),
-                html.P(f"mean R {row.mean_recency_days:,.0f} d · F {row.mean_frequency:,.1f} · M {row.mean_monetary:,.0f}"),
+                html.P(
+                    f"mean R {row.mean_recency_days:,.0f} d · F {row.mean_frequency:,.1f} · M {row.mean_monetary:,.0f}"
+                ),
             ],
             className="card",
             **{"data-segment": row.segment},
@@ -174,7 +220,9 @@ def sizes_figure(sizes: pd.DataFrame, colours: dict[str, str]) -> go.Figure:
 @lru_cache(maxsize=2)
 def distribution_layout(log: bool) -> dict:
     """The 2×3 grid (histograms over box plots, one column per measure), built once per axis type."""
-    grid = make_subplots(rows=2, cols=3, subplot_titles=[MEASURE_TITLES[m] for m in MEASURES] * 2, vertical_spacing=0.12)
+    grid = make_subplots(
+        rows=2, cols=3, subplot_titles=[MEASURE_TITLES[m] for m in MEASURES] * 2, vertical_spacing=0.12
+    )
     grid.update_layout(template="plotly_white", title="R, F and M per segment (box whiskers: min–max)",
                        yaxis_title="customers")  # fmt: skip
     if log:
@@ -207,6 +255,7 @@ def distribution_figure(histograms: pd.DataFrame, boxes: pd.DataFrame, colours: 
                                "legendgroup": segment, "showlegend": False, "marker": {"color": colour},
                                "xaxis": f"x{bottom}", "yaxis": f"y{bottom}"})  # fmt: skip
     return {"data": traces, "layout": distribution_layout(log)}
+
 
 def cluster_figure(points: pd.DataFrame, total: int, colours: dict[str, str], max_points: int) -> go.Figure:
     """Recency vs monetary (log), coloured by segment, marker area by frequency; says when sampled."""
@@ -303,7 +352,8 @@ def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard, 
             return [], message_figure(f"No data for {day}")
         cards = overview_cards(segment_lake.overview(filters))
         if filters.country:
-            note = f"Customers in {filters.country} only: shares are within {filters.country}, computed from the customer table."
+            country = filters.country
+            note = f"Customers in {country} only: shares are within {country}, computed from the customer table."
             cards = [html.P(note, className="caption"), *cards]
         sizes = segment_lake.sizes_over_time(scheme, filters.segment, filters.country)
         return cards, sizes_figure(sizes, colours(scheme, filters.snapshot_date))
@@ -379,4 +429,3 @@ def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard, 
         csv = segment_lake.customer_csv(filters, request.get("sortModel"), request.get("filterModel"))
         name = "_".join(["segments", day, scheme, segment or "all-segments", country or "all-countries"])
         return dcc.send_bytes(csv, f"{name.replace(' ', '-')}.csv")
-

@@ -87,14 +87,20 @@ def scale_lake(source: Settings, target: Settings, factor: int, seed: int = 7) -
         copies = pa.concat_tables([real] * factor)
         n, copy = copies.num_rows, np.repeat(np.arange(factor), real.num_rows)
         jitter = {
-            "customer_id": pa.array([f"{c}-{k:03d}" for c, k in zip(copies["customer_id"].to_pylist(), copy)]),
+            "customer_id": pa.array([f"{c}-{k:03d}" for c, k in zip(copies["customer_id"].to_pylist(), copy, strict=True)]),
             "recency_days": pa.array(np.maximum(copies["recency_days"].to_numpy() + rng.integers(-3, 4, n), 0), pa.int32()),
-            "frequency": pa.array(np.maximum(np.rint(copies["frequency"].to_numpy() * rng.uniform(0.8, 1.25, n)), 1).astype("int64")),
-            "monetary": pa.array(np.round(copies["monetary"].to_numpy().astype(float) * rng.lognormal(0, 0.1, n), 3)).cast(pa.decimal128(20, 3)),
+            "frequency": pa.array(
+                np.maximum(np.rint(copies["frequency"].to_numpy() * rng.uniform(0.8, 1.25, n)), 1).astype("int64")
+            ),
+            "monetary": pa.array(
+                np.round(copies["monetary"].to_numpy().astype(float) * rng.lognormal(0, 0.1, n), 3)
+            ).cast(pa.decimal128(20, 3)),
         }  # fmt: skip
         for name, values in jitter.items():
             copies = copies.set_column(copies.schema.get_field_index(name), name, values)
-        write_deltalake(target_lake.segments_path, copies.cast(real.schema), partition_by=["snapshot_date"], mode="append")
+        write_deltalake(
+            target_lake.segments_path, copies.cast(real.schema), partition_by=["snapshot_date"], mode="append"
+        )
         write_deltalake(target_lake.summary_path, summarise(copies), partition_by=["snapshot_date"], mode="append")
 
 
@@ -128,7 +134,7 @@ class CallbackTimer:
         def items(kind: str) -> list[dict]:
             return [{**i, "value": values.get(f"{i['id']}.{i['property']}")} for i in spec[kind]]
 
-        outputs = [dict(zip(("id", "property"), o.rsplit(".", 1))) for o in output.strip(".").split("...")]
+        outputs = [dict(zip(("id", "property"), o.rsplit(".", 1), strict=True)) for o in output.strip(".").split("...")]
         body = {"output": output, "outputs": outputs if output.startswith("..") else outputs[0],
                 "inputs": items("inputs"), "state": items("state"),
                 "changedPropIds": [f"{i['id']}.{i['property']}" for i in spec["inputs"]]}  # fmt: skip
@@ -178,9 +184,11 @@ def time_callbacks(settings: Settings, combos: list[dict[str, Any]]) -> dict[str
         for values in combos:
             for name, output in VIEW_CALLBACKS.items():
                 times[name][phase].append(timer.call(output, values))
-    deep = {**combos[0], "customer-grid.getRowsRequest": {"startRow": 5000, "endRow": 5100, "filterModel": {},
-                                                         "sortModel": [{"colId": "recency_days", "sort": "asc"}]}}  # fmt: skip
-    times["customer page (rows 5000-5100)"] = {"warm": [timer.call(VIEW_CALLBACKS["customer page"], deep) for _ in range(10)]}
+    deep_block = {"startRow": 5000, "endRow": 5100, "filterModel": {}, "sortModel": [{"colId": "recency_days"}]}
+    deep = {**combos[0], "customer-grid.getRowsRequest": deep_block}
+    times["customer page (rows 5000-5100)"] = {
+        "warm": [timer.call(VIEW_CALLBACKS["customer page"], deep) for _ in range(10)]
+    }
     everyone = {**combos[0], "segment.value": None, "country.value": None, "download-button.n_clicks": 1,
                 "customer-grid.getRowsRequest": {"filterModel": {}, "sortModel": []}}  # fmt: skip
     times["CSV download (whole snapshot)"] = {"warm": [timer.call(DOWNLOAD, everyone) for _ in range(3)]}
@@ -222,7 +230,9 @@ def first_render_ms(settings: Settings, repeats: int = 3) -> float:
             start = time.perf_counter()
             page.goto(f"http://127.0.0.1:{server.server_port}/")
             page.wait_for_selector(".card")
-            page.wait_for_function("() => document.querySelector('#sizes-chart .js-plotly-plot')?._fullData?.length > 0")
+            page.wait_for_function(
+                "() => document.querySelector('#sizes-chart .js-plotly-plot')?._fullData?.length > 0"
+            )
             durations.append((time.perf_counter() - start) * 1000)
             page.close()
         browser.close()
@@ -254,7 +264,9 @@ def report(results: dict[int, dict[str, Any]], factor: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "data" / "bench", help="×1 and ×N lakes")
-    parser.add_argument("--real-lake-dir", type=Path, help="data dir of an existing real pipeline run (default: build one)")
+    parser.add_argument(
+        "--real-lake-dir", type=Path, help="data dir of an existing real pipeline run (default: build one)"
+    )
     parser.add_argument("--factor", type=int, default=100)
     parser.add_argument("--requests", type=int, default=24, help="filter combinations per callback and phase")
     args = parser.parse_args(argv)
@@ -263,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     real = settings_at(real_dir)
     if not SegmentLake.from_settings(real).has_data():
         if not REAL_DATA.is_file():
-            print(f"make bench needs the real data at {REAL_DATA} (or --real-lake-dir with gold tables)", file=sys.stderr)
+            print(
+                f"make bench needs the real data at {REAL_DATA} (or --real-lake-dir with gold tables)", file=sys.stderr
+            )
             return 2
         print(f"building the real lake under {real_dir} (the pipeline on the UCI file, once) …", flush=True)
         build_real_lake(real_dir)

@@ -203,7 +203,9 @@ class SegmentLake:
             if version is None:
                 return pd.DataFrame(columns=columns)
             summary = self._summary(version)
-            frame = summary[(summary["snapshot_date"] == filters.snapshot_date) & (summary["label_scheme"] == filters.scheme)]
+            frame = summary[
+                (summary["snapshot_date"] == filters.snapshot_date) & (summary["label_scheme"] == filters.scheme)
+            ]
         if filters.segment:
             frame = frame[frame["segment"] == filters.segment]
         order = {name: i for i, name in enumerate(self._ordered(filters.scheme, set(frame["segment"])))}
@@ -253,7 +255,8 @@ class SegmentLake:
             return pd.DataFrame()
         where, params = self._where(filters)
         per_measure = ", ".join(
-            f"min({m})::DOUBLE AS {m}_min, quantile_cont({m}::DOUBLE, [0.25, 0.5, 0.75]) AS {m}_q, max({m})::DOUBLE AS {m}_max"
+            f"min({m})::DOUBLE AS {m}_min, max({m})::DOUBLE AS {m}_max, "
+            f"quantile_cont({m}::DOUBLE, [0.25, 0.5, 0.75]) AS {m}_q"
             for m in MEASURES
         )
         wide = self._query(
@@ -369,7 +372,9 @@ class SegmentLake:
         if table is None:
             return [], 0
         where, params = self._customer_where(filters, filter_model)
-        total = int(self._relation(f"SELECT count(*) FROM segments WHERE {where}", params, segments=table).fetchall()[0][0])
+        total = int(
+            self._relation(f"SELECT count(*) FROM segments WHERE {where}", params, segments=table).fetchall()[0][0]
+        )
         rows = self._relation(
             f"{self._customer_select(where, sort_model)} LIMIT ? OFFSET ?",
             [*params, max(end - start, 0), start],
@@ -384,7 +389,9 @@ class SegmentLake:
         if table is None:
             return (",".join(CUSTOMER_COLUMNS) + "\n").encode()
         where, params = self._customer_where(filters, filter_model)
-        rows = self._relation(self._customer_select(where, sort_model, exact=True), params, segments=table).to_arrow_table()
+        rows = self._relation(
+            self._customer_select(where, sort_model, exact=True), params, segments=table
+        ).to_arrow_table()
         buffer = io.BytesIO()
         pa_csv.write_csv(rows, buffer)
         return buffer.getvalue()
@@ -397,8 +404,11 @@ class SegmentLake:
     @staticmethod
     def _customer_select(where: str, sort_model: list[dict] | None, exact: bool = False) -> str:
         """The customer columns (dates as text, monetary as a number unless ``exact``), sorted."""
-        shown = {"monetary": "monetary::DOUBLE AS monetary", "first_purchase_date": "first_purchase_date::VARCHAR AS "
-                 "first_purchase_date", "last_purchase_date": "last_purchase_date::VARCHAR AS last_purchase_date"}  # fmt: skip
+        shown = {
+            "monetary": "monetary::DOUBLE AS monetary",
+            "first_purchase_date": "first_purchase_date::VARCHAR AS first_purchase_date",
+            "last_purchase_date": "last_purchase_date::VARCHAR AS last_purchase_date",
+        }
         columns = ", ".join(c if exact else shown.get(c, c) for c in CUSTOMER_COLUMNS)
         order = [f"{s['colId']} {'DESC' if s.get('sort') == 'desc' else 'ASC'}" for s in sort_model or []
                  if s.get("colId") in CUSTOMER_COLUMNS]  # fmt: skip
