@@ -12,7 +12,7 @@ JARS := .ivy/.resolved
 RUN_FROM ?= 2011-12-07
 RUN_TO ?= 2011-12-09
 
-.PHONY: help setup system-packages run test replay airflow mlflow-ui clean clean-all dashboard bench
+.PHONY: help setup system-packages run test replay airflow mlflow-ui clean clean-all dashboard bench test-dashboard
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ mlflow-ui: setup ## MLflow tracking UI on 127.0.0.1:5000 over the pipeline's sto
 
 dashboard: setup ## segment explorer (Dash) over the gold tables on 127.0.0.1:8050 (conf/ dashboard:)
 	$(BIN)/python -m jobs.dashboard
+
+test-dashboard: setup ## only the dashboard tests (data layer, then Chromium); no Spark
+	$(BIN)/pytest tests/test_dashboard_data.py tests/test_dashboard_browser.py
 
 bench: setup ## dashboard timings, real data x1 vs x100 (needs ../shared/data; BENCH_ARGS="--real-lake-dir DIR" reuses a run)
 	$(BIN)/python -m jobs.dashboard.bench $(BENCH_ARGS)
