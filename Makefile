@@ -12,7 +12,7 @@ JARS := .ivy/.resolved
 RUN_FROM ?= 2011-12-07
 RUN_TO ?= 2011-12-09
 
-.PHONY: help setup system-packages run test replay airflow mlflow-ui compare clean clean-all
+.PHONY: help setup system-packages run test replay airflow mlflow-ui compare clean clean-all dashboard bench test-dashboard
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -29,10 +29,13 @@ $(JARS): $(INSTALLED)
 	$(BIN)/python -m jobs.spark
 	touch $@
 
-system-packages: ## Debian packages the tests use (compose validation without an engine)
+system-packages: ## Debian packages the tests use (compose validation without an engine; Chromium for the dashboard tests)
 	@command -v docker-compose >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends docker-compose; }
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
 run: setup ## end to end on generated data: history, then the DAG for RUN_FROM..RUN_TO
 	$(BIN)/python -m jobs.generate
@@ -58,6 +61,15 @@ mlflow-ui: setup ## MLflow tracking UI on 127.0.0.1:5000 over the pipeline's sto
 
 compare: setup ## the last LAST nights side by side from MLflow (default 14): make compare LAST=7
 	$(BIN)/python -m jobs.compare --last $(or $(LAST),14)
+
+dashboard: setup ## segment explorer (Dash) over the gold tables on 127.0.0.1:8050 (conf/ dashboard:)
+	$(BIN)/python -m jobs.dashboard
+
+test-dashboard: setup ## only the dashboard tests (data layer, then Chromium); no Spark
+	$(BIN)/pytest tests/test_dashboard_data.py tests/test_dashboard_browser.py
+
+bench: setup ## dashboard timings, real data x1 vs x100 (needs ../shared/data; BENCH_ARGS="--real-lake-dir DIR" reuses a run)
+	$(BIN)/python -m jobs.dashboard.bench $(BENCH_ARGS)
 
 clean: ## remove run outputs (data dir: landing, lake, validation, MLflow, Airflow home)
 	rm -rf data spark-warehouse metastore_db derby.log .pytest_cache

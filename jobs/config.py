@@ -135,6 +135,14 @@ class Generator(BaseModel):
     seed: int
 
 
+class Dashboard(BaseModel):
+    host: str
+    port: int = Field(ge=0, le=65535)
+    scatter_max_points: int = Field(ge=100)
+    page_size: int = Field(ge=10)
+    refresh_seconds: int = Field(ge=5)
+
+
 class Settings(BaseSettings):
     """Typed view of the whole configuration."""
 
@@ -155,6 +163,7 @@ class Settings(BaseSettings):
     labels: Labels
     dag: Dag
     generator: Generator
+    dashboard: Dashboard
 
     @classmethod
     def settings_customise_sources(

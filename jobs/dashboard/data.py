@@ -1,0 +1,454 @@
+"""The segment explorer's data layer: filters in, pandas/arrow results out — no JVM, no Dash.
+
+The gold tables are read with delta-rs (one snapshot partition at a time, only the columns
+the views use) and queried with DuckDB over arrow. Every read is cached under the tables'
+Delta versions: a new snapshot (a new commit) changes the key, so it shows up without a
+restart, and an unchanged lake is never read twice.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+from deltalake import DeltaTable
+
+from jobs import lake
+from jobs.config import Settings
+
+SCHEME_COLUMNS = {"cluster": "cluster_label", "rfm": "rfm_segment"}
+MEASURES = ("recency_days", "frequency", "monetary")
+CUSTOMER_COLUMNS = [
+    "customer_id", "country", "recency_days", "frequency", "monetary", "r_score", "f_score", "m_score",
+    "rfm_score", "rfm_segment", "cluster", "cluster_label", "first_purchase_date", "last_purchase_date", "tenure_days",
+]  # fmt: skip
+NEW = "new"
+GONE = "gone"
+
+# AG Grid filter model → SQL; the value is bound as a parameter, never pasted.
+_COMPARISONS = {
+    "equals": "{c} = ?", "notEqual": "{c} <> ?", "lessThan": "{c} < ?", "lessThanOrEqual": "{c} <= ?",
+    "greaterThan": "{c} > ?", "greaterThanOrEqual": "{c} >= ?",
+    "contains": "contains(lower({c}), lower(?))", "notContains": "NOT contains(lower({c}), lower(?))",
+    "startsWith": "starts_with(lower({c}), lower(?))", "endsWith": "ends_with(lower({c}), lower(?))",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What every view is filtered by. ``segment``/``country`` None means all."""
+
+    snapshot_date: date
+    scheme: str = "cluster"
+    segment: str | None = None
+    country: str | None = None
+
+    @property
+    def label_column(self) -> str:
+        return SCHEME_COLUMNS[self.scheme]
+
+
+class SegmentLake:
+    """Read-only access to ``gold/customer_segments`` and ``gold/segment_summary``."""
+
+    def __init__(self, segments_path: Path, summary_path: Path, segment_order: dict[str, list[str]]) -> None:
+        self.segments_path, self.summary_path = str(segments_path), str(summary_path)
+        self.segment_order = segment_order
+        self._tables: dict[str, DeltaTable] = {}
+        self._lock = threading.Lock()
+        self._db = duckdb.connect()
+        self._snapshot = lru_cache(maxsize=8)(self._read_snapshot)
+        self._summary = lru_cache(maxsize=2)(self._read_summary)
+        self._counts = lru_cache(maxsize=2)(self._read_counts)
+        self._flows = lru_cache(maxsize=16)(self._read_flows)
+        self._numeric = lru_cache(maxsize=4)(self._read_numeric)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SegmentLake:
+        """The pipeline's gold tables; segments ordered best first as configured."""
+        rules = list(dict.fromkeys(rule.segment for rule in settings.labels.segment_rules))
+        return cls(
+            lake.table_path(settings, "gold_customer_segments"),
+            lake.table_path(settings, "gold_segment_summary"),
+            {"cluster": list(dict.fromkeys(settings.labels.cluster_labels)), "rfm": rules},
+        )
+
+    # -- versions and the cached reads -------------------------------------------------------
+
+    def _version(self, path: str) -> int | None:
+        """The table's latest version (the log is re-listed incrementally), None if absent."""
+        with self._lock:
+            table = self._tables.get(path)
+            if table is None:
+                if not DeltaTable.is_deltatable(path):
+                    return None
+                table = self._tables[path] = DeltaTable(path)
+            else:
+                table.update_incremental()
+            return table.version()
+
+    def _read_snapshot(self, version: int, day: date) -> pa.Table:
+        table = DeltaTable(self.segments_path, version=version)
+        return table.to_pyarrow_table(partitions=[("snapshot_date", "=", day.isoformat())], columns=CUSTOMER_COLUMNS)
+
+    def _read_summary(self, version: int) -> pd.DataFrame:
+        summary = DeltaTable(self.summary_path, version=version).to_pandas()
+        summary["snapshot_date"] = pd.to_datetime(summary["snapshot_date"]).dt.date
+        summary["monetary_total"] = summary["monetary_total"].astype(float)
+        return summary
+
+    def _read_counts(self, version: int) -> pd.DataFrame:
+        """Customers per snapshot, label of each scheme and country — one scan of all snapshots."""
+        dataset = DeltaTable(self.segments_path, version=version).to_pyarrow_dataset()
+        return self._query(
+            "SELECT snapshot_date, cluster_label, rfm_segment, country, count(*) AS customers "
+            "FROM dataset GROUP BY ALL",
+            dataset=dataset,
+        )
+
+    def _query(self, sql: str, params: Sequence[Any] = (), **tables: Any) -> pd.DataFrame:
+        return self._relation(sql, params, **tables).df()
+
+    def _relation(self, sql: str, params: Sequence[Any] = (), **tables: Any) -> duckdb.DuckDBPyRelation:
+        cursor = self._db.cursor()  # one connection per call: callbacks run on several threads
+        for name, table in tables.items():
+            cursor.register(name, table)
+        return cursor.sql(sql, params=list(params))
+
+    def snapshot(self, day: date) -> pa.Table | None:
+        """The customers of one snapshot (the view columns), None when the table is absent."""
+        version = self._version(self.segments_path)
+        return None if version is None else self._snapshot(version, day)
+
+    def warm_up(self) -> None:
+        """Fill the cache for the page's defaults: the latest snapshot, per-country counts, latest migrations.
+
+        Cheap when nothing changed (cache hits); after a new snapshot it moves the slow first reads
+        off the first user's request. Meant for a background thread.
+        """
+        dates = self.snapshot_dates()
+        if not dates:
+            return
+        version = self._version(self.segments_path)
+        self._numeric(version, dates[-1])  # reads the snapshot too
+        self._counts(version)
+        for scheme in SCHEME_COLUMNS if len(dates) > 1 else ():
+            self.migration(scheme, dates[-2], dates[-1])
+
+    # -- what the filters can take ------------------------------------------------------------
+
+    def has_data(self) -> bool:
+        return bool(self.snapshot_dates())
+
+    def snapshot_dates(self) -> list[date]:
+        """Snapshot dates present in ``gold/customer_segments``, oldest first."""
+        if self._version(self.segments_path) is None:
+            return []
+        with self._lock:
+            partitions = self._tables[self.segments_path].partitions()
+        return sorted(date.fromisoformat(p["snapshot_date"]) for p in partitions)
+
+    def countries(self, day: date) -> list[str]:
+        table = self.snapshot(day)
+        return [] if table is None else sorted(c for c in table.column("country").unique().to_pylist() if c)
+
+    def segments(self, scheme: str, day: date) -> list[str]:
+        """The scheme's segments present in the snapshot, in the configured order (others last)."""
+        table = self.snapshot(day)
+        if table is None:
+            return []
+        present = set(table.column(SCHEME_COLUMNS[scheme]).unique().to_pylist()) - {None}
+        return self._ordered(scheme, present)
+
+    def _ordered(self, scheme: str, names: set[str]) -> list[str]:
+        order = self.segment_order.get(scheme, [])
+        return [n for n in order if n in names] + sorted(names - set(order))
+
+    # -- views ---------------------------------------------------------------------------------
+
+    def _where(self, filters: Filters, alias: str = "") -> tuple[str, list[Any]]:
+        prefix = f"{alias}." if alias else ""
+        clauses, params = ["TRUE"], []
+        if filters.segment:
+            clauses.append(f"{prefix}{filters.label_column} = ?")
+            params.append(filters.segment)
+        if filters.country:
+            clauses.append(f"{prefix}country = ?")
+            params.append(filters.country)
+        return " AND ".join(clauses), params
+
+    def overview(self, filters: Filters) -> pd.DataFrame:
+        """One row per segment: customers, customer and revenue shares, mean R/F/M, monetary total.
+
+        Without a country this is the summary table (shares of the whole snapshot); with one it is
+        computed from the customers of that country (shares within the country).
+        """
+        columns = ["segment", "customers", "customer_share", "revenue_share", "mean_recency_days",
+                   "mean_frequency", "mean_monetary", "monetary_total"]  # fmt: skip
+        if filters.country:
+            frame = self._overview_of_country(filters)
+        else:
+            version = self._version(self.summary_path)
+            if version is None:
+                return pd.DataFrame(columns=columns)
+            summary = self._summary(version)
+            frame = summary[
+                (summary["snapshot_date"] == filters.snapshot_date) & (summary["label_scheme"] == filters.scheme)
+            ]
+        if filters.segment:
+            frame = frame[frame["segment"] == filters.segment]
+        order = {name: i for i, name in enumerate(self._ordered(filters.scheme, set(frame["segment"])))}
+        return frame.sort_values("segment", key=lambda s: s.map(order))[columns].reset_index(drop=True)
+
+    def _overview_of_country(self, filters: Filters) -> pd.DataFrame:
+        table = self.snapshot(filters.snapshot_date)
+        if table is None:
+            return pd.DataFrame(columns=["segment"])
+        return self._query(
+            f"""
+            SELECT {filters.label_column} AS segment, count(*) AS customers,
+                   count(*) / sum(count(*)) OVER () AS customer_share,
+                   coalesce(sum(monetary) / nullif(sum(sum(monetary)) OVER (), 0), 0)::DOUBLE AS revenue_share,
+                   avg(recency_days) AS mean_recency_days, avg(frequency) AS mean_frequency,
+                   avg(monetary::DOUBLE) AS mean_monetary, sum(monetary)::DOUBLE AS monetary_total
+            FROM segments WHERE country = ? GROUP BY 1
+            """,
+            [filters.country],
+            segments=table,
+        )
+
+    def sizes_over_time(self, scheme: str, segment: str | None = None, country: str | None = None) -> pd.DataFrame:
+        """Customers per snapshot date and segment (summary table; per-country counts without a country)."""
+        if country:
+            version = self._version(self.segments_path)
+            if version is None:
+                return pd.DataFrame(columns=["snapshot_date", "segment", "customers"])
+            counts = self._counts(version)
+            counts = counts[counts["country"] == country].rename(columns={SCHEME_COLUMNS[scheme]: "segment"})
+            sizes = counts.groupby(["snapshot_date", "segment"], as_index=False)["customers"].sum()
+            sizes["snapshot_date"] = pd.to_datetime(sizes["snapshot_date"]).dt.date
+        else:
+            version = self._version(self.summary_path)
+            if version is None:
+                return pd.DataFrame(columns=["snapshot_date", "segment", "customers"])
+            summary = self._summary(version)
+            sizes = summary[summary["label_scheme"] == scheme][["snapshot_date", "segment", "customers"]]
+        if segment:
+            sizes = sizes[sizes["segment"] == segment]
+        return sizes.sort_values(["snapshot_date", "segment"]).reset_index(drop=True)
+
+    def box_stats(self, filters: Filters) -> pd.DataFrame:
+        """Per segment and measure: customers, min, q1, median, q3, max (linear-interpolated quartiles)."""
+        table = self.snapshot(filters.snapshot_date)
+        if table is None:
+            return pd.DataFrame()
+        where, params = self._where(filters)
+        per_measure = ", ".join(
+            f"min({m})::DOUBLE AS {m}_min, max({m})::DOUBLE AS {m}_max, "
+            f"quantile_cont({m}::DOUBLE, [0.25, 0.5, 0.75]) AS {m}_q"
+            for m in MEASURES
+        )
+        wide = self._query(
+            f"SELECT {filters.label_column} AS segment, count(*) AS customers, {per_measure} FROM segments "
+            f"WHERE {where} GROUP BY 1",
+            params,
+            segments=table,
+        )
+        return pd.DataFrame([
+            {"segment": row["segment"], "measure": m, "customers": row["customers"], "min": row[f"{m}_min"],
+             "q1": row[f"{m}_q"][0], "median": row[f"{m}_q"][1], "q3": row[f"{m}_q"][2], "max": row[f"{m}_max"]}
+            for row in wide.to_dict("records") for m in MEASURES
+        ])  # fmt: skip
+
+    def histograms(self, filters: Filters, bins: int = 30, log_scale: bool = False) -> pd.DataFrame:
+        """Per segment and measure: bin edges and counts, on bins shared by the segments.
+
+        With ``log_scale`` frequency and monetary get log-spaced bins from their smallest
+        positive value (values ≤ 0 fall in the first bin); recency stays linear. Counted with
+        numpy on the snapshot's cached numeric columns (labels as dictionary codes).
+        """
+        version = self._version(self.segments_path)
+        if version is None:
+            return pd.DataFrame()
+        columns = self._numeric(version, filters.snapshot_date)
+        codes, names = columns[filters.label_column]
+        selected = np.ones(len(codes), dtype=bool)
+        for column, value in ((filters.label_column, filters.segment), ("country", filters.country)):
+            if value:
+                column_codes, column_names = columns[column]
+                selected &= column_codes == (column_names.index(value) if value in column_names else -2)
+        if not selected.any():
+            return pd.DataFrame()
+        segment_codes = codes[selected]
+        present = np.unique(segment_codes)
+        frames = []
+        for measure in MEASURES:
+            values = columns[measure][selected]
+            positive = values[values > 0]
+            log_spaced = log_scale and measure != "recency_days" and len(positive) > 0
+            edges = bin_edges(values.min(), values.max(), positive.min() if log_spaced else None, bins)
+            index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, bins - 1)
+            counts = np.bincount(segment_codes * bins + index, minlength=len(names) * bins).reshape(len(names), bins)
+            frames += [pd.DataFrame({"segment": names[c], "measure": measure, "bin_start": edges[:-1],
+                                     "bin_end": edges[1:], "customers": counts[c]}) for c in present]  # fmt: skip
+        return pd.concat(frames, ignore_index=True)
+
+    def _read_numeric(self, version: int, day: date) -> dict[str, Any]:
+        """The snapshot's measures as float arrays and its labels and country as (codes, names)."""
+        table = self._snapshot(version, day)
+        columns: dict[str, Any] = {m: table[m].cast(pa.float64()).to_numpy() for m in MEASURES}
+        for column in (*SCHEME_COLUMNS.values(), "country"):
+            encoded = table[column].combine_chunks().dictionary_encode()
+            columns[column] = (encoded.indices.fill_null(-1).to_numpy(), encoded.dictionary.to_pylist())
+        return columns
+
+    def scatter_points(self, filters: Filters, max_points: int) -> tuple[pd.DataFrame, int]:
+        """Customers for the R-vs-M scatter and how many match; a repeatable random sample above ``max_points``."""
+        table = self.snapshot(filters.snapshot_date)
+        if table is None:
+            return pd.DataFrame(), 0
+        where, params = self._where(filters)
+        matching = f"SELECT count(*) FROM segments WHERE {where}"
+        total = int(self._relation(matching, params, segments=table).fetchall()[0][0])
+        sample = f"USING SAMPLE reservoir({int(max_points)} ROWS) REPEATABLE (42)" if total > max_points else ""
+        points = self._query(
+            f"""SELECT * FROM (SELECT customer_id, {filters.label_column} AS segment, recency_days, frequency,
+                       monetary::DOUBLE AS monetary FROM segments WHERE {where}) {sample}""",
+            params,
+            segments=table,
+        )
+        return points, total
+
+    def migration(self, scheme: str, earlier: date, later: date, segment: str | None = None,
+                  country: str | None = None) -> pd.DataFrame:  # fmt: skip
+        """Customers and monetary value moving from their ``earlier`` segment to their ``later`` one.
+
+        Every customer of either snapshot counts once: absent earlier → source ``new``, absent
+        later → target ``gone``. Monetary is the later snapshot's (the earlier one for ``gone``).
+        A segment keeps flows from or into it; the country is the later snapshot's (else earlier).
+        """
+        version = self._version(self.segments_path)
+        if version is None:
+            return pd.DataFrame(columns=["source", "target", "customers", "monetary"])
+        flows = self._flows(version, scheme, earlier, later)
+        if segment:
+            flows = flows[(flows["source"] == segment) | (flows["target"] == segment)]
+        if country:
+            flows = flows[flows["country"] == country]
+        moves = flows.groupby(["source", "target"], as_index=False)[["customers", "monetary"]].sum()
+        return moves.sort_values(["customers", "source", "target"], ascending=[False, True, True], ignore_index=True)
+
+    def _read_flows(self, version: int, scheme: str, earlier: date, later: date) -> pd.DataFrame:
+        """Moves per source, target and country: the join of two snapshots runs once per pair."""
+        column = SCHEME_COLUMNS[scheme]
+        return self._query(
+            f"""
+            WITH moves AS (
+              SELECT coalesce(b.{column}, '{NEW}') AS source, coalesce(a.{column}, '{GONE}') AS target,
+                     coalesce(a.monetary, b.monetary)::DOUBLE AS monetary, coalesce(a.country, b.country) AS country
+              FROM (SELECT customer_id, {column}, monetary, country FROM before) b
+              FULL OUTER JOIN (SELECT customer_id, {column}, monetary, country FROM after) a USING (customer_id))
+            SELECT source, target, country, count(*) AS customers, sum(monetary) AS monetary FROM moves GROUP BY ALL
+            """,
+            before=self._snapshot(version, earlier),
+            after=self._snapshot(version, later),
+        )
+
+    def customer_page(self, filters: Filters, start: int, end: int, sort_model: list[dict] | None = None,
+                      filter_model: dict | None = None) -> tuple[list[dict], int]:  # fmt: skip
+        """Rows ``start``..``end`` of the filtered, sorted customers (JSON-ready) and how many match."""
+        table = self.snapshot(filters.snapshot_date)
+        if table is None:
+            return [], 0
+        where, params = self._customer_where(filters, filter_model)
+        total = int(
+            self._relation(f"SELECT count(*) FROM segments WHERE {where}", params, segments=table).fetchall()[0][0]
+        )
+        rows = self._relation(
+            f"{self._customer_select(where, sort_model)} LIMIT ? OFFSET ?",
+            [*params, max(end - start, 0), start],
+            segments=table,
+        ).to_arrow_table()
+        return rows.to_pylist(), total
+
+    def customer_csv(self, filters: Filters, sort_model: list[dict] | None = None,
+                     filter_model: dict | None = None) -> bytes:  # fmt: skip
+        """Every customer in the filter (dashboard filters and the table's column filters) as CSV."""
+        table = self.snapshot(filters.snapshot_date)
+        if table is None:
+            return (",".join(CUSTOMER_COLUMNS) + "\n").encode()
+        where, params = self._customer_where(filters, filter_model)
+        rows = self._relation(
+            self._customer_select(where, sort_model, exact=True), params, segments=table
+        ).to_arrow_table()
+        buffer = io.BytesIO()
+        pa_csv.write_csv(rows, buffer)
+        return buffer.getvalue()
+
+    def _customer_where(self, filters: Filters, filter_model: dict | None) -> tuple[str, list[Any]]:
+        where, params = self._where(filters)
+        grid_where, grid_params = grid_filter_sql(filter_model or {})
+        return f"{where} AND {grid_where}", params + grid_params
+
+    @staticmethod
+    def _customer_select(where: str, sort_model: list[dict] | None, exact: bool = False) -> str:
+        """The customer columns (dates as text, monetary as a number unless ``exact``), sorted."""
+        shown = {
+            "monetary": "monetary::DOUBLE AS monetary",
+            "first_purchase_date": "first_purchase_date::VARCHAR AS first_purchase_date",
+            "last_purchase_date": "last_purchase_date::VARCHAR AS last_purchase_date",
+        }
+        columns = ", ".join(c if exact else shown.get(c, c) for c in CUSTOMER_COLUMNS)
+        order = [f"{s['colId']} {'DESC' if s.get('sort') == 'desc' else 'ASC'}" for s in sort_model or []
+                 if s.get("colId") in CUSTOMER_COLUMNS]  # fmt: skip
+        return f"SELECT {columns} FROM segments WHERE {where} ORDER BY {', '.join([*order, 'customer_id'])}"
+
+
+def bin_edges(low: float, high: float, low_positive: float | None, bins: int) -> np.ndarray:
+    """``bins`` equal-width edges over [low, high]; log-spaced from ``low_positive`` when given."""
+    low, high = float(low), float(high)
+    if low_positive is not None:
+        low_positive = float(low_positive)
+        return np.geomspace(low_positive, max(high, low_positive * 1.000001), bins + 1)
+    return np.linspace(low, high if high > low else low + 1, bins + 1)
+
+
+def grid_filter_sql(filter_model: dict) -> tuple[str, list[Any]]:
+    """AG Grid's filter model (text/number filters, two conditions with AND/OR) as a SQL condition."""
+    clauses, params = ["TRUE"], []
+    for column, model in filter_model.items():
+        if column not in CUSTOMER_COLUMNS:
+            continue
+        conditions = model.get("conditions") or [model]
+        parts = []
+        for condition in conditions:
+            part, values = _condition_sql(column, condition)
+            parts.append(part)
+            params += values
+        joiner = " OR " if model.get("operator") == "OR" else " AND "
+        clauses.append(f"({joiner.join(parts)})")
+    return " AND ".join(clauses), params
+
+
+def _condition_sql(column: str, condition: dict) -> tuple[str, list[Any]]:
+    kind = condition.get("type")
+    if kind == "blank":
+        return f"{column} IS NULL", []
+    if kind == "notBlank":
+        return f"{column} IS NOT NULL", []
+    if kind == "inRange":
+        return f"{column} BETWEEN ? AND ?", [condition.get("filter"), condition.get("filterTo")]
+    if kind not in _COMPARISONS:
+        raise ValueError(f"unsupported filter type {kind!r} on {column}")
+    return _COMPARISONS[kind].format(c=column), [condition.get("filter")]

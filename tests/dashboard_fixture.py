@@ -1,0 +1,112 @@
+"""A small real Delta lake in the exact schema of the gold tables, written with delta-rs (no Spark).
+
+The schemas are those a real pipeline run writes (checked against jobs/label.py output: frequency is int).
+
+Deterministic: three snapshots of 80, 100 and 120 customers (later snapshots add new
+customers; one customer is missing from the last one), four countries, heavy-tailed F and M.
+The segment summary is computed from the customers with pandas, as ``jobs/label.py`` does.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from deltalake import write_deltalake
+
+SNAPSHOTS = [date(2011, 12, 2), date(2011, 12, 5), date(2011, 12, 9)]
+CUSTOMERS_PER_SNAPSHOT = [80, 100, 120]
+MISSING_FROM_LAST = "C0005"
+CLUSTER_LABELS = ["VIP", "Loyal", "At-Risk", "Low-Value"]
+RFM_SEGMENTS = ["Champions", "Loyal", "Potential Loyalist", "New", "At Risk", "Hibernating", "Lost"]
+COUNTRIES = ["United Kingdom", "France", "Germany", "EIRE"]
+
+SEGMENTS_SCHEMA = pa.schema([
+    ("snapshot_date", pa.date32()), ("customer_id", pa.string()), ("recency_days", pa.int32()),
+    ("frequency", pa.int32()), ("monetary", pa.decimal128(20, 3)), ("r_score", pa.int32()),
+    ("f_score", pa.int32()), ("m_score", pa.int32()), ("rfm_score", pa.string()), ("rfm_segment", pa.string()),
+    ("cluster", pa.int32()), ("cluster_label", pa.string()), ("country", pa.string()),
+    ("first_purchase_date", pa.date32()), ("last_purchase_date", pa.date32()), ("tenure_days", pa.int32()),
+    ("mlflow_run_id", pa.string()),
+])  # fmt: skip
+SUMMARY_SCHEMA = pa.schema([
+    ("snapshot_date", pa.date32()), ("label_scheme", pa.string()), ("segment", pa.string()),
+    ("customers", pa.int64()), ("customer_share", pa.float64()), ("mean_recency_days", pa.float64()),
+    ("mean_frequency", pa.float64()), ("mean_monetary", pa.float64()), ("monetary_total", pa.decimal128(30, 3)),
+    ("revenue_share", pa.float64()),
+])  # fmt: skip
+
+
+def customers_of(snapshot: date, count: int, seed: int) -> pd.DataFrame:
+    """``count`` customers of one snapshot, in the gold customer_segments columns."""
+    rng = np.random.default_rng(seed)
+    ids = [f"C{i:04d}" for i in range(count) if not (snapshot == SNAPSHOTS[-1] and f"C{i:04d}" == MISSING_FROM_LAST)]
+    n = len(ids)
+    recency = rng.integers(0, 300, n)
+    tenure = recency + rng.integers(0, 60, n)
+    scores = rng.integers(1, 6, (n, 3))
+    cluster = rng.integers(0, 4, n)
+    return pd.DataFrame({
+        "snapshot_date": snapshot,
+        "customer_id": ids,
+        "recency_days": recency.astype("int32"),
+        "frequency": rng.geometric(0.3, n).astype("int32"),
+        "monetary": [Decimal(f"{v:.3f}") for v in rng.lognormal(6, 1.2, n)],
+        "r_score": scores[:, 0].astype("int32"), "f_score": scores[:, 1].astype("int32"),
+        "m_score": scores[:, 2].astype("int32"),
+        "rfm_score": ["".join(map(str, row)) for row in scores],
+        "rfm_segment": rng.choice(RFM_SEGMENTS, n),
+        "cluster": cluster.astype("int32"),
+        "cluster_label": [CLUSTER_LABELS[c] for c in cluster],
+        "country": rng.choice(COUNTRIES, n, p=[0.6, 0.2, 0.15, 0.05]),
+        "first_purchase_date": [snapshot - timedelta(days=int(t)) for t in tenure],
+        "last_purchase_date": [snapshot - timedelta(days=int(r)) for r in recency],
+        "tenure_days": tenure.astype("int32"),
+        "mlflow_run_id": f"run-{snapshot:%Y%m%d}",
+    })  # fmt: skip
+
+
+def summary_of(customers: pd.DataFrame) -> pd.DataFrame:
+    """The gold segment summary of one snapshot's customers (both label schemes)."""
+    money = customers["monetary"].astype(float)
+    frames = []
+    for scheme, column in (("cluster", "cluster_label"), ("rfm", "rfm_segment")):
+        grouped = customers.assign(money=money).groupby(column)
+        frame = pd.DataFrame({
+            "customers": grouped.size(),
+            "mean_recency_days": grouped["recency_days"].mean(),
+            "mean_frequency": grouped["frequency"].mean(),
+            "mean_monetary": grouped["money"].mean(),
+            "monetary_total": grouped["monetary"].apply(lambda s: sum(s, Decimal(0))),
+        }).reset_index(names="segment")  # fmt: skip
+        frame["customer_share"] = frame["customers"] / len(customers)
+        frame["revenue_share"] = frame["monetary_total"].astype(float) / money.sum()
+        frames.append(frame.assign(label_scheme=scheme, snapshot_date=customers["snapshot_date"].iloc[0]))
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_snapshot(lake_dir: Path, customers: pd.DataFrame) -> None:
+    """Append one snapshot to both gold tables (partitioned by snapshot_date, like the pipeline)."""
+    for name, frame, schema in (
+        ("gold/customer_segments", customers, SEGMENTS_SCHEMA),
+        ("gold/segment_summary", summary_of(customers), SUMMARY_SCHEMA),
+    ):
+        table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+        write_deltalake(str(lake_dir / name), table, partition_by=["snapshot_date"], mode="append")
+
+
+def write_gold_fixture(lake_dir: Path) -> pd.DataFrame:
+    """Write the three snapshots; returns every customer row written (for independent expectations)."""
+    frames = [
+        customers_of(day, count, seed=i)
+        for i, (day, count) in enumerate(zip(SNAPSHOTS, CUSTOMERS_PER_SNAPSHOT, strict=True))
+    ]
+    for frame in frames:
+        write_snapshot(lake_dir, frame)
+    everyone = pd.concat(frames, ignore_index=True)
+    everyone["monetary"] = everyone["monetary"].astype(float)
+    return everyone

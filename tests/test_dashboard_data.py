@@ -1,0 +1,190 @@
+"""The dashboard's data layer on a small real Delta lake: filters → results, checked against pandas."""
+
+from __future__ import annotations
+
+import io
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.dashboard.data import GONE, NEW, Filters, SegmentLake
+from tests.conftest import settings_for
+from tests.dashboard_fixture import SNAPSHOTS, customers_of, write_gold_fixture, write_snapshot
+
+LAST = SNAPSHOTS[-1]
+
+
+@pytest.fixture(scope="module")
+def lake_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("dashboard") / "lake"
+
+
+@pytest.fixture(scope="module")
+def customers(lake_dir: Path) -> pd.DataFrame:
+    return write_gold_fixture(lake_dir)
+
+
+@pytest.fixture(scope="module")
+def segment_lake(lake_dir: Path, customers: pd.DataFrame) -> SegmentLake:
+    settings = settings_for(lake_dir.parent)
+    return SegmentLake.from_settings(settings)
+
+
+def on(customers: pd.DataFrame, day: date, **equal: str) -> pd.DataFrame:
+    rows = customers[customers["snapshot_date"] == day]
+    for column, value in equal.items():
+        rows = rows[rows[column] == value]
+    return rows
+
+
+def test_snapshot_dates_countries_and_segments(segment_lake: SegmentLake, customers: pd.DataFrame) -> None:
+    assert segment_lake.snapshot_dates() == sorted(set(customers["snapshot_date"]))
+    assert segment_lake.countries(LAST) == sorted(set(on(customers, LAST)["country"]))
+    present = set(on(customers, LAST)["cluster_label"])
+    assert segment_lake.segments("cluster", LAST) == [
+        s for s in ["VIP", "Loyal", "At-Risk", "Low-Value"] if s in present
+    ]
+    assert set(segment_lake.segments("rfm", LAST)) == set(on(customers, LAST)["rfm_segment"])
+
+
+def test_overview_from_the_summary_table(segment_lake: SegmentLake, customers: pd.DataFrame) -> None:
+    overview = segment_lake.overview(Filters(LAST, "rfm")).set_index("segment")
+    rows = on(customers, LAST)
+    expected = rows.groupby("rfm_segment").agg(customers=("customer_id", "size"), money=("monetary", "sum"),
+                                               mean_frequency=("frequency", "mean"))  # fmt: skip
+    assert overview["customers"].to_dict() == expected["customers"].to_dict()
+    assert overview["customer_share"].sum() == pytest.approx(1)
+    for segment, row in expected.iterrows():
+        assert overview.loc[segment, "revenue_share"] == pytest.approx(row["money"] / rows["monetary"].sum())
+        assert overview.loc[segment, "mean_frequency"] == pytest.approx(row["mean_frequency"])
+
+
+def test_overview_of_a_country_and_a_segment(segment_lake: SegmentLake, customers: pd.DataFrame) -> None:
+    overview = segment_lake.overview(Filters(LAST, "cluster", segment="VIP", country="France"))
+    france = on(customers, LAST, country="France")
+    vip = france[france["cluster_label"] == "VIP"]
+    assert overview["segment"].tolist() == ["VIP"]
+    row = overview.iloc[0]
+    assert row["customers"] == len(vip)
+    assert row["customer_share"] == pytest.approx(len(vip) / len(france))
+    assert row["revenue_share"] == pytest.approx(vip["monetary"].sum() / france["monetary"].sum())
+    assert row["mean_recency_days"] == pytest.approx(vip["recency_days"].mean())
+
+
+def test_sizes_over_time_with_and_without_country(segment_lake: SegmentLake, customers: pd.DataFrame) -> None:
+    for country in (None, "Germany"):
+        rows = customers if country is None else customers[customers["country"] == country]
+        expected = rows.groupby(["snapshot_date", "cluster_label"]).size().to_dict()
+        sizes = segment_lake.sizes_over_time("cluster", country=country)
+        assert sizes.set_index(["snapshot_date", "segment"])["customers"].to_dict() == expected
+
+
+def test_box_stats_and_histograms(segment_lake: SegmentLake, customers: pd.DataFrame) -> None:
+    filters = Filters(LAST, "cluster", country="United Kingdom")
+    rows = on(customers, LAST, country="United Kingdom")
+    stats = segment_lake.box_stats(filters).set_index(["segment", "measure"])
+    for (segment, measure), row in stats.iterrows():
+        values = rows.loc[rows["cluster_label"] == segment, measure]
+        assert row["customers"] == len(values)
+        assert row["median"] == pytest.approx(np.percentile(values, 50))
+        assert row["q3"] == pytest.approx(np.percentile(values, 75))
+    linear = segment_lake.histograms(filters, bins=10).query("measure == 'recency_days'")
+    edges = np.linspace(rows["recency_days"].min(), rows["recency_days"].max(), 11)
+    for segment, bins in linear.groupby("segment"):
+        expected, _ = np.histogram(rows.loc[rows["cluster_label"] == segment, "recency_days"], bins=edges)
+        assert bins["customers"].tolist() == expected.tolist()
+    hist = segment_lake.histograms(filters, bins=10, log_scale=True)
+    counts = hist.groupby(["segment", "measure"])["customers"].sum()
+    assert counts.to_dict() == {(s, m): n for (s, m), n in stats["customers"].items()}
+    monetary = hist[hist["measure"] == "monetary"]
+    assert np.allclose(
+        np.diff(np.log(monetary["bin_start"].unique())), np.log(monetary["bin_end"] / monetary["bin_start"]).iloc[0]
+    )
+
+
+def test_scatter_samples_above_the_limit(segment_lake: SegmentLake, customers: pd.DataFrame) -> None:
+    filters = Filters(LAST, "cluster", segment="Loyal")
+    expected = on(customers, LAST, cluster_label="Loyal")
+    points, total = segment_lake.scatter_points(filters, max_points=1000)
+    assert total == len(expected) and sorted(points["customer_id"]) == sorted(expected["customer_id"])
+    sample, total = segment_lake.scatter_points(filters, max_points=10)
+    assert total == len(expected) and len(sample) == 10
+    assert set(sample["customer_id"]) <= set(expected["customer_id"])
+
+
+def test_migration_counts_every_customer_once(segment_lake: SegmentLake, customers: pd.DataFrame) -> None:
+    earlier, later = SNAPSHOTS[1], SNAPSHOTS[2]
+    before = on(customers, earlier)[["customer_id", "cluster_label", "monetary"]]
+    after = on(customers, later)[["customer_id", "cluster_label", "monetary"]]
+    both = before.merge(after, on="customer_id", how="outer", suffixes=("_before", "_after"))
+    both["source"] = both["cluster_label_before"].fillna(NEW)
+    both["target"] = both["cluster_label_after"].fillna(GONE)
+    both["money"] = both["monetary_after"].fillna(both["monetary_before"])
+    expected = both.groupby(["source", "target"]).agg(customers=("customer_id", "size"), money=("money", "sum"))
+    flows = segment_lake.migration("cluster", earlier, later).set_index(["source", "target"])
+    assert flows["customers"].to_dict() == expected["customers"].to_dict()
+    assert flows["monetary"].to_dict() == pytest.approx(expected["money"].to_dict())
+    assert flows["customers"].sum() == len(set(before["customer_id"]) | set(after["customer_id"]))
+    assert any(s == NEW for s, _ in flows.index)
+    assert any(t == GONE for _, t in flows.index)
+    latest = pd.concat([on(customers, earlier), on(customers, later)]).drop_duplicates("customer_id", keep="last")
+    both["country"] = both["customer_id"].map(latest.set_index("customer_id")["country"])  # later's, else earlier's
+    france = segment_lake.migration("cluster", earlier, later, country="France").set_index(["source", "target"])
+    assert (
+        france["customers"].to_dict()
+        == both[both["country"] == "France"].groupby(["source", "target"]).size().to_dict()
+    )
+    only_vip = segment_lake.migration("cluster", earlier, later, segment="VIP")
+    assert ((only_vip["source"] == "VIP") | (only_vip["target"] == "VIP")).all()
+    assert only_vip["customers"].sum() == ((both["source"] == "VIP") | (both["target"] == "VIP")).sum()
+
+
+def test_customer_page_sorts_filters_and_pages(segment_lake: SegmentLake, customers: pd.DataFrame) -> None:
+    filters = Filters(LAST, "rfm", country="United Kingdom")
+    grid_filter = {"monetary": {"filterType": "number", "type": "greaterThan", "filter": 300},
+                   "customer_id": {"filterType": "text", "operator": "OR", "conditions": [
+                       {"filterType": "text", "type": "endsWith", "filter": "1"},
+                       {"filterType": "text", "type": "endsWith", "filter": "2"}]}}  # fmt: skip
+    expected = on(customers, LAST, country="United Kingdom")
+    expected = expected[(expected["monetary"] > 300) & expected["customer_id"].str[-1].isin(["1", "2"])]
+    expected = expected.sort_values(["recency_days", "customer_id"], ascending=[False, True])
+    rows, total = segment_lake.customer_page(filters, 2, 7, [{"colId": "recency_days", "sort": "desc"}], grid_filter)
+    assert total == len(expected)
+    assert [r["customer_id"] for r in rows] == expected["customer_id"].iloc[2:7].tolist()
+    assert rows[0]["first_purchase_date"] == expected["first_purchase_date"].iloc[2].isoformat()
+
+
+def test_customer_csv_has_the_filtered_rows(segment_lake: SegmentLake, customers: pd.DataFrame) -> None:
+    filters = Filters(LAST, "cluster", segment="At-Risk", country="United Kingdom")
+    exported = pd.read_csv(io.BytesIO(segment_lake.customer_csv(filters)), dtype={"customer_id": str})
+    expected = on(customers, LAST, cluster_label="At-Risk", country="United Kingdom").sort_values("customer_id")
+    assert exported["customer_id"].tolist() == expected["customer_id"].tolist()
+    assert exported["monetary"].tolist() == pytest.approx(expected["monetary"].tolist())
+
+
+def test_a_date_without_a_snapshot_gives_empty_results(segment_lake: SegmentLake) -> None:
+    missing = Filters(date(2011, 1, 1))
+    assert segment_lake.overview(missing).empty
+    assert segment_lake.customer_page(missing, 0, 10) == ([], 0)
+
+
+def test_empty_lake(tmp_path: Path) -> None:
+    empty = SegmentLake.from_settings(settings_for(tmp_path))
+    assert not empty.has_data()
+    assert empty.overview(Filters(LAST)).empty and empty.sizes_over_time("cluster").empty
+    assert empty.customer_page(Filters(LAST), 0, 10) == ([], 0)
+
+
+def test_a_new_snapshot_shows_up_without_a_new_reader(tmp_path: Path) -> None:
+    lake_dir = tmp_path / "lake"
+    write_snapshot(lake_dir, customers_of(SNAPSHOTS[0], 30, seed=1))
+    segment_lake = SegmentLake.from_settings(settings_for(tmp_path))
+    assert segment_lake.snapshot_dates() == [SNAPSHOTS[0]]
+    assert segment_lake.overview(Filters(SNAPSHOTS[0]))["customers"].sum() == 30
+    write_snapshot(lake_dir, customers_of(SNAPSHOTS[1], 40, seed=2))
+    assert segment_lake.snapshot_dates() == SNAPSHOTS[:2]
+    assert segment_lake.overview(Filters(SNAPSHOTS[1]))["customers"].sum() == 40
+    assert segment_lake.sizes_over_time("cluster").groupby("snapshot_date")["customers"].sum().tolist() == [30, 40]
