@@ -88,8 +88,8 @@ def purchase_lines(transactions: pd.DataFrame, rules: Rfm) -> pd.DataFrame:
     lines = transactions[~transactions["stock_code"].isin(rules.non_product_stock_codes)]
     if rules.drop_exact_duplicates:
         lines = lines.drop_duplicates(subset=BRONZE_COLUMNS)
-    not_cancelled = ~lines["invoice"].str.startswith(tuple(rules.non_purchase_prefixes))
-    purchase = not_cancelled & (lines["quantity"] > 0) & (lines["price"] > 0)
+    regular_invoice = ~lines["invoice"].str.startswith(tuple(rules.non_purchase_prefixes))
+    purchase = regular_invoice & (lines["quantity"] > 0) & (lines["price"] > 0)
     return lines[purchase].assign(revenue=lambda f: f["quantity"] * f["price"])
 
 
@@ -128,7 +128,8 @@ def top_by_revenue(purchases: pd.DataFrame, key: str, n: int) -> pd.DataFrame:
 def top_products(purchases: pd.DataFrame, n: int) -> pd.DataFrame:
     """Top ``n`` stock codes by revenue, named by their most frequent description."""
     top = top_by_revenue(purchases, "stock_code", n)
-    names = purchases.groupby("stock_code")["description"].agg(lambda d: d.mode().iat[0] if d.notna().any() else "")
+    lines = purchases[purchases["stock_code"].isin(top["stock_code"])]
+    names = lines.groupby("stock_code")["description"].agg(lambda d: d.mode().iat[0] if d.notna().any() else "")
     return top.assign(description=top["stock_code"].map(names))
 
 
