@@ -154,12 +154,14 @@ def rfm_correlations(segments: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def _save(figure: Figure, path: Path) -> Path:
+    """Lay out and write ``figure`` as a PNG."""
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     return path
 
 
 def plot_revenue_and_orders(per_day: pd.DataFrame, path: Path) -> Path:
+    """Two stacked lines over the calendar: revenue, then orders."""
     figure = Figure(figsize=(10, 5.5))
     revenue_axes, orders_axes = figure.subplots(2, 1, sharex=True)
     revenue_axes.plot(per_day.index, per_day["revenue"], color="tab:blue", linewidth=1)
@@ -172,6 +174,7 @@ def plot_revenue_and_orders(per_day: pd.DataFrame, path: Path) -> Path:
 
 
 def plot_weekday_hour(grid: pd.DataFrame, path: Path) -> Path:
+    """Heat map of orders, weekdays down, hours across."""
     figure = Figure(figsize=(10, 3.8))
     axes = figure.subplots()
     image = axes.imshow(grid.to_numpy(), aspect="auto", cmap="Blues")
@@ -182,6 +185,7 @@ def plot_weekday_hour(grid: pd.DataFrame, path: Path) -> Path:
 
 
 def plot_top(top: pd.DataFrame, label: str, title: str, path: Path) -> Path:
+    """Horizontal revenue bars, the largest on top."""
     figure = Figure(figsize=(9, 0.4 * len(top) + 1.5))
     axes = figure.subplots()
     names = top[label].fillna("(unknown)").astype(str).str.slice(0, 45)
@@ -191,6 +195,7 @@ def plot_top(top: pd.DataFrame, label: str, title: str, path: Path) -> Path:
 
 
 def plot_rfm_distributions(segments: pd.DataFrame, bins: int, path: Path) -> Path:
+    """One histogram per feature; F and M on log-spaced bins (values below 1 drawn at 1)."""
     figure = Figure(figsize=(12, 3.8))
     for axes, feature in zip(figure.subplots(1, 3), RFM_FEATURES, strict=True):
         values = segments[feature].to_numpy(dtype=float)
@@ -206,6 +211,7 @@ def plot_rfm_distributions(segments: pd.DataFrame, bins: int, path: Path) -> Pat
 
 
 def plot_segment_shares(shares: pd.DataFrame, path: Path) -> Path:
+    """Per label scheme, customer share beside revenue share for every segment."""
     schemes = sorted(shares["label_scheme"].unique())
     rows_of_axes = max(len(schemes), 1)
     figure = Figure(figsize=(11, 3.2 * rows_of_axes))
@@ -221,6 +227,7 @@ def plot_segment_shares(shares: pd.DataFrame, path: Path) -> Path:
 
 
 def plot_correlations(correlations: dict[str, pd.DataFrame], path: Path) -> Path:
+    """One annotated heat map per correlation method (n/a where undefined)."""
     figure = Figure(figsize=(10, 4))
     for axes, (method, matrix) in zip(figure.subplots(1, len(correlations)), correlations.items(), strict=True):
         image = axes.imshow(matrix.to_numpy(dtype=float), vmin=-1, vmax=1, cmap="RdBu_r")
@@ -336,6 +343,7 @@ def active_run_id(settings: Settings, run_date: date, segments: pd.DataFrame) ->
 
 
 def report_dir(settings: Settings, run_date: date) -> Path:
+    """Where the report of ``run_date`` lands."""
     return settings.path("reports_dir") / f"date={run_date.isoformat()}"
 
 
