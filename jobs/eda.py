@@ -8,10 +8,12 @@ Load: PNGs (matplotlib's object API, no display) and ``report.html`` (images by 
 into ``paths.reports_dir/date=D/``, replaced as a whole on a re-run, and logged under ``eda/``
 to the day's MLflow run.
 
-Revenue is the shop's, not only the segmented customers': purchase lines as RFM defines them
-(``rfm.non_purchase_prefixes``, quantity > 0, price > 0, no ``rfm.non_product_stock_codes``,
-exact duplicates dropped when ``rfm.drop_exact_duplicates``) but **with or without a customer
-id**; amount = quantity x price; cancellations are not netted. Orders = distinct invoices.
+Revenue is the shop's, not only the segmented customers': the lines RFM counts for monetary
+(purchases: no ``rfm.non_purchase_prefixes``, quantity > 0, price > 0; cancellations, netted
+when ``rfm.net_of_cancellations``: ``rfm.cancellation_prefix`` and quantity < 0, on their own
+date; no ``rfm.non_product_stock_codes``; exact duplicates dropped when
+``rfm.drop_exact_duplicates``) but **with or without a customer id**; amount = quantity x price.
+Orders = distinct purchase invoices.
 """
 
 from __future__ import annotations
@@ -83,20 +85,28 @@ def extract(settings: Settings, run_date: date) -> LakeSnapshot:
 # ---------------------------------------------------------------- transform
 
 
-def purchase_lines(transactions: pd.DataFrame, rules: Rfm) -> pd.DataFrame:
-    """Purchase lines of products (customer id not required) with their ``revenue``."""
+def revenue_lines(transactions: pd.DataFrame, rules: Rfm) -> pd.DataFrame:
+    """Product lines that make revenue (customer id not required): signed ``revenue`` and ``order``.
+
+    Purchase lines, plus cancellation lines (negative) when ``rules.net_of_cancellations``;
+    ``order`` is the invoice of a purchase line and null on a cancellation line.
+    """
     lines = transactions[~transactions["stock_code"].isin(rules.non_product_stock_codes)]
     if rules.drop_exact_duplicates:
         lines = lines.drop_duplicates(subset=BRONZE_COLUMNS)
     regular_invoice = ~lines["invoice"].str.startswith(tuple(rules.non_purchase_prefixes))
     purchase = regular_invoice & (lines["quantity"] > 0) & (lines["price"] > 0)
-    return lines[purchase].assign(revenue=lambda f: f["quantity"] * f["price"])
+    cancellation = lines["invoice"].str.startswith(rules.cancellation_prefix) & (lines["quantity"] < 0)
+    counted = purchase | cancellation if rules.net_of_cancellations else purchase
+    return lines[counted].assign(
+        revenue=lambda f: f["quantity"] * f["price"], order=lines["invoice"].where(purchase)[counted]
+    )
 
 
-def daily_revenue_and_orders(purchases: pd.DataFrame) -> pd.DataFrame:
-    """Revenue and orders per calendar day, days without purchases included as 0."""
-    per_day = purchases.groupby(purchases["invoice_date"].dt.normalize().rename("day")).agg(
-        revenue=("revenue", "sum"), orders=("invoice", "nunique")
+def daily_revenue_and_orders(lines: pd.DataFrame) -> pd.DataFrame:
+    """Net revenue and orders per calendar day, days without any line included as 0."""
+    per_day = lines.groupby(lines["invoice_date"].dt.normalize().rename("day")).agg(
+        revenue=("revenue", "sum"), orders=("order", "nunique")
     )
     if per_day.empty:
         return per_day
@@ -104,32 +114,32 @@ def daily_revenue_and_orders(purchases: pd.DataFrame) -> pd.DataFrame:
     return per_day.reindex(calendar, fill_value=0)
 
 
-def orders_by_weekday_hour(purchases: pd.DataFrame) -> pd.DataFrame:
+def orders_by_weekday_hour(lines: pd.DataFrame) -> pd.DataFrame:
     """Distinct orders per weekday (rows, Mon..Sun) and hour of day (columns, 0..23) of the order's time."""
-    ordered_at = purchases.groupby("invoice")["invoice_date"].min()
+    ordered_at = lines.groupby("order")["invoice_date"].min()
     counts = pd.crosstab(ordered_at.dt.dayofweek, ordered_at.dt.hour)
     grid = counts.reindex(index=range(7), columns=range(24), fill_value=0)
     grid.index, grid.columns = WEEKDAYS, list(range(24))
     return grid
 
 
-def top_by_revenue(purchases: pd.DataFrame, key: str, n: int) -> pd.DataFrame:
+def top_by_revenue(lines: pd.DataFrame, key: str, n: int) -> pd.DataFrame:
     """The ``n`` values of ``key`` with the most revenue, with their orders and revenue share."""
-    total = purchases["revenue"].sum()
+    total = lines["revenue"].sum()
     ranked = (
-        purchases.groupby(key, dropna=False)
-        .agg(revenue=("revenue", "sum"), orders=("invoice", "nunique"))
+        lines.groupby(key, dropna=False)
+        .agg(revenue=("revenue", "sum"), orders=("order", "nunique"))
         .assign(revenue_share=lambda f: f["revenue"] / total if total else 0.0)
         .sort_values(["revenue", "orders"], ascending=False, kind="stable")
     )
     return ranked.head(n).reset_index()
 
 
-def top_products(purchases: pd.DataFrame, n: int) -> pd.DataFrame:
+def top_products(lines: pd.DataFrame, n: int) -> pd.DataFrame:
     """Top ``n`` stock codes by revenue, named by their most frequent description."""
-    top = top_by_revenue(purchases, "stock_code", n)
-    lines = purchases[purchases["stock_code"].isin(top["stock_code"])]
-    names = lines.groupby("stock_code")["description"].agg(lambda d: d.mode().iat[0] if d.notna().any() else "")
+    top = top_by_revenue(lines, "stock_code", n)
+    top_lines = lines[lines["stock_code"].isin(top["stock_code"])]
+    names = top_lines.groupby("stock_code")["description"].agg(lambda d: d.mode().iat[0] if d.notna().any() else "")
     return top.assign(description=top["stock_code"].map(names))
 
 
@@ -253,13 +263,13 @@ class Section:
     table: pd.DataFrame
 
 
-def build_sections(purchases: pd.DataFrame, snapshot: LakeSnapshot, settings: Settings, out_dir: Path) -> list[Section]:
+def build_sections(lines: pd.DataFrame, snapshot: LakeSnapshot, settings: Settings, out_dir: Path) -> list[Section]:
     """Compute every transform, draw its chart into ``out_dir`` and return the report sections."""
     top_n, bins = settings.eda.top_n, settings.eda.histogram_bins
-    per_day = daily_revenue_and_orders(purchases)
-    grid = orders_by_weekday_hour(purchases)
-    countries = top_by_revenue(purchases, "country", top_n)
-    products = top_products(purchases, top_n)
+    per_day = daily_revenue_and_orders(lines)
+    grid = orders_by_weekday_hour(lines)
+    countries = top_by_revenue(lines, "country", top_n)
+    products = top_products(lines, top_n)
     shares = segment_shares(snapshot.segment_summary)
     correlations = rfm_correlations(snapshot.segments)
     plot_revenue_and_orders(per_day, out_dir / "revenue_orders.png")
@@ -285,13 +295,14 @@ def build_sections(purchases: pd.DataFrame, snapshot: LakeSnapshot, settings: Se
     ]
 
 
-def headline(purchases: pd.DataFrame, snapshot: LakeSnapshot) -> dict[str, str]:
+def headline(lines: pd.DataFrame, snapshot: LakeSnapshot) -> dict[str, str]:
     """The report's key figures."""
     return {
         "bronze lines read": f"{len(snapshot.transactions):,}",
-        "purchase lines": f"{len(purchases):,}",
-        "orders (distinct invoices)": f"{purchases['invoice'].nunique():,}",
-        "revenue": f"{purchases['revenue'].sum():,.2f}",
+        "purchase lines": f"{lines['order'].notna().sum():,}",
+        "cancellation lines netted": f"{lines['order'].isna().sum():,}",
+        "orders (distinct purchase invoices)": f"{lines['order'].nunique():,}",
+        "revenue": f"{lines['revenue'].sum():,.2f}",
         "customers in the snapshot": f"{len(snapshot.segments):,}",
     }
 
@@ -310,8 +321,8 @@ def render_html(run_date: date, run_id: str, figures: dict[str, str], sections: 
         "body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
         "table{border-collapse:collapse;font-size:13px;margin:8px 0 24px}td,th{padding:2px 8px;text-align:right}"
         f"</style></head><body><h1>RFM EDA report — snapshot {run_date}</h1>"
-        f"<p>MLflow run <code>{html.escape(run_id)}</code>. Revenue: purchase lines of products, with or without "
-        f"a customer id, cancellations not netted; orders: distinct invoices.</p><table>{facts}</table>{body}"
+        f"<p>MLflow run <code>{html.escape(run_id)}</code>. Revenue: product purchase lines, with or without "
+        f"a customer id, net of cancellations as RFM's monetary; orders: distinct purchase invoices.</p><table>{facts}</table>{body}"
         "</body></html>"
     )
 
@@ -356,10 +367,10 @@ def eda_day(run_date: date, settings: Settings | None = None) -> dict[str, Any]:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the report is for readers
-    purchases = purchase_lines(snapshot.transactions, settings.rfm)
+    lines = revenue_lines(snapshot.transactions, settings.rfm)
     try:
-        sections = build_sections(purchases, snapshot, settings, staging)
-        page = render_html(run_date, run_id, headline(purchases, snapshot), sections)
+        sections = build_sections(lines, snapshot, settings, staging)
+        page = render_html(run_date, run_id, headline(lines, snapshot), sections)
         (staging / REPORT_FILE).write_text(page, encoding="utf-8")
         replace_dir(staging, target)
     except BaseException:

@@ -31,13 +31,14 @@ LINES = [
     ("536002", "85123A", "WHITE HEART", 10, "2011-12-05 14:10", "2.550", None, "France"),  # exact duplicate
     ("536003", "POST", "POSTAGE", 1, "2011-12-07 11:00", "18.000", "12583", "France"),  # non-product
     ("536003", "22728", "ALARM CLOCK", 4, "2011-12-07 11:00", "3.750", "12583", "France"),  # 15.00
-    ("C536004", "85123A", "WHITE HEART", -2, "2011-12-07 12:00", "2.550", "17850", "United Kingdom"),  # cancellation
+    ("C536004", "85123A", "WHITE HEART", -2, "2011-12-07 12:00", "2.550", "17850", "United Kingdom"),  # -5.10
     ("536005", "22728", "ALARM CLOCK", 5, "2011-12-09 09:15", "0.000", "12583", "France"),  # price 0
     ("536006", "22728", "ALARM CLOCK PINK", 3, "2011-12-09 09:15", "3.750", "13047", "Germany"),  # 11.25
     ("A536007", "B", "Adjust bad debt", 1, "2011-12-09 10:00", "-100.000", None, "United Kingdom"),  # adjustment
     ("536008", "85123A", "WHITE HEART", 1, "2011-12-10 10:00", "2.550", "17850", "United Kingdom"),  # after D
 ]
-REVENUE_BY_DAY = {"2011-12-05": 47.58, "2011-12-06": 0.0, "2011-12-07": 15.00, "2011-12-08": 0.0, "2011-12-09": 11.25}
+REVENUE_BY_DAY = {"2011-12-05": 47.58, "2011-12-06": 0.0, "2011-12-07": 9.90, "2011-12-08": 0.0, "2011-12-09": 11.25}
+NET_REVENUE = 15.30 + 6.78 + 25.50 + 15.00 - 5.10 + 11.25  # 68.73
 ORDERS_BY_DAY = {"2011-12-05": 2, "2011-12-06": 0, "2011-12-07": 1, "2011-12-08": 0, "2011-12-09": 1}
 
 
@@ -48,52 +49,58 @@ def transactions_frame(lines: list[tuple] = LINES) -> pd.DataFrame:
 
 
 @pytest.fixture
-def purchases() -> pd.DataFrame:
+def lines() -> pd.DataFrame:
     transactions = transactions_frame()
-    return eda.purchase_lines(transactions[transactions["invoice_date"] < "2011-12-10"], load_settings().rfm)
+    return eda.revenue_lines(transactions[transactions["invoice_date"] < "2011-12-10"], load_settings().rfm)
 
 
 # ---------------------------------------------------------------- pure transforms
 
 
-def test_purchase_lines_keep_unidentified_customers_and_drop_everything_else(purchases):
-    assert sorted(purchases["invoice"]) == ["536001", "536001", "536002", "536003", "536006"]
-    assert purchases["revenue"].sum() == pytest.approx(15.30 + 6.78 + 25.50 + 15.00 + 11.25)
+def test_revenue_lines_keep_unidentified_customers_and_net_cancellations(lines):
+    assert sorted(lines["invoice"]) == ["536001", "536001", "536002", "536003", "536006", "C536004"]
+    assert sorted(lines["order"].dropna().unique()) == ["536001", "536002", "536003", "536006"]
+    assert lines["revenue"].sum() == pytest.approx(NET_REVENUE)
 
 
-def test_purchase_lines_follow_the_configured_exclusions():
-    rules = load_settings().rfm.model_copy(update={"non_product_stock_codes": [], "drop_exact_duplicates": False})
-    lines = eda.purchase_lines(transactions_frame(LINES[:5]), rules)
-    assert sorted(lines["invoice"]) == ["536001", "536001", "536002", "536002", "536003"], "POST and duplicate kept"
+def test_revenue_lines_follow_the_configured_exclusions():
+    rules = load_settings().rfm.model_copy(
+        update={"non_product_stock_codes": [], "drop_exact_duplicates": False, "net_of_cancellations": False}
+    )
+    kept = eda.revenue_lines(transactions_frame(LINES[:7]), rules)
+    assert sorted(kept["invoice"]) == ["536001", "536001", "536002", "536002", "536003", "536003"], "POST, duplicate"
+    assert kept["revenue"].sum() == pytest.approx(15.30 + 6.78 + 2 * 25.50 + 18.00 + 15.00), "no cancellation"
 
 
-def test_daily_revenue_and_orders_include_days_without_purchases(purchases):
-    per_day = eda.daily_revenue_and_orders(purchases)
+def test_daily_revenue_and_orders_include_days_without_purchases(lines):
+    per_day = eda.daily_revenue_and_orders(lines)
     assert [d.strftime("%Y-%m-%d") for d in per_day.index] == list(REVENUE_BY_DAY)
     assert per_day["revenue"].tolist() == pytest.approx(list(REVENUE_BY_DAY.values()))
     assert per_day["orders"].tolist() == list(ORDERS_BY_DAY.values())
 
 
-def test_orders_by_weekday_and_hour_count_each_invoice_once(purchases):
-    grid = eda.orders_by_weekday_hour(purchases)
+def test_orders_by_weekday_and_hour_count_each_invoice_once(lines):
+    grid = eda.orders_by_weekday_hour(lines)
     assert grid.shape == (7, 24) and list(grid.index) == eda.WEEKDAYS
     assert grid.loc["Mon", 8] == 1 and grid.loc["Mon", 14] == 1, "536001 has two lines but is one order"
     assert grid.loc["Wed", 11] == 1 and grid.loc["Fri", 9] == 1
+    assert grid.loc["Wed", 12] == 0, "a cancellation is no order"
     assert grid.to_numpy().sum() == 4
 
 
-def test_top_countries_by_revenue(purchases):
-    top = eda.top_by_revenue(purchases, "country", 2)
+def test_top_countries_by_revenue(lines):
+    top = eda.top_by_revenue(lines, "country", 2)
     assert top["country"].tolist() == ["France", "United Kingdom"]
-    assert top["revenue"].tolist() == pytest.approx([40.50, 22.08])
+    assert top["revenue"].tolist() == pytest.approx([40.50, 22.08 - 5.10])
     assert top["orders"].tolist() == [2, 1]
-    assert top["revenue_share"].tolist() == pytest.approx([40.50 / 73.83, 22.08 / 73.83])
+    assert top["revenue_share"].tolist() == pytest.approx([40.50 / NET_REVENUE, 16.98 / NET_REVENUE])
 
 
-def test_top_products_are_named_by_their_most_frequent_description(purchases):
-    top = eda.top_products(purchases, 10)
+def test_top_products_are_named_by_their_most_frequent_description(lines):
+    top = eda.top_products(lines, 10)
     assert top["stock_code"].tolist() == ["85123A", "22728", "71053"]
-    assert top["revenue"].tolist() == pytest.approx([40.80, 26.25, 6.78])
+    assert top["revenue"].tolist() == pytest.approx([40.80 - 5.10, 26.25, 6.78])
+    assert top["orders"].tolist() == [2, 2, 1]
     assert top.loc[top["stock_code"] == "22728", "description"].item() in {"ALARM CLOCK", "ALARM CLOCK PINK"}
     assert top.loc[top["stock_code"] == "85123A", "description"].item() == "WHITE HEART"
 
@@ -241,7 +248,7 @@ def test_report_has_every_chart_and_lands_in_the_days_mlflow_run(lake_with_run):
     for chart in CHARTS:
         assert f'src="{chart}"' in page, f"report does not show {chart}"
         assert_valid_png(report.parent / chart)
-    assert "73.83" in page, "the report's revenue (hand-computed: lines dated <= D only)"
+    assert "<th>revenue</th><td>68.73</td>" in page, "hand-computed: lines dated <= D only, net of the C line"
     artifacts = {a.path for a in tracking.client(settings).list_artifacts(run_id, "eda")}
     assert artifacts == {f"eda/{name}" for name in CHARTS | {"report.html"}}
 
