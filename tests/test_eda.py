@@ -304,6 +304,7 @@ def test_gold_from_a_superseded_run_is_a_lake_state_error(lake_with_run):
         eda.eda_day(RUN_DATE, settings)
 
 
-def test_command_line_exits_2_on_a_lake_state_error(capsys):
+def test_command_line_exits_2_on_a_lake_state_error(settings, monkeypatch, capsys):
+    monkeypatch.setattr(eda, "load_settings", lambda: settings)
     assert eda.main(["--run-date", "2011-12-09"]) == 2
     assert "no gold_customer_segments table" in capsys.readouterr().err
