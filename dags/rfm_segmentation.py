@@ -8,6 +8,7 @@ The run whose data interval is **[D, D+1)** processes day **D** (`ds`):
 3. **ingest_rfm** — bronze partition of D (Delta, `replaceWhere`), RFM snapshot as of D into silver, run audit
 4. **cluster** — Spark ML K-Means / Gaussian Mixture on log1p(R, F, M), one MLflow run per (DAG, D)
 5. **label** — VIP / Loyal / At-Risk / Low-Value and RFM quintile segments into the gold tables
+6. **eda_report** — static HTML + PNG charts of the run under the reports folder, also logged to the day's MLflow run
 
 All logic lives in `jobs/`; each task calls one step, runnable alone as `python -m jobs.<step> --run-date D`.
 Configuration: `conf/pipeline.yaml` (overridable with `RFM__…` variables).
@@ -26,7 +27,7 @@ settings = load_settings()
 
 with DAG(
     dag_id=settings.dag.dag_id,
-    description="Daily RFM customer segmentation: GX -> Spark/Delta -> Spark ML/MLflow -> labels",
+    description="Daily RFM customer segmentation: GX -> Spark/Delta -> Spark ML/MLflow -> labels -> EDA report",
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=pendulum.parse(settings.dag.start_date, tz="UTC"),
     catchup=settings.dag.catchup,
@@ -87,4 +88,11 @@ with DAG(
 
         return run_in_task(label_day, ds)
 
-    wait_for_landing() >> validate() >> ingest_rfm() >> cluster() >> label()
+    @task
+    def eda_report(ds: str) -> dict:
+        """Static EDA report (HTML + PNG charts), also an artifact of the day's MLflow run."""
+        from jobs.eda import eda_day
+
+        return run_in_task(eda_day, ds)
+
+    wait_for_landing() >> validate() >> ingest_rfm() >> cluster() >> label() >> eda_report()

@@ -27,6 +27,7 @@ class Paths(BaseModel):
     ivy_dir: str
     airflow_home: str
     expectations_dir: str
+    reports_dir: str
 
     def resolve(self, name: str) -> Path:
         """Absolute path of setting ``name``, with ``{data_dir}`` expanded."""
@@ -117,6 +118,11 @@ class Labels(BaseModel):
     segment_rules: list[SegmentRule]
 
 
+class Eda(BaseModel):
+    top_n: int = Field(ge=1)
+    histogram_bins: int = Field(ge=2)
+
+
 class Dag(BaseModel):
     dag_id: str
     owner: str
@@ -161,6 +167,7 @@ class Settings(BaseSettings):
     model: Model
     mlflow: Mlflow
     labels: Labels
+    eda: Eda
     dag: Dag
     generator: Generator
     dashboard: Dashboard

@@ -10,7 +10,7 @@ import pytest
 from jobs.config import REPO_ROOT
 
 DAGS_DIR = REPO_ROOT / "dags"
-EXPECTED_ORDER = ["wait_for_landing", "validate", "ingest_rfm", "cluster", "label"]
+EXPECTED_ORDER = ["wait_for_landing", "validate", "ingest_rfm", "cluster", "label", "eda_report"]
 
 
 @pytest.fixture(scope="module")

@@ -107,6 +107,14 @@ def test_one_mlflow_run_per_night_with_params_metrics_and_model(pipeline):
         assert set(gold["model_version"]) == {run.data.params["model_version"]} == {"1"}
 
 
+def test_each_night_has_an_eda_report_logged_to_its_mlflow_run(pipeline):
+    for night in NIGHTS:
+        run_id = tracking.runs_for_date(pipeline, pipeline.dag.dag_id, night)[0].info.run_id
+        report = pipeline.path("reports_dir") / f"date={night}" / "report.html"
+        logged = {a.path for a in tracking.client(pipeline).list_artifacts(run_id, "eda")}
+        assert report.is_file() and "eda/report.html" in logged, f"{night}: report {report}, artifacts {logged}"
+
+
 def test_rerunning_a_night_changes_no_business_column(pipeline):
     night = NIGHTS[-1]
     before = read_table(pipeline, "gold_customer_segments", night)[BUSINESS_COLUMNS].sort_values("customer_id")
