@@ -6,8 +6,11 @@ The run whose data interval is **[D, D+1)** processes day **D** (`ds`):
 1. **wait_for_landing** — the day's arrival marker under the landing folder (reschedules; fails after the configured timeout)
 2. **validate** — Great Expectations suite `expectations/transactions.json`; a failure fails at once, no retry, nothing written
 3. **ingest_rfm** — bronze partition of D (Delta, `replaceWhere`), RFM snapshot as of D into silver, run audit
-4. **cluster** — Spark ML K-Means / Gaussian Mixture on log1p(R, F, M), one MLflow run per (DAG, D)
-5. **label** — VIP / Loyal / At-Risk / Low-Value and RFM quintile segments into the gold tables
+4. **cluster** — scores D with the MLflow champion model (`models:/<name>@champion`); on a retrain night
+   (weekly, or no champion yet) first sweeps k as child runs, registers the chosen model and decides promotion;
+   a re-run of D scores with the version recorded for D. One MLflow run per (DAG, D)
+5. **label** — VIP / Loyal / At-Risk / Low-Value carried across nights, RFM quintile segments (edges frozen with
+   the model), segment transitions and label stability into the gold tables and the night's MLflow run
 6. **eda_report** — static HTML + PNG charts of the run under the reports folder, also logged to the day's MLflow run
 
 All logic lives in `jobs/`; each task calls one step, runnable alone as `python -m jobs.<step> --run-date D`.
