@@ -26,9 +26,9 @@ DOCKERIGNORE = DOCKER / "Dockerfile.dockerignore"
 
 SERVICES = {
     "postgres", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-    "spark-master", "spark-worker", "mlflow",
+    "spark-master", "spark-worker", "mlflow", "dashboard",
 }
-LAKE_USERS = ["airflow-scheduler", "spark-master", "spark-worker", "mlflow"]
+LAKE_USERS = ["airflow-scheduler", "spark-master", "spark-worker", "mlflow", "dashboard"]
 LAKE_PATH = "/opt/rfm/data"
 
 # Every `${VAR:?message}` in the compose file is a value that must be supplied.
@@ -127,7 +127,7 @@ def test_published_ports_bind_loopback_only(rendered):
                 host_ip, host_port = port.get("host_ip", ""), str(port.get("published", ""))
             assert host_ip == "127.0.0.1", f"{name} publishes {port!r} beyond loopback"
             published[name] = host_port
-    assert published == {"airflow-apiserver": "8080", "mlflow": "5000"}
+    assert published == {"airflow-apiserver": "8080", "mlflow": "5000", "dashboard": "8050"}
 
 
 def test_airflow_and_pipeline_settings(rendered):
