@@ -11,9 +11,10 @@ from datetime import date
 import pandas as pd
 from deltalake import DeltaTable
 
-from jobs import lake, tracking
+from jobs import lake, registry, tracking
 from jobs.cli import run_date_parser
 from jobs.config import Settings, load_settings
+from jobs.eda import report_dir
 
 
 def segment_table(settings: Settings, run_date: date) -> pd.DataFrame:
@@ -31,8 +32,18 @@ def report(settings: Settings, run_date: date) -> str:
         version = DeltaTable(str(path)).version() if DeltaTable.is_deltatable(str(path)) else None
         lines.append(f"  {name:<26} v{version}  {path}")
     runs = tracking.runs_for_date(settings, settings.dag.dag_id, run_date)
-    lines += ["", f"MLflow: {settings.tracking_uri}  (make mlflow-ui)"]
-    lines += [f"  run {r.info.run_id}  silhouette={r.data.metrics.get('silhouette', float('nan')):.3f}" for r in runs]
+    lines += ["", f"MLflow: {settings.tracking_uri}  (make mlflow-ui; make compare for the last nights)"]
+    lines += [
+        f"  run {r.info.run_id}  {r.data.tags.get('rfm.night_type', '?')} night, model version "
+        f"{r.data.params.get('model_version', '?')}, k={r.data.params.get('k', '?')}, "
+        f"silhouette={r.data.metrics.get('silhouette', float('nan')):.3f}"
+        for r in runs
+    ]
+    champion = registry.champion(settings)
+    if champion is not None:
+        lines.append(f"  {registry.champion_uri(settings)} -> version {champion.version}")
+    lines += ["", f"EDA report: {report_dir(settings, run_date) / 'report.html'}",
+              "Segment explorer: make dashboard"]  # fmt: skip
     summary = segment_table(settings, run_date)
     pd.set_option("display.width", 160)
     for scheme, rows in summary.groupby("label_scheme"):
