@@ -34,6 +34,7 @@ from jobs import lake, registry, tracking
 from jobs.cli import run_step
 from jobs.config import Clustering, Settings, load_settings
 from jobs.errors import LakeStateError
+from jobs.features import log_feature_sql, log_feature_transformer
 from jobs.label import quintile_edges
 from jobs.registry import PREDICTION
 from jobs.spark import get_spark
@@ -61,17 +62,13 @@ class CandidateFit:
 
 
 def feature_frame(snapshot: DataFrame, clustering: Clustering) -> DataFrame:
-    """log1p of each RFM feature, range-partitioned and sorted by customer for reproducible fits."""
-    logged = snapshot.select(
-        "customer_id",
-        *clustering.features,
-        *[F.log1p(F.col(name).cast("double")).alias(f"log_{name}") for name in clustering.features],
-    )
-    return logged.repartitionByRange(clustering.input_partitions, "customer_id").sortWithinPartitions("customer_id")
+    """The raw RFM features as doubles, range-partitioned and sorted by customer for reproducible fits."""
+    raw = snapshot.select("customer_id", *[F.col(name).cast("double").alias(name) for name in clustering.features])
+    return raw.repartitionByRange(clustering.input_partitions, "customer_id").sortWithinPartitions("customer_id")
 
 
 def build_pipeline(clustering: Clustering, k: int) -> Pipeline:
-    """Assembler -> scaler -> the configured clustering algorithm with ``k`` clusters."""
+    """log1p features -> assembler -> scaler -> the configured clustering algorithm with ``k`` clusters."""
     from pyspark.ml.feature import StandardScaler, VectorAssembler
 
     assembler = VectorAssembler(inputCols=[f"log_{n}" for n in clustering.features], outputCol="log_features")
@@ -80,7 +77,7 @@ def build_pipeline(clustering: Clustering, k: int) -> Pipeline:
         estimator = GaussianMixture(k=k, seed=clustering.seed, maxIter=clustering.max_iter)
     else:
         estimator = KMeans(k=k, seed=clustering.seed, maxIter=clustering.max_iter)
-    return Pipeline(stages=[assembler, scaler, estimator])
+    return Pipeline(stages=[log_feature_transformer(clustering), assembler, scaler, estimator])
 
 
 def model_k(model: PipelineModel) -> int:
@@ -304,7 +301,7 @@ def retrain(
         "trained_on": run_date.isoformat(),
         "k": chosen.k,
         "algorithm": clustering.algorithm,
-        "features": clustering.features,
+        "features": log_feature_sql(clustering),
         "quintile_edges": quintile_edges(snapshot, RFM_FEATURES),
     }
     version = registry.register(chosen.model, features, settings, metadata)
@@ -361,7 +358,7 @@ def cluster_day(
                 "k": k,
                 "seed": clustering.seed,
                 "max_iter": clustering.max_iter,
-                "features": ",".join(f"log1p({n})" for n in clustering.features),
+                "features": ", ".join(log_feature_sql(clustering).values()),
                 "scaling": "standard (mean 0, sd 1), inside the registered pipeline",
                 "input_table": str(lake.table_path(settings, "silver_customer_rfm")),
                 "input_version": silver_version,

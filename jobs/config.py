@@ -78,6 +78,7 @@ class Clustering(BaseModel):
     seed: int
     max_iter: int = Field(ge=1)
     features: list[str]
+    recency_unit_days: int = Field(ge=1)
     input_partitions: int = Field(ge=1)
     plot_sample: int = Field(ge=100)
     metrics_sample: int = Field(ge=1000)

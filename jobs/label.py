@@ -30,8 +30,9 @@ from pyspark.sql import functions as F
 
 from jobs import lake, registry, tracking
 from jobs.cli import run_step
-from jobs.config import SegmentRule, Settings, load_settings
+from jobs.config import Clustering, SegmentRule, Settings, load_settings
 from jobs.errors import LakeStateError
+from jobs.features import log_feature_columns
 from jobs.rfm import write_audit
 from jobs.spark import get_spark
 
@@ -310,24 +311,26 @@ def label_stability(previous: pd.DataFrame, current: pd.DataFrame, days_between:
     return metrics
 
 
-def log_feature_profile(frame: DataFrame, by: list[str]) -> pd.DataFrame:
-    """Per group: customers, mean R/F/M and mean log1p(R/F/M) — the centroid in log space."""
+def log_feature_profile(frame: DataFrame, by: list[str], clustering: Clustering) -> pd.DataFrame:
+    """Per group: customers, mean R/F/M and mean of the clustering's log features — the centroid."""
+    logged = frame.select(*by, *FEATURES, *log_feature_columns(clustering))
     return (
-        frame.groupBy(*by)
+        logged.groupBy(*by)
         .agg(
             F.count("*").alias("customers"),
             *[F.avg(F.col(c).cast("double")).alias(f"mean_{c}") for c in FEATURES],
-            *[F.avg(F.log1p(F.col(c).cast("double"))).alias(f"mean_log_{c}") for c in FEATURES],
+            *[F.avg(f"log_{c}").alias(f"mean_log_{c}") for c in FEATURES],
         )
         .orderBy(*by)
         .toPandas()
     )
 
 
-def log_feature_scale(snapshot: DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of log1p(R, F, M) over the snapshot (zero sd taken as 1)."""
-    logs = [F.log1p(F.col(c).cast("double")) for c in FEATURES]
-    row = snapshot.agg(*[F.avg(x) for x in logs], *[F.stddev_pop(x) for x in logs]).first()
+def log_feature_scale(snapshot: DataFrame, clustering: Clustering) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the clustering's log features over the snapshot (zero sd taken as 1)."""
+    logs = [F.col(f"log_{c}") for c in FEATURES]
+    row = snapshot.select(*log_feature_columns(clustering)).agg(*[F.avg(x) for x in logs],
+                                                                *[F.stddev_pop(x) for x in logs]).first()  # fmt: skip
     center = np.array(row[: len(FEATURES)], dtype=float)
     sd = np.array(row[len(FEATURES) :], dtype=float)
     return center, np.where(sd > 0, sd, 1.0)
@@ -369,16 +372,19 @@ def decide_labels(
     snapshot: DataFrame, clusters: DataFrame, previous: DataFrame | None, model_version: str, settings: Settings
 ) -> tuple[LabelDecision, pd.DataFrame]:
     """Tonight's cluster labels (see ``carry_labels``) and the cluster profile they rest on."""
-    profile = log_feature_profile(snapshot.join(clusters.select("customer_id", "cluster"), "customer_id"), ["cluster"])
+    clustering = settings.clustering
+    profile = log_feature_profile(
+        snapshot.join(clusters.select("customer_id", "cluster"), "customer_id"), ["cluster"], clustering
+    )
     previous_profile, same_model = None, False
     if previous is not None:
-        previous_profile = log_feature_profile(previous, ["cluster", "cluster_label"])
+        previous_profile = log_feature_profile(previous, ["cluster", "cluster_label"], clustering)
         same_model = "model_version" in previous.columns and single_value(
             previous, "model_version", "previous model version"
         ) == model_version
     decision = carry_labels(
         profile, previous_profile, same_model, settings.labels.cluster_labels,
-        settings.model.label_match_max_distance, log_feature_scale(snapshot),
+        settings.model.label_match_max_distance, log_feature_scale(snapshot, clustering),
     )  # fmt: skip
     return decision, profile
 

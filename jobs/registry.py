@@ -66,7 +66,7 @@ def register(model: PipelineModel, features: DataFrame, settings: Settings, meta
     import pyspark
     from mlflow.models import infer_signature
 
-    inputs = features.select([c for c in features.columns if c.startswith("log_")]).limit(5)
+    inputs = features.select(*settings.clustering.features).limit(5)
     signature = infer_signature(inputs.toPandas(), model.transform(inputs).select(PREDICTION).toPandas())
     info = mlflow.spark.log_model(
         model,

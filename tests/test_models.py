@@ -148,6 +148,18 @@ def test_promotion_rule() -> None:
     assert not worse.promoted and worse.champion_version == "4" and "<" in worse.reason
 
 
+def test_a_gaussian_mixture_fit_reports_likelihood_and_bic(spark, transactions, settings) -> None:
+    gmm = settings.clustering.model_copy(update={"algorithm": "gmm"})
+    features = feature_frame(compute_rfm(transactions, NIGHTS[0], settings.rfm), gmm).cache()
+    fit = fit_candidate(features, gmm, 3)
+    rows = int(fit.metrics["customers"])
+    assert rows == features.count() > 100
+    assert fit.metrics["gmm_bic"] == pytest.approx(gmm_bic(fit.metrics["gmm_log_likelihood"], 3, 3, rows))
+    assert "kmeans_cost" not in fit.metrics
+    assert sum(fit.metrics[f"cluster_size_{c}"] for c in range(3)) == rows
+    features.unpersist()
+
+
 # --- the nights ---------------------------------------------------------------------------------------
 
 
@@ -299,7 +311,8 @@ def test_a_real_refit_with_permuted_ids_keeps_every_customers_label(spark, night
     snapshot = lake.read(spark, lake.table_path(settings, "silver_customer_rfm")).filter(F.col("snapshot_date") == night)
     features = feature_frame(snapshot, settings.clustering).cache()
     labelled = gold(settings, "gold_customer_segments", night)
-    labelled_profile = log_feature_profile(spark.createDataFrame(labelled), ["cluster", "cluster_label"])
+    labelled_profile = log_feature_profile(spark.createDataFrame(labelled), ["cluster", "cluster_label"],
+                                           settings.clustering)  # fmt: skip
     tried = []
     for seed in range(1, 40):
         refit = fit_candidate(features, settings.clustering.model_copy(update={"seed": seed}), k)
@@ -313,9 +326,9 @@ def test_a_real_refit_with_permuted_ids_keeps_every_customers_label(spark, night
     else:
         pytest.fail(f"no seed gave the same partition with permuted cluster ids: {tried}")
     refit_profile = log_feature_profile(snapshot.join(assigned.withColumnRenamed("refit", "cluster"), "customer_id"),
-                                        ["cluster"])  # fmt: skip
+                                        ["cluster"], settings.clustering)  # fmt: skip
     decision = carry_labels(refit_profile, labelled_profile, False, LABELS, settings.model.label_match_max_distance,
-                            log_feature_scale(snapshot))  # fmt: skip
+                            log_feature_scale(snapshot, settings.clustering))  # fmt: skip
     assert all(source.startswith("matched") for source in decision.sources.values()), decision.sources
     relabelled = pairs.assign(label=pairs["refit"].map(decision.mapping))
     assert len(relabelled) == len(labelled) > 100
