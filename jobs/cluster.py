@@ -279,6 +279,31 @@ def sweep(features: DataFrame, clustering: Clustering, lineage: dict[str, str]) 
     return fitted
 
 
+def log_sweep(candidates: list[CandidateFit], chosen: CandidateFit, clustering: Clustering) -> None:
+    """The elbow and silhouette plots and the sweep's table under ``sweep/`` of the active run."""
+    objective = "gmm_bic" if clustering.algorithm == "gmm" else "kmeans_cost"
+    with tempfile.TemporaryDirectory() as tmp:
+        plot_sweep(candidates, chosen.k, objective, Path(tmp) / "elbow.png")
+        plot_sweep(candidates, chosen.k, "silhouette", Path(tmp) / "silhouette.png")
+        pd.DataFrame([{"k": c.k, **c.metrics} for c in candidates]).to_csv(Path(tmp) / "sweep.csv", index=False)
+        mlflow.log_artifacts(tmp, artifact_path="sweep")
+
+
+def promote(settings: Settings, chosen: CandidateFit, version: str, features: DataFrame) -> registry.Promotion:
+    """Compare the new version with the champion on tonight's data and move the alias if the rule says so."""
+    current = registry.champion(settings)
+    champion_silhouette = None
+    if current is not None:
+        champion_model = registry.load(settings, str(current.version))
+        scored = champion_model.transform(features)
+        champion_silhouette = quality_metrics(scored, model_k(champion_model), settings.clustering)["silhouette"]
+    promotion = registry.decide_promotion(
+        version, chosen.metrics["silhouette"], current, champion_silhouette, settings.model.promotion_margin
+    )
+    registry.apply_promotion(settings, promotion)
+    return promotion
+
+
 def retrain(
     snapshot: DataFrame, features: DataFrame, settings: Settings, run_date: date, lineage: dict[str, str]
 ) -> tuple[str, registry.Promotion]:
@@ -287,16 +312,11 @@ def retrain(
     fitted = sweep(features, clustering, lineage)
     candidates = [candidate for candidate, _ in fitted]
     chosen, reason = choose_candidate(candidates, clustering)
-    client = mlflow.tracking.MlflowClient()
+    client = tracking.client(settings)
     for candidate, child_id in fitted:
         client.set_tag(child_id, "rfm.chosen", str(candidate is chosen).lower())
     mlflow.set_tags({"rfm.chosen_k": str(chosen.k), "rfm.k_rule": reason})
-    objective = "gmm_bic" if clustering.algorithm == "gmm" else "kmeans_cost"
-    with tempfile.TemporaryDirectory() as tmp:
-        plot_sweep(candidates, chosen.k, objective, Path(tmp) / "elbow.png")
-        plot_sweep(candidates, chosen.k, "silhouette", Path(tmp) / "silhouette.png")
-        pd.DataFrame([{"k": c.k, **c.metrics} for c in candidates]).to_csv(Path(tmp) / "sweep.csv", index=False)
-        mlflow.log_artifacts(tmp, artifact_path="sweep")
+    log_sweep(candidates, chosen, clustering)
     metadata = {
         "trained_on": run_date.isoformat(),
         "k": chosen.k,
@@ -304,20 +324,11 @@ def retrain(
         "features": log_feature_sql(clustering),
         "quintile_edges": quintile_edges(snapshot, RFM_FEATURES),
     }
-    version = registry.register(chosen.model, features, settings, metadata)
-    current = registry.champion(settings)
-    champion_silhouette = None
-    if current is not None:
-        champion_model = registry.load(settings, current.version)
-        scored = champion_model.transform(features)
-        champion_silhouette = quality_metrics(scored, model_k(champion_model), clustering)["silhouette"]
-    promotion = registry.decide_promotion(
-        str(version.version), chosen.metrics["silhouette"], current, champion_silhouette, settings.model.promotion_margin
-    )
-    registry.apply_promotion(settings, promotion)
-    mlflow.set_tags({"rfm.promoted": str(promotion.promoted).lower(), tracking.TRAINED_VERSION_TAG: promotion.new_version})
+    version = str(registry.register(chosen.model, features, settings, metadata).version)
+    promotion = promote(settings, chosen, version, features)
+    mlflow.set_tags({"rfm.promoted": str(promotion.promoted).lower(), tracking.TRAINED_VERSION_TAG: version})
     mlflow.log_dict(promotion.as_dict(), "promotion/decision.json")
-    return (promotion.new_version if promotion.promoted else promotion.champion_version), promotion
+    return (version if promotion.promoted else promotion.champion_version), promotion
 
 
 def cluster_day(

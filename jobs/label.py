@@ -19,6 +19,7 @@ stability of customers who bought nothing since then, logged to the night's MLfl
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -405,29 +406,26 @@ def write_gold(
     }
 
 
-def label_day(run_date: date, settings: Settings | None = None, spark: SparkSession | None = None) -> dict[str, Any]:
-    """Label every customer of ``run_date``; write gold segments, summary and transitions; log stability."""
-    settings = settings or load_settings()
-    spark = spark or get_spark(settings)
-    snapshot, clusters, versions = extract_inputs(spark, settings, run_date)
-    run_id = single_value(clusters, "mlflow_run_id", f"{run_date} clusters' MLflow run")
-    model_version = single_value(clusters, "model_version", f"{run_date} clusters' model version")
-    previous, previous_date = extract_previous(spark, settings, run_date)
-    decision, profile = decide_labels(snapshot, clusters, previous, model_version, settings)
-    edges = registry.metadata(settings, model_version)["quintile_edges"]
-    segments = build_segments(snapshot, clusters, decision.mapping, edges, settings).cache()
-    transitions = segment_transitions(previous if previous is not None else segments.limit(0), segments, previous_date)
-    versions.update(write_gold(segments, transitions, settings, run_date))
-    columns = ["customer_id", *FEATURES, *LABEL_SCHEMES.values()]
-    metrics = {}
+def night_metrics(
+    segments: DataFrame, previous: DataFrame | None, previous_date: date | None, run_date: date
+) -> dict[str, float]:
+    """Cluster-label shares, and the label stability against the previous snapshot when there is one."""
+    metrics: dict[str, float] = {}
     if previous is not None:
-        metrics = label_stability(
-            previous.select(columns).toPandas(), segments.select(columns).toPandas(), (run_date - previous_date).days
-        )
-    shares = segments.groupBy("cluster_label").count().collect()
-    customers = sum(row["count"] for row in shares)
-    metrics.update({f"label_share_{row['cluster_label']}": row["count"] / customers for row in shares})
-    segments.unpersist()
+        columns = ["customer_id", *FEATURES, *LABEL_SCHEMES.values()]
+        before, after = previous.select(columns).toPandas(), segments.select(columns).toPandas()
+        metrics = label_stability(before, after, (run_date - previous_date).days)
+    shares = {row["cluster_label"]: row["count"] for row in segments.groupBy("cluster_label").count().collect()}
+    customers = sum(shares.values())
+    return {**metrics, **{f"label_share_{label}": count / customers for label, count in shares.items()}}
+
+
+def log_labels(settings: Settings, run_id: str, decision: LabelDecision, profile: pd.DataFrame,
+               edges: dict[str, list[float]], model_version: str, previous_date: date | None,
+               metrics: dict[str, float]) -> None:  # fmt: skip
+    """The label mapping (with each label's source) and the night's metrics, into the night's run."""
+    from mlflow.entities import Metric
+
     client = tracking.client(settings)
     client.log_dict(
         run_id,
@@ -443,8 +441,27 @@ def label_day(run_date: date, settings: Settings | None = None, spark: SparkSess
         },
         "labels/label_mapping.json",
     )
-    for name, value in metrics.items():
-        client.log_metric(run_id, name, value)
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(name, value, now, 0) for name, value in metrics.items()])
+
+
+def label_day(run_date: date, settings: Settings | None = None, spark: SparkSession | None = None) -> dict[str, Any]:
+    """Label every customer of ``run_date``; write gold segments, summary and transitions; log stability."""
+    settings = settings or load_settings()
+    spark = spark or get_spark(settings)
+    snapshot, clusters, versions = extract_inputs(spark, settings, run_date)
+    run_id = single_value(clusters, "mlflow_run_id", f"{run_date} clusters' MLflow run")
+    model_version = single_value(clusters, "model_version", f"{run_date} clusters' model version")
+    previous, previous_date = extract_previous(spark, settings, run_date)
+    decision, profile = decide_labels(snapshot, clusters, previous, model_version, settings)
+    edges = registry.metadata(settings, model_version)["quintile_edges"]
+    segments = build_segments(snapshot, clusters, decision.mapping, edges, settings).cache()
+    transitions = segment_transitions(previous if previous is not None else segments.limit(0), segments, previous_date)
+    versions.update(write_gold(segments, transitions, settings, run_date))
+    customers = segments.count()
+    metrics = night_metrics(segments, previous, previous_date, run_date)
+    segments.unpersist()
+    log_labels(settings, run_id, decision, profile, edges, model_version, previous_date, metrics)
     write_audit(spark, settings, run_date, "label", customers, {}, versions)
     return {
         "run_date": run_date.isoformat(),
