@@ -84,11 +84,11 @@ def model_k(model: PipelineModel) -> int:
     return int(model.stages[-1].getK())
 
 
-def davies_bouldin(scored: DataFrame, sample_rows: int, seed: int) -> float:
-    """Davies–Bouldin index (lower is better) of the scaled features, on at most ``sample_rows`` rows."""
+def davies_bouldin(scored: DataFrame, total: int, sample_rows: int, seed: int) -> float:
+    """Davies–Bouldin index (lower is better) of the scaled features of ``total`` rows, on at most
+    ``sample_rows`` of them."""
     from sklearn.metrics import davies_bouldin_score
 
-    total = scored.count()
     rows = scored if total <= sample_rows else scored.sample(fraction=sample_rows / total, seed=seed)
     points = rows.select("features", PREDICTION).toPandas()
     if points[PREDICTION].nunique() < 2:
@@ -105,7 +105,9 @@ def quality_metrics(scored: DataFrame, k: int, clustering: Clustering) -> dict[s
         "silhouette": ClusteringEvaluator(featuresCol="features", predictionCol=PREDICTION).evaluate(scored)
         if separated
         else float("nan"),
-        "davies_bouldin": davies_bouldin(scored, clustering.metrics_sample, clustering.seed) if separated else float("nan"),
+        "davies_bouldin": davies_bouldin(scored, customers, clustering.metrics_sample, clustering.seed)
+        if separated
+        else float("nan"),
         "customers": float(customers),
         "clusters_non_empty": float(len(sizes)),
         "min_cluster_share": min(sizes.get(c, 0) for c in range(k)) / customers,
