@@ -12,12 +12,20 @@ JARS := .ivy/.resolved
 RUN_FROM ?= 2011-12-07
 RUN_TO ?= 2011-12-09
 
-.PHONY: help setup system-packages run test replay airflow mlflow-ui compare clean clean-all dashboard bench test-dashboard
+.PHONY: help prerequisites setup setup-test system-packages run test test-fast lint replay airflow mlflow-ui compare clean clean-all dashboard bench test-dashboard
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-setup: $(INSTALLED) $(JARS) system-packages ## virtualenv with the pinned stack, Delta jars, docker-compose client
+prerequisites: ## Python 3.11-3.12 and Java 17 on PATH, or a one-line message saying what to install
+	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else 1)' 2>/dev/null || { \
+	  echo "Python 3.11 or 3.12 is needed as '$(PYTHON)' (found: $$($(PYTHON) --version 2>&1)). Install it, or run: make PYTHON=python3.11 ..."; exit 1; }
+	@java -version 2>&1 | grep -qE 'version "17[."]' || { \
+	  echo "Java 17 is needed for Spark (found: $$(java -version 2>&1 | head -1 || echo none)). Debian/Ubuntu: apt-get install openjdk-17-jre-headless; macOS: brew install openjdk@17"; exit 1; }
+
+setup: prerequisites $(INSTALLED) $(JARS) ## virtualenv with the pinned stack and the Delta jars (what `make run` needs)
+
+setup-test: setup system-packages ## setup, plus the Debian packages only the tests use (Chromium, docker-compose)
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +34,7 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 $(JARS): $(INSTALLED)
-	$(BIN)/python -m jobs.spark
+	$(BIN)/python -m jobs.adapters.spark
 	touch $@
 
 system-packages: ## Debian packages the tests use (compose validation without an engine; Chromium for the dashboard tests)
@@ -38,19 +46,26 @@ system-packages: ## Debian packages the tests use (compose validation without an
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
 run: setup ## end to end on generated data: history, then the DAG for RUN_FROM..RUN_TO
-	$(BIN)/python -m jobs.generate
-	$(BIN)/python -m jobs.backfill --source "$$($(BIN)/python -c 'from jobs.config import load_settings; print(load_settings().path("landing_dir"))')" \
+	$(BIN)/python -m jobs.tools.generate
+	$(BIN)/python -m jobs.tools.backfill --source "$$($(BIN)/python -c 'from jobs.config import load_settings; print(load_settings().path("landing_dir"))')" \
 	  --until "$$($(BIN)/python -c 'import datetime as d; print(d.date.fromisoformat("$(RUN_FROM)") - d.timedelta(days=1))')"
 	$(BIN)/python -m jobs.orchestration nights --from $(RUN_FROM) --to $(RUN_TO)
-	$(BIN)/python -m jobs.summary --run-date $(RUN_TO)
+	$(BIN)/python -m jobs.tools.summary --run-date $(RUN_TO)
 
-test: setup ## the whole test suite (unit, Spark, validation, DAG, end to end)
-	$(BIN)/pytest
+test: setup-test lint ## lint, then the whole test suite (unit, Spark, validation, DAG, end to end, browser)
+	$(BIN)/pytest --durations=15
+
+test-fast: setup ## seconds, not minutes: no Spark, no Airflow, no browser (config, rules, landing, dashboard data)
+	RFM_TESTS_FAST=1 $(BIN)/pytest -q -m "not spark and not airflow and not e2e and not browser and not realdata"
+
+lint: setup ## ruff: lint rules (incl. Airflow AIR) and format, as configured in pyproject.toml
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 replay: setup ## real data night by night: make replay SOURCE=file FROM=YYYY-MM-DD TO=YYYY-MM-DD
 	@test -n "$(SOURCE)" -a -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make replay SOURCE=path FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
 	$(BIN)/python -m jobs.orchestration replay --source "$(SOURCE)" --from $(FROM) --to $(TO)
-	$(BIN)/python -m jobs.summary --run-date $(TO)
+	$(BIN)/python -m jobs.tools.summary --run-date $(TO)
 
 airflow: setup ## Airflow UI/API on 127.0.0.1:8080 over this dags folder (Ctrl-C stops it)
 	$(BIN)/python -m jobs.orchestration airflow
@@ -60,16 +75,16 @@ mlflow-ui: setup ## MLflow tracking UI on 127.0.0.1:5000 over the pipeline's sto
 	  --backend-store-uri "$$($(BIN)/python -c 'from jobs.config import load_settings; print(load_settings().tracking_uri)')"
 
 compare: setup ## the last LAST nights side by side from MLflow (default 14): make compare LAST=7
-	$(BIN)/python -m jobs.compare --last $(or $(LAST),14)
+	$(BIN)/python -m jobs.tools.compare --last $(or $(LAST),14)
 
 dashboard: setup ## segment explorer (Dash) over the gold tables on 127.0.0.1:8050 (conf/ dashboard:)
-	$(BIN)/python -m jobs.dashboard
+	$(BIN)/python -m app
 
-test-dashboard: setup ## only the dashboard tests (data layer, then Chromium); no Spark
+test-dashboard: setup-test ## only the dashboard tests (data layer, then Chromium); no Spark
 	$(BIN)/pytest tests/test_dashboard_data.py tests/test_dashboard_browser.py
 
 bench: setup ## dashboard timings, real data x1 vs x100 (needs ../shared/data; BENCH_ARGS="--real-lake-dir DIR" reuses a run)
-	$(BIN)/python -m jobs.dashboard.bench $(BENCH_ARGS)
+	$(BIN)/python -m app.bench $(BENCH_ARGS)
 
 clean: ## remove run outputs (data dir: landing, lake, validation, MLflow, Airflow home)
 	rm -rf data spark-warehouse metastore_db derby.log .pytest_cache

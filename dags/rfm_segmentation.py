@@ -24,7 +24,8 @@ from airflow.sdk import DAG, PokeReturnValue, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from jobs.config import load_settings
-from jobs.orchestration import run_in_task
+from jobs.definitions import DAG_RUN_TAG, DAG_TAG, TASK_TAG
+from jobs.orchestration.task import run_in_task
 
 settings = load_settings()
 
@@ -57,7 +58,7 @@ with DAG(
         """The day's files have landed (arrival marker present)."""
         from datetime import date
 
-        from jobs.landing import has_arrived
+        from jobs.adapters.landing import has_arrived
 
         arrived = has_arrived(settings.path("landing_dir"), date.fromisoformat(ds), settings.landing.marker)
         return PokeReturnValue(is_done=arrived)
@@ -65,36 +66,36 @@ with DAG(
     @task
     def validate(ds: str) -> dict:
         """Great Expectations on the landed day; fails without retry on bad data."""
-        from jobs.validate import validate_day
+        from jobs.steps.validate import validate_day
 
         return run_in_task(validate_day, ds)
 
     @task
     def ingest_rfm(ds: str) -> dict:
         """Bronze partition + RFM snapshot (silver) + run audit."""
-        from jobs.rfm import ingest_day
+        from jobs.steps.ingest import ingest_day
 
         return run_in_task(ingest_day, ds)
 
     @task
     def cluster(ds: str, dag_run=None, ti=None) -> dict:
         """Spark ML clustering, logged to MLflow with Airflow lineage tags."""
-        from jobs.cluster import cluster_day
+        from jobs.steps.cluster import cluster_day
 
-        lineage = {"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id, "airflow.task_id": ti.task_id}
+        lineage = {DAG_TAG: dag_run.dag_id, DAG_RUN_TAG: dag_run.run_id, TASK_TAG: ti.task_id}
         return run_in_task(cluster_day, ds, lineage=lineage)
 
     @task
     def label(ds: str) -> dict:
         """Cluster labels + RFM quintile segments into the gold tables."""
-        from jobs.label import label_day
+        from jobs.steps.label import label_day
 
         return run_in_task(label_day, ds)
 
     @task
     def eda_report(ds: str) -> dict:
         """Static EDA report (HTML + PNG charts), also an artifact of the day's MLflow run."""
-        from jobs.eda import eda_day
+        from jobs.steps.eda import eda_day
 
         return run_in_task(eda_day, ds)
 

@@ -1,8 +1,9 @@
-"""Shared command-line plumbing: every step is ``python -m jobs.<step> --run-date YYYY-MM-DD``."""
+"""Command-line plumbing: ``python -m jobs <step> --run-date YYYY-MM-DD`` (see ``jobs.steps.STEPS``)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -22,12 +23,24 @@ def run_date_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def run_named_step(argv: Sequence[str]) -> int:
+    """``<step> --run-date D``: run the named step (``jobs.steps.STEPS``) for D."""
+    from jobs.steps import STEPS
+
+    parser = argparse.ArgumentParser(prog="python -m jobs", description="Run one pipeline step for a run date.")
+    parser.add_argument("step", choices=STEPS, help="; ".join(f"{name}: {s.description}" for name, s in STEPS.items()))
+    known, rest = parser.parse_known_args(argv)
+    step = STEPS[known.step]
+    function = getattr(importlib.import_module(step.module), step.function)
+    return run_step(function, step.description, rest)
+
+
 def run_step(step: Callable[[date], dict[str, Any]], description: str, argv: Sequence[str] | None = None) -> int:
     """Parse ``--run-date``, run ``step`` and print its summary as JSON.
 
     Exit 0 on success, 2 on a permanent failure (bad input, lake state); other errors raise.
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     args = run_date_parser(description).parse_args(argv)
     try:
         summary = step(args.run_date)
@@ -36,3 +49,14 @@ def run_step(step: Callable[[date], dict[str, Any]], description: str, argv: Seq
         return EXIT_PERMANENT_FAILURE
     print(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+# Libraries whose INFO lines drown a run's own log: only their warnings are shown.
+QUIET_LOGGERS = ["great_expectations", "py4j", "mlflow", "alembic", "urllib3", "matplotlib"]
+
+
+def configure_logging() -> None:
+    """The pipeline's INFO lines, third-party libraries' warnings only."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -7,12 +7,20 @@
 from __future__ import annotations
 
 import os
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from jobs.definitions import TABLES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = REPO_ROOT / "conf" / "pipeline.yaml"
@@ -77,7 +85,6 @@ class Clustering(BaseModel):
     min_cluster_share: float = Field(ge=0, lt=1)
     seed: int
     max_iter: int = Field(ge=1)
-    features: list[str]
     recency_unit_days: int = Field(ge=1)
     input_partitions: int = Field(ge=1)
     plot_sample: int = Field(ge=100)
@@ -158,9 +165,7 @@ class Settings(BaseSettings):
     paths: Paths
     landing: Landing
     columns: dict[str, list[str]]
-    required_columns: list[str]
     timestamp_formats: list[str]
-    timezone: str
     validation: Validation
     rfm: Rfm
     spark: Spark
@@ -188,6 +193,14 @@ class Settings(BaseSettings):
     def path(self, name: str) -> Path:
         """Absolute path of ``paths.<name>``."""
         return self.paths.resolve(name)
+
+    def table_path(self, name: str) -> Path:
+        """Filesystem location of the Delta table ``name`` (a key of ``definitions.TABLES``)."""
+        return self.path("lake_dir") / TABLES[name]
+
+    def report_dir(self, run_date: date) -> Path:
+        """Where the EDA report of ``run_date`` lands."""
+        return self.path("reports_dir") / f"date={run_date.isoformat()}"
 
     @property
     def tracking_uri(self) -> str:

@@ -13,6 +13,17 @@ os.environ.setdefault("RFM__PATHS__DATA_DIR", tempfile.mkdtemp(prefix="rfm-tests
 
 from jobs.config import REPO_ROOT, Settings, load_settings  # noqa: E402
 
+FAST_ONLY = os.environ.get("RFM_TESTS_FAST") == "1"
+if FAST_ONLY:  # `make test-fast`: a test that starts Spark without the `spark` marker fails loudly
+    from pyspark.sql import SparkSession
+
+    def _refuse_spark(self, *args, **kwargs):
+        raise RuntimeError("this test starts Spark: mark it with @pytest.mark.spark (make test-fast runs none)")
+
+    SparkSession.Builder.getOrCreate = _refuse_spark
+    # whole modules of Airflow tests: not even collected (collecting parses the DAGs)
+    collect_ignore = ["test_dags.py", "test_end_to_end.py"]
+
 REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "online_retail.csv.gz"
 
 
@@ -31,10 +42,17 @@ def settings(tmp_path: Path) -> Settings:
     return settings_for(tmp_path)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the Spark session carries the ``spark`` marker."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)
+
+
 @pytest.fixture(scope="session")
 def spark():
     """The one Spark session of the test process (Delta enabled, from the project factory)."""
-    from jobs.spark import get_spark
+    from jobs.adapters.spark import get_spark
 
     session = get_spark(load_settings(), app_name="rfm-tests")
     yield session

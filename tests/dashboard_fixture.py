@@ -1,10 +1,10 @@
 """A small real Delta lake in the exact schema of the gold tables, written with delta-rs (no Spark).
 
-The schemas are those a real pipeline run writes (checked against jobs/label.py output: frequency is int).
+The schemas are those a real pipeline run writes (checked against jobs/steps/label.py output: frequency is int).
 
 Deterministic: three snapshots of 80, 100 and 120 customers (later snapshots add new
 customers; one customer is missing from the last one), four countries, heavy-tailed F and M.
-The segment summary is computed from the customers with pandas, as ``jobs/label.py`` does.
+The segment summary is computed from the customers with pandas, as ``jobs/steps/label.py`` does.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import pytest
 from jobs.config import REPO_ROOT
 
 DAGS_DIR = REPO_ROOT / "dags"
+pytestmark = pytest.mark.airflow
 EXPECTED_ORDER = ["wait_for_landing", "validate", "ingest_rfm", "cluster", "label", "eda_report"]
 
 
@@ -77,7 +78,9 @@ def test_daily_timetable_has_a_real_interval(dag):
 def test_task_order(dag):
     assert [t.task_id for t in _topological(dag)] == EXPECTED_ORDER, f"{where(dag)}: unexpected task order"
     for upstream, downstream in zip(EXPECTED_ORDER, EXPECTED_ORDER[1:], strict=False):
-        assert dag.get_task(downstream).upstream_task_ids == {upstream}, f"{where(dag)}: {downstream} not after {upstream}"
+        assert dag.get_task(downstream).upstream_task_ids == {upstream}, (
+            f"{where(dag)}: {downstream} not after {upstream}"
+        )
 
 
 def _topological(dag):
@@ -87,7 +90,9 @@ def _topological(dag):
         task = ready.pop(0)
         order.append(task)
         seen.add(task.task_id)
-        ready += [dag.get_task(d) for d in sorted(task.downstream_task_ids) if dag.get_task(d).upstream_task_ids <= seen]
+        ready += [
+            dag.get_task(d) for d in sorted(task.downstream_task_ids) if dag.get_task(d).upstream_task_ids <= seen
+        ]
     return order
 
 
@@ -101,7 +106,7 @@ def test_permanent_errors_fail_without_retry():
     from airflow.sdk.exceptions import AirflowFailException
 
     from jobs.errors import DataValidationError
-    from jobs.orchestration import run_in_task
+    from jobs.orchestration.task import run_in_task
 
     def broken_day(day):
         raise DataValidationError(f"bad rows on {day}")
@@ -112,7 +117,7 @@ def test_permanent_errors_fail_without_retry():
 
 
 def test_transient_errors_are_left_to_retries():
-    from jobs.orchestration import run_in_task
+    from jobs.orchestration.task import run_in_task
 
     def flaky(day):
         raise OSError("disk busy")

@@ -17,11 +17,17 @@ import pytest
 from playwright.sync_api import ConsoleMessage, Page, expect
 from werkzeug.serving import make_server
 
+from app.data import SegmentLake
+from app.views import NO_SEGMENTS, create_app
 from jobs.config import REPO_ROOT
-from jobs.dashboard.app import NO_SEGMENTS, create_app
-from jobs.dashboard.data import GONE, NEW, SegmentLake
+from jobs.definitions import GONE_CUSTOMER, NEW_CUSTOMER
 from tests.conftest import settings_for
-from tests.dashboard_fixture import SNAPSHOTS, customers_of, write_gold_fixture, write_snapshot
+from tests.dashboard_fixture import (
+    SNAPSHOTS,
+    customers_of,
+    write_gold_fixture,
+    write_snapshot,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -188,7 +194,7 @@ def test_migration_sankey_and_table(page: Page, url: str, customers: pd.DataFram
     before = customers[customers["snapshot_date"] == SNAPSHOTS[0]][["customer_id", "cluster_label"]]
     after = customers[customers["snapshot_date"] == SNAPSHOTS[-1]][["customer_id", "cluster_label"]]
     moves = before.merge(after, on="customer_id", how="outer", suffixes=("_from", "_to"))
-    moves = moves.fillna({"cluster_label_from": NEW, "cluster_label_to": GONE})
+    moves = moves.fillna({"cluster_label_from": NEW_CUSTOMER, "cluster_label_to": GONE_CUSTOMER})
     expected = moves.groupby(["cluster_label_from", "cluster_label_to"]).size().to_dict()
 
     def table_flows() -> dict[tuple[str, str], int]:

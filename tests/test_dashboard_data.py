@@ -10,9 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.dashboard.data import GONE, NEW, Filters, SegmentLake
+from app.data import Filters, SegmentLake
+from jobs.definitions import GONE_CUSTOMER, NEW_CUSTOMER
 from tests.conftest import settings_for
-from tests.dashboard_fixture import SNAPSHOTS, customers_of, write_gold_fixture, write_snapshot
+from tests.dashboard_fixture import (
+    SNAPSHOTS,
+    customers_of,
+    write_gold_fixture,
+    write_snapshot,
+)
 
 LAST = SNAPSHOTS[-1]
 
@@ -120,16 +126,16 @@ def test_migration_counts_every_customer_once(segment_lake: SegmentLake, custome
     before = on(customers, earlier)[["customer_id", "cluster_label", "monetary"]]
     after = on(customers, later)[["customer_id", "cluster_label", "monetary"]]
     both = before.merge(after, on="customer_id", how="outer", suffixes=("_before", "_after"))
-    both["source"] = both["cluster_label_before"].fillna(NEW)
-    both["target"] = both["cluster_label_after"].fillna(GONE)
+    both["source"] = both["cluster_label_before"].fillna(NEW_CUSTOMER)
+    both["target"] = both["cluster_label_after"].fillna(GONE_CUSTOMER)
     both["money"] = both["monetary_after"].fillna(both["monetary_before"])
     expected = both.groupby(["source", "target"]).agg(customers=("customer_id", "size"), money=("money", "sum"))
     flows = segment_lake.migration("cluster", earlier, later).set_index(["source", "target"])
     assert flows["customers"].to_dict() == expected["customers"].to_dict()
     assert flows["monetary"].to_dict() == pytest.approx(expected["money"].to_dict())
     assert flows["customers"].sum() == len(set(before["customer_id"]) | set(after["customer_id"]))
-    assert any(s == NEW for s, _ in flows.index)
-    assert any(t == GONE for _, t in flows.index)
+    assert any(s == NEW_CUSTOMER for s, _ in flows.index)
+    assert any(t == GONE_CUSTOMER for _, t in flows.index)
     latest = pd.concat([on(customers, earlier), on(customers, later)]).drop_duplicates("customer_id", keep="last")
     both["country"] = both["customer_id"].map(latest.set_index("customer_id")["country"])  # later's, else earlier's
     france = segment_lake.migration("cluster", earlier, later, country="France").set_index(["source", "target"])

@@ -25,8 +25,15 @@ ENV_EXAMPLE = DOCKER / ".env.example"
 DOCKERIGNORE = DOCKER / "Dockerfile.dockerignore"
 
 SERVICES = {
-    "postgres", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-    "spark-master", "spark-worker", "mlflow", "dashboard",
+    "postgres",
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "spark-master",
+    "spark-worker",
+    "mlflow",
+    "dashboard",
 }
 LAKE_USERS = ["airflow-scheduler", "spark-master", "spark-worker", "mlflow", "dashboard"]
 LAKE_PATH = "/opt/rfm/data"
@@ -58,7 +65,11 @@ def run_config(compose_bin: str, tmp_path: Path, variables: dict[str, str]) -> s
     empty_env_file.write_text("")
     return subprocess.run(
         [compose_bin, "--env-file", str(empty_env_file), "-f", str(COMPOSE), "config"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -205,7 +216,7 @@ def test_dockerfile_installs_the_pyproject_pins():
     assert re.search(r"psycopg2-binary==\d+\.\d+\.\d+", text)
     # Delta jars resolved at build time into the ivy dir the containers use
     assert "RFM__PATHS__IVY_DIR=/opt/rfm/.ivy" in text
-    assert re.search(r"^RUN python -m jobs\.spark\b", text, re.M)
+    assert re.search(r"^RUN python -m jobs\.adapters\.spark\b", text, re.M)
     for var in ("JAVA_HOME=", "PYSPARK_PYTHON=", "AIRFLOW_HOME=", f"RFM__PATHS__DATA_DIR={LAKE_PATH}"):
         assert var in text
 
@@ -214,7 +225,7 @@ def test_build_context_excludes_local_state():
     patterns = [ln.strip() for ln in DOCKERIGNORE.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     if "*" in patterns:  # allow-list style: nothing but the re-included sources
         included = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
-        assert included == {"pyproject.toml", "jobs", "conf", "expectations", "dags"}
+        assert included == {"pyproject.toml", "jobs", "app", "conf", "expectations", "dags"}
     else:
         for path in (".venv", ".ivy", "data", ".git"):
             assert any(p.strip("/") == path for p in patterns), path

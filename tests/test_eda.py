@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,9 +13,12 @@ import pytest
 from deltalake import write_deltalake
 from PIL import Image
 
-from jobs import eda, lake, tracking
+from jobs.adapters import tracking
+from jobs.cli import run_named_step
 from jobs.config import Settings, load_settings
+from jobs.definitions import CANONICAL_COLUMNS, DAG_TAG, RUN_DATE_TAG, STEP_TAG
 from jobs.errors import LakeStateError
+from jobs.steps import eda
 
 RUN_DATE = date(2011, 12, 9)  # a Friday
 CHARTS = {
@@ -44,7 +47,7 @@ ORDERS_BY_DAY = {"2011-12-05": 2, "2011-12-06": 0, "2011-12-07": 1, "2011-12-08"
 
 def transactions_frame(lines: list[tuple] = LINES) -> pd.DataFrame:
     """The lines as ``eda.extract`` returns them (float price, naive UTC timestamps)."""
-    frame = pd.DataFrame(lines, columns=eda.BRONZE_COLUMNS)
+    frame = pd.DataFrame(lines, columns=CANONICAL_COLUMNS)
     return frame.assign(invoice_date=pd.to_datetime(frame["invoice_date"]), price=frame["price"].astype(float))
 
 
@@ -147,7 +150,7 @@ def test_segment_shares_put_the_biggest_revenue_first_per_scheme():
 
 def write_bronze(settings: Settings) -> None:
     def utc(text: str) -> datetime:
-        return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
     columns = list(zip(*LINES, strict=True))
     table = pa.table(
@@ -163,11 +166,11 @@ def write_bronze(settings: Settings) -> None:
             "transaction_date": pa.array([utc(t).date() for t in columns[4]], pa.date32()),
         }
     )
-    write_deltalake(lake.table_path(settings, "bronze_transactions"), table, partition_by="transaction_date")
+    write_deltalake(settings.table_path("bronze_transactions"), table, partition_by="transaction_date")
 
 
 def append_partitioned(settings: Settings, name: str, rows: pa.Table) -> None:
-    write_deltalake(lake.table_path(settings, name), rows, partition_by="snapshot_date", mode="append")
+    write_deltalake(settings.table_path(name), rows, partition_by="snapshot_date", mode="append")
 
 
 def write_gold(settings: Settings, day: date, customers: int, run_id: str) -> None:
@@ -217,8 +220,8 @@ def write_gold(settings: Settings, day: date, customers: int, run_id: str) -> No
 
 
 def start_cluster_run(settings: Settings, day: date) -> str:
-    """An MLflow run tagged as ``jobs.cluster`` tags the day's run."""
-    tags = {tracking.DAG_TAG: settings.dag.dag_id, tracking.RUN_DATE_TAG: day.isoformat(), "rfm.step": "cluster"}
+    """An MLflow run tagged as the cluster step tags the day's run."""
+    tags = {DAG_TAG: settings.dag.dag_id, RUN_DATE_TAG: day.isoformat(), STEP_TAG: "cluster"}
     return tracking.client(settings).create_run(tracking.experiment_id(settings), tags=tags).info.run_id
 
 
@@ -306,5 +309,5 @@ def test_gold_from_a_superseded_run_is_a_lake_state_error(lake_with_run):
 
 def test_command_line_exits_2_on_a_lake_state_error(settings, monkeypatch, capsys):
     monkeypatch.setattr(eda, "load_settings", lambda: settings)
-    assert eda.main(["--run-date", "2011-12-09"]) == 2
+    assert run_named_step(["eda", "--run-date", "2011-12-09"]) == 2
     assert "no gold_customer_segments table" in capsys.readouterr().err

@@ -13,12 +13,19 @@ import pandas as pd
 import pytest
 from deltalake import DeltaTable
 
-from jobs import lake, tracking
-from jobs.backfill import backfill
-from jobs.generate import generate_transactions
-from jobs.landing import write_day
-from jobs.orchestration import run_nights
-from jobs.split import land_days
+from jobs.adapters import tracking
+from jobs.adapters.landing import write_day
+from jobs.definitions import (
+    DAG_RUN_TAG,
+    NIGHT_TYPE_TAG,
+    SUPERSEDED_TAG,
+    TABLES,
+    TASK_TAG,
+)
+from jobs.orchestration.local import run_nights
+from jobs.tools.backfill import backfill
+from jobs.tools.generate import generate_transactions
+from jobs.tools.split import land_days
 from tests.conftest import settings_for
 
 pytestmark = pytest.mark.e2e
@@ -32,15 +39,15 @@ BUSINESS_COLUMNS = [
 
 
 def read_table(settings, name: str, day: date | None = None) -> pd.DataFrame:
-    table = DeltaTable(str(lake.table_path(settings, name)))
+    table = DeltaTable(str(settings.table_path(name)))
     filters = [("snapshot_date", "=", day)] if day else None
     return table.to_pandas(filters=filters)
 
 
 def versions(settings) -> dict[str, int | None]:
     found = {}
-    for name in lake.TABLES:
-        path = str(lake.table_path(settings, name))
+    for name in TABLES:
+        path = str(settings.table_path(name))
         found[name] = DeltaTable(path).version() if DeltaTable.is_deltatable(path) else None
     return found
 
@@ -59,7 +66,7 @@ def pipeline(tmp_path_factory, spark):
 def test_every_table_is_written_and_readable_without_spark(pipeline):
     for name, version in versions(pipeline).items():
         assert version is not None, f"table {name} was not written"
-    bronze = DeltaTable(str(lake.table_path(pipeline, "bronze_transactions"))).to_pandas()
+    bronze = DeltaTable(str(pipeline.table_path("bronze_transactions"))).to_pandas()
     assert bronze["transaction_date"].max() == date(2011, 12, 9), "Saturday has no rows, Friday is the last"
 
 
@@ -72,7 +79,10 @@ def test_each_night_labels_every_customer(pipeline):
         assert gold["cluster_label"].notna().all() and gold["rfm_segment"].notna().all()
         assert set(gold["cluster_label"]) == {"VIP", "Loyal", "At-Risk", "Low-Value"}
         transitions = read_table(pipeline, "gold_segment_transitions", night)
-        assert transitions.groupby("label_scheme")["customers"].sum().to_dict() == {"cluster": len(gold), "rfm": len(gold)}
+        assert transitions.groupby("label_scheme")["customers"].sum().to_dict() == {
+            "cluster": len(gold),
+            "rfm": len(gold),
+        }
         assert (gold["rfm_segment"] != "Unclassified").all()
         summary = read_table(pipeline, "gold_segment_summary", night)
         for scheme, rows in summary.groupby("label_scheme"):
@@ -95,10 +105,10 @@ def test_one_mlflow_run_per_night_with_params_metrics_and_model(pipeline):
         run = runs[0]
         assert run.data.params["algorithm"] == pipeline.clustering.algorithm and int(run.data.params["k"]) >= 4
         assert 0 < run.data.metrics["silhouette"] <= 1
-        assert run.data.tags["airflow.task_id"] == "cluster" and run.data.tags["airflow.run_id"] != "cli"
+        assert run.data.tags[TASK_TAG] == "cluster" and run.data.tags[DAG_RUN_TAG] != "cli"
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         first_night = night == NIGHTS[0]
-        assert run.data.tags["rfm.night_type"] == ("retrain" if first_night else "score")
+        assert run.data.tags[NIGHT_TYPE_TAG] == ("retrain" if first_night else "score")
         expected = {"clusters", "labels"} | ({"model", "sweep", "promotion"} if first_night else set())
         assert expected <= artifacts, f"{night}: artifacts {artifacts}"
         assert first_night == ("model" in artifacts), "only a retrain night logs a model"
@@ -132,7 +142,7 @@ def test_rerunning_a_night_changes_no_business_column(pipeline):
     assert len(runs) == 1 and runs[0].info.run_id != old_run, "the re-run must supersede, not pile up"
     superseded = tracking.client(pipeline).get_run(old_run)
     assert superseded.info.lifecycle_stage == "deleted"
-    assert superseded.data.tags[tracking.SUPERSEDED_TAG] == runs[0].info.run_id
+    assert superseded.data.tags[SUPERSEDED_TAG] == runs[0].info.run_id
 
 
 def test_failed_validation_stops_the_night_and_writes_nothing(pipeline):
@@ -148,7 +158,7 @@ def test_failed_validation_stops_the_night_and_writes_nothing(pipeline):
         run_nights(pipeline, bad_day, bad_day)
     assert versions(pipeline) == before, "a failed validation must not write any table version"
     assert len(tracking.client(pipeline).search_runs([tracking.experiment_id(pipeline)])) == mlflow_runs_before
-    from jobs.validate import read_latest_report
+    from jobs.adapters.expectations import read_latest_report
 
     report = read_latest_report(pipeline, bad_day)
     assert report is not None and not report.success
@@ -167,11 +177,17 @@ def test_a_step_runs_alone_through_spark_submit(pipeline):
     night = NIGHTS[1]
     before = read_table(pipeline, "gold_customer_segments", night)[BUSINESS_COLUMNS].sort_values("customer_id")
     venv_bin = Path(sys.executable).parent
-    jars = subprocess.run([sys.executable, "-m", "jobs.spark", "--jars"], check=True, capture_output=True, text=True)
-    env = {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "RFM__PATHS__DATA_DIR": str(pipeline.path("data_dir"))}
+    jars = subprocess.run(
+        [sys.executable, "-m", "jobs.adapters.spark", "--jars"], check=True, capture_output=True, text=True
+    )
+    env = {
+        **os.environ,
+        "PATH": f"{venv_bin}:{os.environ['PATH']}",
+        "RFM__PATHS__DATA_DIR": str(pipeline.path("data_dir")),
+    }
     done = subprocess.run(
-        [str(venv_bin / "spark-submit"), "--jars", jars.stdout.strip(), str(REPO_ROOT / "jobs" / "label.py"),
-         "--run-date", night.isoformat()],
+        [str(venv_bin / "spark-submit"), "--jars", jars.stdout.strip(), str(REPO_ROOT / "jobs" / "__main__.py"),
+         "label", "--run-date", night.isoformat()],
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

@@ -11,16 +11,14 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.label import (
-    QUANTILES,
-    UNCLASSIFIED,
-    add_rfm_scores,
+from jobs.core.scoring import QUANTILES, add_rfm_scores, named_segment, quintile_edges
+from jobs.definitions import UNCLASSIFIED
+from jobs.steps.label import (
     cluster_label_map,
     labels_per_rank,
-    named_segment,
-    quintile_edges,
     segment_summary,
 )
+from tests.helpers import dominates, random_profile
 
 LABELS = ["VIP", "Loyal", "At-Risk", "Low-Value"]
 FEATURES = ["recency_days", "frequency", "monetary"]
@@ -67,40 +65,6 @@ def test_labels_per_rank_needs_two_clusters(k: int) -> None:
         labels_per_rank(k, LABELS)
 
 
-def random_profile(rng: np.random.Generator, k: int, discrete: bool) -> pd.DataFrame:
-    """A cluster profile; ``discrete`` draws from few values so ties and dominated clusters are common."""
-    if discrete:
-        recency = rng.integers(1, 4, k) * 30.0
-        frequency = rng.integers(1, 4, k).astype(float)
-        monetary = rng.integers(1, 4, k) * 250.0
-    else:
-        recency = rng.uniform(1, 365, k)
-        frequency = rng.lognormal(1, 1, k)
-        monetary = rng.lognormal(6, 1.5, k)
-    return pd.DataFrame({
-        "cluster": rng.permutation(k),
-        "customers": rng.integers(1, 500, k),
-        "mean_recency_days": recency,
-        "mean_frequency": frequency,
-        "mean_monetary": monetary,
-    })
-
-
-def dominates(a: pd.Series, b: pd.Series) -> bool:
-    """A is at least as good as B in R (lower recency), F and M, and strictly better in one."""
-    at_least = (
-        a.mean_recency_days <= b.mean_recency_days
-        and a.mean_frequency >= b.mean_frequency
-        and a.mean_monetary >= b.mean_monetary
-    )
-    strictly = (
-        a.mean_recency_days < b.mean_recency_days
-        or a.mean_frequency > b.mean_frequency
-        or a.mean_monetary > b.mean_monetary
-    )
-    return at_least and strictly
-
-
 @pytest.mark.parametrize("k", range(2, 9))
 def test_a_dominating_cluster_never_gets_a_lower_label(settings, k: int) -> None:
     labels = settings.labels.cluster_labels
@@ -120,15 +84,20 @@ def test_a_dominating_cluster_never_gets_a_lower_label(settings, k: int) -> None
 
 
 def test_obvious_vip_and_low_value(settings) -> None:
-    profile = pd.DataFrame({
-        "cluster": [2, 0, 3, 1],
-        "customers": [40, 900, 300, 500],
-        "mean_recency_days": [300.0, 40.0, 5.0, 120.0],
-        "mean_frequency": [1.0, 6.0, 25.0, 2.0],
-        "mean_monetary": [80.0, 1500.0, 9000.0, 300.0],
-    })
+    profile = pd.DataFrame(
+        {
+            "cluster": [2, 0, 3, 1],
+            "customers": [40, 900, 300, 500],
+            "mean_recency_days": [300.0, 40.0, 5.0, 120.0],
+            "mean_frequency": [1.0, 6.0, 25.0, 2.0],
+            "mean_monetary": [80.0, 1500.0, 9000.0, 300.0],
+        }
+    )
     assert cluster_label_map(profile, settings.labels.cluster_labels) == {
-        3: "VIP", 0: "Loyal", 1: "At-Risk", 2: "Low-Value"
+        3: "VIP",
+        0: "Loyal",
+        1: "At-Risk",
+        2: "Low-Value",
     }
 
 
@@ -187,7 +156,9 @@ def test_ten_distinct_values_use_every_score_twice_and_ties_share_a_score(spark,
         assert (out.groupby(column)[score].nunique() == 1).all(), f"ties must share {score}"
         higher = column != "recency_days"
         assert out[score].tolist() == expected_scores(out[column].astype(float), higher)
-    assert out["rfm_score"].tolist() == [f"{r}{f}{m}" for r, f, m in zip(out.r_score, out.f_score, out.m_score)]
+    assert out["rfm_score"].tolist() == [
+        f"{r}{f}{m}" for r, f, m in zip(out.r_score, out.f_score, out.m_score, strict=False)
+    ]
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.label import (
-    GONE,
-    NEW,
+from jobs.definitions import GONE_CUSTOMER, NEW_CUSTOMER
+from jobs.steps.label import (
     carry_labels,
     cluster_label_map,
     dominance_violations,
@@ -20,7 +19,7 @@ from jobs.label import (
     match_centroids,
     segment_transitions,
 )
-from tests.test_label import dominates, random_profile
+from tests.helpers import dominates, random_profile
 
 LABELS = ["VIP", "Loyal", "At-Risk", "Low-Value"]
 UNIT_SCALE = (np.zeros(3), np.ones(3))
@@ -157,15 +156,15 @@ def test_transitions_count_every_customer_once_and_sum_to_both_snapshots(spark) 
     for scheme, column in (("cluster", "cluster_label"), ("rfm", "rfm_segment")):
         part = out[out["label_scheme"] == scheme]
         assert part["customers"].sum() == len(set(before["customer_id"]) | set(after["customer_id"]))
-        into = part[part["to_segment"] != GONE].groupby("to_segment")["customers"].sum()
+        into = part[part["to_segment"] != GONE_CUSTOMER].groupby("to_segment")["customers"].sum()
         assert into.to_dict() == after[column].value_counts().to_dict()
-        out_of = part[part["from_segment"] != NEW].groupby("from_segment")["customers"].sum()
+        out_of = part[part["from_segment"] != NEW_CUSTOMER].groupby("from_segment")["customers"].sum()
         assert out_of.to_dict() == before[column].value_counts().to_dict()
         assert part["monetary_total"].sum() == after["m"].sum()
         assert part["previous_monetary_total"].sum() == before["m"].sum()
     cluster = out[out["label_scheme"] == "cluster"].set_index(["from_segment", "to_segment"])
-    assert cluster.loc[(NEW, "Low-Value"), "customers"] == 1
-    assert cluster.loc[("Low-Value", GONE), "customers"] == 1
+    assert cluster.loc[(NEW_CUSTOMER, "Low-Value"), "customers"] == 1
+    assert cluster.loc[("Low-Value", GONE_CUSTOMER), "customers"] == 1
     assert cluster.loc[("At-Risk", "Low-Value"), "monetary_total"] == Decimal("120.000")
     assert cluster.loc[("Low-Value", "Low-Value"), "customers"] == 1  # d
 
@@ -173,7 +172,7 @@ def test_transitions_count_every_customer_once_and_sum_to_both_snapshots(spark) 
 def test_first_snapshot_transitions_all_come_from_new(spark) -> None:
     current = segments(spark, DAY, CURRENT_ROWS)
     out = segment_transitions(current.limit(0), current, None).toPandas()
-    assert set(out["from_segment"]) == {NEW}
+    assert set(out["from_segment"]) == {NEW_CUSTOMER}
     assert out["previous_snapshot_date"].isna().all()
     assert out.groupby("label_scheme")["customers"].sum().to_dict() == {"cluster": 5, "rfm": 5}
 

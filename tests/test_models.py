@@ -20,8 +20,16 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from jobs import lake, registry, tracking
-from jobs.cluster import (
+from jobs.adapters import lake, registry, tracking
+from jobs.adapters.transactions import (
+    parse_transactions,
+    read_export_text,
+    to_canonical_names,
+    typed_rows,
+)
+from jobs.core.rfm import compute_rfm
+from jobs.definitions import CHOSEN_K_TAG, CHOSEN_TAG
+from jobs.steps.cluster import (
     CandidateFit,
     choose_candidate,
     cluster_day,
@@ -30,10 +38,13 @@ from jobs.cluster import (
     gmm_bic,
     plan_night,
 )
-from jobs.generate import generate_transactions
-from jobs.label import carry_labels, label_day, log_feature_profile, log_feature_scale
-from jobs.rfm import compute_rfm
-from jobs.transactions import parse_transactions, read_export_text, to_canonical_names, typed_rows
+from jobs.steps.label import (
+    carry_labels,
+    label_day,
+    log_feature_profile,
+    log_feature_scale,
+)
+from jobs.tools.generate import generate_transactions
 from tests.conftest import settings_for
 
 NIGHTS = [date(2011, 12, 5), date(2011, 12, 6), date(2011, 12, 7), date(2011, 12, 8)]
@@ -42,7 +53,7 @@ LABELS = ["VIP", "Loyal", "At-Risk", "Low-Value"]
 
 
 def gold(settings, name: str, day: date) -> pd.DataFrame:
-    return DeltaTable(str(lake.table_path(settings, name))).to_pandas(filters=[("snapshot_date", "=", day)])
+    return DeltaTable(str(settings.table_path(name))).to_pandas(filters=[("snapshot_date", "=", day)])
 
 
 def night_run(settings, day: date):
@@ -68,7 +79,7 @@ def nights(spark, transactions, tmp_path_factory):
     for night in NIGHTS:
         lake.replace_slice(
             compute_rfm(transactions, night, settings.rfm),
-            lake.table_path(settings, "silver_customer_rfm"),
+            settings.table_path("silver_customer_rfm"),
             f"snapshot_date = {lake.date_literal(night)}",
             "snapshot_date",
         )
@@ -82,7 +93,9 @@ def nights(spark, transactions, tmp_path_factory):
 
 
 def candidate(k: int, silhouette: float, min_share: float, bic: float = 0.0) -> CandidateFit:
-    return CandidateFit(k=k, model=None, metrics={"silhouette": silhouette, "min_cluster_share": min_share, "gmm_bic": bic})
+    return CandidateFit(
+        k=k, model=None, metrics={"silhouette": silhouette, "min_cluster_share": min_share, "gmm_bic": bic}
+    )
 
 
 def test_k_rule_takes_the_best_silhouette_among_eligible_fits(settings) -> None:
@@ -180,14 +193,21 @@ def test_retrain_night_logs_the_sweep_as_child_runs(nights) -> None:
             sizes = [child.data.metrics[f"cluster_size_{i}"] for i in range(k)]
             assert sum(sizes) == child.data.metrics["customers"]
             assert child.data.metrics["min_cluster_share"] == pytest.approx(min(sizes) / sum(sizes))
-        chosen = [c for c in children if c.data.tags.get("rfm.chosen") == "true"]
-        assert len(chosen) == 1 and chosen[0].data.params["k"] == parent.data.params["k"] == parent.data.tags["rfm.chosen_k"]
+        chosen = [c for c in children if c.data.tags.get(CHOSEN_TAG) == "true"]
+        assert (
+            len(chosen) == 1 and chosen[0].data.params["k"] == parent.data.params["k"] == parent.data.tags[CHOSEN_K_TAG]
+        )
         eligible = [c for c in children if int(c.data.params["k"]) >= 4 and c.data.metrics["min_cluster_share"] >= 0.05]
         best = max(eligible or children, key=lambda c: (c.data.metrics["silhouette"], -int(c.data.params["k"])))
         assert chosen[0].info.run_id == best.info.run_id, "the documented rule picked k"
         artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
         assert {"sweep/elbow.png", "sweep/silhouette.png", "sweep/sweep.csv"} <= artifacts
-        assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"model", "promotion", "clusters", "labels"}
+        assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
+            "model",
+            "promotion",
+            "clusters",
+            "labels",
+        }
 
 
 def test_scoring_nights_use_the_champion_and_train_nothing(nights) -> None:
@@ -211,7 +231,9 @@ def test_the_alias_moves_only_when_the_rule_says(nights) -> None:
     assert str(registry.champion(settings).version) == expected == results[NIGHTS[3]][0]["model_version"]
     # and by hand: a decision not to promote leaves the alias where it is
     before = str(registry.champion(settings).version)
-    registry.apply_promotion(settings, registry.Promotion(False, "test", first["model_version"], before, 0.1, 0.9, 0.02))
+    registry.apply_promotion(
+        settings, registry.Promotion(False, "test", first["model_version"], before, 0.1, 0.9, 0.02)
+    )
     assert str(registry.champion(settings).version) == before
 
 
@@ -236,7 +258,10 @@ def test_transitions_add_up_to_both_snapshots(nights) -> None:
     settings, _ = nights
     for previous, night in zip(NIGHTS, NIGHTS[1:], strict=False):
         transitions = gold(settings, "gold_segment_transitions", night)
-        before, after = gold(settings, "gold_customer_segments", previous), gold(settings, "gold_customer_segments", night)
+        before, after = (
+            gold(settings, "gold_customer_segments", previous),
+            gold(settings, "gold_customer_segments", night),
+        )
         assert set(transitions["previous_snapshot_date"]) == {previous}
         for scheme, column in (("cluster", "cluster_label"), ("rfm", "rfm_segment")):
             part = transitions[transitions["label_scheme"] == scheme]
@@ -271,7 +296,7 @@ def test_rfm_scores_use_the_edges_frozen_with_the_model(nights) -> None:
 
 SCORE_IN_FRESH_PROCESS = """
 import sys, mlflow, pandas as pd
-from jobs.spark import get_spark
+from jobs.adapters.spark import get_spark
 from jobs.config import load_settings
 settings = load_settings()
 mlflow.set_tracking_uri(settings.tracking_uri)
@@ -285,7 +310,7 @@ model.transform(features).select("customer_id", "prediction").toPandas().to_csv(
 def test_the_champion_loaded_in_a_fresh_process_gives_the_same_labels(spark, nights, tmp_path) -> None:
     settings, results = nights
     night = NIGHTS[-1]  # scored by the current champion
-    snapshot = lake.read(spark, lake.table_path(settings, "silver_customer_rfm")).filter(F.col("snapshot_date") == night)
+    snapshot = lake.read(spark, settings.table_path("silver_customer_rfm")).filter(F.col("snapshot_date") == night)
     feature_frame(snapshot, settings.clustering).write.parquet(str(tmp_path / "features"))
     env = {**os.environ, "RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))}
     done = subprocess.run(
@@ -308,7 +333,7 @@ def test_a_real_refit_with_permuted_ids_keeps_every_customers_label(spark, night
     settings, results = nights
     night = NIGHTS[0]
     k = results[night][0]["k"]
-    snapshot = lake.read(spark, lake.table_path(settings, "silver_customer_rfm")).filter(F.col("snapshot_date") == night)
+    snapshot = lake.read(spark, settings.table_path("silver_customer_rfm")).filter(F.col("snapshot_date") == night)
     features = feature_frame(snapshot, settings.clustering).cache()
     labelled = gold(settings, "gold_customer_segments", night)
     labelled_profile = log_feature_profile(spark.createDataFrame(labelled), ["cluster", "cluster_label"],
@@ -348,7 +373,7 @@ def test_label_mapping_artifact_explains_each_label(nights) -> None:
 
 
 def test_compare_lists_the_nights_with_their_figures(nights, capsys) -> None:
-    from jobs.compare import comparison_table, night_runs
+    from jobs.tools.compare import comparison_table, night_runs
 
     settings, results = nights
     table = comparison_table(night_runs(settings, last=10))

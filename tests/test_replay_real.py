@@ -14,18 +14,14 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
-from jobs.backfill import load_history, read_source
-from jobs.cluster import cluster_day
-from jobs.label import label_day
-from jobs.rfm import ingest_day
-from jobs.split import land_days, read_export
-from jobs.validate import validate_day, validation_frame
+from jobs.definitions import days_between
+from jobs.tools.replay import replay_nights
 from tests.conftest import settings_for
 
 pytestmark = pytest.mark.realdata
 
 FIRST_NIGHT, LAST_NIGHT = date(2011, 11, 26), date(2011, 12, 9)
-NIGHTS = [FIRST_NIGHT + timedelta(days=i) for i in range((LAST_NIGHT - FIRST_NIGHT).days + 1)]
+NIGHTS = days_between(FIRST_NIGHT, LAST_NIGHT)
 STABILITY_GOAL = 0.99
 
 
@@ -33,19 +29,7 @@ STABILITY_GOAL = 0.99
 def replay(spark, real_data_path, tmp_path_factory) -> pd.DataFrame:
     """One row per night: what the cluster and label steps reported."""
     settings = settings_for(tmp_path_factory.mktemp("replay"))
-    history = validation_frame(read_source(spark, real_data_path), settings)
-    load_history(spark, settings, history, date(2010, 12, 1), FIRST_NIGHT - timedelta(days=1))
-    land_days(read_export(real_data_path), settings.path("landing_dir"), FIRST_NIGHT, LAST_NIGHT,
-              settings.landing.marker, settings.landing.format)  # fmt: skip
-    rows = []
-    for night in NIGHTS:
-        validate_day(night, settings, spark)
-        ingest_day(night, settings, spark)
-        clustered = cluster_day(night, settings, spark)
-        labelled = label_day(night, settings, spark)
-        rows.append({"night": night, "kind": clustered["night_type"], "version": clustered["model_version"],
-                     "k": clustered["k"], "customers": labelled["customers"], **labelled["stability"]})  # fmt: skip
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(replay_nights(settings, spark, real_data_path, FIRST_NIGHT - timedelta(days=1), LAST_NIGHT))
     with pd.option_context("display.width", 250, "display.max_columns", None):
         print("\n" + table.round(4).to_string(index=False))
     return table

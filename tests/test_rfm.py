@@ -14,12 +14,19 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
-from jobs import lake
+from jobs.adapters import lake
+from jobs.adapters.landing import write_day
+from jobs.adapters.transactions import (
+    parse_transactions,
+    read_export_text,
+    to_canonical_names,
+    typed_rows,
+)
+from jobs.core.rfm import compute_rfm, considered_lines, exclusion_counts, is_purchase
+from jobs.definitions import CANONICAL_COLUMNS, TABLES
 from jobs.errors import LakeStateError
-from jobs.landing import write_day
-from jobs.rfm import compute_rfm, considered_lines, exclusion_counts, ingest_day, is_purchase
-from jobs.transactions import CANONICAL_COLUMNS, parse_transactions, read_export_text, to_canonical_names, typed_rows
-from jobs.validate import validate_day
+from jobs.steps.ingest import ingest_day
+from jobs.steps.validate import validate_day
 
 pytestmark = pytest.mark.spark
 
@@ -271,7 +278,7 @@ def land(settings, day: date = LAKE_DAY, rows: list[list[str]] = LANDED) -> Path
 
 
 def table_rows(spark, settings, name: str) -> list[tuple]:
-    frame = lake.read(spark, lake.table_path(settings, name))
+    frame = lake.read(spark, settings.table_path(name))
     return [tuple(r) for r in frame.orderBy(*frame.columns).collect()]
 
 
@@ -304,15 +311,15 @@ def test_ingest_refuses_changed_or_unvalidated_input(spark, settings) -> None:
     land(settings, next_day, [[c.replace("2011-03-01", "2011-03-02") for c in row] for row in LANDED])
     with pytest.raises(LakeStateError, match="no passing validation"):
         ingest_day(next_day, settings, spark)
-    for name in lake.TABLES:
-        assert lake.current_version(spark, lake.table_path(settings, name)) is None, name
+    for name in TABLES:
+        assert lake.current_version(spark, settings.table_path(name)) is None, name
 
 
 def test_crash_mid_write_leaves_previous_version_intact(spark, settings) -> None:
     land(settings)
     validate_day(LAKE_DAY, settings, spark)
     ingest_day(LAKE_DAY, settings, spark)
-    path = lake.table_path(settings, "bronze_transactions")
+    path = settings.table_path("bronze_transactions")
     version, before = lake.current_version(spark, path), table_rows(spark, settings, "bronze_transactions")
 
     def crash_on_lantern(description):  # local: shipped to the Python worker by value

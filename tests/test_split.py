@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from jobs.adapters.landing import data_files, has_arrived
 from jobs.config import load_settings
-from jobs.generate import generate_transactions, with_naming
-from jobs.landing import data_files, has_arrived
-from jobs.split import land_days, main, read_export
+from jobs.tools.generate import generate_transactions, with_naming
+from jobs.tools.split import land_days, main, read_export
 
 MARKER = "_SUCCESS"
 II_COLUMNS = ["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"]
@@ -21,19 +21,25 @@ REAL_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "on
 @pytest.fixture()
 def source() -> pd.DataFrame:
     """Three days of rows (2011-01-04 without any), with empty cells, 'NA' text, quotes, commas and spaces."""
-    return pd.DataFrame({
-        "InvoiceNo": ["536400", "536399", "C536401", "536500", "536501", "536502"],
-        "StockCode": ["85123A", "NA", "22423", "POST", "M", "21730"],
-        "Description": ['WHITE "HEART", HOLDER', "", "REGENCY CAKESTAND 3 TIER ", "POSTAGE", "NA", "null"],
-        "Quantity": ["6", "1", "-2", "1", "1", "12"],
-        "InvoiceDate": [
-            "2011-01-03 10:05:00", "2011-01-03 09:00:00", "2011-01-03 11:30:00",
-            "2011-01-05 08:00:00", "2011-01-05 08:00:00", "2011-01-05 17:45:00",
-        ],
-        "UnitPrice": ["2.55", "0.00", "12.75", "18.00", "1.00", "4.25"],
-        "CustomerID": ["17850", "", "17850", "12662", "", "N/A"],
-        "Country": ["United Kingdom", "United Kingdom", "United Kingdom", "Germany", "", "France"],
-    })
+    return pd.DataFrame(
+        {
+            "InvoiceNo": ["536400", "536399", "C536401", "536500", "536501", "536502"],
+            "StockCode": ["85123A", "NA", "22423", "POST", "M", "21730"],
+            "Description": ['WHITE "HEART", HOLDER', "", "REGENCY CAKESTAND 3 TIER ", "POSTAGE", "NA", "null"],
+            "Quantity": ["6", "1", "-2", "1", "1", "12"],
+            "InvoiceDate": [
+                "2011-01-03 10:05:00",
+                "2011-01-03 09:00:00",
+                "2011-01-03 11:30:00",
+                "2011-01-05 08:00:00",
+                "2011-01-05 08:00:00",
+                "2011-01-05 17:45:00",
+            ],
+            "UnitPrice": ["2.55", "0.00", "12.75", "18.00", "1.00", "4.25"],
+            "CustomerID": ["17850", "", "17850", "12662", "", "N/A"],
+            "Country": ["United Kingdom", "United Kingdom", "United Kingdom", "Germany", "", "France"],
+        }
+    )
 
 
 def landed_frame(landing_dir: Path, start: date, end: date, fmt: str | None = None) -> pd.DataFrame:

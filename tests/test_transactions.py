@@ -12,7 +12,12 @@ import pytest
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.transactions import parse_transactions, read_export_text, to_canonical_names, typed_rows
+from jobs.adapters.transactions import (
+    parse_transactions,
+    read_export_text,
+    to_canonical_names,
+    typed_rows,
+)
 
 pytestmark = pytest.mark.spark
 

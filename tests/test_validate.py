@@ -10,12 +10,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jobs import lake
+from jobs.adapters import lake
+from jobs.adapters.expectations import read_latest_report
+from jobs.adapters.landing import data_files, fingerprint, write_day
+from jobs.definitions import TABLES
 from jobs.errors import DataValidationError, LakeStateError
-from jobs.landing import data_files, fingerprint, write_day
-from jobs.rfm import ingest_day
-from jobs.split import land_days, read_export
-from jobs.validate import read_latest_report, validate_day
+from jobs.steps.ingest import ingest_day
+from jobs.steps.validate import validate_day
+from jobs.tools.split import land_days, read_export
 
 DAY = date(2011, 3, 1)  # a Tuesday
 NAMINGS = {
@@ -54,8 +56,8 @@ def land(settings, rows: pd.DataFrame, day: date = DAY) -> Path:
 
 def assert_nothing_downstream(spark, settings, day: date = DAY) -> None:
     """No Delta table, no MLflow run, and the ingest step refuses the day."""
-    for name in lake.TABLES:
-        assert lake.current_version(spark, lake.table_path(settings, name)) is None, name
+    for name in TABLES:
+        assert lake.current_version(spark, settings.table_path(name)) is None, name
     db = settings.path("mlflow_dir") / "mlflow.db"
     if db.exists():
         from mlflow.tracking import MlflowClient
@@ -184,7 +186,12 @@ def test_missing_required_column_fails_and_writes_nothing(spark, settings, namin
     land(settings, named(good_rows(), naming).drop(columns=[price]))
     with pytest.raises(DataValidationError) as raised:
         validate_day(DAY, settings, spark)
-    assert_failed(spark, settings, raised, re.escape("expect_column_to_exist(price): required column missing (accepted source names: UnitPrice, Price)"))
+    assert_failed(
+        spark,
+        settings,
+        raised,
+        re.escape("expect_column_to_exist(price): required column missing (accepted source names: UnitPrice, Price)"),
+    )
 
 
 def test_customer_ids_mostly_missing_fails_and_writes_nothing(spark, settings) -> None:

@@ -5,7 +5,7 @@ products, repeat, one-off and wholesale customers who start and churn at differe
 guest invoices without a customer id, cancellations, postage and manual lines, the odd
 free line and exact duplicate, and no trading on Saturdays nor on 25-26 December.
 
-    python -m jobs.generate --customers 1500 --days 180 --seed 7 --end-date 2011-12-09
+    python -m jobs.tools.generate --customers 1500 --days 180 --seed 7 --end-date 2011-12-09
 """
 
 from __future__ import annotations
@@ -19,30 +19,83 @@ import numpy as np
 import pandas as pd
 
 from jobs.config import load_settings
-from jobs.split import land_days
+from jobs.tools.split import land_days
 
 COLUMNS = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"]
 II_NAMES = {"InvoiceNo": "Invoice", "UnitPrice": "Price", "CustomerID": "Customer ID"}
 
 COUNTRY_WEIGHTS = {
-    "United Kingdom": 0.85, "Germany": 0.03, "France": 0.027, "EIRE": 0.02, "Spain": 0.01,
-    "Netherlands": 0.009, "Belgium": 0.008, "Switzerland": 0.007, "Portugal": 0.006, "Australia": 0.005,
-    "Norway": 0.005, "Italy": 0.004, "Channel Islands": 0.004, "Finland": 0.004, "Sweden": 0.004,
-    "Denmark": 0.003, "Japan": 0.002, "Poland": 0.002,
+    "United Kingdom": 0.85,
+    "Germany": 0.03,
+    "France": 0.027,
+    "EIRE": 0.02,
+    "Spain": 0.01,
+    "Netherlands": 0.009,
+    "Belgium": 0.008,
+    "Switzerland": 0.007,
+    "Portugal": 0.006,
+    "Australia": 0.005,
+    "Norway": 0.005,
+    "Italy": 0.004,
+    "Channel Islands": 0.004,
+    "Finland": 0.004,
+    "Sweden": 0.004,
+    "Denmark": 0.003,
+    "Japan": 0.002,
+    "Poland": 0.002,
 }
 COUNTRIES = np.array(list(COUNTRY_WEIGHTS))
 UK = 0
 
 COLOURS = ["WHITE", "RED", "PINK", "BLUE", "GREEN", "IVORY", "BLACK", "CREAM", "SILVER", "GOLD", "PURPLE", "ORANGE"]
 MOTIFS = [
-    "HANGING HEART", "RETROSPOT", "VINTAGE", "REGENCY", "SPOTTY", "PAISLEY", "FLORAL", "BIRD", "STAR",
-    "UNION FLAG", "POLKADOT", "DOILY", "SKULL", "CHRISTMAS", "STRAWBERRY",
+    "HANGING HEART",
+    "RETROSPOT",
+    "VINTAGE",
+    "REGENCY",
+    "SPOTTY",
+    "PAISLEY",
+    "FLORAL",
+    "BIRD",
+    "STAR",
+    "UNION FLAG",
+    "POLKADOT",
+    "DOILY",
+    "SKULL",
+    "CHRISTMAS",
+    "STRAWBERRY",
 ]
 ITEMS = [
-    "T-LIGHT HOLDER", "LANTERN", "COAT HANGER", "HOT WATER BOTTLE", "LUNCH BAG", "JUMBO BAG", "TEACUP AND SAUCER",
-    "CAKE STAND", "MUG", "PAPER NAPKINS", "BUNTING", "CUSHION COVER", "DOORMAT", "ALARM CLOCK", "PHOTO FRAME",
-    "CANDLE", "TEA TOWEL", "NOTEBOOK", "GIFT WRAP", "BAKING SET", "STORAGE TIN", "WATER BOTTLE", "PURSE",
-    "CHALKBOARD", "BIRTHDAY CARD", "PARTY CUPS", "BOWL", "GARLAND", "DRAWER KNOB", "WALL CLOCK",
+    "T-LIGHT HOLDER",
+    "LANTERN",
+    "COAT HANGER",
+    "HOT WATER BOTTLE",
+    "LUNCH BAG",
+    "JUMBO BAG",
+    "TEACUP AND SAUCER",
+    "CAKE STAND",
+    "MUG",
+    "PAPER NAPKINS",
+    "BUNTING",
+    "CUSHION COVER",
+    "DOORMAT",
+    "ALARM CLOCK",
+    "PHOTO FRAME",
+    "CANDLE",
+    "TEA TOWEL",
+    "NOTEBOOK",
+    "GIFT WRAP",
+    "BAKING SET",
+    "STORAGE TIN",
+    "WATER BOTTLE",
+    "PURSE",
+    "CHALKBOARD",
+    "BIRTHDAY CARD",
+    "PARTY CUPS",
+    "BOWL",
+    "GARLAND",
+    "DRAWER KNOB",
+    "WALL CLOCK",
 ]
 CATALOGUE_SIZE = 300
 POSTAGE, MANUAL = CATALOGUE_SIZE, CATALOGUE_SIZE + 1  # catalogue rows after the products
@@ -52,17 +105,17 @@ FIRST_CUSTOMER_ID = 12346
 FIRST_INVOICE_NO = 536365
 ONE_OFF, REPEAT, WHOLESALE = 0, 1, 2
 KIND_WEIGHTS = [0.25, 0.74, 0.01]
-EXISTING_SHARE = 0.6       # customers already active on the window's first day
-CHURN_SHARE = 0.3          # repeat buyers whose last purchase falls inside the window
-REPEAT_RATE = 1 / 25       # mean invoices per trading day of a repeat buyer
+EXISTING_SHARE = 0.6  # customers already active on the window's first day
+CHURN_SHARE = 0.3  # repeat buyers whose last purchase falls inside the window
+REPEAT_RATE = 1 / 25  # mean invoices per trading day of a repeat buyer
 WHOLESALE_RATE = 0.35
-GUEST_RATIO = 0.3          # guest lines per customer line, before the cap below
-GUEST_CAP = 0.8            # guest lines of a day never exceed this times its customer lines
+GUEST_RATIO = 0.3  # guest lines per customer line, before the cap below
+GUEST_CAP = 0.8  # guest lines of a day never exceed this times its customer lines
 GUEST_LINES, GUEST_SIGMA = 15, 0.8  # lognormal median and spread of a guest invoice's lines
-POSTAGE_SHARE = 0.6        # of foreign invoices
+POSTAGE_SHARE = 0.6  # of foreign invoices
 POSTAGE_CENTS = 1800
-MANUAL_SHARE = 0.004       # of customer invoices
-CANCEL_SHARE = 0.022       # of customer invoices
+MANUAL_SHARE = 0.004  # of customer invoices
+CANCEL_SHARE = 0.022  # of customer invoices
 FREE_LINE_SHARE = 0.0005
 DUPLICATE_SHARE = 0.001
 OPEN_MINUTE, CLOSE_MINUTE = 7 * 60, 20 * 60 - 1
@@ -103,17 +156,26 @@ def _catalogue(rng: np.random.Generator) -> pd.DataFrame:
     numbers = (20000 + rng.choice(70000, CATALOGUE_SIZE, replace=False)).astype(str)
     suffix = np.where(rng.random(CATALOGUE_SIZE) < 0.35, rng.choice(list("ABCDEFG"), CATALOGUE_SIZE), "")
     prices = np.clip(np.rint(rng.lognormal(np.log(2.1), 0.75, CATALOGUE_SIZE) * 20) * 5, 40, 1500)
-    products = pd.DataFrame({
-        "code": np.char.add(numbers, suffix),
-        "description": [f"{COLOURS[c]} {MOTIFS[m]} {ITEMS[i]}" for c, m, i in zip(colour, motif, item)],
-        "cents": prices.astype(np.int64),
-        "pack": rng.choice(PACK_SIZES, CATALOGUE_SIZE, p=PACK_WEIGHTS),
-        "weight": rng.lognormal(0, 1.0, CATALOGUE_SIZE),
-    })
-    extras = pd.DataFrame({
-        "code": ["POST", "M"], "description": ["POSTAGE", "Manual"], "cents": [POSTAGE_CENTS, 0],
-        "pack": 1, "weight": 0.0,
-    })
+    products = pd.DataFrame(
+        {
+            "code": np.char.add(numbers, suffix),
+            "description": [
+                f"{COLOURS[c]} {MOTIFS[m]} {ITEMS[i]}" for c, m, i in zip(colour, motif, item, strict=False)
+            ],
+            "cents": prices.astype(np.int64),
+            "pack": rng.choice(PACK_SIZES, CATALOGUE_SIZE, p=PACK_WEIGHTS),
+            "weight": rng.lognormal(0, 1.0, CATALOGUE_SIZE),
+        }
+    )
+    extras = pd.DataFrame(
+        {
+            "code": ["POST", "M"],
+            "description": ["POSTAGE", "Manual"],
+            "cents": [POSTAGE_CENTS, 0],
+            "pack": 1,
+            "weight": 0.0,
+        }
+    )
     return pd.concat([products, extras], ignore_index=True)
 
 
@@ -125,40 +187,46 @@ def _customers(rng: np.random.Generator, count: int, n_days: int) -> pd.DataFram
     last = np.where(churned, first + (rng.random(count) * (n_days - first)).astype(int), n_days - 1)
     wholesale = kind == WHOLESALE
     rate = np.where(wholesale, WHOLESALE_RATE, rng.gamma(0.8, REPEAT_RATE / 0.8, count))
-    return pd.DataFrame({
-        "customer": FIRST_CUSTOMER_ID + np.arange(count),
-        "country": rng.choice(COUNTRIES.size, count, p=_weights(COUNTRY_WEIGHTS.values())),
-        "first": first,
-        "last": last,
-        "invoices": np.where(kind == ONE_OFF, 1, rng.poisson(rate * (last - first + 1))),
-        "lines": rng.lognormal(np.log(12), 0.5, count) * np.where(wholesale, 2.0, 1.0),
-        "scale": rng.lognormal(0, 0.6, count) * np.where(wholesale, 6.0, 1.0),
-    })
+    return pd.DataFrame(
+        {
+            "customer": FIRST_CUSTOMER_ID + np.arange(count),
+            "country": rng.choice(COUNTRIES.size, count, p=_weights(COUNTRY_WEIGHTS.values())),
+            "first": first,
+            "last": last,
+            "invoices": np.where(kind == ONE_OFF, 1, rng.poisson(rate * (last - first + 1))),
+            "lines": rng.lognormal(np.log(12), 0.5, count) * np.where(wholesale, 2.0, 1.0),
+            "scale": rng.lognormal(0, 0.6, count) * np.where(wholesale, 6.0, 1.0),
+        }
+    )
 
 
 def _invoices(rng: np.random.Generator, people: pd.DataFrame, n_days: int) -> pd.DataFrame:
     """Purchase invoices of customers and guests: day, time, owner, country, line count, extras."""
     owned = people.loc[people.index.repeat(people["invoices"])].reset_index(drop=True)
     span = owned["last"] - owned["first"] + 1
-    bought = pd.DataFrame({
-        "day": owned["first"] + (rng.random(len(owned)) * span).astype(int),
-        "customer": owned["customer"],
-        "country": owned["country"],
-        "lines": _count(rng, owned["lines"].to_numpy(), 0.6),
-        "scale": owned["scale"],
-    })
+    bought = pd.DataFrame(
+        {
+            "day": owned["first"] + (rng.random(len(owned)) * span).astype(int),
+            "customer": owned["customer"],
+            "country": owned["country"],
+            "lines": _count(rng, owned["lines"].to_numpy(), 0.6),
+            "scale": owned["scale"],
+        }
+    )
     bought["manual"] = rng.random(len(bought)) < MANUAL_SHARE
     customer_lines = np.bincount(bought["day"], weights=bought["lines"], minlength=n_days)
     guest_mean_lines = GUEST_LINES * np.exp(GUEST_SIGMA**2 / 2)
     guest_day = np.repeat(np.arange(n_days), rng.poisson(GUEST_RATIO * customer_lines / guest_mean_lines))
-    guests = pd.DataFrame({
-        "day": guest_day,
-        "customer": 0,
-        "country": rng.choice(COUNTRIES.size, guest_day.size, p=_weights(COUNTRY_WEIGHTS.values())),
-        "lines": _count(rng, np.full(guest_day.size, float(GUEST_LINES)), GUEST_SIGMA),
-        "scale": rng.lognormal(0, 0.6, guest_day.size),
-        "manual": False,
-    })
+    guests = pd.DataFrame(
+        {
+            "day": guest_day,
+            "customer": 0,
+            "country": rng.choice(COUNTRIES.size, guest_day.size, p=_weights(COUNTRY_WEIGHTS.values())),
+            "lines": _count(rng, np.full(guest_day.size, float(GUEST_LINES)), GUEST_SIGMA),
+            "scale": rng.lognormal(0, 0.6, guest_day.size),
+            "manual": False,
+        }
+    )
     invoices = pd.concat([bought, guests], ignore_index=True)
     invoices["postage"] = (invoices["country"] != UK) & (rng.random(len(invoices)) < POSTAGE_SHARE)
     invoices["minute"] = np.clip(rng.normal(12.5 * 60, 140, len(invoices)), OPEN_MINUTE, CLOSE_MINUTE).astype(int)
@@ -183,23 +251,29 @@ def _lines(rng: np.random.Generator, invoices: pd.DataFrame, catalogue: pd.DataF
     product = rng.choice(len(catalogue), invoice.size, p=weights / weights.sum())
     multiple = np.maximum(1, np.rint(rng.lognormal(0, 0.7, invoice.size) * invoices["scale"].to_numpy()[invoice]))
     cents = catalogue["cents"].to_numpy()[product]
-    products = pd.DataFrame({
-        "invoice": invoice,
-        "product": product,
-        "quantity": catalogue["pack"].to_numpy()[product] * multiple.astype(np.int64),
-        "cents": np.where(rng.random(invoice.size) < FREE_LINE_SHARE, 0, cents),
-    }).drop_duplicates(["invoice", "product"])
+    products = pd.DataFrame(
+        {
+            "invoice": invoice,
+            "product": product,
+            "quantity": catalogue["pack"].to_numpy()[product] * multiple.astype(np.int64),
+            "cents": np.where(rng.random(invoice.size) < FREE_LINE_SHARE, 0, cents),
+        }
+    ).drop_duplicates(["invoice", "product"])
     postage = np.flatnonzero(invoices["postage"])
     manual = np.flatnonzero(invoices["manual"])
-    extras = pd.DataFrame({
-        "invoice": np.concatenate([postage, manual]),
-        "product": np.repeat([POSTAGE, MANUAL], [postage.size, manual.size]),
-        "quantity": np.concatenate([rng.integers(1, 4, postage.size), np.ones(manual.size, np.int64)]),
-        "cents": np.concatenate([
-            np.full(postage.size, POSTAGE_CENTS),
-            np.rint(rng.lognormal(np.log(250), 0.8, manual.size)).astype(np.int64) + 1,
-        ]),
-    })
+    extras = pd.DataFrame(
+        {
+            "invoice": np.concatenate([postage, manual]),
+            "product": np.repeat([POSTAGE, MANUAL], [postage.size, manual.size]),
+            "quantity": np.concatenate([rng.integers(1, 4, postage.size), np.ones(manual.size, np.int64)]),
+            "cents": np.concatenate(
+                [
+                    np.full(postage.size, POSTAGE_CENTS),
+                    np.rint(rng.lognormal(np.log(250), 0.8, manual.size)).astype(np.int64) + 1,
+                ]
+            ),
+        }
+    )
     customer_product = products[(invoices["customer"].to_numpy()[products["invoice"]] > 0)]
     duplicates = customer_product[rng.random(len(customer_product)) < DUPLICATE_SHARE]
     return pd.concat([products, extras, duplicates], ignore_index=True)
@@ -255,16 +329,19 @@ def _as_text(
     invoice_no = np.char.add(np.where(invoices["cancels"] >= 0, "C", ""), number.astype(str))
     invoice, product = lines["invoice"].to_numpy(), lines["product"].to_numpy()
     cents = lines["cents"].to_numpy()
-    return pd.DataFrame({
-        "InvoiceNo": invoice_no[invoice],
-        "StockCode": catalogue["code"].to_numpy()[product],
-        "Description": catalogue["description"].to_numpy()[product],
-        "Quantity": _formatted(lines["quantity"].to_numpy(), str),
-        "InvoiceDate": pd.DatetimeIndex(stamp).strftime("%Y-%m-%d %H:%M:%S").to_numpy()[invoice],
-        "UnitPrice": _formatted(cents, lambda c: f"{c // 100}.{c % 100:02d}"),
-        "CustomerID": np.where(customer > 0, customer.astype(str), "")[invoice],
-        "Country": COUNTRIES[invoices["country"].to_numpy()][invoice],
-    }, dtype=str)
+    return pd.DataFrame(
+        {
+            "InvoiceNo": invoice_no[invoice],
+            "StockCode": catalogue["code"].to_numpy()[product],
+            "Description": catalogue["description"].to_numpy()[product],
+            "Quantity": _formatted(lines["quantity"].to_numpy(), str),
+            "InvoiceDate": pd.DatetimeIndex(stamp).strftime("%Y-%m-%d %H:%M:%S").to_numpy()[invoice],
+            "UnitPrice": _formatted(cents, lambda c: f"{c // 100}.{c % 100:02d}"),
+            "CustomerID": np.where(customer > 0, customer.astype(str), "")[invoice],
+            "Country": COUNTRIES[invoices["country"].to_numpy()][invoice],
+        },
+        dtype=str,
+    )
 
 
 def _formatted(values: np.ndarray, fmt: Callable[[int], str]) -> np.ndarray:

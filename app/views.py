@@ -18,8 +18,9 @@ import plotly.graph_objects as go
 from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html, no_update
 from plotly.subplots import make_subplots
 
+from app.data import Filters, SegmentLake
 from jobs.config import Dashboard
-from jobs.dashboard.data import GONE, MEASURES, NEW, Filters, SegmentLake
+from jobs.definitions import GONE_CUSTOMER, NEW_CUSTOMER, RFM_MEASURES
 
 NO_SEGMENTS = "No segments yet — run `make run`"
 MEASURE_TITLES = {"recency_days": "Recency (days)", "frequency": "Frequency (invoices)", "monetary": "Monetary"}
@@ -221,7 +222,7 @@ def sizes_figure(sizes: pd.DataFrame, colours: dict[str, str]) -> go.Figure:
 def distribution_layout(log: bool) -> dict:
     """The 2×3 grid (histograms over box plots, one column per measure), built once per axis type."""
     grid = make_subplots(
-        rows=2, cols=3, subplot_titles=[MEASURE_TITLES[m] for m in MEASURES] * 2, vertical_spacing=0.12
+        rows=2, cols=3, subplot_titles=[MEASURE_TITLES[m] for m in RFM_MEASURES] * 2, vertical_spacing=0.12
     )
     grid.update_layout(template="plotly_white", title="R, F and M per segment (box whiskers: min–max)",
                        yaxis_title="customers")  # fmt: skip
@@ -239,7 +240,7 @@ def distribution_figure(histograms: pd.DataFrame, boxes: pd.DataFrame, colours: 
     traces = []
     hist = dict(tuple(histograms.groupby(["measure", "segment"]))) if not histograms.empty else {}
     stats = boxes.set_index(["measure", "segment"]) if not boxes.empty else None
-    for col, measure in enumerate(MEASURES, start=1):
+    for col, measure in enumerate(RFM_MEASURES, start=1):
         top, bottom = ("", str(col + 3)) if col == 1 else (str(col), str(col + 3))
         for segment, colour in colours.items():
             bins = hist.get((measure, segment))
@@ -281,8 +282,8 @@ def migration_figure(flows: pd.DataFrame, earlier: str, later: str, colours: dic
     """Sankey: earlier segments (left, incl. ``new``) to later segments (right, incl. ``gone``)."""
     sources = list(dict.fromkeys(flows["source"]))
     targets = list(dict.fromkeys(flows["target"]))
-    labels = [f"{s} ({earlier})" if s != NEW else f"new since {earlier}" for s in sources]
-    labels += [f"{t} ({later})" if t != GONE else f"not in {later}" for t in targets]
+    labels = [f"{s} ({earlier})" if s != NEW_CUSTOMER else f"new since {earlier}" for s in sources]
+    labels += [f"{t} ({later})" if t != GONE_CUSTOMER else f"not in {later}" for t in targets]
     figure = go.Figure(go.Sankey(
         node={"label": labels, "color": [colours.get(n, "rgb(187, 187, 187)") for n in sources + targets], "pad": 12},
         link={"source": [sources.index(s) for s in flows["source"]],

@@ -1,9 +1,9 @@
 """The one Spark session factory: Delta-enabled, configured from ``conf/``.
 
-The Delta jars are resolved from Maven Central once (``python -m jobs.spark``, run by
+The Delta jars are resolved from Maven Central once (``python -m jobs.adapters.spark``, run by
 ``make setup``) into the project's ivy cache; later sessions load the cached jars directly
 and need no network. Under ``spark-submit`` the JVM starts before this code runs, so pass
-them on the command line: ``spark-submit --jars "$(python -m jobs.spark --jars)" jobs/rfm.py …``.
+them on the command line: ``spark-submit --jars "$(python -m jobs.adapters.spark --jars)" jobs/__main__.py ingest --run-date D``.
 """
 
 from __future__ import annotations

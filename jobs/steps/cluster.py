@@ -13,7 +13,6 @@ params, metrics, the cluster profile and a PNG into one MLflow run per (DAG, run
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -30,16 +29,29 @@ from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import lake, registry, tracking
-from jobs.cli import run_step
+from jobs.adapters import lake, registry, tracking
+from jobs.adapters.registry import PREDICTION
+from jobs.adapters.spark import get_spark
 from jobs.config import Clustering, Settings, load_settings
+from jobs.core.features import log_feature_sql, log_feature_transformer
+from jobs.core.scoring import quintile_edges
+from jobs.definitions import (
+    CHOSEN_K_TAG,
+    CHOSEN_TAG,
+    DAG_RUN_TAG,
+    DAG_TAG,
+    K_RULE_TAG,
+    MODEL_VERSION_TAG,
+    NIGHT_TYPE_TAG,
+    PLAN_TAG,
+    PROMOTED_TAG,
+    RFM_MEASURES,
+    RUN_DATE_TAG,
+    STEP_TAG,
+    TRAINED_VERSION_TAG,
+)
 from jobs.errors import LakeStateError
-from jobs.features import log_feature_sql, log_feature_transformer
-from jobs.label import quintile_edges
-from jobs.registry import PREDICTION
-from jobs.spark import get_spark
 
-RFM_FEATURES = ["recency_days", "frequency", "monetary"]
 NightKind = Literal["retrain", "score", "rerun"]
 
 
@@ -63,7 +75,7 @@ class CandidateFit:
 
 def feature_frame(snapshot: DataFrame, clustering: Clustering) -> DataFrame:
     """The raw RFM features as doubles, range-partitioned and sorted by customer for reproducible fits."""
-    raw = snapshot.select("customer_id", *[F.col(name).cast("double").alias(name) for name in clustering.features])
+    raw = snapshot.select("customer_id", *[F.col(name).cast("double").alias(name) for name in RFM_MEASURES])
     return raw.repartitionByRange(clustering.input_partitions, "customer_id").sortWithinPartitions("customer_id")
 
 
@@ -71,7 +83,7 @@ def build_pipeline(clustering: Clustering, k: int) -> Pipeline:
     """log1p features -> assembler -> scaler -> the configured clustering algorithm with ``k`` clusters."""
     from pyspark.ml.feature import StandardScaler, VectorAssembler
 
-    assembler = VectorAssembler(inputCols=[f"log_{n}" for n in clustering.features], outputCol="log_features")
+    assembler = VectorAssembler(inputCols=[f"log_{n}" for n in RFM_MEASURES], outputCol="log_features")
     scaler = StandardScaler(inputCol="log_features", outputCol="features", withMean=True, withStd=True)
     if clustering.algorithm == "gmm":
         estimator = GaussianMixture(k=k, seed=clustering.seed, maxIter=clustering.max_iter)
@@ -133,7 +145,7 @@ def fit_candidate(features: DataFrame, clustering: Clustering, k: int) -> Candid
     summary = model.stages[-1].summary
     if clustering.algorithm == "gmm":
         metrics["gmm_log_likelihood"] = float(summary.logLikelihood)
-        metrics["gmm_bic"] = gmm_bic(metrics["gmm_log_likelihood"], k, len(clustering.features), int(metrics["customers"]))
+        metrics["gmm_bic"] = gmm_bic(metrics["gmm_log_likelihood"], k, len(RFM_MEASURES), int(metrics["customers"]))
     else:
         metrics["kmeans_cost"] = float(summary.trainingCost)
     return CandidateFit(k=k, model=model, metrics=metrics)
@@ -148,7 +160,9 @@ def choose_candidate(candidates: list[CandidateFit], clustering: Clustering) -> 
     if clustering.k is not None:
         return candidates[0], f"k fixed at {clustering.k} by configuration"
     eligible = [
-        c for c in candidates if c.k >= clustering.min_k and c.metrics["min_cluster_share"] >= clustering.min_cluster_share
+        c
+        for c in candidates
+        if c.k >= clustering.min_k and c.metrics["min_cluster_share"] >= clustering.min_cluster_share
     ]
     condition = f"k >= {clustering.min_k} and smallest cluster >= {clustering.min_cluster_share:.0%} of customers"
     pool, note = (eligible, condition) if eligible else (candidates, f"no fit met {condition}; all fits considered")
@@ -234,7 +248,7 @@ def _pyplot():
 
 def extract_snapshot(spark: SparkSession, settings: Settings, run_date: date) -> tuple[DataFrame, int]:
     """The run date's RFM snapshot and the silver version it was read at."""
-    path = lake.table_path(settings, "silver_customer_rfm")
+    path = settings.table_path("silver_customer_rfm")
     version = lake.current_version(spark, path)
     if version is None:
         raise LakeStateError(f"no silver RFM table at {path}: run the ingest step first")
@@ -244,7 +258,7 @@ def extract_snapshot(spark: SparkSession, settings: Settings, run_date: date) ->
 
 def recorded_model_version(spark: SparkSession, settings: Settings, run_date: date) -> str | None:
     """The model version that scored ``run_date`` before, if any."""
-    path = lake.table_path(settings, "silver_customer_clusters")
+    path = settings.table_path("silver_customer_clusters")
     if not lake.exists(spark, path):
         return None
     clusters = lake.read(spark, path)
@@ -272,7 +286,7 @@ def sweep(features: DataFrame, clustering: Clustering, lineage: dict[str, str]) 
     fitted = []
     for k in clustering.candidate_ks():
         with mlflow.start_run(run_name=f"k={k}", nested=True) as child:
-            mlflow.set_tags({**lineage, tracking.STEP_TAG: "sweep"})
+            mlflow.set_tags({**lineage, STEP_TAG: "sweep"})
             mlflow.log_params({"algorithm": clustering.algorithm, "k": k, "seed": clustering.seed,
                                "max_iter": clustering.max_iter})  # fmt: skip
             candidate = fit_candidate(features, clustering, k)
@@ -316,19 +330,19 @@ def retrain(
     chosen, reason = choose_candidate(candidates, clustering)
     client = tracking.client(settings)
     for candidate, child_id in fitted:
-        client.set_tag(child_id, "rfm.chosen", str(candidate is chosen).lower())
-    mlflow.set_tags({"rfm.chosen_k": str(chosen.k), "rfm.k_rule": reason})
+        client.set_tag(child_id, CHOSEN_TAG, str(candidate is chosen).lower())
+    mlflow.set_tags({CHOSEN_K_TAG: str(chosen.k), K_RULE_TAG: reason})
     log_sweep(candidates, chosen, clustering)
     metadata = {
         "trained_on": run_date.isoformat(),
         "k": chosen.k,
         "algorithm": clustering.algorithm,
         "features": log_feature_sql(clustering),
-        "quintile_edges": quintile_edges(snapshot, RFM_FEATURES),
+        "quintile_edges": quintile_edges(snapshot, RFM_MEASURES),
     }
     version = str(registry.register(chosen.model, features, settings, metadata).version)
     promotion = promote(settings, chosen, version, features)
-    mlflow.set_tags({"rfm.promoted": str(promotion.promoted).lower(), tracking.TRAINED_VERSION_TAG: version})
+    mlflow.set_tags({PROMOTED_TAG: str(promotion.promoted).lower(), TRAINED_VERSION_TAG: version})
     mlflow.log_dict(promotion.as_dict(), "promotion/decision.json")
     return (version if promotion.promoted else promotion.champion_version), promotion
 
@@ -351,14 +365,14 @@ def cluster_day(
             f"{run_date}: {customers} customers in the snapshot, fewer than the largest k "
             f"({max(clustering.candidate_ks())})"
         )
-    lineage = {tracking.DAG_TAG: settings.dag.dag_id, "airflow.run_id": "cli", **(lineage or {}),
-               tracking.RUN_DATE_TAG: run_date.isoformat()}  # fmt: skip
-    dag_id = lineage[tracking.DAG_TAG]
+    lineage = {DAG_TAG: settings.dag.dag_id, DAG_RUN_TAG: "cli", **(lineage or {}),
+               RUN_DATE_TAG: run_date.isoformat()}  # fmt: skip
+    dag_id = lineage[DAG_TAG]
     mlflow.set_experiment(experiment_id=tracking.experiment_id(settings))
     plan = plan_for(spark, settings, run_date)
     promotion = None
     with mlflow.start_run(run_name=f"{dag_id}__{run_date.isoformat()}") as run:
-        mlflow.set_tags({**lineage, tracking.STEP_TAG: "cluster", "rfm.night_type": plan.kind, "rfm.plan": plan.reason})
+        mlflow.set_tags({**lineage, STEP_TAG: "cluster", NIGHT_TYPE_TAG: plan.kind, PLAN_TAG: plan.reason})
         version = plan.version
         if plan.kind == "retrain":
             version, promotion = retrain(snapshot, features, settings, run_date, lineage)
@@ -373,17 +387,17 @@ def cluster_day(
                 "max_iter": clustering.max_iter,
                 "features": ", ".join(log_feature_sql(clustering).values()),
                 "scaling": "standard (mean 0, sd 1), inside the registered pipeline",
-                "input_table": str(lake.table_path(settings, "silver_customer_rfm")),
+                "input_table": str(settings.table_path("silver_customer_rfm")),
                 "input_version": silver_version,
                 "row_count": customers,
                 "model_name": settings.model.registered_name,
                 "model_version": version,
             }
         )
-        mlflow.set_tag("rfm.model_version", version)
+        mlflow.set_tag(MODEL_VERSION_TAG, version)
         metrics = quality_metrics(scored, k, clustering)
         mlflow.log_metrics(metrics)
-        assignments = scored.select("customer_id", *clustering.features, F.col(PREDICTION).cast("int").alias("cluster"))
+        assignments = scored.select("customer_id", *RFM_MEASURES, F.col(PREDICTION).cast("int").alias("cluster"))
         log_cluster_artifacts(assignments, clustering)
         run_id = run.info.run_id
     clusters_version = lake.replace_slice(
@@ -397,7 +411,7 @@ def cluster_day(
             F.lit(settings.model.registered_name).alias("model_name"),
             F.lit(version).alias("model_version"),
         ),
-        lake.table_path(settings, "silver_customer_clusters"),
+        settings.table_path("silver_customer_clusters"),
         f"snapshot_date = {lake.date_literal(run_date)}",
         "snapshot_date",
     )
@@ -421,19 +435,15 @@ def cluster_day(
 
 def log_cluster_artifacts(assignments: DataFrame, clustering: Clustering) -> None:
     """The cluster profile (CSV) and a sampled scatter (PNG) under ``clusters/``."""
-    profile = cluster_profile(assignments, clustering.features)
+    profile = cluster_profile(assignments, RFM_MEASURES)
     with tempfile.TemporaryDirectory() as tmp:
         profile.to_csv(Path(tmp) / "cluster_profile.csv", index=False)
         total = int(profile["customers"].sum())
         fraction = min(1.0, clustering.plot_sample / max(total, 1))
-        sample = assignments.sample(fraction=fraction, seed=clustering.seed).toPandas() if fraction < 1 else assignments.toPandas()
+        sample = (
+            assignments.sample(fraction=fraction, seed=clustering.seed).toPandas()
+            if fraction < 1
+            else assignments.toPandas()
+        )
         plot_clusters(sample, Path(tmp) / "clusters_rfm.png")
         mlflow.log_artifacts(tmp, artifact_path="clusters")
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_step(cluster_day, "Cluster one RFM snapshot and log the model to MLflow.", argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

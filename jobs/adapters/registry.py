@@ -19,11 +19,10 @@ from mlflow.exceptions import MlflowException
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 
-from jobs import tracking
+from jobs.adapters import tracking
 from jobs.config import Settings
+from jobs.definitions import K_TAG, PROMOTION_TAG, RFM_MEASURES, TRAINED_ON_TAG
 
-TRAINED_ON_TAG = "rfm.trained_on"
-K_TAG = "rfm.k"
 PREDICTION = "prediction"  # MLflow's signature inference expects Spark ML's default name
 
 
@@ -46,7 +45,9 @@ class Promotion:
 def champion(settings: Settings) -> ModelVersion | None:
     """The version behind the alias, or None when there is none (yet)."""
     try:
-        return tracking.client(settings).get_model_version_by_alias(settings.model.registered_name, settings.model.alias)
+        return tracking.client(settings).get_model_version_by_alias(
+            settings.model.registered_name, settings.model.alias
+        )
     except MlflowException:
         return None
 
@@ -66,11 +67,11 @@ def register(model: PipelineModel, features: DataFrame, settings: Settings, meta
     import pyspark
     from mlflow.models import infer_signature
 
-    inputs = features.select(*settings.clustering.features).limit(5)
+    inputs = features.select(*RFM_MEASURES).limit(5)
     signature = infer_signature(inputs.toPandas(), model.transform(inputs).select(PREDICTION).toPandas())
     info = mlflow.spark.log_model(
         model,
-        artifact_path="model",
+        artifact_path="model",  # mlflow 3.17.2's Spark flavour has no `name=` (the other flavours do)
         signature=signature,
         pip_requirements=[f"pyspark=={pyspark.__version__}"],
         registered_model_name=settings.model.registered_name,
@@ -130,4 +131,4 @@ def apply_promotion(settings: Settings, promotion: Promotion) -> None:
     name = settings.model.registered_name
     if promotion.promoted:
         client.set_registered_model_alias(name, settings.model.alias, promotion.new_version)
-    client.set_model_version_tag(name, promotion.new_version, "rfm.promotion", json.dumps(promotion.as_dict()))
+    client.set_model_version_tag(name, promotion.new_version, PROMOTION_TAG, json.dumps(promotion.as_dict()))

@@ -24,17 +24,13 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 from deltalake import DeltaTable
 
-from jobs import lake
 from jobs.config import Settings
+from jobs.definitions import GONE_CUSTOMER, LABEL_SCHEMES, NEW_CUSTOMER, RFM_MEASURES
 
-SCHEME_COLUMNS = {"cluster": "cluster_label", "rfm": "rfm_segment"}
-MEASURES = ("recency_days", "frequency", "monetary")
 CUSTOMER_COLUMNS = [
     "customer_id", "country", "recency_days", "frequency", "monetary", "r_score", "f_score", "m_score",
     "rfm_score", "rfm_segment", "cluster", "cluster_label", "first_purchase_date", "last_purchase_date", "tenure_days",
 ]  # fmt: skip
-NEW = "new"
-GONE = "gone"
 
 # AG Grid filter model → SQL; the value is bound as a parameter, never pasted.
 _COMPARISONS = {
@@ -56,7 +52,7 @@ class Filters:
 
     @property
     def label_column(self) -> str:
-        return SCHEME_COLUMNS[self.scheme]
+        return LABEL_SCHEMES[self.scheme]
 
 
 class SegmentLake:
@@ -79,8 +75,8 @@ class SegmentLake:
         """The pipeline's gold tables; segments ordered best first as configured."""
         rules = list(dict.fromkeys(rule.segment for rule in settings.labels.segment_rules))
         return cls(
-            lake.table_path(settings, "gold_customer_segments"),
-            lake.table_path(settings, "gold_segment_summary"),
+            settings.table_path("gold_customer_segments"),
+            settings.table_path("gold_segment_summary"),
             {"cluster": list(dict.fromkeys(settings.labels.cluster_labels)), "rfm": rules},
         )
 
@@ -100,7 +96,7 @@ class SegmentLake:
 
     def _read_snapshot(self, version: int, day: date) -> pa.Table:
         table = DeltaTable(self.segments_path, version=version)
-        return table.to_pyarrow_table(partitions=[("snapshot_date", "=", day.isoformat())], columns=CUSTOMER_COLUMNS)
+        return table.to_pyarrow_table(filters=[("snapshot_date", "=", day.isoformat())], columns=CUSTOMER_COLUMNS)
 
     def _read_summary(self, version: int) -> pd.DataFrame:
         summary = DeltaTable(self.summary_path, version=version).to_pandas()
@@ -143,7 +139,7 @@ class SegmentLake:
         version = self._version(self.segments_path)
         self._numeric(version, dates[-1])  # reads the snapshot too
         self._counts(version)
-        for scheme in SCHEME_COLUMNS if len(dates) > 1 else ():
+        for scheme in LABEL_SCHEMES if len(dates) > 1 else ():
             self.migration(scheme, dates[-2], dates[-1])
 
     # -- what the filters can take ------------------------------------------------------------
@@ -168,7 +164,7 @@ class SegmentLake:
         table = self.snapshot(day)
         if table is None:
             return []
-        present = set(table.column(SCHEME_COLUMNS[scheme]).unique().to_pylist()) - {None}
+        present = set(table.column(LABEL_SCHEMES[scheme]).unique().to_pylist()) - {None}
         return self._ordered(scheme, present)
 
     def _ordered(self, scheme: str, names: set[str]) -> list[str]:
@@ -235,7 +231,7 @@ class SegmentLake:
             if version is None:
                 return pd.DataFrame(columns=["snapshot_date", "segment", "customers"])
             counts = self._counts(version)
-            counts = counts[counts["country"] == country].rename(columns={SCHEME_COLUMNS[scheme]: "segment"})
+            counts = counts[counts["country"] == country].rename(columns={LABEL_SCHEMES[scheme]: "segment"})
             sizes = counts.groupby(["snapshot_date", "segment"], as_index=False)["customers"].sum()
             sizes["snapshot_date"] = pd.to_datetime(sizes["snapshot_date"]).dt.date
         else:
@@ -257,7 +253,7 @@ class SegmentLake:
         per_measure = ", ".join(
             f"min({m})::DOUBLE AS {m}_min, max({m})::DOUBLE AS {m}_max, "
             f"quantile_cont({m}::DOUBLE, [0.25, 0.5, 0.75]) AS {m}_q"
-            for m in MEASURES
+            for m in RFM_MEASURES
         )
         wide = self._query(
             f"SELECT {filters.label_column} AS segment, count(*) AS customers, {per_measure} FROM segments "
@@ -268,7 +264,7 @@ class SegmentLake:
         return pd.DataFrame([
             {"segment": row["segment"], "measure": m, "customers": row["customers"], "min": row[f"{m}_min"],
              "q1": row[f"{m}_q"][0], "median": row[f"{m}_q"][1], "q3": row[f"{m}_q"][2], "max": row[f"{m}_max"]}
-            for row in wide.to_dict("records") for m in MEASURES
+            for row in wide.to_dict("records") for m in RFM_MEASURES
         ])  # fmt: skip
 
     def histograms(self, filters: Filters, bins: int = 30, log_scale: bool = False) -> pd.DataFrame:
@@ -293,7 +289,7 @@ class SegmentLake:
         segment_codes = codes[selected]
         present = np.unique(segment_codes)
         frames = []
-        for measure in MEASURES:
+        for measure in RFM_MEASURES:
             values = columns[measure][selected]
             positive = values[values > 0]
             log_spaced = log_scale and measure != "recency_days" and len(positive) > 0
@@ -307,8 +303,8 @@ class SegmentLake:
     def _read_numeric(self, version: int, day: date) -> dict[str, Any]:
         """The snapshot's measures as float arrays and its labels and country as (codes, names)."""
         table = self._snapshot(version, day)
-        columns: dict[str, Any] = {m: table[m].cast(pa.float64()).to_numpy() for m in MEASURES}
-        for column in (*SCHEME_COLUMNS.values(), "country"):
+        columns: dict[str, Any] = {m: table[m].cast(pa.float64()).to_numpy() for m in RFM_MEASURES}
+        for column in (*LABEL_SCHEMES.values(), "country"):
             encoded = table[column].combine_chunks().dictionary_encode()
             columns[column] = (encoded.indices.fill_null(-1).to_numpy(), encoded.dictionary.to_pylist())
         return columns
@@ -351,11 +347,11 @@ class SegmentLake:
 
     def _read_flows(self, version: int, scheme: str, earlier: date, later: date) -> pd.DataFrame:
         """Moves per source, target and country: the join of two snapshots runs once per pair."""
-        column = SCHEME_COLUMNS[scheme]
+        column = LABEL_SCHEMES[scheme]
         return self._query(
             f"""
             WITH moves AS (
-              SELECT coalesce(b.{column}, '{NEW}') AS source, coalesce(a.{column}, '{GONE}') AS target,
+              SELECT coalesce(b.{column}, '{NEW_CUSTOMER}') AS source, coalesce(a.{column}, '{GONE_CUSTOMER}') AS target,
                      coalesce(a.monetary, b.monetary)::DOUBLE AS monetary, coalesce(a.country, b.country) AS country
               FROM (SELECT customer_id, {column}, monetary, country FROM before) b
               FULL OUTER JOIN (SELECT customer_id, {column}, monetary, country FROM after) a USING (customer_id))

@@ -1,6 +1,6 @@
 """Step 5 — a static EDA report of the run: PNG charts + one HTML page, no JVM.
 
-``python -m jobs.eda --run-date YYYY-MM-DD``
+``python -m jobs eda --run-date YYYY-MM-DD``
 
 Extract: bronze rows dated <= D and the gold snapshot of D, read with delta-rs.
 Transform: pure pandas functions, frames in, small frames out.
@@ -20,28 +20,27 @@ from __future__ import annotations
 
 import html
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 from deltalake import DeltaTable
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
-from jobs import lake, tracking
-from jobs.cli import run_step
+from jobs.adapters import tracking
 from jobs.config import Rfm, Settings, load_settings
+from jobs.core.rules import cancellation_sql, non_product_sql, purchase_sql
+from jobs.definitions import CANONICAL_COLUMNS, RFM_MEASURES
 from jobs.errors import LakeStateError
 
-BRONZE_COLUMNS = ["invoice", "stock_code", "description", "quantity", "invoice_date", "price", "customer_id", "country"]
-SEGMENT_COLUMNS = ["customer_id", "recency_days", "frequency", "monetary", "mlflow_run_id"]
+SEGMENT_COLUMNS = ["customer_id", *RFM_MEASURES, "mlflow_run_id"]
 SUMMARY_COLUMNS = ["label_scheme", "segment", "customers", "customer_share", "revenue_share"]
-RFM_FEATURES = ["recency_days", "frequency", "monetary"]
 WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 CORRELATION_METHODS = ["spearman", "pearson"]
 ARTIFACT_PATH = "eda"
@@ -62,7 +61,7 @@ class LakeSnapshot:
 
 def read_delta(settings: Settings, name: str, filters: list[tuple], columns: list[str]) -> pd.DataFrame:
     """Rows of table ``name`` matching the partition ``filters``; LakeStateError when it is missing."""
-    path = str(lake.table_path(settings, name))
+    path = str(settings.table_path(name))
     if not DeltaTable.is_deltatable(path):
         raise LakeStateError(f"no {name} table at {path}: run the earlier steps first")
     return DeltaTable(path).to_pandas(filters=filters, columns=columns)
@@ -75,7 +74,9 @@ def extract(settings: Settings, run_date: date) -> LakeSnapshot:
     if segments.empty:
         raise LakeStateError(f"no gold snapshot for {run_date}: run the label step for that date first")
     summary = read_delta(settings, "gold_segment_summary", snapshot, SUMMARY_COLUMNS)
-    transactions = read_delta(settings, "bronze_transactions", [("transaction_date", "<=", run_date)], BRONZE_COLUMNS)
+    transactions = read_delta(
+        settings, "bronze_transactions", [("transaction_date", "<=", run_date)], CANONICAL_COLUMNS
+    )
     transactions["price"] = transactions["price"].astype(float)
     transactions["invoice_date"] = pd.to_datetime(transactions["invoice_date"], utc=True).dt.tz_convert(None)
     segments["monetary"] = segments["monetary"].astype(float)
@@ -89,18 +90,24 @@ def revenue_lines(transactions: pd.DataFrame, rules: Rfm) -> pd.DataFrame:
     """Product lines that make revenue (customer id not required): signed ``revenue`` and ``order``.
 
     Purchase lines, plus cancellation lines (negative) when ``rules.net_of_cancellations``;
-    ``order`` is the invoice of a purchase line and null on a cancellation line.
+    ``order`` is the invoice of a purchase line and null on a cancellation line. The rules are
+    the SQL predicates RFM applies in Spark (``jobs.core.rules``), applied here by DuckDB.
     """
-    lines = transactions[~transactions["stock_code"].isin(rules.non_product_stock_codes)]
+    lines = transactions[~duckdb_flag(transactions, non_product_sql(rules))]
     if rules.drop_exact_duplicates:
-        lines = lines.drop_duplicates(subset=BRONZE_COLUMNS)
-    regular_invoice = ~lines["invoice"].str.startswith(tuple(rules.non_purchase_prefixes))
-    purchase = regular_invoice & (lines["quantity"] > 0) & (lines["price"] > 0)
-    cancellation = lines["invoice"].str.startswith(rules.cancellation_prefix) & (lines["quantity"] < 0)
+        lines = lines.drop_duplicates(subset=CANONICAL_COLUMNS)
+    purchase = duckdb_flag(lines, purchase_sql(rules))
+    cancellation = duckdb_flag(lines, cancellation_sql(rules))
     counted = purchase | cancellation if rules.net_of_cancellations else purchase
     return lines[counted].assign(
         revenue=lambda f: f["quantity"] * f["price"], order=lines["invoice"].where(purchase)[counted]
     )
+
+
+def duckdb_flag(frame: pd.DataFrame, predicate: str) -> pd.Series:
+    """``predicate`` (SQL) evaluated on every row of ``frame``, null as False, aligned with its index."""
+    flags = duckdb.sql(f"SELECT coalesce({predicate}, FALSE) AS flag FROM frame").df()["flag"]
+    return pd.Series(flags.to_numpy(dtype=bool), index=frame.index)
 
 
 def daily_revenue_and_orders(lines: pd.DataFrame) -> pd.DataFrame:
@@ -117,7 +124,7 @@ def daily_revenue_and_orders(lines: pd.DataFrame) -> pd.DataFrame:
 def orders_by_weekday_hour(lines: pd.DataFrame) -> pd.DataFrame:
     """Distinct orders per weekday (rows, Mon..Sun) and hour of day (columns, 0..23) of the order's time."""
     ordered_at = lines.groupby("order")["invoice_date"].min()
-    counts = pd.crosstab(ordered_at.dt.dayofweek, ordered_at.dt.hour)
+    counts = pd.crosstab(ordered_at.dt.day_of_week, ordered_at.dt.hour)
     grid = counts.reindex(index=range(7), columns=range(24), fill_value=0)
     grid.index, grid.columns = WEEKDAYS, list(range(24))
     return grid
@@ -145,7 +152,7 @@ def top_products(lines: pd.DataFrame, n: int) -> pd.DataFrame:
 
 def rfm_distribution(segments: pd.DataFrame) -> pd.DataFrame:
     """Per R/F/M feature: customers, mean and the 0/25/50/75/90/100 % quantiles."""
-    stats = segments[RFM_FEATURES].describe(percentiles=[0.25, 0.5, 0.75, 0.9])
+    stats = segments[RFM_MEASURES].describe(percentiles=[0.25, 0.5, 0.75, 0.9])
     return stats.drop(index="std").T
 
 
@@ -157,7 +164,7 @@ def segment_shares(summary: pd.DataFrame) -> pd.DataFrame:
 
 def rfm_correlations(segments: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Spearman and Pearson correlation matrices of recency, frequency and monetary."""
-    return {method: segments[RFM_FEATURES].corr(method=method) for method in CORRELATION_METHODS}
+    return {method: segments[RFM_MEASURES].corr(method=method) for method in CORRELATION_METHODS}
 
 
 # ---------------------------------------------------------------- charts
@@ -207,7 +214,7 @@ def plot_top(top: pd.DataFrame, label: str, title: str, path: Path) -> Path:
 def plot_rfm_distributions(segments: pd.DataFrame, bins: int, path: Path) -> Path:
     """One histogram per feature; F and M on log-spaced bins (values below 1 drawn at 1)."""
     figure = Figure(figsize=(12, 3.8))
-    for axes, feature in zip(figure.subplots(1, 3), RFM_FEATURES, strict=True):
+    for axes, feature in zip(figure.subplots(1, 3), RFM_MEASURES, strict=True):
         values = segments[feature].to_numpy(dtype=float)
         if feature == "recency_days":
             axes.hist(values, bins=bins, color="tab:purple")
@@ -353,17 +360,12 @@ def active_run_id(settings: Settings, run_date: date, segments: pd.DataFrame) ->
     return matching[0]
 
 
-def report_dir(settings: Settings, run_date: date) -> Path:
-    """Where the report of ``run_date`` lands."""
-    return settings.path("reports_dir") / f"date={run_date.isoformat()}"
-
-
 def eda_day(run_date: date, settings: Settings | None = None) -> dict[str, Any]:
     """Write the report of ``run_date`` and log it to the day's MLflow run; returns where it is."""
     settings = settings or load_settings()
     snapshot = extract(settings, run_date)
     run_id = active_run_id(settings, run_date, snapshot.segments)
-    target = report_dir(settings, run_date)
+    target = settings.report_dir(run_date)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the report is for readers
@@ -384,11 +386,3 @@ def eda_day(run_date: date, settings: Settings | None = None) -> dict[str, Any]:
         "mlflow_run_id": run_id,
         "mlflow_artifact_path": ARTIFACT_PATH,
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_step(eda_day, "Write the EDA report (HTML + PNG charts) of one snapshot and log it to MLflow.", argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,12 +9,13 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from jobs.config import Clustering
+from jobs.definitions import RFM_MEASURES
 
 
 def log_feature_sql(clustering: Clustering) -> dict[str, str]:
     """Output column ``log_<feature>`` -> its SQL expression over the raw RFM columns."""
     expressions = {}
-    for name in clustering.features:
+    for name in RFM_MEASURES:
         value = f"CAST({name} AS DOUBLE)"
         if name == "recency_days" and clustering.recency_unit_days != 1:
             value = f"{value} / {clustering.recency_unit_days}"

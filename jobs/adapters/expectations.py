@@ -1,18 +1,11 @@
-"""Step 1 — validate a landed day with the Great Expectations suite in ``expectations/``.
-
-Extract the day's files as text, transform them into a validation frame (canonical names,
-parsed values beside their raw text, the adjustment flag), run the suite with thresholds
-from ``conf/`` as expectation parameters, and keep the result (JSON + Data Docs) whatever
-it says. A failure raises ``DataValidationError`` naming each broken expectation and how
-many rows broke it; this step never writes to the lake.
-"""
+"""Great Expectations at the edge: the version-controlled suite, its runner (results store and
+Data Docs) and the validation report kept per day, which ingest checks before loading."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -20,17 +13,22 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 
-from jobs.cli import run_step
-from jobs.config import Settings, load_settings
-from jobs.errors import DataValidationError, LakeStateError
-from jobs.landing import data_files, fingerprint, has_arrived
-from jobs.spark import get_spark
-from jobs.transactions import is_adjustment, parse_transactions, read_landed_day, to_canonical_names
+from jobs.adapters.transactions import (
+    is_adjustment,
+    parse_transactions,
+    to_canonical_names,
+)
+from jobs.config import Settings
+from jobs.errors import DataValidationError
 
 log = logging.getLogger(__name__)
+
+
 SUITE_FILE = "transactions.json"
+
+
 MISSING_CUSTOMER_EXPECTATION = "expect_column_proportion_of_non_null_values_to_be_between"
 
 
@@ -228,31 +226,7 @@ def raise_if_failed(reports: list[ValidationReport]) -> None:
         raise DataValidationError(f"validation failed for {len(failed)} day(s); nothing was written. {details}")
 
 
-def validate_day(day: date, settings: Settings | None = None, spark: SparkSession | None = None) -> dict[str, Any]:
-    """Validate the landed files of ``day``; the summary returned is small enough for XCom."""
-    settings = settings or load_settings()
-    landing_dir = settings.path("landing_dir")
-    if not has_arrived(landing_dir, day, settings.landing.marker):
-        raise LakeStateError(f"no arrival marker for {day} under {landing_dir}: the day's data has not landed")
-    spark = spark or get_spark(settings)
-    files = data_files(landing_dir, day, settings.landing.format)
-    frame = collect_day(validation_frame(read_landed_day(spark, settings, day), settings), settings, day)
-    runner = SuiteRunner(settings)
-    report = check_day(runner, frame, day, fingerprint(files))
-    runner.build_data_docs()
-    raise_if_failed([report])
-    return {k: v for k, v in asdict(report).items() if k != "failures"}
-
-
 def read_latest_report(settings: Settings, day: date) -> ValidationReport | None:
     """The latest validation report kept for ``day``, if any."""
     path = day_results_dir(settings, day) / "latest.json"
     return ValidationReport(**json.loads(path.read_text())) if path.is_file() else None
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_step(validate_day, "Validate one landed day with Great Expectations.", argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

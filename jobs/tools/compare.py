@@ -1,6 +1,6 @@
 """The last N nights side by side, read with the MLflow client.
 
-``python -m jobs.compare --last 14``  (``make compare``)
+``python -m jobs.tools.compare --last 14``  (``make compare``)
 
 One row per night run (superseded runs left out), newest first: date, retrain or scoring night,
 algorithm, k, model version, whether a retrain took the alias, silhouette, Davies–Bouldin,
@@ -15,18 +15,25 @@ import sys
 import pandas as pd
 from mlflow.entities import Run
 
-from jobs import tracking
+from jobs.adapters import tracking
 from jobs.config import Settings, load_settings
+from jobs.definitions import (
+    NIGHT_TYPE_TAG,
+    PROMOTED_TAG,
+    RUN_DATE_TAG,
+    STEP_TAG,
+    SUPERSEDED_TAG,
+)
 
 
 def night_runs(settings: Settings, last: int) -> list[Run]:
     """The newest ``last`` night runs (one per run date), newest first."""
     runs = tracking.client(settings).search_runs(
         [tracking.experiment_id(settings)],
-        filter_string=f"tags.`{tracking.STEP_TAG}` = 'cluster'",
-        order_by=[f"tags.`{tracking.RUN_DATE_TAG}` DESC", "attributes.start_time DESC"],
+        filter_string=f"tags.`{STEP_TAG}` = 'cluster'",
+        order_by=[f"tags.`{RUN_DATE_TAG}` DESC", "attributes.start_time DESC"],
     )
-    return [run for run in runs if tracking.SUPERSEDED_TAG not in run.data.tags][:last]
+    return [run for run in runs if SUPERSEDED_TAG not in run.data.tags][:last]
 
 
 def _cluster_sizes(metrics: dict[str, float], k: int) -> str:
@@ -34,7 +41,9 @@ def _cluster_sizes(metrics: dict[str, float], k: int) -> str:
 
 
 def _label_shares(metrics: dict[str, float]) -> str:
-    shares = {name.removeprefix("label_share_"): value for name, value in metrics.items() if name.startswith("label_share_")}
+    shares = {
+        name.removeprefix("label_share_"): value for name, value in metrics.items() if name.startswith("label_share_")
+    }
     return " ".join(f"{label} {share:.0%}" for label, share in sorted(shares.items(), key=lambda kv: -kv[1]))
 
 
@@ -46,12 +55,12 @@ def comparison_table(runs: list[Run]) -> pd.DataFrame:
         k = int(params.get("k", 0))
         rows.append(
             {
-                "date": tags.get(tracking.RUN_DATE_TAG),
-                "night": tags.get("rfm.night_type", ""),
+                "date": tags.get(RUN_DATE_TAG),
+                "night": tags.get(NIGHT_TYPE_TAG, ""),
                 "algorithm": params.get("algorithm"),
                 "k": k,
                 "model_version": params.get("model_version"),
-                "promoted": tags.get("rfm.promoted", ""),
+                "promoted": tags.get(PROMOTED_TAG, ""),
                 "silhouette": metrics.get("silhouette"),
                 "davies_bouldin": metrics.get("davies_bouldin"),
                 "cluster_sizes": _cluster_sizes(metrics, k),

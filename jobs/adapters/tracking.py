@@ -15,12 +15,13 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from jobs.config import Settings
-
-RUN_DATE_TAG = "rfm.run_date"
-DAG_TAG = "airflow.dag_id"
-SUPERSEDED_TAG = "rfm.superseded_by"
-STEP_TAG = "rfm.step"
-TRAINED_VERSION_TAG = "rfm.trained_model_version"
+from jobs.definitions import (
+    DAG_TAG,
+    RUN_DATE_TAG,
+    STEP_TAG,
+    SUPERSEDED_TAG,
+    TRAINED_VERSION_TAG,
+)
 
 
 def client(settings: Settings) -> MlflowClient:

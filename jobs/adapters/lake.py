@@ -12,23 +12,6 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from jobs.config import Settings
-
-TABLES = {
-    "bronze_transactions": "bronze/transactions",
-    "silver_customer_rfm": "silver/customer_rfm",
-    "silver_customer_clusters": "silver/customer_clusters",
-    "gold_customer_segments": "gold/customer_segments",
-    "gold_segment_summary": "gold/segment_summary",
-    "gold_segment_transitions": "gold/segment_transitions",
-    "run_audit": "audit/run_audit",
-}
-
-
-def table_path(settings: Settings, name: str) -> Path:
-    """Filesystem location of table ``name``."""
-    return settings.path("lake_dir") / TABLES[name]
-
 
 def exists(spark: SparkSession, path: Path) -> bool:
     from delta.tables import DeltaTable
@@ -51,7 +34,9 @@ def replace_slice(frame: DataFrame, path: Path, predicate: str, partition_by: st
     New columns are added to the table's schema (additive evolution); nothing is dropped.
     """
     spark = frame.sparkSession
-    writer = frame.write.format("delta").mode("overwrite").option("replaceWhere", predicate).option("mergeSchema", "true")
+    writer = (
+        frame.write.format("delta").mode("overwrite").option("replaceWhere", predicate).option("mergeSchema", "true")
+    )
     if not exists(spark, path):
         writer = writer.partitionBy(partition_by)
     writer.save(str(path))

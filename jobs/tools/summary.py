@@ -1,6 +1,6 @@
 """Where a run's outputs are, and the segments of a snapshot — read without a JVM (delta-rs).
 
-``python -m jobs.summary --run-date YYYY-MM-DD``
+``python -m jobs.tools.summary --run-date YYYY-MM-DD``
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ from datetime import date
 import pandas as pd
 from deltalake import DeltaTable
 
-from jobs import lake, registry, tracking
+from jobs.adapters import registry, tracking
 from jobs.cli import run_date_parser
 from jobs.config import Settings, load_settings
-from jobs.eda import report_dir
+from jobs.definitions import TABLES
 
 
 def segment_table(settings: Settings, run_date: date) -> pd.DataFrame:
     """The gold segment summary of ``run_date``, best segments first within each scheme."""
-    table = DeltaTable(str(lake.table_path(settings, "gold_segment_summary")))
+    table = DeltaTable(str(settings.table_path("gold_segment_summary")))
     summary = table.to_pandas(filters=[("snapshot_date", "=", run_date)])
     return summary.sort_values(["label_scheme", "monetary_total"], ascending=[True, False])
 
@@ -27,8 +27,8 @@ def segment_table(settings: Settings, run_date: date) -> pd.DataFrame:
 def report(settings: Settings, run_date: date) -> str:
     """A plain-text report: table locations and versions, MLflow run, segments."""
     lines = [f"RFM segmentation — snapshot {run_date}", "", "Delta tables:"]
-    for name in lake.TABLES:
-        path = lake.table_path(settings, name)
+    for name in TABLES:
+        path = settings.table_path(name)
         version = DeltaTable(str(path)).version() if DeltaTable.is_deltatable(str(path)) else None
         lines.append(f"  {name:<26} v{version}  {path}")
     runs = tracking.runs_for_date(settings, settings.dag.dag_id, run_date)
@@ -42,7 +42,7 @@ def report(settings: Settings, run_date: date) -> str:
     champion = registry.champion(settings)
     if champion is not None:
         lines.append(f"  {registry.champion_uri(settings)} -> version {champion.version}")
-    lines += ["", f"EDA report: {report_dir(settings, run_date) / 'report.html'}",
+    lines += ["", f"EDA report: {settings.report_dir(run_date) / 'report.html'}",
               "Segment explorer: make dashboard"]  # fmt: skip
     summary = segment_table(settings, run_date)
     pd.set_option("display.width", 160)

@@ -4,7 +4,7 @@ Rows keep their original order and column names; a row's day is the first ten ch
 invoice date (``YYYY-MM-DD HH:MM:SS``). A day without rows still gets a header-only file and the
 marker: a day without trading.
 
-    python -m jobs.split --source ../shared/data/online_retail.csv.gz --from 2011-08-10 --to 2011-08-14
+    python -m jobs.tools.split --source ../shared/data/online_retail.csv.gz --from 2011-08-10 --to 2011-08-14
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from jobs.adapters.landing import write_day
 from jobs.config import Settings, load_settings
-from jobs.landing import write_day
 
 
 def read_export(path: Path) -> pd.DataFrame:

@@ -17,13 +17,15 @@ import argparse
 import itertools
 import json
 import logging
+import os
 import random
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +34,9 @@ import numpy as np
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
-from jobs import lake
+from app.data import CUSTOMER_COLUMNS, SegmentLake
+from app.views import create_app
 from jobs.config import REPO_ROOT, Settings, load_settings
-from jobs.dashboard.app import create_app
-from jobs.dashboard.data import CUSTOMER_COLUMNS, SegmentLake
 
 REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "online_retail.csv.gz"
 LABELLED_DATES = [date(2011, 12, 2), date(2011, 12, 5), date(2011, 12, 7), date(2011, 12, 9)]
@@ -49,31 +50,12 @@ def settings_at(data_dir: Path) -> Settings:
 
 
 def build_real_lake(data_dir: Path) -> None:
-    """The real pipeline over the UCI file: history to BACKFILL_UNTIL, then day by day, labelled on LABELLED_DATES."""
-    from jobs.backfill import backfill
-    from jobs.cluster import cluster_day
-    from jobs.label import label_day
-    from jobs.rfm import ingest_day
-    from jobs.spark import get_spark
-    from jobs.split import date_column, land_days, read_export
-    from jobs.validate import validate_day
-
-    settings = settings_at(data_dir)
-    settings = settings.model_copy(update={"mlflow": settings.mlflow.model_copy(update={"log_model": False})})
-    spark = get_spark(settings)
-    backfill(REAL_DATA, BACKFILL_UNTIL, settings=settings, spark=spark)
-    export = read_export(REAL_DATA)
-    first, last = BACKFILL_UNTIL + timedelta(days=1), LABELLED_DATES[-1]
-    land_days(export, settings.path("landing_dir"), first, last, settings.landing.marker, settings.landing.format,
-              date_column(export, settings))  # fmt: skip
-    for offset in range((last - first).days + 1):
-        day = first + timedelta(days=offset)
-        validate_day(day, settings, spark)
-        ingest_day(day, settings, spark)
-        if day in LABELLED_DATES:
-            cluster_day(day, settings, spark)
-            label_day(day, settings, spark)
-    spark.stop()
+    """The real pipeline over the UCI file (``jobs.tools.replay``, in its own process: the app never
+    imports Spark): history to BACKFILL_UNTIL, then day by day, labelled on LABELLED_DATES."""
+    command = [sys.executable, "-m", "jobs.tools.replay", "--source", str(REAL_DATA), "--until",
+               BACKFILL_UNTIL.isoformat(), "--to", LABELLED_DATES[-1].isoformat(),
+               "--label-on", *(d.isoformat() for d in LABELLED_DATES)]  # fmt: skip
+    subprocess.run(command, check=True, env={**os.environ, "RFM__PATHS__DATA_DIR": str(data_dir)})
 
 
 def scale_lake(source: Settings, target: Settings, factor: int, seed: int = 7) -> None:
@@ -83,7 +65,7 @@ def scale_lake(source: Settings, target: Settings, factor: int, seed: int = 7) -
     target_lake = SegmentLake.from_settings(target)
     for part in segments.partitions():
         day = part["snapshot_date"]
-        real = segments.to_pyarrow_table(partitions=[("snapshot_date", "=", day)])
+        real = segments.to_pyarrow_table(filters=[("snapshot_date", "=", day)])
         copies = pa.concat_tables([real] * factor)
         n, copy = copies.num_rows, np.repeat(np.arange(factor), real.num_rows)
         jitter = {
@@ -105,7 +87,7 @@ def scale_lake(source: Settings, target: Settings, factor: int, seed: int = 7) -
 
 
 def summarise(segments: pa.Table) -> pa.Table:
-    """gold/segment_summary of one snapshot's customers (same definitions as jobs/label.py)."""
+    """gold/segment_summary of one snapshot's customers (checked against jobs.steps.label.segment_summary in the tests)."""
     parts = " UNION ALL ".join(
         f"""SELECT snapshot_date, '{scheme}' AS label_scheme, {column} AS segment, count(*) AS customers,
                    count(*) / sum(count(*)) OVER () AS customer_share, avg(recency_days) AS mean_recency_days,
@@ -204,11 +186,11 @@ def timed_ms(work: Callable[[], Any]) -> tuple[Any, tuple[float, float]]:
 
 def time_reads(settings: Settings, repeats: int = 3) -> dict[str, dict[str, list[tuple[float, float]]]]:
     """(wall, CPU) ms to read the view columns of the latest snapshot (partition-pruned, as the views do) and of all."""
-    table = DeltaTable(str(lake.table_path(settings, "gold_customer_segments")))
+    table = DeltaTable(str(settings.table_path("gold_customer_segments")))
     day = max(p["snapshot_date"] for p in table.partitions())
     reads = {
         "read 1 snapshot (partition-pruned)": lambda: table.to_pyarrow_table(
-            partitions=[("snapshot_date", "=", day)], columns=CUSTOMER_COLUMNS
+            filters=[("snapshot_date", "=", day)], columns=CUSTOMER_COLUMNS
         ),
         "read all snapshots (no pruning)": lambda: table.to_pyarrow_table(columns=CUSTOMER_COLUMNS),
     }

@@ -1,4 +1,4 @@
-"""Airflow glue and the project's Airflow commands (the DAG file itself stays declarative).
+"""The project's Airflow commands for a developer's machine (SQLite metadata DB, standalone).
 
 ``python -m jobs.orchestration nights --from D1 --to D2``  run the real DAG night by night
 ``python -m jobs.orchestration replay --source F --from D1 --to D2``  backfill to D1-1, land
@@ -13,25 +13,13 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
 from jobs.config import REPO_ROOT, Settings, load_settings
-from jobs.errors import PermanentError
+from jobs.definitions import days_between
 
 DAGS_FOLDER = REPO_ROOT / "dags"
-
-
-def run_in_task(step: Callable[..., dict[str, Any]], run_date: str, **kwargs: Any) -> dict[str, Any]:
-    """Run a step for ``run_date`` inside a task; a permanent error fails the task with no retry."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    try:
-        return step(date.fromisoformat(run_date), **kwargs)
-    except PermanentError as error:
-        raise AirflowFailException(f"{type(error).__name__}: {error}") from error
 
 
 def airflow_env(settings: Settings) -> dict[str, str]:
@@ -94,7 +82,7 @@ def dag_run_state(settings: Settings, day: date) -> str:
 def run_nights(settings: Settings, first: date, last: date) -> list[date]:
     """The real DAG for each night from ``first`` to ``last``, in order."""
     ensure_metadata_db(settings)
-    nights = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    nights = days_between(first, last)
     for night in nights:
         print(f"== night {night} ==", flush=True)
         run_night(settings, night)
@@ -103,14 +91,13 @@ def run_nights(settings: Settings, first: date, last: date) -> list[date]:
 
 def replay(settings: Settings, source: Path, first: date, last: date) -> list[date]:
     """Backfill the source up to ``first``-1, land ``first``..``last``, run those nights."""
-    from jobs.backfill import backfill
-    from jobs.split import land_days, read_export
+    from jobs.tools.backfill import backfill
+    from jobs.tools.split import date_column, land_days, read_export
 
     backfill(source, first - timedelta(days=1), settings=settings)
     frame = read_export(source)
-    date_column = next(c for c in settings.columns["invoice_date"] if c in frame.columns)
     land_days(frame, settings.path("landing_dir"), first, last, settings.landing.marker,
-              settings.landing.format, date_column)  # fmt: skip
+              settings.landing.format, date_column(frame, settings))  # fmt: skip
     return run_nights(settings, first, last)
 
 
@@ -147,7 +134,3 @@ def main(argv: list[str] | None = None) -> int:
     else:
         replay(settings, args.source, args.first, args.last)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

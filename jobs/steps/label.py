@@ -18,7 +18,6 @@ stability of customers who bought nothing since then, logged to the night's MLfl
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import date
@@ -26,23 +25,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import lake, registry, tracking
-from jobs.cli import run_step
-from jobs.config import Clustering, SegmentRule, Settings, load_settings
+from jobs.adapters import lake, registry, tracking
+from jobs.adapters.audit import write_audit
+from jobs.adapters.spark import get_spark
+from jobs.config import Clustering, Settings, load_settings
+from jobs.core.features import log_feature_columns
+from jobs.core.scoring import add_rfm_scores
+from jobs.definitions import GONE_CUSTOMER, LABEL_SCHEMES, NEW_CUSTOMER, RFM_MEASURES
 from jobs.errors import LakeStateError
-from jobs.features import log_feature_columns
-from jobs.rfm import write_audit
-from jobs.spark import get_spark
 
-QUANTILES = [0.2, 0.4, 0.6, 0.8]
-UNCLASSIFIED = "Unclassified"
-FEATURES = ["recency_days", "frequency", "monetary"]
-LOG_MEANS = [f"mean_log_{c}" for c in FEATURES]
-LABEL_SCHEMES = {"cluster": "cluster_label", "rfm": "rfm_segment"}
-NEW, GONE = "new", "gone"
+LOG_MEANS = [f"mean_log_{c}" for c in RFM_MEASURES]
 
 
 @dataclass
@@ -113,7 +108,11 @@ def match_centroids(current: np.ndarray, previous: np.ndarray, max_distance: flo
 
     distances = cdist(current, previous)
     rows, cols = linear_sum_assignment(distances)
-    return {int(r): (int(c), float(distances[r, c])) for r, c in zip(rows, cols, strict=True) if distances[r, c] <= max_distance}
+    return {
+        int(r): (int(c), float(distances[r, c]))
+        for r, c in zip(rows, cols, strict=True)
+        if distances[r, c] <= max_distance
+    }
 
 
 def carry_labels(
@@ -157,43 +156,6 @@ def carry_labels(
     return decision
 
 
-def quintile_edges(snapshot: DataFrame, columns: list[str]) -> dict[str, list[float]]:
-    """Exact 20/40/60/80 % percentiles (linear interpolation) of each column."""
-    row = snapshot.agg(
-        *[F.percentile(F.col(c).cast("double"), F.array(*map(F.lit, QUANTILES))).alias(c) for c in columns]
-    ).first()
-    return {c: [float(v) for v in row[c]] for c in columns}
-
-
-def score(column: str, edges: list[float], higher_is_better: bool) -> Column:
-    """1 + the number of edges the value beats (ties with an edge do not beat it)."""
-    value = F.col(column).cast("double")
-    beats = [(value > e) if higher_is_better else (value < e) for e in edges]
-    return (F.lit(1) + sum(b.cast("int") for b in beats)).cast("int")
-
-
-def named_segment(rules: list[SegmentRule]) -> Column:
-    """First rule whose R-score and FM-score ranges hold; FM = floor((F + M) / 2)."""
-    r, fm = F.col("r_score"), F.floor((F.col("f_score") + F.col("m_score")) / 2)
-    segment = None
-    for rule in rules:
-        condition = r.between(*rule.r) & fm.between(*rule.fm)
-        segment = F.when(condition, rule.segment) if segment is None else segment.when(condition, rule.segment)
-    return segment.otherwise(UNCLASSIFIED) if segment is not None else F.lit(UNCLASSIFIED)
-
-
-def add_rfm_scores(snapshot: DataFrame, edges: dict[str, list[float]], rules: list[SegmentRule]) -> DataFrame:
-    """R, F, M scores, the three-digit RFM score and the named segment."""
-    scored = (
-        snapshot.withColumn("r_score", score("recency_days", edges["recency_days"], higher_is_better=False))
-        .withColumn("f_score", score("frequency", edges["frequency"], higher_is_better=True))
-        .withColumn("m_score", score("monetary", edges["monetary"], higher_is_better=True))
-    )
-    return scored.withColumn(
-        "rfm_score", F.concat(*[F.col(c).cast("string") for c in ("r_score", "f_score", "m_score")])
-    ).withColumn("rfm_segment", named_segment(rules))
-
-
 def build_segments(
     snapshot: DataFrame, clusters: DataFrame, mapping: dict[int, str], edges: dict[str, list[float]], settings: Settings
 ) -> DataFrame:
@@ -227,7 +189,7 @@ def build_segments(
 def segment_summary(segments: DataFrame) -> DataFrame:
     """Per label scheme and segment: customers, shares, mean R/F/M and revenue share."""
     per_scheme = []
-    for scheme, column in (("cluster", "cluster_label"), ("rfm", "rfm_segment")):
+    for scheme, column in LABEL_SCHEMES.items():
         per_scheme.append(
             segments.groupBy("snapshot_date", F.col(column).alias("segment")).agg(
                 F.lit(scheme).alias("label_scheme"),
@@ -267,8 +229,10 @@ def segment_transitions(previous: DataFrame, current: DataFrame, previous_date: 
         after = current.select("customer_id", F.col(column).alias("to_segment"), "snapshot_date", "monetary")
         per_scheme.append(
             before.join(after, "customer_id", "full_outer")
-            .groupBy(F.coalesce("from_segment", F.lit(NEW)).alias("from_segment"),
-                     F.coalesce("to_segment", F.lit(GONE)).alias("to_segment"))  # fmt: skip
+            .groupBy(
+                F.coalesce("from_segment", F.lit(NEW_CUSTOMER)).alias("from_segment"),
+                F.coalesce("to_segment", F.lit(GONE_CUSTOMER)).alias("to_segment"),
+            )  # fmt: skip
             .agg(
                 F.count("*").alias("customers"),
                 F.coalesce(F.sum("monetary"), F.lit(0)).alias("monetary_total"),
@@ -277,15 +241,19 @@ def segment_transitions(previous: DataFrame, current: DataFrame, previous_date: 
             .withColumn("label_scheme", F.lit(scheme))
         )
     snapshot_date = current.select("snapshot_date").first()[0] if not current.isEmpty() else None
-    return per_scheme[0].unionByName(per_scheme[1]).select(
-        F.lit(snapshot_date).cast("date").alias("snapshot_date"),
-        F.lit(previous_date).cast("date").alias("previous_snapshot_date"),
-        "label_scheme",
-        "from_segment",
-        "to_segment",
-        "customers",
-        "monetary_total",
-        "previous_monetary_total",
+    return (
+        per_scheme[0]
+        .unionByName(per_scheme[1])
+        .select(
+            F.lit(snapshot_date).cast("date").alias("snapshot_date"),
+            F.lit(previous_date).cast("date").alias("previous_snapshot_date"),
+            "label_scheme",
+            "from_segment",
+            "to_segment",
+            "customers",
+            "monetary_total",
+            "previous_monetary_total",
+        )
     )
 
 
@@ -314,13 +282,13 @@ def label_stability(previous: pd.DataFrame, current: pd.DataFrame, days_between:
 
 def log_feature_profile(frame: DataFrame, by: list[str], clustering: Clustering) -> pd.DataFrame:
     """Per group: customers, mean R/F/M and mean of the clustering's log features — the centroid."""
-    logged = frame.select(*by, *FEATURES, *log_feature_columns(clustering))
+    logged = frame.select(*by, *RFM_MEASURES, *log_feature_columns(clustering))
     return (
         logged.groupBy(*by)
         .agg(
             F.count("*").alias("customers"),
-            *[F.avg(F.col(c).cast("double")).alias(f"mean_{c}") for c in FEATURES],
-            *[F.avg(f"log_{c}").alias(f"mean_log_{c}") for c in FEATURES],
+            *[F.avg(F.col(c).cast("double")).alias(f"mean_{c}") for c in RFM_MEASURES],
+            *[F.avg(f"log_{c}").alias(f"mean_log_{c}") for c in RFM_MEASURES],
         )
         .orderBy(*by)
         .toPandas()
@@ -329,20 +297,22 @@ def log_feature_profile(frame: DataFrame, by: list[str], clustering: Clustering)
 
 def log_feature_scale(snapshot: DataFrame, clustering: Clustering) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of the clustering's log features over the snapshot (zero sd taken as 1)."""
-    logs = [F.col(f"log_{c}") for c in FEATURES]
+    logs = [F.col(f"log_{c}") for c in RFM_MEASURES]
     row = snapshot.select(*log_feature_columns(clustering)).agg(*[F.avg(x) for x in logs],
                                                                 *[F.stddev_pop(x) for x in logs]).first()  # fmt: skip
-    center = np.array(row[: len(FEATURES)], dtype=float)
-    sd = np.array(row[len(FEATURES) :], dtype=float)
+    center = np.array(row[: len(RFM_MEASURES)], dtype=float)
+    sd = np.array(row[len(RFM_MEASURES) :], dtype=float)
     return center, np.where(sd > 0, sd, 1.0)
 
 
-def extract_inputs(spark: SparkSession, settings: Settings, run_date: date) -> tuple[DataFrame, DataFrame, dict[str, int]]:
+def extract_inputs(
+    spark: SparkSession, settings: Settings, run_date: date
+) -> tuple[DataFrame, DataFrame, dict[str, int]]:
     """The run date's RFM snapshot and cluster assignments, at pinned versions."""
     day = F.col("snapshot_date") == F.lit(run_date).cast("date")
     frames, versions = [], {}
     for name in ("silver_customer_rfm", "silver_customer_clusters"):
-        path = lake.table_path(settings, name)
+        path = settings.table_path(name)
         versions[name] = lake.current_version(spark, path)
         if versions[name] is None:
             raise LakeStateError(f"no {name} table at {path}: run the earlier steps first")
@@ -352,11 +322,13 @@ def extract_inputs(spark: SparkSession, settings: Settings, run_date: date) -> t
 
 def extract_previous(spark: SparkSession, settings: Settings, run_date: date) -> tuple[DataFrame | None, date | None]:
     """The latest gold snapshot before ``run_date`` (partition-pruned), or (None, None)."""
-    path = lake.table_path(settings, "gold_customer_segments")
+    path = settings.table_path("gold_customer_segments")
     if not lake.exists(spark, path):
         return None, None
     gold = lake.read(spark, path)
-    previous_date = gold.filter(F.col("snapshot_date") < F.lit(run_date).cast("date")).agg(F.max("snapshot_date")).first()[0]
+    previous_date = (
+        gold.filter(F.col("snapshot_date") < F.lit(run_date).cast("date")).agg(F.max("snapshot_date")).first()[0]
+    )
     if previous_date is None:
         return None, None
     return gold.filter(F.col("snapshot_date") == F.lit(previous_date)), previous_date
@@ -380,9 +352,10 @@ def decide_labels(
     previous_profile, same_model = None, False
     if previous is not None:
         previous_profile = log_feature_profile(previous, ["cluster", "cluster_label"], clustering)
-        same_model = "model_version" in previous.columns and single_value(
-            previous, "model_version", "previous model version"
-        ) == model_version
+        same_model = (
+            "model_version" in previous.columns
+            and single_value(previous, "model_version", "previous model version") == model_version
+        )
     decision = carry_labels(
         profile, previous_profile, same_model, settings.labels.cluster_labels,
         settings.model.label_match_max_distance, log_feature_scale(snapshot, clustering),
@@ -390,9 +363,7 @@ def decide_labels(
     return decision, profile
 
 
-def write_gold(
-    segments: DataFrame, transitions: DataFrame, settings: Settings, run_date: date
-) -> dict[str, int]:
+def write_gold(segments: DataFrame, transitions: DataFrame, settings: Settings, run_date: date) -> dict[str, int]:
     """Replace the run date's slice of the three gold tables; returns their versions."""
     predicate = f"snapshot_date = {lake.date_literal(run_date)}"
     outputs = {
@@ -401,7 +372,7 @@ def write_gold(
         "gold_segment_transitions": transitions,
     }
     return {
-        name: lake.replace_slice(frame, lake.table_path(settings, name), predicate, "snapshot_date")
+        name: lake.replace_slice(frame, settings.table_path(name), predicate, "snapshot_date")
         for name, frame in outputs.items()
     }
 
@@ -412,7 +383,7 @@ def night_metrics(
     """Cluster-label shares, and the label stability against the previous snapshot when there is one."""
     metrics: dict[str, float] = {}
     if previous is not None:
-        columns = ["customer_id", *FEATURES, *LABEL_SCHEMES.values()]
+        columns = ["customer_id", *RFM_MEASURES, *LABEL_SCHEMES.values()]
         before, after = previous.select(columns).toPandas(), segments.select(columns).toPandas()
         metrics = label_stability(before, after, (run_date - previous_date).days)
     shares = {row["cluster_label"]: row["count"] for row in segments.groupBy("cluster_label").count().collect()}
@@ -474,11 +445,3 @@ def label_day(run_date: date, settings: Settings | None = None, spark: SparkSess
         "stability": metrics,
         **versions,
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_step(label_day, "Label the customers of one snapshot and write the gold tables.", argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """History in one pass: validate every day up to a date and load them into bronze at once.
 
-``python -m jobs.backfill --source PATH --until YYYY-MM-DD [--from YYYY-MM-DD]``
+``python -m jobs.tools.backfill --source PATH --until YYYY-MM-DD [--from YYYY-MM-DD]``
 
 The source is an export file (CSV, CSV.gz, Parquet) or a landing folder of ``date=…/``
 days. One Spark session reads and parses it; the suite checks each calendar day apart (a
@@ -15,7 +15,7 @@ import argparse
 import json
 import logging
 import sys
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +23,32 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import lake
-from jobs.cli import EXIT_PERMANENT_FAILURE
+from jobs.adapters import lake
+from jobs.adapters.audit import audit_row
+from jobs.adapters.expectations import (
+    SuiteRunner,
+    check_day,
+    raise_if_failed,
+    validation_frame,
+)
+from jobs.adapters.landing import data_files, fingerprint
+from jobs.adapters.spark import get_spark
+from jobs.adapters.transactions import read_export_text, read_parquet_text, typed_rows
+from jobs.cli import EXIT_PERMANENT_FAILURE, configure_logging
 from jobs.config import Settings, load_settings
+from jobs.core.rfm import EXCLUSION_REASONS, exclusion_reason
+from jobs.definitions import days_between
 from jobs.errors import DataValidationError, PermanentError
-from jobs.landing import fingerprint
-from jobs.rfm import EXCLUSION_REASONS, audit_row, exclusion_reason
-from jobs.spark import get_spark
-from jobs.transactions import read_export_text, read_parquet_text, typed_rows
-from jobs.validate import SuiteRunner, check_day, raise_if_failed, validation_frame
 
 log = logging.getLogger(__name__)
 
 
-def read_source(spark: SparkSession, source: Path) -> DataFrame:
-    """Every column of an export file, or of all days of a landing folder, as text."""
+def read_source(spark: SparkSession, source: Path, landing_format: str = "csv") -> DataFrame:
+    """Every column of an export file, or of all days of a landing folder (``landing_format``), as text."""
     if source.is_dir():
-        files = sorted(str(p) for p in source.glob("date=*/*") if p.suffix in {".csv", ".gz"})
-        return read_export_text(spark, files)
+        files = [str(p) for folder in sorted(source.glob("date=*"))
+                 for p in data_files(source, date.fromisoformat(folder.name[5:]), landing_format)]  # fmt: skip
+        return read_parquet_text(spark, files) if landing_format == "parquet" else read_export_text(spark, files)
     if source.suffix == ".parquet":
         return read_parquet_text(spark, [str(source)])
     return read_export_text(spark, [str(source)])
@@ -51,8 +59,9 @@ def source_fingerprint(source: Path) -> str:
     return f"backfill:{source}" if source.is_dir() else f"backfill:{fingerprint([source])}"
 
 
-def days_between(first: date, last: date) -> list[date]:
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+def first_day(parsed: DataFrame) -> date | None:
+    """The earliest invoice date of a parsed source (None when it has no dated row)."""
+    return parsed.filter(F.col("invoice_date").isNotNull()).agg(F.min(F.to_date("invoice_date"))).first()[0]
 
 
 def split_by_day(frame: pd.DataFrame, first: date, until: date) -> dict[date, pd.DataFrame]:
@@ -73,15 +82,19 @@ def validate_history(frame: pd.DataFrame, settings: Settings, first: date, until
     return len(reports)
 
 
-def load_history(spark: SparkSession, settings: Settings, parsed: DataFrame, first: date, until: date) -> dict[str, Any]:
+def load_history(
+    spark: SparkSession, settings: Settings, parsed: DataFrame, first: date, until: date
+) -> dict[str, Any]:
     """Bronze partitions [first, until] in one commit, then one audit record per day."""
     window = F.col("transaction_date").between(F.lit(first), F.lit(until))
     rows = typed_rows(parsed).filter(window).cache()
     predicate = f"transaction_date BETWEEN {lake.date_literal(first)} AND {lake.date_literal(until)}"
-    bronze_version = lake.replace_slice(rows, lake.table_path(settings, "bronze_transactions"), predicate, "transaction_date")
+    bronze_version = lake.replace_slice(rows, settings.table_path("bronze_transactions"), predicate, "transaction_date")
     reasons = rows.withColumn("reason", exclusion_reason(settings.rfm))
     per_day = reasons.groupBy("transaction_date", "reason").count().collect()
-    counts: dict[date, dict[str, int]] = {day: dict.fromkeys(EXCLUSION_REASONS, 0) for day in days_between(first, until)}
+    counts: dict[date, dict[str, int]] = {
+        day: dict.fromkeys(EXCLUSION_REASONS, 0) for day in days_between(first, until)
+    }
     totals = dict.fromkeys(counts, 0)
     for row in per_day:
         totals[row["transaction_date"]] += row["count"]
@@ -94,7 +107,7 @@ def load_history(spark: SparkSession, settings: Settings, parsed: DataFrame, fir
     audit_predicate = (
         f"run_date BETWEEN {lake.date_literal(first)} AND {lake.date_literal(until)} AND step = 'backfill'"
     )
-    audit_version = lake.replace_slice(records, lake.table_path(settings, "run_audit"), audit_predicate, "run_date")
+    audit_version = lake.replace_slice(records, settings.table_path("run_audit"), audit_predicate, "run_date")
     rows.unpersist()
     return {"bronze_transactions": bronze_version, "run_audit": audit_version, "rows": sum(totals.values())}
 
@@ -104,20 +117,27 @@ def backfill(source: Path, until: date, first: date | None = None, settings: Set
     """Validate and load the source's days up to ``until`` (from its first day, or ``first``)."""
     settings = settings or load_settings()
     spark = spark or get_spark(settings)
-    parsed = validation_frame(read_source(spark, source), settings).cache()
-    dates = parsed.filter(F.col("invoice_date").isNotNull()).agg(F.min(F.to_date("invoice_date"))).first()[0]
-    first = first or dates
+    parsed = validation_frame(read_source(spark, source, settings.landing.format), settings).cache()
+    first = first or first_day(parsed)
     if first is None or first > until:
         raise DataValidationError(f"{source} has no rows on or before {until}")
     in_range = F.to_date("invoice_date").between(F.lit(first), F.lit(until)) | F.col("invoice_date").isNull()
-    days_checked = validate_history(parsed.filter(in_range).toPandas(), settings, first, until, source_fingerprint(source))
+    days_checked = validate_history(
+        parsed.filter(in_range).toPandas(), settings, first, until, source_fingerprint(source)
+    )
     written = load_history(spark, settings, parsed, first, until)
     parsed.unpersist()
-    return {"source": str(source), "from": first.isoformat(), "until": until.isoformat(), "days": days_checked, **written}
+    return {
+        "source": str(source),
+        "from": first.isoformat(),
+        "until": until.isoformat(),
+        "days": days_checked,
+        **written,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     parser = argparse.ArgumentParser(description="Validate and load history up to a date in one pass.")
     parser.add_argument("--source", required=True, type=Path, help="export file or landing folder")
     parser.add_argument("--until", required=True, type=date.fromisoformat, help="last day to load, YYYY-MM-DD")

@@ -1,0 +1,1 @@
+"""Segment explorer: a Dash app over the gold tables (``python -m app``)."""

@@ -1,0 +1,1 @@
+"""Pure transforms shared by steps and tools: frames in, frames out, no I/O."""

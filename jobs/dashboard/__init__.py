@@ -1,1 +1,0 @@
-"""Segment explorer: a Dash app over the gold tables (``python -m jobs.dashboard``)."""

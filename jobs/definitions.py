@@ -1,0 +1,75 @@
+"""One home per definition: table names, columns, features, label schemes, MLflow tag names.
+
+Pure Python (no Spark, no MLflow), so the dashboard, the steps and the tests import the same
+names. Behaviour that depends on configuration lives in ``conf/``; what is here is the
+pipeline's vocabulary.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+# ---------------------------------------------------------------- Delta tables (under paths.lake_dir)
+TABLES = {
+    "bronze_transactions": "bronze/transactions",
+    "silver_customer_rfm": "silver/customer_rfm",
+    "silver_customer_clusters": "silver/customer_clusters",
+    "gold_customer_segments": "gold/customer_segments",
+    "gold_segment_summary": "gold/segment_summary",
+    "gold_segment_transitions": "gold/segment_transitions",
+    "run_audit": "audit/run_audit",
+}
+
+# ---------------------------------------------------------------- transactions
+# The canonical column names every source naming is mapped to (``columns`` in conf/).
+CANONICAL_COLUMNS = [
+    "invoice",
+    "stock_code",
+    "description",
+    "quantity",
+    "invoice_date",
+    "price",
+    "customer_id",
+    "country",
+]
+# Fields a row cannot do without: a source must provide each of them.
+REQUIRED_COLUMNS = ["invoice", "stock_code", "quantity", "invoice_date", "price", "customer_id"]
+
+# ---------------------------------------------------------------- customer measures and features
+RECENCY, FREQUENCY, MONETARY = "recency_days", "frequency", "monetary"
+# The three RFM measures, in this order everywhere: quintile scores, clustering features, profiles.
+RFM_MEASURES = [RECENCY, FREQUENCY, MONETARY]
+
+# ---------------------------------------------------------------- label schemes
+CLUSTER_SCHEME, RFM_SCHEME = "cluster", "rfm"
+# Label scheme -> the gold column that holds a customer's label under it.
+LABEL_SCHEMES = {CLUSTER_SCHEME: "cluster_label", RFM_SCHEME: "rfm_segment"}
+# Segment transitions: where a customer absent from the previous snapshot comes from, and
+# where one absent tonight goes.
+NEW_CUSTOMER, GONE_CUSTOMER = "new", "gone"
+UNCLASSIFIED = "Unclassified"  # RFM segment of a score no segment rule covers
+
+# ---------------------------------------------------------------- MLflow tags
+RUN_DATE_TAG = "rfm.run_date"
+STEP_TAG = "rfm.step"
+SUPERSEDED_TAG = "rfm.superseded_by"
+TRAINED_VERSION_TAG = "rfm.trained_model_version"
+NIGHT_TYPE_TAG = "rfm.night_type"
+PLAN_TAG = "rfm.plan"
+MODEL_VERSION_TAG = "rfm.model_version"
+PROMOTED_TAG = "rfm.promoted"
+CHOSEN_TAG = "rfm.chosen"
+CHOSEN_K_TAG = "rfm.chosen_k"
+K_RULE_TAG = "rfm.k_rule"
+DAG_TAG = "airflow.dag_id"
+DAG_RUN_TAG = "airflow.run_id"
+TASK_TAG = "airflow.task_id"
+# Tags of a registered model version.
+TRAINED_ON_TAG = "rfm.trained_on"
+K_TAG = "rfm.k"
+PROMOTION_TAG = "rfm.promotion"
+
+
+def days_between(first: date, last: date) -> list[date]:
+    """Every date from ``first`` to ``last``, both included (empty when ``last`` < ``first``)."""
+    return [first + timedelta(days=offset) for offset in range((last - first).days + 1)]

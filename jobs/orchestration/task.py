@@ -1,0 +1,19 @@
+"""What a DAG task calls: a step for the run date, with permanent errors made non-retryable."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+from jobs.errors import PermanentError
+
+
+def run_in_task(step: Callable[..., dict[str, Any]], run_date: str, **kwargs: Any) -> dict[str, Any]:
+    """Run a step for ``run_date`` inside a task; a permanent error fails the task with no retry."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        return step(date.fromisoformat(run_date), **kwargs)
+    except PermanentError as error:
+        raise AirflowFailException(f"{type(error).__name__}: {error}") from error
