@@ -37,6 +37,7 @@ from deltalake import DeltaTable, write_deltalake
 from app.data import CUSTOMER_COLUMNS, SegmentLake
 from app.views import create_app
 from jobs.config import REPO_ROOT, Settings, load_settings
+from jobs.definitions import LABEL_SCHEMES
 
 REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "online_retail.csv.gz"
 LABELLED_DATES = [date(2011, 12, 2), date(2011, 12, 5), date(2011, 12, 7), date(2011, 12, 9)]
@@ -59,12 +60,12 @@ def build_real_lake(data_dir: Path) -> None:
 
 
 def scale_lake(source: Settings, target: Settings, factor: int, seed: int = 7) -> None:
-    """Each source snapshot ``factor`` times: ids suffixed, R/F/M jittered, summary recomputed (as label.py)."""
+    """Each source snapshot ``factor`` times: ids suffixed, R/F/M jittered, summary recomputed (summarise)."""
     rng = np.random.default_rng(seed)
     segments = DeltaTable(str(SegmentLake.from_settings(source).segments_path))
     target_lake = SegmentLake.from_settings(target)
     for part in segments.partitions():
-        day = part["snapshot_date"]
+        day = date.fromisoformat(part["snapshot_date"])
         real = segments.to_pyarrow_table(filters=[("snapshot_date", "=", day)])
         copies = pa.concat_tables([real] * factor)
         n, copy = copies.num_rows, np.repeat(np.arange(factor), real.num_rows)
@@ -95,7 +96,7 @@ def summarise(segments: pa.Table) -> pa.Table:
                    sum(monetary)::DECIMAL(30, 3) AS monetary_total,
                    (sum(monetary) / sum(sum(monetary)) OVER ())::DOUBLE AS revenue_share
             FROM segments GROUP BY snapshot_date, {column}"""
-        for scheme, column in (("cluster", "cluster_label"), ("rfm", "rfm_segment"))
+        for scheme, column in LABEL_SCHEMES.items()
     )
     connection = duckdb.connect()
     connection.register("segments", segments)
@@ -187,7 +188,7 @@ def timed_ms(work: Callable[[], Any]) -> tuple[Any, tuple[float, float]]:
 def time_reads(settings: Settings, repeats: int = 3) -> dict[str, dict[str, list[tuple[float, float]]]]:
     """(wall, CPU) ms to read the view columns of the latest snapshot (partition-pruned, as the views do) and of all."""
     table = DeltaTable(str(settings.table_path("gold_customer_segments")))
-    day = max(p["snapshot_date"] for p in table.partitions())
+    day = date.fromisoformat(max(p["snapshot_date"] for p in table.partitions()))
     reads = {
         "read 1 snapshot (partition-pruned)": lambda: table.to_pyarrow_table(
             filters=[("snapshot_date", "=", day)], columns=CUSTOMER_COLUMNS

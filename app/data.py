@@ -96,7 +96,7 @@ class SegmentLake:
 
     def _read_snapshot(self, version: int, day: date) -> pa.Table:
         table = DeltaTable(self.segments_path, version=version)
-        return table.to_pyarrow_table(filters=[("snapshot_date", "=", day.isoformat())], columns=CUSTOMER_COLUMNS)
+        return table.to_pyarrow_table(filters=[("snapshot_date", "=", day)], columns=CUSTOMER_COLUMNS)
 
     def _read_summary(self, version: int) -> pd.DataFrame:
         summary = DeltaTable(self.summary_path, version=version).to_pandas()

@@ -58,5 +58,10 @@ QUIET_LOGGERS = ["great_expectations", "py4j", "mlflow", "alembic", "urllib3", "
 def configure_logging() -> None:
     """The pipeline's INFO lines, third-party libraries' warnings only."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_third_party_loggers()
+
+
+def quiet_third_party_loggers() -> None:
+    """Warnings and errors of the libraries in ``QUIET_LOGGERS``, not their INFO chatter."""
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)

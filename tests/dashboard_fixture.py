@@ -18,6 +18,8 @@ import pandas as pd
 import pyarrow as pa
 from deltalake import write_deltalake
 
+from jobs.definitions import LABEL_SCHEMES
+
 SNAPSHOTS = [date(2011, 12, 2), date(2011, 12, 5), date(2011, 12, 9)]
 CUSTOMERS_PER_SNAPSHOT = [80, 100, 120]
 MISSING_FROM_LAST = "C0005"
@@ -74,7 +76,7 @@ def summary_of(customers: pd.DataFrame) -> pd.DataFrame:
     """The gold segment summary of one snapshot's customers (both label schemes)."""
     money = customers["monetary"].astype(float)
     frames = []
-    for scheme, column in (("cluster", "cluster_label"), ("rfm", "rfm_segment")):
+    for scheme, column in LABEL_SCHEMES.items():
         grouped = customers.assign(money=money).groupby(column)
         frame = pd.DataFrame({
             "customers": grouped.size(),

@@ -226,3 +226,29 @@ def test_segment_summary_shares(spark) -> None:
         money = source.assign(m=source["monetary"].astype(float)).groupby(column)["m"].sum()
         assert part["revenue_share"].to_dict() == pytest.approx((money / total).to_dict())
     assert out.set_index(["label_scheme", "segment"]).loc[("cluster", "VIP"), "mean_recency_days"] == 6.5
+
+
+def test_the_duckdb_and_pandas_summaries_equal_the_spark_reference(spark) -> None:
+    """One reference (``segment_summary``, Spark); the bench's DuckDB and the fixture's pandas copies agree with it."""
+    import pyarrow as pa
+
+    from app.bench import summarise
+    from tests.dashboard_fixture import customers_of, summary_of
+
+    customers = customers_of(DAY, count=300, seed=3)
+    reference = segment_summary(spark.createDataFrame(customers)).toPandas()
+    key = ["label_scheme", "segment"]
+    columns = ["customers", "customer_share", "mean_recency_days", "mean_frequency", "mean_monetary", "revenue_share"]
+
+    def aligned(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.sort_values(key).reset_index(drop=True)
+        return frame[key + columns].astype({c: float for c in columns})
+
+    for name, other in (
+        ("pandas", summary_of(customers)),
+        ("duckdb", summarise(pa.Table.from_pandas(customers)).to_pandas()),
+    ):
+        pd.testing.assert_frame_equal(aligned(other), aligned(reference), check_exact=False, rtol=1e-9, obj=name)
+        assert sorted(other["monetary_total"].astype(float)) == pytest.approx(
+            sorted(reference["monetary_total"].astype(float))
+        )

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
+from jobs.cli import quiet_third_party_loggers
 from jobs.errors import PermanentError
 
 
@@ -13,6 +14,7 @@ def run_in_task(step: Callable[..., dict[str, Any]], run_date: str, **kwargs: An
     """Run a step for ``run_date`` inside a task; a permanent error fails the task with no retry."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    quiet_third_party_loggers()
     try:
         return step(date.fromisoformat(run_date), **kwargs)
     except PermanentError as error:

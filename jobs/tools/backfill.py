@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,25 @@ def source_fingerprint(source: Path) -> str:
     return f"backfill:{source}" if source.is_dir() else f"backfill:{fingerprint([source])}"
 
 
+class Progress:
+    """Days done out of days to do, rows per second and the time left, logged about every 5 %."""
+
+    def __init__(self, days: int, verb: str) -> None:
+        self.days, self.verb, self.done, self.rows = days, verb, 0, 0
+        self.started = time.monotonic()
+        self.every = max(days // 20, 1)
+
+    def advance(self, rows: int, day: date) -> None:
+        """One more day done, with its rows."""
+        self.done, self.rows = self.done + 1, self.rows + rows
+        if self.done % self.every and self.done != self.days:
+            return
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        left = elapsed / self.done * (self.days - self.done)
+        log.info("%s %d/%d days (up to %s), %d rows, %.0f rows/s, ETA %.0f s", self.verb, self.done, self.days,
+                 day, self.rows, self.rows / elapsed, left)  # fmt: skip
+
+
 def first_day(parsed: DataFrame) -> date | None:
     """The earliest invoice date of a parsed source (None when it has no dated row)."""
     return parsed.filter(F.col("invoice_date").isNotNull()).agg(F.min(F.to_date("invoice_date"))).first()[0]
@@ -76,7 +96,12 @@ def validate_history(frame: pd.DataFrame, settings: Settings, first: date, until
     if unparsed:
         raise DataValidationError(f"{unparsed} rows have a missing or unparseable InvoiceDate; nothing was written")
     runner = SuiteRunner(settings)
-    reports = [check_day(runner, rows, day, fingerprint) for day, rows in split_by_day(frame, first, until).items()]
+    days = split_by_day(frame, first, until)
+    progress = Progress(len(days), "validated")
+    reports = []
+    for day, rows in days.items():
+        reports.append(check_day(runner, rows, day, fingerprint))
+        progress.advance(len(rows), day)
     runner.build_data_docs()
     raise_if_failed(reports)
     return len(reports)

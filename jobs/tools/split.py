@@ -10,13 +10,14 @@ marker: a day without trading.
 from __future__ import annotations
 
 import argparse
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
 
 from jobs.adapters.landing import write_day
 from jobs.config import Settings, load_settings
+from jobs.definitions import days_between
 
 
 def read_export(path: Path) -> pd.DataFrame:
@@ -47,7 +48,7 @@ def land_days(
 ) -> list[date]:
     """Write every calendar day from ``start`` to ``end`` (inclusive) with its rows and marker; return the days."""
     by_day = dict(tuple(frame.groupby(frame[date_column].astype(str).str[:10], sort=False)))
-    days = [start + timedelta(days=offset) for offset in range((end - start).days + 1)]
+    days = days_between(start, end)
     for day in days:
         write_day(landing_dir, day, by_day.get(day.isoformat(), frame.iloc[0:0]), marker, fmt)
     return days

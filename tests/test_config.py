@@ -1,0 +1,60 @@
+"""The one configuration source: conf/pipeline.yaml, overridden by RFM__ variables, with no dead keys."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from jobs.config import DEFAULT_CONFIG_FILE, REPO_ROOT, Settings
+from jobs.definitions import CANONICAL_COLUMNS, REQUIRED_COLUMNS, TABLES
+
+
+def test_every_canonical_column_has_source_names() -> None:
+    assert list(Settings().columns) == CANONICAL_COLUMNS
+
+
+def test_the_suite_requires_exactly_the_required_columns() -> None:
+    suite = json.loads((REPO_ROOT / "expectations" / "transactions.json").read_text())
+    existing = [e["kwargs"]["column"] for e in suite["expectations"] if e["type"] == "expect_column_to_exist"]
+    assert existing == REQUIRED_COLUMNS
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "read"),
+    [
+        ("RFM__CLUSTERING__K", "6", lambda s: s.clustering.k == 6),
+        ("RFM__DAG__CATCHUP", "true", lambda s: s.dag.catchup is True),
+        ("RFM__SPARK__MASTER", "spark://127.0.0.1:7077", lambda s: s.spark.master == "spark://127.0.0.1:7077"),
+        ("RFM__DAG__TAGS", '["a","b"]', lambda s: s.dag.tags == ["a", "b"]),
+    ],
+)
+def test_an_environment_variable_overrides_the_file(monkeypatch, variable: str, value: str, read) -> None:
+    monkeypatch.setenv(variable, value)
+    assert read(Settings()), f"{variable}={value} did not take effect"
+
+
+def test_every_override_named_in_the_config_comments_exists(monkeypatch) -> None:
+    """The variables the file's comments give as examples are real settings."""
+    names = set(re.findall(r"\bRFM__[A-Z_]+\b", DEFAULT_CONFIG_FILE.read_text())) - {"RFM__"}
+    assert names, "the config file documents its overrides"
+    raw = yaml.safe_load(DEFAULT_CONFIG_FILE.read_text())
+    for name in names:
+        section, key = name.removeprefix("RFM__").lower().split("__", 1)
+        assert key in raw.get(section, {}), f"{name} names no setting of conf/pipeline.yaml"
+
+
+def test_a_table_path_lies_under_the_lake(settings) -> None:
+    for name, relative in TABLES.items():
+        assert settings.table_path(name) == settings.path("lake_dir") / relative
+
+
+def test_a_config_file_with_an_unknown_key_is_refused(monkeypatch, tmp_path) -> None:
+    """A removed key (``timezone``) in an old RFM_CONFIG file fails loudly instead of being ignored."""
+    raw = yaml.safe_load(DEFAULT_CONFIG_FILE.read_text())
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump({**raw, "timezone": "UTC"}))
+    monkeypatch.setenv("RFM_CONFIG", str(tmp_path / "old.yaml"))
+    with pytest.raises(ValueError, match="timezone"):
+        Settings()
