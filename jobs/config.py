@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -51,12 +51,28 @@ class Landing(BaseModel):
     sensor_timeout_seconds: int
 
 
+class Policy(BaseModel):
+    """What a broken expectation does: fail the day, quarantine its rows (up to ``max_share``), or warn."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: Literal["fail", "quarantine", "warn"]
+    max_share: float | None = Field(default=None, ge=0, le=1)
+
+
 class Validation(BaseModel):
     max_missing_customer_share: float = Field(gt=0, le=1)
     warn_missing_customer_share: float = Field(ge=0, le=1)
     adjustment_invoice_prefix: str
     adjustment_stock_codes: list[str]
     max_rows_per_day: int = Field(ge=1)
+    quarantine_max_share: float = Field(ge=0, le=1)
+    policies: dict[str, Policy]
+
+    def max_share(self, rule: str) -> float:
+        """Largest share of a day's rows a quarantine rule may hold back before the day fails."""
+        configured = self.policies[rule].max_share
+        return self.quarantine_max_share if configured is None else configured
 
 
 class Rfm(BaseModel):

@@ -18,6 +18,7 @@ TABLES = {
     "gold_segment_summary": "gold/segment_summary",
     "gold_segment_transitions": "gold/segment_transitions",
     "run_audit": "audit/run_audit",
+    "quarantine_transactions": "quarantine/transactions",
 }
 
 # ---------------------------------------------------------------- transactions
@@ -34,6 +35,16 @@ CANONICAL_COLUMNS = [
 ]
 # Fields a row cannot do without: a source must provide each of them.
 REQUIRED_COLUMNS = ["invoice", "stock_code", "quantity", "invoice_date", "price", "customer_id"]
+# Where a landed row comes from: its file (name within the day folder) and its row number in that
+# file (1 = the first row after the header); with the run date, the key of a quarantined row.
+SOURCE_FILE, SOURCE_ROW = "source_file", "source_row"
+ROW_KEY = [SOURCE_FILE, SOURCE_ROW]
+# The row's fields exactly as read (source column name -> text), as one JSON object.
+RAW_RECORD = "raw_record"
+# Validation policies: what a broken expectation does to the day (see ``validation.policies``).
+FAIL, QUARANTINE, WARN = "fail", "quarantine", "warn"
+# The audit's count of rows held back in quarantine (beside the RFM exclusion reasons).
+QUARANTINED = "quarantined"
 
 # ---------------------------------------------------------------- customer measures and features
 RECENCY, FREQUENCY, MONETARY = "recency_days", "frequency", "monetary"

@@ -11,3 +11,11 @@ class DataValidationError(PermanentError):
 
 class LakeStateError(PermanentError):
     """The lake is not in the state this step needs (a missing day, an unvalidated input)."""
+
+
+class UnreadableFileError(DataValidationError):
+    """A landed file cannot be read as what its name says (truncated or corrupt gzip, not UTF-8, no Parquet footer)."""
+
+
+class LandingChangedError(LakeStateError):
+    """The landed files changed while a step was reading them: what was validated is not what is there."""

@@ -13,23 +13,23 @@ from jobs.errors import LakeStateError
 
 
 def audit_row(
-    spark: SparkSession, run_date: date, step: str, rows_in: int, excluded: dict[str, int], versions: dict[str, int]
-) -> DataFrame:
-    """One run-audit record: what a step read, left out and wrote for a run date."""
+    spark: SparkSession, run_date: date, step: str, rows_in: int, excluded: dict[str, int], versions: dict[str, int],
+    input_fingerprint: str | None = None,
+) -> DataFrame:  # fmt: skip
+    """One run-audit record: what a step read (and the fingerprint of the landed bytes), left out and wrote."""
     schema = (
         "run_date date, step string, rows_in bigint, excluded_rows map<string,bigint>, "
-        "table_versions map<string,bigint>, recorded_at timestamp"
+        "table_versions map<string,bigint>, recorded_at timestamp, input_fingerprint string"
     )
-    return spark.createDataFrame([(run_date, step, rows_in, excluded, versions, None)], schema).withColumn(
-        "recorded_at", F.current_timestamp()
-    )
+    row = (run_date, step, rows_in, excluded, versions, None, input_fingerprint)
+    return spark.createDataFrame([row], schema).withColumn("recorded_at", F.current_timestamp())
 
 
 def write_audit(spark: SparkSession, settings: Settings, run_date: date, step: str, rows_in: int,
-                excluded: dict[str, int], versions: dict[str, int]) -> int:  # fmt: skip
+                excluded: dict[str, int], versions: dict[str, int], input_fingerprint: str | None = None) -> int:  # fmt: skip
     """Replace the audit record of (run date, step)."""
     predicate = f"run_date = {lake.date_literal(run_date)} AND step = '{step}'"
-    record = audit_row(spark, run_date, step, rows_in, excluded, versions)
+    record = audit_row(spark, run_date, step, rows_in, excluded, versions, input_fingerprint)
     return lake.replace_slice(record, settings.table_path("run_audit"), predicate, "run_date")
 
 

@@ -14,14 +14,17 @@ from typing import Any
 
 import pandas as pd
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from jobs.adapters.transactions import (
     is_adjustment,
+    money_integer_digits,
     parse_transactions,
     to_canonical_names,
 )
 from jobs.config import Settings
-from jobs.errors import DataValidationError
+from jobs.definitions import FAIL, ROW_KEY, SOURCE_FILE, SOURCE_ROW, WARN
+from jobs.errors import DataValidationError, PermanentError
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +48,36 @@ class ValidationReport:
     warnings: list[str] = field(default_factory=list)
     validated_at: str = ""
     result_file: str = ""
+    quarantined_rows: int = 0
+    quarantine_notes: list[str] = field(default_factory=list)
+    # one entry per quarantined row: {"source_file", "source_row", "expectations": [...]}
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """What the policies make of a suite result: failures, warnings, rows to quarantine."""
+
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    quarantine_notes: list[str] = field(default_factory=list)
+    quarantined: dict[tuple[str, int], list[str]] = field(default_factory=dict)
 
 
 def validation_frame(raw: DataFrame, settings: Settings) -> DataFrame:
-    """The frame the suite checks: canonical names, parsed values, ``is_adjustment``."""
+    """The frame the suite checks: canonical names, parsed values, ``is_adjustment`` and
+    ``amount_overflow`` (the quantity and price text of a line whose amount does not fit the
+    money type, else null)."""
     parsed = parse_transactions(to_canonical_names(raw, settings), settings)
     if {"invoice", "stock_code"} <= set(parsed.columns):
         parsed = parsed.withColumn("is_adjustment", is_adjustment(settings))
+    if {"quantity", "price"} <= set(parsed.columns):
+        digits = money_integer_digits(settings)
+        amount = F.col("quantity").cast("decimal(10,0)") * F.col("price")  # exact: decimal(29, scale)
+        too_large = F.abs(amount) >= F.lit(10**digits).cast(f"decimal({digits + 1},0)")
+        parsed = parsed.withColumn(
+            "amount_overflow", F.when(too_large, F.concat_ws(" x ", "quantity_raw", "price_raw"))
+        )
     return parsed
 
 
@@ -65,15 +91,31 @@ def expectation_parameters(settings: Settings, day: date, row_count: int) -> dic
         "day_start": start,
         "day_end": start + timedelta(days=1),
         "min_customer_id_share": round(1.0 - settings.validation.max_missing_customer_share, 9) if row_count else -1.0,
-        "price_regex": rf"^\s*-?\d+(?:\.\d{{1,{settings.rfm.price_precision}}})?\s*$",
+        **number_patterns(settings),
+    }
+
+
+def number_patterns(settings: Settings) -> dict[str, str]:
+    """The number formats, ASCII digits only (``[0-9]``, never ``\\d``, which also matches
+    full-width and other Unicode digits that Spark nulls or reads differently)."""
+    places, digits = settings.rfm.price_precision, money_integer_digits(settings)
+    fraction = rf"(?:\.[0-9]{{1,{places}}})?" if places else ""
+    return {
+        "quantity_regex": r"^[ \t]*-?[0-9]{1,9}[ \t]*$",  # nine digits always fit an int
+        "price_regex": rf"^[ \t]*-?[0-9]{{1,{digits}}}{fraction}[ \t]*$",
+        "customer_id_regex": r"^[ \t]*[0-9]+(?:\.0+)?[ \t]*$",
     }
 
 
 def load_suite(settings: Settings):  # -> gx.ExpectationSuite
-    """The version-controlled suite from ``expectations/``."""
+    """The version-controlled suite from ``expectations/``; every rule must have a policy."""
     import great_expectations as gx
 
     spec = json.loads((settings.path("expectations_dir") / SUITE_FILE).read_text())
+    rules = {e.get("meta", {}).get("rule") for e in spec["expectations"]}
+    unknown = sorted(str(r) for r in rules - set(settings.validation.policies))
+    if unknown:
+        raise PermanentError(f"expectation rule(s) {unknown} have no policy under validation.policies in conf/")
     return gx.ExpectationSuite(**spec)
 
 
@@ -107,8 +149,9 @@ class SuiteRunner:
     def run(self, frame: pd.DataFrame, day: date) -> Any:
         """Validate one day's rows; the result is also kept in the GX results store."""
         parameters = expectation_parameters(self.settings, day, row_count=len(frame))
+        result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": ROW_KEY}
         return self.definition.run(
-            batch_parameters={"dataframe": frame}, expectation_parameters=parameters, result_format="SUMMARY"
+            batch_parameters={"dataframe": frame}, expectation_parameters=parameters, result_format=result_format
         )
 
     def build_data_docs(self) -> Path:
@@ -128,11 +171,43 @@ def _exception_message(exception_info: dict[str, Any] | None) -> str | None:
     return None
 
 
-def describe_failure(result: Any, settings: Settings, row_count: int) -> str:
-    """One line for a failed expectation: what, on which column, how many rows."""
+def expectation_name(result: Any) -> str:
+    """``type(column)`` of an expectation's result."""
     config = result.expectation_config
     column = config.kwargs.get("column")
-    what = f"{config.type}({column})" if column else config.type
+    return f"{config.type}({column})" if column else config.type
+
+
+def rule_of(result: Any) -> str:
+    return (result.expectation_config.meta or {}).get("rule", "")
+
+
+def unexpected_keys(result: Any) -> list[tuple[str, int]] | None:
+    """The (file, row) of each row that broke an expectation; None when GX gave no row list."""
+    entries = (result.result or {}).get("unexpected_index_list")
+    if entries is None:
+        return None
+    return [(str(e[SOURCE_FILE]), int(e[SOURCE_ROW])) for e in entries]
+
+
+def _examples(result: Any, frame: pd.DataFrame | None) -> list[str]:
+    """Up to three rows that broke ``result``: file, row and the value as read."""
+    keys = unexpected_keys(result) or []
+    column = result.expectation_config.kwargs.get("column")
+    if frame is None or not keys or column not in frame.columns:
+        return [repr(v) for v in ((result.result or {}).get("partial_unexpected_list") or [])[:3]]
+    shown = f"{column}_raw" if f"{column}_raw" in frame.columns else column
+    by_key = frame.set_index([SOURCE_FILE, SOURCE_ROW])[shown]
+    shown_values = [by_key.get((file, row)) for file, row in keys[:3]]
+    return [f"{file} row {row}: {'(blank)' if pd.isna(v) else repr(v)}"
+            for (file, row), v in zip(keys, shown_values, strict=False)]  # fmt: skip
+
+
+def describe_failure(result: Any, settings: Settings, row_count: int, frame: pd.DataFrame | None = None) -> str:
+    """One line for a failed expectation: what, on which column, how many rows, examples."""
+    config = result.expectation_config
+    column = config.kwargs.get("column")
+    what = expectation_name(result)
     details = result.result or {}
     if config.type == "expect_column_to_exist":
         accepted = ", ".join(settings.columns.get(column, [column]))
@@ -141,8 +216,8 @@ def describe_failure(result: Any, settings: Settings, row_count: int) -> str:
     if error:
         return f"{what}: could not be evaluated ({error})"
     if "unexpected_count" in details:
-        examples = details.get("partial_unexpected_list") or []
-        shown = f", e.g. {examples[:3]}" if examples else ""
+        examples = _examples(result, frame)
+        shown = f", e.g. {'; '.join(examples)}" if examples else ""
         return f"{what}: {details['unexpected_count']} of {details.get('element_count')} rows broke it{shown}"
     if config.type == MISSING_CUSTOMER_EXPECTATION and details.get("observed_value") is not None:
         missing = 1.0 - float(details["observed_value"])
@@ -154,14 +229,48 @@ def describe_failure(result: Any, settings: Settings, row_count: int) -> str:
     return f"{what}: observed {observed if observed is None else str(observed)}"
 
 
-def summarise(results: list[Any], settings: Settings, row_count: int) -> tuple[list[str], list[str], float | None]:
-    """Failures, warnings and the share of rows without a customer id (None for an empty day)."""
-    failures = [describe_failure(r, settings, row_count) for r in results if not r.success]
+def apply_policies(results: list[Any], settings: Settings, frame: pd.DataFrame) -> Outcome:
+    """Each broken expectation under its rule's policy (``validation.policies``).
+
+    ``fail``: the day fails. ``warn``: a warning. ``quarantine``: its rows are held back, unless
+    more than the rule's ``max_share`` of the day's rows broke it: then the day fails. An
+    expectation that could not be evaluated, or gave no row list, fails the day.
+    """
+    outcome, rows = Outcome(), len(frame)
+    for result in results:
+        if result.success:
+            continue
+        rule = rule_of(result)
+        policy = settings.validation.policies[rule].policy
+        line = f"{describe_failure(result, settings, rows, frame)} [rule {rule}: {policy}]"
+        keys = unexpected_keys(result)
+        if policy == FAIL or _exception_message(result.exception_info):
+            outcome.failures.append(line)
+        elif policy == WARN:
+            outcome.warnings.append(line)
+        elif keys is None:
+            outcome.failures.append(f"{line}: no row list to quarantine")
+        elif rows and len(keys) / rows > settings.validation.max_share(rule):
+            limit = settings.validation.max_share(rule)
+            outcome.failures.append(f"{line}: {len(keys) / rows:.2%} of the day's rows, above the {limit:.2%} limit")
+        else:
+            outcome.quarantine_notes.append(line)
+            for key in keys:
+                outcome.quarantined.setdefault(key, []).append(f"{rule}: {expectation_name(result)}")
+    return outcome
+
+
+def missing_customer_share(results: list[Any], row_count: int) -> float | None:
+    """The share of the day's rows without a customer id (None for an empty day)."""
     missing_share = None
     for r in results:
         observed = r.result.get("observed_value")
         if r.expectation_config.type == MISSING_CUSTOMER_EXPECTATION and observed is not None and row_count:
             missing_share = 1.0 - float(observed)
+    return missing_share
+
+
+def missing_customer_warnings(settings: Settings, missing_share: float | None) -> list[str]:
     warnings = []
     warn_at = settings.validation.warn_missing_customer_share
     if missing_share is not None and warn_at < missing_share < settings.validation.max_missing_customer_share:
@@ -169,7 +278,7 @@ def summarise(results: list[Any], settings: Settings, row_count: int) -> tuple[l
             f"{missing_share:.1%} of rows have no customer id (warning above {warn_at:.0%}, "
             f"failure at {settings.validation.max_missing_customer_share:.0%} or more)"
         )
-    return failures, warnings, missing_share
+    return warnings
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -195,26 +304,37 @@ def collect_day(frame: DataFrame, settings: Settings, day: date) -> pd.DataFrame
 
 
 def check_day(runner: SuiteRunner, frame: pd.DataFrame, day: date, landing_fingerprint: str) -> ValidationReport:
-    """Run the suite on one day's prepared rows and keep the result, passed or failed."""
+    """Run the suite on one day's prepared rows, apply the policies and keep the result, passed or failed."""
     result = runner.run(frame, day)
-    failures, warnings, missing_share = summarise(result.results, runner.settings, len(frame))
+    outcome = apply_policies(result.results, runner.settings, frame)
+    missing_share = missing_customer_share(result.results, len(frame))
+    warnings = outcome.warnings + missing_customer_warnings(runner.settings, missing_share)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     result_file = day_results_dir(runner.settings, day) / f"result-{stamp}.json"
     report = ValidationReport(
         run_date=day.isoformat(),
-        success=bool(result.success),
+        success=not outcome.failures,
         row_count=len(frame),
         missing_customer_share=missing_share,
         landing_fingerprint=landing_fingerprint,
-        failures=failures,
+        failures=outcome.failures,
         warnings=warnings,
         validated_at=stamp,
         result_file=str(result_file),
+        quarantined_rows=len(outcome.quarantined),
+        quarantine_notes=outcome.quarantine_notes,
+        quarantined=[
+            {SOURCE_FILE: file, SOURCE_ROW: row, "expectations": broken}
+            for (file, row), broken in sorted(outcome.quarantined.items())
+        ],
     )
     _write_json(result_file, {"report": asdict(report), "great_expectations": result.to_json_dict()})
     _write_json(day_results_dir(runner.settings, day) / "latest.json", asdict(report))
     for warning in warnings:
         log.warning("%s: %s", day, warning)
+    if report.success:
+        for note in outcome.quarantine_notes:
+            log.warning("%s: quarantined: %s", day, note)
     return report
 
 

@@ -7,15 +7,21 @@ day's data has not arrived yet.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import tempfile
+import zlib
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
 
+from jobs.errors import UnreadableFileError
+
 DATA_SUFFIXES = {"csv": (".csv", ".csv.gz"), "parquet": (".parquet",)}
+PARQUET_MAGIC = b"PAR1"
 
 
 def day_dir(landing_dir: Path, day: date) -> Path:
@@ -39,15 +45,84 @@ def data_files(landing_dir: Path, day: date, fmt: str) -> list[Path]:
     )
 
 
-def fingerprint(files: list[Path]) -> str:
-    """Content hash of a day's files: ties a validation result to the exact bytes it saw."""
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode())
+def _check_gzip(blocks: Iterator[bytes]) -> Iterator[bytes]:
+    """Decompress a gzip stream (every member) as it passes, raising on corruption or truncation."""
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    for block in blocks:
+        while block:
+            yield decompressor.decompress(block)
+            block = decompressor.unused_data
+            if decompressor.eof and block:
+                decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            else:
+                block = b""
+    yield decompressor.flush()
+    if not decompressor.eof:
+        raise EOFError("the gzip stream ends before its end marker (truncated)")
+
+
+def _check_utf8(blocks: Iterator[bytes]) -> None:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    for block in blocks:
+        decoder.decode(block)
+    decoder.decode(b"", final=True)
+
+
+def file_digest(path: Path) -> tuple[bytes, int]:
+    """SHA-256 and size of a file's bytes, read once; the file is checked on the way.
+
+    ``.csv.gz``: a complete, uncorrupted gzip stream of UTF-8 text; ``.csv``: UTF-8 text;
+    ``.parquet``: the magic bytes at both ends (a truncated file loses its footer). A file
+    that fails raises ``UnreadableFileError`` naming it: retrying cannot repair it.
+    """
+    digest, size, head, tail = hashlib.sha256(), 0, b"", b""
+
+    def blocks() -> Iterator[bytes]:
+        nonlocal size, head, tail
         with path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
-    return digest.hexdigest()
+                size += len(block)
+                head = head or block[:4]
+                tail = (tail + block)[-4:]
+                yield block
+
+    try:
+        if path.name.endswith(".gz"):
+            _check_utf8(_check_gzip(blocks()))
+        elif path.name.endswith(".csv"):
+            _check_utf8(blocks())
+        else:
+            for _ in blocks():
+                pass
+            if path.name.endswith(".parquet") and not (head == tail == PARQUET_MAGIC):
+                raise ValueError("no Parquet magic bytes at both ends (truncated or not Parquet)")
+    except UnicodeDecodeError as error:
+        raise UnreadableFileError(f"{path}: unreadable: not UTF-8 text ({error.reason})") from None
+    except zlib.error as error:
+        raise UnreadableFileError(f"{path}: unreadable: corrupt gzip data ({error})") from None
+    except (OSError, EOFError, ValueError) as error:
+        raise UnreadableFileError(f"{path}: unreadable: {error}") from None
+    return digest.digest(), size
+
+
+def _field(value: bytes) -> bytes:
+    return len(value).to_bytes(8, "big") + value
+
+
+def fingerprint(files: list[Path]) -> str:
+    """Content hash of a day's files, ties a validation result to the exact bytes it saw.
+
+    Each field is length-prefixed (the number of files; per file its name, its size and the
+    SHA-256 of its bytes), so two different file sets can never hash alike by shifting bytes
+    from one file's content into the next file's name. Every file is checked while it is
+    read (``file_digest``).
+    """
+    outer = hashlib.sha256(len(files).to_bytes(8, "big"))
+    for path in files:
+        content, size = file_digest(path)
+        outer.update(_field(path.name.encode()) + size.to_bytes(8, "big") + _field(content))
+    return outer.hexdigest()
 
 
 def write_day(landing_dir: Path, day: date, rows: pd.DataFrame, marker: str, fmt: str = "csv") -> Path:

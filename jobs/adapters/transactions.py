@@ -9,13 +9,17 @@ validation can count values that did not parse instead of letting them turn into
 from __future__ import annotations
 
 from datetime import date
+from functools import reduce
+from pathlib import Path
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from jobs.adapters.landing import data_files
 from jobs.config import Settings
+from jobs.definitions import RAW_RECORD, SOURCE_FILE, SOURCE_ROW
+from jobs.errors import DataValidationError
 
 TEXT_COLUMNS = ["invoice", "stock_code", "description", "customer_id", "country"]
 PARSED_COLUMNS = ["quantity", "price", "invoice_date"]
@@ -29,27 +33,87 @@ CANONICAL_COLUMNS = [
     "customer_id",
     "country",
 ]
+MONEY_PRECISION = 18
 
 
 def money_type(settings: Settings) -> str:
     """Exact decimal type for prices and amounts."""
-    return f"decimal(18,{settings.rfm.price_precision})"
+    return f"decimal({MONEY_PRECISION},{settings.rfm.price_precision})"
 
 
-def read_landed_day(spark: SparkSession, settings: Settings, day: date) -> DataFrame:
-    """Every column of the day's landed files as text; an empty frame when the day has no rows."""
-    files = [str(p) for p in data_files(settings.path("landing_dir"), day, settings.landing.format)]
+def money_integer_digits(settings: Settings) -> int:
+    """Digits before the decimal point that the money type holds (15 for decimal(18,3))."""
+    return MONEY_PRECISION - settings.rfm.price_precision
+
+
+def read_landed_day(spark: SparkSession, settings: Settings, day: date, files: list[Path] | None = None) -> DataFrame:
+    """The day's landed rows, canonically named text columns plus where each row comes from.
+
+    ``files`` defaults to the day's data files. Each file is mapped by its own header (see
+    ``read_files``); a day without data files is an empty frame of the same shape.
+    """
+    if files is None:
+        files = data_files(settings.path("landing_dir"), day, settings.landing.format)
+    return read_files(spark, settings, files, settings.landing.format)
+
+
+def read_files(
+    spark: SparkSession, settings: Settings, files: list[Path], fmt: str, labels: list[str] | None = None
+) -> DataFrame:
+    """Several files, each read on its own and mapped to canonical names by its own header, then
+    unioned by name. Files that disagree on which columns they have raise, naming both.
+
+    ``labels`` name the files in ``source_file`` (default: the file names).
+    """
+    labels = labels or [p.name for p in files]
     if not files:
-        return spark.createDataFrame([], StructType([StructField(c, StringType()) for c in CANONICAL_COLUMNS]))
-    if settings.landing.format == "parquet":
-        return read_parquet_text(spark, files)
-    return read_export_text(spark, files)
+        return empty_landed(spark)
+    frames = [to_canonical_names(read_file_text(spark, p, fmt, label), settings, label)
+              for p, label in zip(files, labels, strict=True)]  # fmt: skip
+    first = set(frames[0].columns)
+    for label, frame in zip(labels[1:], frames[1:], strict=True):
+        if set(frame.columns) != first:
+            only_first = sorted(first - set(frame.columns)) or "nothing"
+            only_other = sorted(set(frame.columns) - first) or "nothing"
+            raise DataValidationError(
+                f"{labels[0]} and {label} disagree on their columns: only {labels[0]} has {only_first}, "
+                f"only {label} has {only_other}"
+            )
+    return reduce(lambda left, right: left.unionByName(right), frames)
 
 
-def read_parquet_text(spark: SparkSession, paths: list[str]) -> DataFrame:
+def empty_landed(spark: SparkSession) -> DataFrame:
+    """The shape of ``read_files`` for a day without data files."""
+    schema = StructType(
+        [StructField(c, StringType()) for c in CANONICAL_COLUMNS]
+        + [StructField(SOURCE_FILE, StringType()), StructField(SOURCE_ROW, LongType()),
+           StructField(RAW_RECORD, StringType())]
+    )  # fmt: skip
+    return spark.createDataFrame([], schema)
+
+
+def read_file_text(spark: SparkSession, path: Path, fmt: str, label: str | None = None) -> DataFrame:
+    """One file, every column as text, plus ``source_file`` (``label``, default its name),
+    ``source_row`` (1 = the first row after the header, in file order) and ``raw_record``
+    (the row's fields as read, a JSON object keyed by the file's own column names)."""
+    if fmt == "parquet":
+        frame = read_parquet_text(spark, [str(path)], extra=[F.col("_metadata.row_index").alias("_order")])
+    else:  # multiLine CSV is read as one split per file: the id's order is the file's order
+        frame = read_export_text(spark, [str(path)]).withColumn("_order", F.monotonically_increasing_id())
+    columns = [c for c in frame.columns if c != "_order"]
+    fields = [F.col(f"`{c}`") for c in columns]
+    return frame.select(
+        *fields,
+        F.lit(label or path.name).alias(SOURCE_FILE),
+        F.row_number().over(Window.orderBy("_order")).cast("long").alias(SOURCE_ROW),
+        F.to_json(F.struct(*fields), {"ignoreNullFields": "false"}).alias(RAW_RECORD),
+    )
+
+
+def read_parquet_text(spark: SparkSession, paths: list[str], extra: list[Column] | None = None) -> DataFrame:
     """Parquet export(s) with every column cast to text, like the CSV reader."""
     frame = spark.read.parquet(*paths)
-    return frame.select([F.col(f"`{c}`").cast("string").alias(c) for c in frame.columns])
+    return frame.select([F.col(f"`{c}`").cast("string").alias(c) for c in frame.columns] + (extra or []))
 
 
 def read_export_text(spark: SparkSession, paths: list[str]) -> DataFrame:
@@ -57,15 +121,22 @@ def read_export_text(spark: SparkSession, paths: list[str]) -> DataFrame:
     return spark.read.options(header=True, inferSchema=False, multiLine=True, escape='"', mode="PERMISSIVE").csv(paths)
 
 
-def to_canonical_names(raw: DataFrame, settings: Settings) -> DataFrame:
-    """Rename the first matching source column of each target to its snake_case name."""
+def to_canonical_names(raw: DataFrame, settings: Settings, source: str = "the landed file") -> DataFrame:
+    """Rename each target's source column to its snake_case name; row provenance columns are kept.
+
+    A column already named as its target is kept as is (so renaming twice changes nothing).
+    Two source columns of one target in the same file (``InvoiceNo`` and ``Invoice``) are
+    ambiguous: ``DataValidationError`` naming ``source``.
+    """
     present = set(raw.columns)
     selected = []
     for target, sources in settings.columns.items():
-        source = next((s for s in sources if s in present), None)
-        if source is not None:
-            selected.append(F.col(f"`{source}`").alias(target))
-    return raw.select(selected)
+        found = [s for s in sources if s in present] or ([target] if target in present else [])
+        if len(found) > 1:
+            raise DataValidationError(f"{source}: columns {', '.join(found)} all map to {target}: ambiguous")
+        if found:
+            selected.append(F.col(f"`{found[0]}`").alias(target))
+    return raw.select(*selected, *[F.col(c) for c in (SOURCE_FILE, SOURCE_ROW, RAW_RECORD) if c in present])
 
 
 def _blank_to_null(column: Column) -> Column:

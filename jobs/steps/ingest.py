@@ -1,8 +1,9 @@
 """Step 2 — ingest the validated day into bronze, then compute the RFM snapshot into silver.
 
 Extract: the landed day (only once its latest validation passed on these very bytes).
-Transform: ``typed_rows`` (bronze, lossless) and ``compute_rfm`` (silver, pure).
-Load: ``replaceWhere`` on the run date for bronze, silver and the run audit.
+Transform: rows the validation quarantined are split off; ``typed_rows`` (bronze, lossless)
+and ``compute_rfm`` (silver, pure).
+Load: ``replaceWhere`` on the run date for the quarantine, bronze, silver and the run audit.
 """
 
 from __future__ import annotations
@@ -15,37 +16,52 @@ from pyspark.sql import functions as F
 
 from jobs.adapters import lake
 from jobs.adapters.audit import require_previous_day, write_audit
-from jobs.adapters.expectations import read_latest_report
+from jobs.adapters.expectations import ValidationReport, read_latest_report
 from jobs.adapters.landing import data_files, fingerprint
+from jobs.adapters.quarantine import quarantine_keys, split_quarantined, write_quarantine
 from jobs.adapters.spark import get_spark
 from jobs.adapters.transactions import (
     parse_transactions,
     read_landed_day,
-    to_canonical_names,
     typed_rows,
 )
 from jobs.config import Settings, load_settings
 from jobs.core.rfm import compute_rfm, exclusion_counts
-from jobs.errors import LakeStateError
+from jobs.definitions import QUARANTINED
+from jobs.errors import LakeStateError, LandingChangedError
 
 
-def require_validated(settings: Settings, run_date: date) -> None:
-    """Refuse input whose latest validation failed, is missing, or saw other bytes."""
+def require_validated(settings: Settings, run_date: date) -> ValidationReport:
+    """The latest validation report of ``run_date``; refused when it failed, is missing, or saw other bytes."""
     report = read_latest_report(settings, run_date)
-    files = data_files(settings.path("landing_dir"), run_date, settings.landing.format)
     if report is None or not report.success:
         raise LakeStateError(
             f"{run_date} has no passing validation: run `python -m jobs validate --run-date {run_date}` first"
         )
+    require_unchanged(settings, run_date, report)
+    return report
+
+
+def require_unchanged(settings: Settings, run_date: date, report: ValidationReport) -> None:
+    """Refuse when the landed files are not the bytes the report validated."""
+    files = data_files(settings.path("landing_dir"), run_date, settings.landing.format)
     if report.landing_fingerprint != fingerprint(files):
-        raise LakeStateError(f"the landed files of {run_date} changed after validation: validate them again")
+        raise LandingChangedError(f"the landed files of {run_date} changed after validation: validate them again")
 
 
-def extract_day(spark: SparkSession, settings: Settings, run_date: date) -> DataFrame:
-    """The day's landed rows, typed."""
-    return typed_rows(
-        parse_transactions(to_canonical_names(read_landed_day(spark, settings, run_date), settings), settings)
-    )
+def extract_day(
+    spark: SparkSession, settings: Settings, run_date: date, report: ValidationReport
+) -> tuple[DataFrame, DataFrame]:
+    """(the day's typed rows to load, its quarantine records), read once and pinned.
+
+    The parsed rows are checkpointed (so never read again), then the files are hashed again:
+    what is loaded is exactly what was validated.
+    """
+    parsed = parse_transactions(read_landed_day(spark, settings, run_date), settings).localCheckpoint()
+    require_unchanged(settings, run_date, report)
+    keys = quarantine_keys(spark, report.quarantined)
+    kept, held = split_quarantined(parsed, keys, F.lit(run_date), report.landing_fingerprint)
+    return typed_rows(kept), held
 
 
 def load_snapshot(spark: SparkSession, settings: Settings, run_date: date) -> dict[str, int]:
@@ -67,25 +83,32 @@ def ingest_day(run_date: date, settings: Settings | None = None, spark: SparkSes
     """Bronze partition of ``run_date``, its RFM snapshot and audit record; returns versions."""
     settings = settings or load_settings()
     spark = spark or get_spark(settings)
-    require_validated(settings, run_date)
+    report = require_validated(settings, run_date)
     require_previous_day(spark, settings, run_date)
-    day_rows = extract_day(spark, settings, run_date).cache()
-    rows_in = day_rows.count()
-    excluded = exclusion_counts(day_rows, settings.rfm)
+    day_rows, held = extract_day(spark, settings, run_date, report)
+    day_rows, held = day_rows.cache(), held.cache()
+    rows_in, quarantined = day_rows.count(), held.count()
+    if quarantined != report.quarantined_rows:
+        raise LakeStateError(f"{run_date}: {quarantined} rows matched the {report.quarantined_rows} quarantined")
+    excluded = {**exclusion_counts(day_rows, settings.rfm), QUARANTINED: quarantined}
+    quarantine_version = write_quarantine(held, settings, run_date)
     lake.replace_slice(
         day_rows,
         settings.table_path("bronze_transactions"),
         f"transaction_date = {lake.date_literal(run_date)}",
         "transaction_date",
     )
+    held.unpersist()
     day_rows.unpersist()
-    versions = load_snapshot(spark, settings, run_date)
+    versions = {**load_snapshot(spark, settings, run_date), "quarantine_transactions": quarantine_version}
     customers = lake.read(spark, settings.table_path("silver_customer_rfm"), versions["silver_customer_rfm"])
     customers = customers.filter(F.col("snapshot_date") == F.lit(run_date)).count()
-    write_audit(spark, settings, run_date, "ingest", rows_in, excluded, versions)
+    write_audit(spark, settings, run_date, "ingest", rows_in + quarantined, excluded, versions,
+                report.landing_fingerprint)  # fmt: skip
     return {
         "run_date": run_date.isoformat(),
-        "rows_in": rows_in,
+        "rows_in": rows_in + quarantined,
+        "quarantined": quarantined,
         "customers": customers,
         "excluded": excluded,
         **versions,
