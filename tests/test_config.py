@@ -58,3 +58,20 @@ def test_a_config_file_with_an_unknown_key_is_refused(monkeypatch, tmp_path) -> 
     monkeypatch.setenv("RFM_CONFIG", str(tmp_path / "old.yaml"))
     with pytest.raises(ValueError, match="timezone"):
         Settings()
+
+
+def test_every_expectation_rule_has_exactly_one_policy() -> None:
+    """Each rule of the suite has a policy in conf/, and conf/ names no rule the suite lacks."""
+    suite = json.loads((REPO_ROOT / "expectations" / "transactions.json").read_text())
+    rules = {e["meta"]["rule"] for e in suite["expectations"]}
+    assert rules == set(Settings().validation.policies)
+
+
+def test_a_suite_rule_without_a_policy_is_refused(settings) -> None:
+    from jobs.adapters.expectations import load_suite
+    from jobs.errors import PermanentError
+
+    policies = {k: v for k, v in settings.validation.policies.items() if k != "quantity_nonzero"}
+    trimmed = settings.model_copy(update={"validation": settings.validation.model_copy(update={"policies": policies})})
+    with pytest.raises(PermanentError, match="quantity_nonzero"):
+        load_suite(trimmed)

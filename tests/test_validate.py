@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from datetime import date
@@ -11,13 +12,16 @@ import pandas as pd
 import pytest
 
 from jobs.adapters import lake
+from jobs.adapters.audit import audited_dates
 from jobs.adapters.expectations import read_latest_report
 from jobs.adapters.landing import data_files, fingerprint, write_day
+from jobs.config import Policy
 from jobs.definitions import TABLES
-from jobs.errors import DataValidationError, LakeStateError
+from jobs.errors import DataValidationError, LakeStateError, LandingChangedError, PermanentError, UnreadableFileError
 from jobs.steps.ingest import ingest_day
 from jobs.steps.validate import validate_day
 from jobs.tools.split import land_days, read_export
+from tests.conftest import settings_for
 
 DAY = date(2011, 3, 1)  # a Tuesday
 NAMINGS = {
@@ -145,6 +149,12 @@ def negative_prices(rows: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+def overflowing_amount(rows: pd.DataFrame) -> pd.DataFrame:
+    """Quantity and price each fit their types; their product does not fit the money type."""
+    rows.loc[0, ["quantity", "price"]] = ["99999999", "999999999.999"]
+    return rows
+
+
 BROKEN_ROWS = [
     # (case, mutation, expectation(column), broken rows)
     ("quantity-unparseable", set_values("quantity", {0: "abc"}), "expect_column_values_to_match_regex(quantity_raw)", 1),
@@ -159,6 +169,19 @@ BROKEN_ROWS = [
     ("negative-price", negative_prices, "expect_column_values_to_be_between(price)", 3),
     ("customer-id-not-integer", set_values("customer_id", {0: "N/A", 1: "17850x"}),
      "expect_column_values_to_match_regex(customer_id_raw)", 2),
+    # required fields that do not parse to a value: blank, too large for the type, non-ASCII digits
+    ("quantity-blank", set_values("quantity", {0: "", 1: " "}), "expect_column_values_to_not_be_null(quantity)", 2),
+    ("price-blank", set_values("price", {2: ""}), "expect_column_values_to_not_be_null(price)", 1),
+    ("price-integer-part-too-large", set_values("price", {3: "12345678901234567.5"}),
+     "expect_column_values_to_not_be_null(price)", 1),
+    ("price-integer-part-too-large-format", set_values("price", {3: "12345678901234567.5"}),
+     "expect_column_values_to_match_regex(price_raw)", 1),
+    ("quantity-full-width", set_values("quantity", {0: "\uff16"}), "expect_column_values_to_match_regex(quantity_raw)", 1),
+    ("quantity-arabic-indic", set_values("quantity", {1: "\u0666"}), "expect_column_values_to_not_be_null(quantity)", 1),
+    ("price-full-width", set_values("price", {0: "\uff12.\uff15\uff15"}), "expect_column_values_to_match_regex(price_raw)", 1),
+    ("customer-id-full-width", set_values("customer_id", {0: "\uff11\uff17\uff18\uff15\uff10"}),
+     "expect_column_values_to_match_regex(customer_id_raw)", 1),
+    ("amount-beyond-money-type", overflowing_amount, "expect_column_values_to_be_null(amount_overflow)", 1),
 ]  # fmt: skip
 
 
@@ -251,3 +274,219 @@ def test_real_trap_days_pass(spark, settings, real_export, real_expected, day: d
     assert bool(summary["warnings"]) is warns
     if warns:
         assert summary["missing_customer_share"] == pytest.approx(0.87, abs=0.005)
+
+
+# --- unreadable files, several files, no file -----------------------------------------------------
+
+
+def day_folder(settings, day: date = DAY) -> Path:
+    return settings.path("landing_dir") / f"date={day.isoformat()}"
+
+
+def test_a_truncated_gzip_fails_permanently_in_one_line(spark, settings) -> None:
+    landed = land(settings, named(good_rows()))
+    truncated = day_folder(settings) / "transactions.csv.gz"
+    truncated.write_bytes(gzip.compress(landed.read_bytes())[:-40])
+    landed.unlink()
+    with pytest.raises(UnreadableFileError) as raised:
+        validate_day(DAY, settings, spark)
+    message = str(raised.value)
+    assert isinstance(raised.value, PermanentError)
+    assert str(truncated) in message and "truncated" in message and "\n" not in message
+    assert_nothing_downstream(spark, settings)
+
+
+def write_csv(path: Path, rows: pd.DataFrame) -> None:
+    rows.to_csv(path, index=False)
+
+
+def test_a_day_split_into_files_of_either_naming_and_order_loads_every_row(spark, settings) -> None:
+    """The second file under Online Retail II names with its columns reversed: mapped by its own header."""
+    rows = pd.concat([good_rows(), pd.DataFrame([ADJUSTMENT], columns=CANONICAL)], ignore_index=True)
+    land(settings, named(rows.iloc[:0]))  # the marker (and a header-only first file)
+    folder = day_folder(settings)
+    write_csv(folder / "transactions.csv", named(rows.iloc[:6]))
+    second = named(rows.iloc[6:], "online_retail_ii")
+    write_csv(folder / "transactions-2.csv", second[list(reversed(second.columns))])
+    summary = validate_day(DAY, settings, spark)
+    assert summary["success"] is True and summary["row_count"] == len(rows)
+    ingested = ingest_day(DAY, settings, spark)
+    assert ingested["rows_in"] == len(rows) and ingested["quarantined"] == 0
+    bronze = lake.read(spark, settings.table_path("bronze_transactions")).orderBy("invoice", "stock_code").toPandas()
+    assert sorted(bronze["invoice"]) == sorted(rows["invoice"])
+    assert sorted(bronze["stock_code"]) == sorted(rows["stock_code"])
+    assert sorted(bronze["quantity"]) == sorted(int(q) for q in rows["quantity"])
+
+
+def test_files_that_disagree_on_their_columns_fail_naming_both(spark, settings) -> None:
+    land(settings, named(good_rows().iloc[:5]))
+    write_csv(day_folder(settings) / "transactions-2.csv", named(good_rows().iloc[5:]).drop(columns=["Country"]))
+    with pytest.raises(DataValidationError) as raised:
+        validate_day(DAY, settings, spark)
+    message = str(raised.value)
+    assert (
+        "transactions-2.csv and transactions.csv disagree on their columns: only transactions.csv has country"
+        in message
+    )
+
+
+def test_a_file_with_two_names_for_one_column_fails_as_ambiguous(spark, settings) -> None:
+    rows = named(good_rows())
+    rows["Invoice"] = rows["InvoiceNo"]
+    land(settings, rows)
+    with pytest.raises(DataValidationError, match=r"transactions.csv: columns InvoiceNo, Invoice all map to invoice"):
+        validate_day(DAY, settings, spark)
+
+
+def test_a_marker_without_data_file_is_a_day_without_trading(spark, settings) -> None:
+    folder = day_folder(settings)
+    folder.mkdir(parents=True)
+    (folder / settings.landing.marker).touch()
+    summary = validate_day(DAY, settings, spark)
+    assert summary["success"] is True and summary["row_count"] == 0
+    ingested = ingest_day(DAY, settings, spark)
+    assert ingested["rows_in"] == 0 and ingested["customers"] == 0
+    assert DAY in audited_dates(spark, settings)
+
+
+# --- policies: quarantine under the threshold, fail above it -------------------------------------
+
+
+def busy_day(copies: int = 20) -> pd.DataFrame:
+    """GOOD_ROWS repeated (200 rows by default): one bad row is 0.5 %, under the default 1 %."""
+    return pd.concat([good_rows()] * copies, ignore_index=True)
+
+
+def test_rows_under_the_threshold_are_quarantined_not_lost(spark, settings) -> None:
+    rows = busy_day()
+    rows.loc[3, "quantity"] = "\uff16"  # full-width six: breaks two quantity rules
+    rows.loc[16, "price"] = ""
+    land(settings, named(rows))
+    summary = validate_day(DAY, settings, spark)
+    assert summary["success"] is True and summary["quarantined_rows"] == 2
+    assert any("expect_column_values_to_not_be_null(price): 1 of 200" in n for n in summary["quarantine_notes"])
+
+    ingested = ingest_day(DAY, settings, spark)
+    assert ingested["quarantined"] == 2 and ingested["rows_in"] == 200
+    bronze = lake.read(spark, settings.table_path("bronze_transactions"))
+    assert bronze.count() == 198
+    assert bronze.filter("quantity IS NULL OR price IS NULL").count() == 0
+    held = lake.read(spark, settings.table_path("quarantine_transactions")).orderBy("source_row").collect()
+    assert [(r["run_date"], r["source_file"], r["source_row"]) for r in held] == [
+        (DAY, "transactions.csv", 4),
+        (DAY, "transactions.csv", 17),
+    ]
+    assert json.loads(held[0]["raw_record"])["Quantity"] == "\uff16"
+    assert json.loads(held[0]["raw_record"])["InvoiceNo"] == rows.loc[3, "invoice"]
+    assert sorted(held[0]["expectations"]) == [
+        "quantity_format: expect_column_values_to_match_regex(quantity_raw)",
+        "quantity_parses: expect_column_values_to_not_be_null(quantity)",
+    ]
+    assert held[1]["expectations"] == ["price_parses: expect_column_values_to_not_be_null(price)"]
+    (audit,) = lake.read(spark, settings.table_path("run_audit")).filter("step = 'ingest'").collect()
+    assert audit["excluded_rows"]["quarantined"] == 2 and audit["rows_in"] == 200
+    assert audit["input_fingerprint"] == summary["landing_fingerprint"]
+
+    # a corrected re-delivery replaces the day's quarantine slice, like every other table
+    land(settings, named(busy_day()))
+    assert validate_day(DAY, settings, spark)["quarantined_rows"] == 0
+    assert ingest_day(DAY, settings, spark)["quarantined"] == 0
+    assert lake.read(spark, settings.table_path("quarantine_transactions")).count() == 0
+    assert lake.read(spark, settings.table_path("bronze_transactions")).count() == 200
+
+
+def test_rows_above_the_threshold_fail_the_day(spark, settings) -> None:
+    rows = busy_day()
+    rows.loc[[1, 2, 3], "quantity"] = "0"  # 1.5 % of the day
+    land(settings, named(rows))
+    with pytest.raises(DataValidationError) as raised:
+        validate_day(DAY, settings, spark)
+    assert_failed(
+        spark, settings, raised, re.escape("expect_column_values_to_not_be_in_set(quantity): 3 of 200 rows broke it")
+    )
+    assert "1.50% of the day's rows, above the 1.00% limit" in str(raised.value)
+
+
+def test_the_threshold_is_set_per_expectation_in_conf(spark, tmp_path) -> None:
+    base = settings_for(tmp_path)
+    policies = {**base.validation.policies, "quantity_nonzero": Policy(policy="quarantine", max_share=0.02)}
+    settings = settings_for(tmp_path, validation={"policies": policies})
+    rows = busy_day()
+    rows.loc[[1, 2, 3], "quantity"] = "0"
+    land(settings, named(rows))
+    assert validate_day(DAY, settings, spark)["quarantined_rows"] == 3
+
+
+def test_a_warn_policy_keeps_the_rows(spark, tmp_path) -> None:
+    base = settings_for(tmp_path)
+    settings = settings_for(tmp_path, validation={"policies": {**base.validation.policies,
+                                                               "quantity_nonzero": Policy(policy="warn")}})  # fmt: skip
+    rows = good_rows()
+    rows.loc[4, "quantity"] = "0"
+    land(settings, named(rows))
+    summary = validate_day(DAY, settings, spark)
+    assert summary["quarantined_rows"] == 0
+    assert any("expect_column_values_to_not_be_in_set(quantity): 1 of 10" in w for w in summary["warnings"])
+
+
+# --- the fingerprint pins the bytes validated ----------------------------------------------------
+
+
+def rewrite_while_reading(monkeypatch, module, settings, times: int | None) -> list[pd.DataFrame]:
+    """Make ``module.collect_day`` rewrite the landed file right after reading it (``times`` times, None: always)."""
+    import jobs.steps.validate as validate_module
+
+    original = validate_module.collect_day
+    written: list[pd.DataFrame] = []
+
+    def collect_then_rewrite(*args, **kwargs):
+        collected = original(*args, **kwargs)
+        if times is None or len(written) < times:
+            rows = busy_day(2 + len(written))
+            land(settings, named(rows))
+            written.append(rows)
+        return collected
+
+    monkeypatch.setattr(module, "collect_day", collect_then_rewrite)
+    return written
+
+
+def test_a_file_rewritten_while_validating_is_validated_again(spark, settings, monkeypatch) -> None:
+    import jobs.steps.validate as validate_module
+
+    land(settings, named(good_rows()))
+    written = rewrite_while_reading(monkeypatch, validate_module, settings, times=1)
+    summary = validate_day(DAY, settings, spark)
+    files = data_files(settings.path("landing_dir"), DAY, settings.landing.format)
+    assert len(written) == 1
+    assert summary["landing_fingerprint"] == fingerprint(files)  # the bytes now there ...
+    assert summary["row_count"] == len(written[0])  # ... are the bytes validated
+
+
+def test_a_file_that_keeps_changing_fails_permanently(spark, settings, monkeypatch) -> None:
+    import jobs.steps.validate as validate_module
+
+    land(settings, named(good_rows()))
+    rewrite_while_reading(monkeypatch, validate_module, settings, times=None)
+    with pytest.raises(LandingChangedError, match="kept changing while they were validated"):
+        validate_day(DAY, settings, spark)
+    assert read_latest_report(settings, DAY) is None
+
+
+def test_a_file_rewritten_while_ingesting_is_not_loaded(spark, settings, monkeypatch) -> None:
+    import jobs.steps.ingest as ingest_module
+
+    land(settings, named(good_rows()))
+    validate_day(DAY, settings, spark)
+    original = ingest_module.read_landed_day
+
+    def read_then_rewrite(*args, **kwargs):
+        frame = original(*args, **kwargs)
+        land(settings, named(busy_day()))  # lazily read: Spark will see these unvalidated bytes
+        return frame
+
+    monkeypatch.setattr(ingest_module, "read_landed_day", read_then_rewrite)
+    with pytest.raises(LandingChangedError, match="changed after validation"):
+        ingest_day(DAY, settings, spark)
+    for name in TABLES:
+        assert lake.current_version(spark, settings.table_path(name)) is None, name

@@ -49,7 +49,8 @@ def split_quarantined(
 def write_quarantine(held: DataFrame, settings: Settings, first: date, last: date | None = None) -> int:
     """Replace the quarantine slice of run dates [first, last] (one date by default); returns the version."""
     last = last or first
-    predicate = f"run_date BETWEEN {lake.date_literal(first)} AND {lake.date_literal(last)}"
+    # not BETWEEN: Spark 4 rewrites it into a With expression that Delta's replaceWhere cannot resolve
+    predicate = f"run_date >= {lake.date_literal(first)} AND run_date <= {lake.date_literal(last)}"
     return lake.replace_slice(
         held.select(*COLUMNS), settings.table_path("quarantine_transactions"), predicate, "run_date"
     )

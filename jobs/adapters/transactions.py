@@ -73,12 +73,9 @@ def read_files(
     first = set(frames[0].columns)
     for label, frame in zip(labels[1:], frames[1:], strict=True):
         if set(frame.columns) != first:
-            only_first = sorted(first - set(frame.columns)) or "nothing"
-            only_other = sorted(set(frame.columns) - first) or "nothing"
-            raise DataValidationError(
-                f"{labels[0]} and {label} disagree on their columns: only {labels[0]} has {only_first}, "
-                f"only {label} has {only_other}"
-            )
+            only = {labels[0]: first - set(frame.columns), label: set(frame.columns) - first}
+            differences = "; ".join(f"only {name} has {', '.join(sorted(cols))}" for name, cols in only.items() if cols)
+            raise DataValidationError(f"{labels[0]} and {label} disagree on their columns: {differences}")
     return reduce(lambda left, right: left.unionByName(right), frames)
 
 

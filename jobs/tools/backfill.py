@@ -33,31 +33,44 @@ from jobs.adapters.expectations import (
     validation_frame,
 )
 from jobs.adapters.landing import data_files, fingerprint
+from jobs.adapters.quarantine import quarantine_keys, split_quarantined, write_quarantine
 from jobs.adapters.spark import get_spark
-from jobs.adapters.transactions import read_export_text, read_parquet_text, typed_rows
+from jobs.adapters.transactions import read_files, typed_rows
 from jobs.cli import EXIT_PERMANENT_FAILURE, configure_logging
 from jobs.config import Settings, load_settings
 from jobs.core.rfm import EXCLUSION_REASONS, exclusion_reason
-from jobs.definitions import days_between
+from jobs.definitions import QUARANTINED, days_between
 from jobs.errors import DataValidationError, PermanentError
 
 log = logging.getLogger(__name__)
 
 
-def read_source(spark: SparkSession, source: Path, landing_format: str = "csv") -> DataFrame:
-    """Every column of an export file, or of all days of a landing folder (``landing_format``), as text."""
+def read_source(spark: SparkSession, source: Path, landing_format: str = "csv",
+                settings: Settings | None = None) -> DataFrame:  # fmt: skip
+    """Every row of an export file, or of all days of a landing folder (``landing_format``), as text.
+
+    Each file is mapped to canonical names by its own header (``read_files``); rows carry their
+    file (``date=…/name`` in a landing folder) and row number, the key of a quarantined row.
+    """
+    settings = settings or load_settings()
     if source.is_dir():
-        files = [str(p) for folder in sorted(source.glob("date=*"))
-                 for p in data_files(source, date.fromisoformat(folder.name[5:]), landing_format)]  # fmt: skip
-        return read_parquet_text(spark, files) if landing_format == "parquet" else read_export_text(spark, files)
-    if source.suffix == ".parquet":
-        return read_parquet_text(spark, [str(source)])
-    return read_export_text(spark, [str(source)])
+        files = source_files(source, landing_format)
+        labels = [f"{p.parent.name}/{p.name}" for p in files]
+        return read_files(spark, settings, files, landing_format, labels)
+    return read_files(spark, settings, [source], "parquet" if source.suffix == ".parquet" else "csv")
 
 
-def source_fingerprint(source: Path) -> str:
-    """Identity of the source recorded in each day's validation report."""
-    return f"backfill:{source}" if source.is_dir() else f"backfill:{fingerprint([source])}"
+def source_files(source: Path, landing_format: str = "csv") -> list[Path]:
+    """The export file, or every data file of a landing folder's days."""
+    if not source.is_dir():
+        return [source]
+    return [p for folder in sorted(source.glob("date=*"))
+            for p in data_files(source, date.fromisoformat(folder.name[5:]), landing_format)]  # fmt: skip
+
+
+def source_fingerprint(source: Path, landing_format: str = "csv") -> str:
+    """Identity of the source recorded in each day's validation report; checks every file is readable."""
+    return f"backfill:{fingerprint(source_files(source, landing_format))}"
 
 
 class Progress:
@@ -90,8 +103,13 @@ def split_by_day(frame: pd.DataFrame, first: date, until: date) -> dict[date, pd
     return {day: frame[days == day] for day in days_between(first, until)}
 
 
-def validate_history(frame: pd.DataFrame, settings: Settings, first: date, until: date, fingerprint: str) -> int:
-    """Validate each day; raise naming every failed day. Returns the number of days checked."""
+def validate_history(
+    frame: pd.DataFrame, settings: Settings, first: date, until: date, fingerprint: str
+) -> tuple[int, list[dict[str, Any]]]:
+    """Validate each day under the nightly policies; raise naming every failed day.
+
+    Returns the number of days checked and the rows held back (the reports' ``quarantined``).
+    """
     unparsed = int(frame["invoice_date"].isna().sum())
     if unparsed:
         raise DataValidationError(f"{unparsed} rows have a missing or unparseable InvoiceDate; nothing was written")
@@ -104,14 +122,25 @@ def validate_history(frame: pd.DataFrame, settings: Settings, first: date, until
         progress.advance(len(rows), day)
     runner.build_data_docs()
     raise_if_failed(reports)
-    return len(reports)
+    return len(reports), [entry for report in reports for entry in report.quarantined]
 
 
 def load_history(
-    spark: SparkSession, settings: Settings, parsed: DataFrame, first: date, until: date
-) -> dict[str, Any]:
-    """Bronze partitions [first, until] in one commit, then one audit record per day."""
+    spark: SparkSession, settings: Settings, parsed: DataFrame, first: date, until: date,
+    quarantined: list[dict[str, Any]] | None = None, fingerprint: str = "",
+) -> dict[str, Any]:  # fmt: skip
+    """Bronze partitions [first, until] in one commit, then one audit record per day.
+
+    With ``quarantined`` (validation's held-back rows) those rows go to the quarantine's slices
+    of [first, until] instead of bronze.
+    """
     window = F.col("transaction_date").between(F.lit(first), F.lit(until))
+    held_per_day: dict[date, int] = {}
+    if quarantined is not None:
+        keys = quarantine_keys(spark, quarantined)
+        parsed, held = split_quarantined(parsed, keys, F.to_date("invoice_date"), fingerprint)
+        write_quarantine(held, settings, first, until)
+        held_per_day = {r["run_date"]: r["count"] for r in held.groupBy("run_date").count().collect()}
     rows = typed_rows(parsed).filter(window).cache()
     predicate = f"transaction_date BETWEEN {lake.date_literal(first)} AND {lake.date_literal(until)}"
     bronze_version = lake.replace_slice(rows, settings.table_path("bronze_transactions"), predicate, "transaction_date")
@@ -127,6 +156,9 @@ def load_history(
             counts[row["transaction_date"]][row["reason"]] = row["count"]
     records = None
     for day, excluded in counts.items():
+        if quarantined is not None:
+            excluded[QUARANTINED] = held_per_day.get(day, 0)
+            totals[day] += held_per_day.get(day, 0)
         record = audit_row(spark, day, "backfill", totals[day], excluded, {"bronze_transactions": bronze_version})
         records = record if records is None else records.unionByName(record)
     audit_predicate = (
@@ -142,21 +174,21 @@ def backfill(source: Path, until: date, first: date | None = None, settings: Set
     """Validate and load the source's days up to ``until`` (from its first day, or ``first``)."""
     settings = settings or load_settings()
     spark = spark or get_spark(settings)
-    parsed = validation_frame(read_source(spark, source, settings.landing.format), settings).cache()
+    pinned = source_fingerprint(source, settings.landing.format)  # before Spark reads: unreadable files fail here
+    parsed = validation_frame(read_source(spark, source, settings.landing.format, settings), settings).cache()
     first = first or first_day(parsed)
     if first is None or first > until:
         raise DataValidationError(f"{source} has no rows on or before {until}")
     in_range = F.to_date("invoice_date").between(F.lit(first), F.lit(until)) | F.col("invoice_date").isNull()
-    days_checked = validate_history(
-        parsed.filter(in_range).toPandas(), settings, first, until, source_fingerprint(source)
-    )
-    written = load_history(spark, settings, parsed, first, until)
+    days_checked, quarantined = validate_history(parsed.filter(in_range).toPandas(), settings, first, until, pinned)
+    written = load_history(spark, settings, parsed, first, until, quarantined, pinned)
     parsed.unpersist()
     return {
         "source": str(source),
         "from": first.isoformat(),
         "until": until.isoformat(),
         "days": days_checked,
+        "quarantined": len(quarantined),
         **written,
     }
 

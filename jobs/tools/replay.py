@@ -33,7 +33,7 @@ from jobs.tools.split import date_column, land_days, read_export
 def replay_nights(settings: Settings, spark: SparkSession, source: Path, until: date, last: date,
                   label_on: set[date] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Load history to ``until``, then run every night to ``last``; one row per labelled night."""
-    history = validation_frame(read_source(spark, source), settings)
+    history = validation_frame(read_source(spark, source, settings=settings), settings)
     load_history(spark, settings, history, first_day(history), until)
     export = read_export(source)
     first = until + timedelta(days=1)
