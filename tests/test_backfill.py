@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
@@ -28,3 +29,25 @@ def test_backfill_of_a_landing_folder_loads_every_row_of_either_format(spark, tm
     bronze = spark.read.format("delta").load(str(settings.table_path("bronze_transactions")))
     assert summary["rows"] == bronze.count() > 0
     assert bronze.agg(F.max("transaction_date")).first()[0] <= END
+
+
+def test_backfill_applies_the_nightly_policies_per_day(spark, tmp_path) -> None:
+    """A row that does not parse is quarantined under the same rule as a night; bronze never sees it."""
+    settings = settings_for(tmp_path, validation={"quarantine_max_share": 0.5})
+    landing = settings.path("landing_dir")
+    argv = ["--customers", "40", "--days", "3", "--seed", "3", "--end-date", END.isoformat()]
+    assert generate([*argv, "--landing-dir", str(landing)]) == 0
+    busiest = max(landing.glob("date=*/*.csv"), key=lambda p: p.stat().st_size)
+    rows = pd.read_csv(busiest, dtype=str, keep_default_na=False)
+    rows.loc[0, "Quantity"] = "\uff16"  # full-width six
+    rows.to_csv(busiest, index=False)
+
+    summary = backfill(landing, END, settings=settings, spark=spark)
+
+    assert summary["quarantined"] == 1
+    held = spark.read.format("delta").load(str(settings.table_path("quarantine_transactions"))).collect()
+    assert [(r["source_file"], r["source_row"]) for r in held] == [(f"{busiest.parent.name}/{busiest.name}", 1)]
+    assert str(held[0]["run_date"]) == busiest.parent.name.removeprefix("date=")
+    bronze = spark.read.format("delta").load(str(settings.table_path("bronze_transactions")))
+    assert bronze.filter(F.col("quantity").isNull()).count() == 0
+    assert summary["rows"] == bronze.count() + 1

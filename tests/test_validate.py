@@ -490,3 +490,24 @@ def test_a_file_rewritten_while_ingesting_is_not_loaded(spark, settings, monkeyp
         ingest_day(DAY, settings, spark)
     for name in TABLES:
         assert lake.current_version(spark, settings.table_path(name)) is None, name
+
+
+@pytest.mark.realdata
+def test_the_busiest_real_day_split_into_two_namings_loads_every_row(
+    spark, settings, real_export, real_expected
+) -> None:
+    """The issue's case: 5,331 rows, the second half under Online Retail II names in reverse column order."""
+    day = real_expected["day"].value_counts().idxmax()
+    expected = int((real_expected["day"] == day).sum())
+    assert expected == 5331
+    land_days(real_export, settings.path("landing_dir"), day, day, settings.landing.marker, settings.landing.format)
+    landed = day_folder(settings, day) / "transactions.csv"
+    rows = pd.read_csv(landed, dtype=str, keep_default_na=False)
+    half = len(rows) // 2
+    rows.iloc[:half].to_csv(landed, index=False)
+    second = rows.iloc[half:].rename(
+        columns=dict(zip(NAMINGS["online_retail"], NAMINGS["online_retail_ii"], strict=True))
+    )
+    second[list(reversed(second.columns))].to_csv(day_folder(settings, day) / "transactions-2.csv", index=False)
+    summary = validate_day(day, settings, spark)
+    assert summary["success"] is True and summary["row_count"] == expected and summary["quarantined_rows"] == 0
