@@ -1,9 +1,10 @@
-"""Reading exports and typing their columns: both public namings give the same canonical rows."""
+"""Reading exports and typing their columns: both public namings give the same canonical rows, file by file."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -15,9 +16,11 @@ from pyspark.sql import functions as F
 from jobs.adapters.transactions import (
     parse_transactions,
     read_export_text,
+    read_files,
     to_canonical_names,
     typed_rows,
 )
+from jobs.errors import DataValidationError
 
 pytestmark = pytest.mark.spark
 
@@ -107,3 +110,30 @@ def test_quoted_multiline_description_survives_reading(spark, settings, tmp_path
     (row,) = read_export_text(spark, [str(path)]).collect()
     assert row["Description"] == "PAPER CHAIN KIT, 50'S\nCHRISTMAS"
     assert (row["Quantity"], row["UnitPrice"], row["Country"]) == ("12", "2.55", "EIRE")
+
+
+def test_each_file_is_mapped_by_its_own_header_and_keeps_where_each_row_came_from(spark, settings, tmp_path) -> None:
+    """Two files of one day, different namings and column orders: the same typed rows as one file."""
+    first = write_online_retail(tmp_path)
+    second = write_online_retail_ii(tmp_path)
+    both = read_files(spark, settings, [first, second], "csv")
+    typed_both = typed_rows(parse_transactions(both, settings))
+    typed_both = typed_both.withColumn("invoice_date", F.date_format("invoice_date", "yyyy-MM-dd HH:mm:ss"))
+    assert sorted(tuple(r) for r in typed_both.collect()) == sorted(EXPECTED * 2)
+    rows = both.orderBy("source_file", "source_row").collect()
+    assert [(r["source_file"], r["source_row"]) for r in rows] == [
+        (name, n) for name in ("online_retail.csv", "online_retail_ii.csv") for n in range(1, 6)
+    ]
+    assert rows[4]["invoice"] == "536415" and rows[4]["quantity"] == "abc"  # the file's fifth row
+    raw = json.loads(rows[5]["raw_record"])  # Online Retail II's first row, under its own names
+    assert raw["Customer ID"] == "17850" and raw["Invoice"] == "536365" and list(raw)[0] == "Customer ID"
+
+
+def test_files_that_disagree_on_their_columns_are_refused(spark, settings, tmp_path) -> None:
+    first = write_online_retail(tmp_path)
+    short = tmp_path / "short.csv"
+    short.write_text(ONLINE_RETAIL.replace(",Country", "") + "\n536365,85123A,X,6,2010-12-01 08:26:00,2.55,17850\n")
+    with pytest.raises(
+        DataValidationError, match="online_retail.csv and short.csv disagree .* only online_retail.csv has country"
+    ):
+        read_files(spark, settings, [first, short], "csv")
