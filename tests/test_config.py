@@ -75,3 +75,12 @@ def test_a_suite_rule_without_a_policy_is_refused(settings) -> None:
     trimmed = settings.model_copy(update={"validation": settings.validation.model_copy(update={"policies": policies})})
     with pytest.raises(PermanentError, match="quantity_nonzero"):
         load_suite(trimmed)
+
+
+def test_a_rule_policy_is_overridden_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("RFM__VALIDATION__QUARANTINE_MAX_SHARE", "0.02")
+    monkeypatch.setenv("RFM__VALIDATION__POLICIES__QUANTITY_NONZERO", '{"policy": "warn"}')
+    validation = Settings().validation
+    assert validation.policies["quantity_nonzero"].policy == "warn"
+    assert validation.max_share("quantity_parses") == 0.02
+    assert validation.policies["amount_fits"].policy == "fail"
