@@ -18,21 +18,11 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from jobs.adapters.landing import data_files
 from jobs.config import Settings
-from jobs.definitions import RAW_RECORD, SOURCE_FILE, SOURCE_ROW
+from jobs.definitions import CANONICAL_COLUMNS, RAW_RECORD, SOURCE_FILE, SOURCE_ROW
 from jobs.errors import DataValidationError
 
 TEXT_COLUMNS = ["invoice", "stock_code", "description", "customer_id", "country"]
 PARSED_COLUMNS = ["quantity", "price", "invoice_date"]
-CANONICAL_COLUMNS = [
-    "invoice",
-    "stock_code",
-    "description",
-    "quantity",
-    "invoice_date",
-    "price",
-    "customer_id",
-    "country",
-]
 MONEY_PRECISION = 18
 
 
