@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.adapters import lake
-from jobs.adapters.audit import require_previous_day, write_audit
+from jobs.adapters.audit import require_continuity, write_audit
 from jobs.adapters.expectations import read_latest_report
 from jobs.adapters.landing import data_files, fingerprint
 from jobs.adapters.spark import get_spark
@@ -68,7 +68,7 @@ def ingest_day(run_date: date, settings: Settings | None = None, spark: SparkSes
     settings = settings or load_settings()
     spark = spark or get_spark(settings)
     require_validated(settings, run_date)
-    require_previous_day(spark, settings, run_date)
+    require_continuity(spark, settings, run_date)
     day_rows = extract_day(spark, settings, run_date).cache()
     rows_in = day_rows.count()
     excluded = exclusion_counts(day_rows, settings.rfm)
