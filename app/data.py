@@ -41,6 +41,10 @@ _COMPARISONS = {
 }  # fmt: skip
 
 
+class InvalidInput(ValueError):
+    """A request the dashboard refuses (answered 400): an unknown scheme, a bad date, a page too large."""
+
+
 @dataclass(frozen=True)
 class Filters:
     """What every view is filtered by. ``segment``/``country`` None means all."""
@@ -49,6 +53,10 @@ class Filters:
     scheme: str = "cluster"
     segment: str | None = None
     country: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.scheme not in LABEL_SCHEMES:
+            raise InvalidInput(f"unknown label scheme {self.scheme!r}: one of {', '.join(LABEL_SCHEMES)}")
 
     @property
     def label_column(self) -> str:

@@ -157,6 +157,9 @@ class Dashboard(BaseModel):
     scatter_max_points: int = Field(ge=100)
     page_size: int = Field(ge=10)
     refresh_seconds: int = Field(ge=5)
+    auth_user: str | None = None
+    auth_password: str | None = None
+    workers: int = Field(default=2, ge=1)
 
 
 class Leases(BaseModel):
