@@ -12,7 +12,7 @@ JARS := .ivy/.resolved
 RUN_FROM ?= 2011-12-07
 RUN_TO ?= 2011-12-09
 
-.PHONY: help prerequisites setup setup-test system-packages run rerun test test-fast lint replay airflow mlflow-ui compare clean clean-all dashboard bench test-dashboard
+.PHONY: help prerequisites setup setup-test system-packages run rerun test test-fast lint replay airflow mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ compare: setup ## the last LAST nights side by side from MLflow (default 14): ma
 
 dashboard: setup ## segment explorer (Dash) over the gold tables on 127.0.0.1:8050 (conf/ dashboard:)
 	$(BIN)/python -m app
+
+test-rerun-twice: setup ## slow (two full runs): `make run` twice in one data dir, gold business columns identical
+	$(BIN)/pytest -q tests/test_make_run_twice.py
 
 test-dashboard: setup-test ## only the dashboard tests (data layer, then Chromium); no Spark
 	$(BIN)/pytest tests/test_dashboard_data.py tests/test_dashboard_browser.py
