@@ -265,3 +265,56 @@ def test_basic_auth_when_configured_and_required_off_loopback(segment_lake: Segm
     token = base64.b64encode(b"analyst:s3cret").decode()
     assert http.get("/", headers={"Authorization": f"Basic {token}"}).status_code == 200
     assert protect(create_app(segment_lake, base, warm_up=False), base) is not None  # loopback: no login needed
+
+
+# --- readers see published snapshots only, at their published versions (issue 12, item 9) -----------
+
+
+def publish_record(lake_dir: Path, day: date) -> None:
+    """What the label step writes last: the day's versions of the gold tables (delta-rs here)."""
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    versions = {name: DeltaTable(str(lake_dir / path)).version() for name, path in
+                (("gold_customer_segments", "gold/customer_segments"), ("gold_segment_summary", "gold/segment_summary"),
+                 ("gold_segment_transitions", "gold/customer_segments"))}  # fmt: skip
+    schema = pa.schema([("snapshot_date", pa.date32()), ("table_versions", pa.map_(pa.string(), pa.int64()))])
+    table = pa.Table.from_pylist([{"snapshot_date": day, "table_versions": list(versions.items())}], schema=schema)
+    write_deltalake(str(lake_dir / "gold" / "published"), table, partition_by=["snapshot_date"], mode="append")
+
+
+def test_a_snapshot_half_written_is_not_shown_until_published(tmp_path: Path) -> None:
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from tests.dashboard_fixture import SEGMENTS_SCHEMA, summary_of
+
+    lake_dir = tmp_path / "lake"
+    first = customers_of(SNAPSHOTS[0], 40, seed=1)
+    write_snapshot(lake_dir, first)
+    publish_record(lake_dir, SNAPSHOTS[0])
+    reader = SegmentLake.from_settings(settings_for(tmp_path))
+    assert reader.snapshot_dates() == [SNAPSHOTS[0]]
+
+    # the night of D crashes after its first gold write (segments): nothing of D is visible
+    crashed = customers_of(LAST, 30, seed=2)
+    segments = pa.Table.from_pandas(crashed[SEGMENTS_SCHEMA.names], schema=SEGMENTS_SCHEMA, preserve_index=False)
+    write_deltalake(
+        str(lake_dir / "gold" / "customer_segments"), segments, partition_by=["snapshot_date"], mode="append"
+    )
+    assert reader.snapshot_dates() == [SNAPSHOTS[0]]
+    assert reader.snapshot(LAST) is None
+    assert LAST not in set(reader.sizes_over_time("rfm")["snapshot_date"])
+    assert reader.snapshot(SNAPSHOTS[0]).num_rows == len(first), "the published snapshot reads as it was"
+
+    # a re-run of D completes the writes and publishes: D shows, whole
+    from tests.dashboard_fixture import SUMMARY_SCHEMA
+
+    summary = pa.Table.from_pandas(
+        summary_of(crashed)[SUMMARY_SCHEMA.names], schema=SUMMARY_SCHEMA, preserve_index=False
+    )
+    write_deltalake(str(lake_dir / "gold" / "segment_summary"), summary, partition_by=["snapshot_date"], mode="append")
+    publish_record(lake_dir, LAST)
+    assert reader.snapshot_dates() == [SNAPSHOTS[0], LAST]
+    assert reader.snapshot(LAST).num_rows == len(crashed)
+    assert LAST in set(reader.sizes_over_time("rfm")["snapshot_date"])
