@@ -12,7 +12,7 @@ JARS := .ivy/.resolved
 RUN_FROM ?= 2011-12-07
 RUN_TO ?= 2011-12-09
 
-.PHONY: help prerequisites setup setup-test system-packages run test test-fast lint replay airflow mlflow-ui compare clean clean-all dashboard bench test-dashboard
+.PHONY: help prerequisites setup setup-test system-packages run rerun test test-fast lint replay airflow mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -67,6 +67,10 @@ replay: setup ## real data night by night: make replay SOURCE=file FROM=YYYY-MM-
 	$(BIN)/python -m jobs.orchestration replay --source "$(SOURCE)" --from $(FROM) --to $(TO)
 	$(BIN)/python -m jobs.tools.summary --run-date $(TO)
 
+rerun: setup ## re-run day FROM and every later day in order, in-process: make rerun FROM=YYYY-MM-DD [STEPS="validate ingest"]
+	@test -n "$(FROM)" || { echo "usage: make rerun FROM=YYYY-MM-DD"; exit 2; }
+	$(BIN)/python -m jobs.tools.rerun --from $(FROM) $(if $(STEPS),--steps $(STEPS))
+
 airflow: setup ## Airflow UI/API on 127.0.0.1:8080 over this dags folder (Ctrl-C stops it)
 	$(BIN)/python -m jobs.orchestration airflow
 
@@ -79,6 +83,9 @@ compare: setup ## the last LAST nights side by side from MLflow (default 14): ma
 
 dashboard: setup ## segment explorer (Dash) over the gold tables on 127.0.0.1:8050 (conf/ dashboard:)
 	$(BIN)/python -m app
+
+test-rerun-twice: setup ## slow (two full runs): `make run` twice in one data dir, gold business columns identical
+	$(BIN)/pytest -q tests/test_make_run_twice.py
 
 test-dashboard: setup-test ## only the dashboard tests (data layer, then Chromium); no Spark
 	$(BIN)/pytest tests/test_dashboard_data.py tests/test_dashboard_browser.py

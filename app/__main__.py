@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from app.data import SegmentLake
+from app.security import protect
 from app.views import create_app
 from jobs.config import load_settings
 
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(argv)
     settings = load_settings()
     config = settings.dashboard
-    app = create_app(SegmentLake.from_settings(settings), config)
+    app = protect(create_app(SegmentLake.from_settings(settings), config), config)
     print(f"Segment explorer: http://{config.host}:{config.port}/  (lake: {settings.path('lake_dir')})", flush=True)
     app.run(host=config.host, port=config.port, debug=False)
     return 0

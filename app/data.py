@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 from deltalake import DeltaTable
 
+from jobs.adapters.publish import published_versions
 from jobs.config import Settings
 from jobs.definitions import GONE_CUSTOMER, LABEL_SCHEMES, NEW_CUSTOMER, RFM_MEASURES
 
@@ -41,6 +42,10 @@ _COMPARISONS = {
 }  # fmt: skip
 
 
+class InvalidInput(ValueError):
+    """A request the dashboard refuses (answered 400): an unknown scheme, a bad date, a page too large."""
+
+
 @dataclass(frozen=True)
 class Filters:
     """What every view is filtered by. ``segment``/``country`` None means all."""
@@ -50,6 +55,10 @@ class Filters:
     segment: str | None = None
     country: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.scheme not in LABEL_SCHEMES:
+            raise InvalidInput(f"unknown label scheme {self.scheme!r}: one of {', '.join(LABEL_SCHEMES)}")
+
     @property
     def label_column(self) -> str:
         return LABEL_SCHEMES[self.scheme]
@@ -58,8 +67,11 @@ class Filters:
 class SegmentLake:
     """Read-only access to ``gold/customer_segments`` and ``gold/segment_summary``."""
 
-    def __init__(self, segments_path: Path, summary_path: Path, segment_order: dict[str, list[str]]) -> None:
+    def __init__(self, segments_path: Path, summary_path: Path, segment_order: dict[str, list[str]],
+                 published_path: Path | None = None) -> None:  # fmt: skip
         self.segments_path, self.summary_path = str(segments_path), str(summary_path)
+        self.published_path = str(published_path) if published_path else None
+        self._table_names = {self.segments_path: "gold_customer_segments", self.summary_path: "gold_segment_summary"}
         self.segment_order = segment_order
         self._tables: dict[str, DeltaTable] = {}
         self._lock = threading.Lock()
@@ -69,6 +81,7 @@ class SegmentLake:
         self._counts = lru_cache(maxsize=2)(self._read_counts)
         self._flows = lru_cache(maxsize=16)(self._read_flows)
         self._numeric = lru_cache(maxsize=4)(self._read_numeric)
+        self._published_at = lru_cache(maxsize=2)(self._read_published)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SegmentLake:
@@ -78,12 +91,37 @@ class SegmentLake:
             settings.table_path("gold_customer_segments"),
             settings.table_path("gold_segment_summary"),
             {"cluster": list(dict.fromkeys(settings.labels.cluster_labels)), "rfm": rules},
+            settings.table_path("gold_published"),
         )
 
     # -- versions and the cached reads -------------------------------------------------------
 
+    def _published(self) -> dict[date, dict[str, int]] | None:
+        """Published dates and their gold versions (None: a lake without publish records); the
+        record table's log is re-listed incrementally and read again only when it moved."""
+        if not self.published_path:
+            return None
+        with self._lock:
+            table = self._tables.get(self.published_path)
+            if table is None:
+                if not DeltaTable.is_deltatable(self.published_path):
+                    return None
+                table = self._tables[self.published_path] = DeltaTable(self.published_path)
+            else:
+                table.update_incremental()
+            version = table.version()
+        return self._published_at(version)
+
+    def _read_published(self, version: int) -> dict[date, dict[str, int]]:
+        return published_versions(self.published_path, version) or {}
+
     def _version(self, path: str) -> int | None:
-        """The table's latest version (the log is re-listed incrementally), None if absent."""
+        """The version readers see: the newest published one (None if nothing is published), or
+        without publish records the table's latest (the log is re-listed incrementally)."""
+        published = self._published()
+        if published is not None:
+            name = self._table_names[path]
+            return max((versions[name] for versions in published.values()), default=None)
         with self._lock:
             table = self._tables.get(path)
             if table is None:
@@ -123,7 +161,12 @@ class SegmentLake:
         return cursor.sql(sql, params=list(params))
 
     def snapshot(self, day: date) -> pa.Table | None:
-        """The customers of one snapshot (the view columns), None when the table is absent."""
+        """The customers of one snapshot (the view columns) at its published version; None when the
+        table is absent or the date is not published."""
+        published = self._published()
+        if published is not None:
+            versions = published.get(day)
+            return None if versions is None else self._snapshot(versions["gold_customer_segments"], day)
         version = self._version(self.segments_path)
         return None if version is None else self._snapshot(version, day)
 
@@ -148,7 +191,10 @@ class SegmentLake:
         return bool(self.snapshot_dates())
 
     def snapshot_dates(self) -> list[date]:
-        """Snapshot dates present in ``gold/customer_segments``, oldest first."""
+        """Snapshot dates published (or, without publish records, present in ``gold/customer_segments``)."""
+        published = self._published()
+        if published is not None:
+            return sorted(published)
         if self._version(self.segments_path) is None:
             return []
         with self._lock:
@@ -242,6 +288,9 @@ class SegmentLake:
             sizes = summary[summary["label_scheme"] == scheme][["snapshot_date", "segment", "customers"]]
         if segment:
             sizes = sizes[sizes["segment"] == segment]
+        published = self._published()
+        if published is not None:
+            sizes = sizes[sizes["snapshot_date"].isin(set(published))]
         return sizes.sort_values(["snapshot_date", "segment"]).reset_index(drop=True)
 
     def box_stats(self, filters: Filters) -> pd.DataFrame:

@@ -18,9 +18,9 @@ import plotly.graph_objects as go
 from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html, no_update
 from plotly.subplots import make_subplots
 
-from app.data import Filters, SegmentLake
+from app.data import Filters, InvalidInput, SegmentLake
 from jobs.config import Dashboard
-from jobs.definitions import GONE_CUSTOMER, NEW_CUSTOMER, RFM_MEASURES
+from jobs.definitions import GONE_CUSTOMER, LABEL_SCHEMES, NEW_CUSTOMER, RFM_MEASURES
 
 NO_SEGMENTS = "No segments yet — run `make run`"
 MEASURE_TITLES = {"recency_days": "Recency (days)", "frequency": "Frequency (invoices)", "monetary": "Monetary"}
@@ -50,6 +50,7 @@ def create_app(segment_lake: SegmentLake, config: Dashboard, warm_up: bool = Tru
     app = Dash(__name__, title="Segment explorer", suppress_callback_exceptions=True)
     app.layout = lambda: layout(segment_lake, config)
     register_callbacks(app, segment_lake, config, warm_up)
+    app.server.register_error_handler(InvalidInput, invalid_input)
     if warm_up:
         threading.Thread(target=segment_lake.warm_up, daemon=True).start()
     return app
@@ -306,14 +307,40 @@ def migration_table(flows: pd.DataFrame) -> html.Table:
 # -- callbacks -----------------------------------------------------------------------------------
 
 
+def parse_day(day: str) -> date:
+    """A snapshot date from the page, or ``InvalidInput``."""
+    try:
+        return date.fromisoformat(day)
+    except (TypeError, ValueError) as error:
+        raise InvalidInput(f"not a date: {day!r}") from error
+
+
+def page_bounds(request: dict, page_size: int) -> tuple[int, int]:
+    """The grid's requested rows [start, end), refused beyond one page of ``page_size`` rows."""
+    try:
+        start, end = int(request["startRow"]), int(request["endRow"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise InvalidInput("a row request needs integer startRow and endRow") from error
+    if start < 0 or end < start or end - start > page_size:
+        raise InvalidInput(f"rows {start}..{end}: at most {page_size} rows per request")
+    return start, end
+
+
+def invalid_input(error: InvalidInput):
+    """Flask error handler: a refused request is the client's fault (400), not the server's (500)."""
+    return {"error": str(error)}, 400
+
+
 def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard, warm_up: bool) -> None:
     """Wire the filters to the views; every callback reads through ``segment_lake``'s cache."""
 
     def filters_of(day: str | None, scheme: str, segment: str | None, country: str | None) -> Filters | None:
-        """The filters, or None when the date has no snapshot."""
-        if not day or date.fromisoformat(day) not in segment_lake.snapshot_dates():
+        """The filters, or None when the date has no snapshot; ``InvalidInput`` (400) for a bad request."""
+        if scheme not in LABEL_SCHEMES:
+            raise InvalidInput(f"unknown label scheme {scheme!r}: one of {', '.join(LABEL_SCHEMES)}")
+        if not day or parse_day(day) not in segment_lake.snapshot_dates():
             return None
-        return Filters(date.fromisoformat(day), scheme, segment or None, country or None)
+        return Filters(parse_day(day), scheme, segment or None, country or None)
 
     def colours(scheme: str, day: date) -> dict[str, str]:
         return segment_colours(segment_lake.segments(scheme, day))
@@ -415,7 +442,8 @@ def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard, 
             return no_update, no_update
         if filters is None:
             return {"rowData": [], "rowCount": 0}, f"No data for {day}"
-        rows, total = segment_lake.customer_page(filters, request["startRow"], request["endRow"],
+        start, end = page_bounds(request, config.page_size)
+        rows, total = segment_lake.customer_page(filters, start, end,
                                                  request.get("sortModel"), request.get("filterModel"))  # fmt: skip
         return {"rowData": rows, "rowCount": total}, f"{total:,} customers"
 

@@ -14,7 +14,9 @@ The run whose data interval is **[D, D+1)** processes day **D** (`ds`):
 6. **eda_report** — static HTML + PNG charts of the run under the reports folder, also logged to the day's MLflow run
 
 All logic lives in `jobs/`; each task calls one step, runnable alone as `python -m jobs <step> --run-date D`.
-Configuration: `conf/pipeline.yaml` (overridable with `RFM__…` variables).
+Configuration: `conf/pipeline.yaml` (overridable with `RFM__…` variables). Each task has an
+`execution_timeout` (`dag.task_timeout_minutes`), the run a deadline (`dag.run_timeout_minutes`);
+a failed task or run posts an alert to `alerts.webhook_url` (`jobs/orchestration/alerts.py`).
 """
 
 from datetime import timedelta
@@ -25,9 +27,16 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from jobs.config import load_settings
 from jobs.definitions import DAG_RUN_TAG, DAG_TAG, TASK_TAG
+from jobs.orchestration.alerts import on_failure
 from jobs.orchestration.task import run_step_in_task
 
 settings = load_settings()
+
+
+def timeout(task_id: str) -> timedelta:
+    """The task's execution_timeout from conf/ (dag.task_timeout_minutes)."""
+    return timedelta(minutes=settings.dag.task_timeout_minutes[task_id])
+
 
 with DAG(
     dag_id=settings.dag.dag_id,
@@ -38,7 +47,10 @@ with DAG(
     max_active_runs=1,
     tags=settings.dag.tags,
     doc_md=__doc__,
+    dagrun_timeout=timedelta(minutes=settings.dag.run_timeout_minutes),
+    on_failure_callback=on_failure,
     default_args={
+        "on_failure_callback": on_failure,
         "owner": settings.dag.owner,
         "depends_on_past": True,
         "wait_for_downstream": True,
@@ -63,28 +75,28 @@ with DAG(
         arrived = has_arrived(settings.path("landing_dir"), date.fromisoformat(ds), settings.landing.marker)
         return PokeReturnValue(is_done=arrived)
 
-    @task
+    @task(execution_timeout=timeout("validate"))
     def validate(ds: str) -> dict:
         """Great Expectations on the landed day; fails without retry on bad data."""
         return run_step_in_task("validate", ds)
 
-    @task
+    @task(execution_timeout=timeout("ingest_rfm"))
     def ingest_rfm(ds: str) -> dict:
         """Bronze partition + RFM snapshot (silver) + run audit."""
         return run_step_in_task("ingest", ds)
 
-    @task
+    @task(execution_timeout=timeout("cluster"))
     def cluster(ds: str, dag_run=None, ti=None) -> dict:
         """Spark ML clustering, logged to MLflow with Airflow lineage tags."""
         lineage = {DAG_TAG: dag_run.dag_id, DAG_RUN_TAG: dag_run.run_id, TASK_TAG: ti.task_id}
         return run_step_in_task("cluster", ds, lineage=lineage)
 
-    @task
+    @task(execution_timeout=timeout("label"))
     def label(ds: str) -> dict:
         """Cluster labels + RFM quintile segments into the gold tables."""
         return run_step_in_task("label", ds)
 
-    @task
+    @task(execution_timeout=timeout("eda_report"))
     def eda_report(ds: str) -> dict:
         """Static EDA report (HTML + PNG charts), also an artifact of the day's MLflow run."""
         return run_step_in_task("eda", ds)

@@ -35,12 +35,17 @@ def run_named_step(argv: Sequence[str]) -> int:
 def run_step(step: Callable[[date], dict[str, Any]], description: str, argv: Sequence[str] | None = None) -> int:
     """Parse ``--run-date``, run ``step`` and print its summary as JSON.
 
+    The step holds its (step, run date) lease meanwhile (``jobs.adapters.lease``).
     Exit 0 on success, 2 on a permanent failure (bad input, lake state); other errors raise.
     """
+    from jobs.adapters.lease import step_lease, step_name
+    from jobs.config import load_settings
+
     configure_logging()
     args = run_date_parser(description).parse_args(argv)
     try:
-        summary = step(args.run_date)
+        with step_lease(load_settings(), step_name(step), args.run_date):
+            summary = step(args.run_date)
     except PermanentError as error:
         print(f"FAILED: {error}", file=sys.stderr)
         return EXIT_PERMANENT_FAILURE

@@ -156,6 +156,8 @@ class Dag(BaseModel):
     retry_delay_seconds: int
     max_retry_delay_seconds: int
     tags: list[str]
+    task_timeout_minutes: dict[str, int]
+    run_timeout_minutes: int = Field(ge=1)
 
 
 class Generator(BaseModel):
@@ -171,6 +173,20 @@ class Dashboard(BaseModel):
     scatter_max_points: int = Field(ge=100)
     page_size: int = Field(ge=10)
     refresh_seconds: int = Field(ge=5)
+    auth_user: str | None = None
+    auth_password: str | None = None
+    workers: int = Field(default=2, ge=1)
+
+
+class Leases(BaseModel):
+    ttl_seconds: int = Field(ge=60)
+    wait_seconds: float = Field(ge=0)
+
+
+class Alerts(BaseModel):
+    webhook_url: str | None = None
+    data_docs_url: str | None = None
+    timeout_seconds: float = Field(gt=0)
 
 
 class Settings(BaseSettings):
@@ -193,6 +209,8 @@ class Settings(BaseSettings):
     dag: Dag
     generator: Generator
     dashboard: Dashboard
+    leases: Leases
+    alerts: Alerts
 
     @classmethod
     def settings_customise_sources(

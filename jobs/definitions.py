@@ -17,6 +17,7 @@ TABLES = {
     "gold_customer_segments": "gold/customer_segments",
     "gold_segment_summary": "gold/segment_summary",
     "gold_segment_transitions": "gold/segment_transitions",
+    "gold_published": "gold/published",  # written last by a night: what readers may see (jobs.adapters.publish)
     "run_audit": "audit/run_audit",
     "quarantine_transactions": "quarantine/transactions",
 }

@@ -51,3 +51,28 @@ def test_backfill_applies_the_nightly_policies_per_day(spark, tmp_path) -> None:
     bronze = spark.read.format("delta").load(str(settings.table_path("bronze_transactions")))
     assert bronze.filter(F.col("quantity").isNull()).count() == 0
     assert summary["rows"] == bronze.count() + 1
+
+
+def bronze_rows(spark, settings) -> list:
+    return sorted(spark.read.format("delta").load(str(settings.table_path("bronze_transactions"))).collect(), key=str)
+
+
+def test_backfill_twice_over_the_same_range_leaves_the_same_tables(spark, tmp_path) -> None:
+    """The second `make run` re-runs the backfill over an existing bronze table (issue 12, item 11)."""
+    settings = settings_for(tmp_path)
+    landing = settings.path("landing_dir")
+    argv = ["--customers", "30", "--days", "5", "--seed", "4", "--end-date", END.isoformat()]
+    assert generate([*argv, "--landing-dir", str(landing)]) == 0
+
+    first = backfill(landing, END, settings=settings, spark=spark)
+    rows, audit = bronze_rows(spark, settings), audit_days(spark, settings)
+    second = backfill(landing, END, settings=settings, spark=spark)
+
+    assert second["bronze_transactions"] > first["bronze_transactions"], "the second backfill wrote nothing"
+    assert bronze_rows(spark, settings) == rows
+    assert audit_days(spark, settings) == audit
+
+
+def audit_days(spark, settings) -> list[tuple]:
+    audit = spark.read.format("delta").load(str(settings.table_path("run_audit")))
+    return sorted((r["run_date"], r["step"], r["rows_in"]) for r in audit.collect())

@@ -124,3 +124,24 @@ def test_transient_errors_are_left_to_retries():
 
     with pytest.raises(OSError):
         run_in_task(flaky, datetime(2011, 12, 9).date().isoformat())
+
+
+def test_every_task_has_a_timeout_and_the_run_a_deadline_and_failures_alert(dag):
+    """Issue 12, item 14: a hung task fails (and is retried); a stalled night fails; both alert."""
+    from jobs.config import load_settings
+    from jobs.orchestration.alerts import on_failure
+
+    settings = load_settings()
+    assert dag.dagrun_timeout == timedelta(minutes=settings.dag.run_timeout_minutes), where(dag)
+    assert on_failure in _callbacks(dag.on_failure_callback), f"{where(dag)}: the DAG run does not alert"
+    for task in dag.tasks:
+        assert on_failure in _callbacks(task.on_failure_callback), f"{where(dag)}: {task.task_id} does not alert"
+        if task.task_id in settings.dag.task_timeout_minutes:
+            expected = timedelta(minutes=settings.dag.task_timeout_minutes[task.task_id])
+            assert task.execution_timeout == expected, f"{where(dag)}: {task.task_id} timeout"
+    sensors = {t.task_id for t in dag.tasks} - set(settings.dag.task_timeout_minutes)
+    assert sensors == {"wait_for_landing"}, f"{where(dag)}: tasks without a configured timeout: {sensors}"
+
+
+def _callbacks(value) -> list:
+    return value if isinstance(value, list) else [value]

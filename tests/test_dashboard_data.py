@@ -194,3 +194,127 @@ def test_a_new_snapshot_shows_up_without_a_new_reader(tmp_path: Path) -> None:
     assert segment_lake.snapshot_dates() == SNAPSHOTS[:2]
     assert segment_lake.overview(Filters(SNAPSHOTS[1]))["customers"].sum() == 40
     assert segment_lake.sizes_over_time("cluster").groupby("snapshot_date")["customers"].sum().tolist() == [30, 40]
+
+
+# --- inputs from the page are validated (issue 12, item 15) -----------------------------------------
+
+
+def grid_request(day: str, scheme: str, start: int, end: int) -> dict:
+    """The body Dash POSTs for one block of the customer grid."""
+    return {
+        "output": "..customer-grid.getRowsResponse...customer-count.children..",
+        "outputs": [{"id": "customer-grid", "property": "getRowsResponse"},
+                    {"id": "customer-count", "property": "children"}],
+        "inputs": [{"id": "customer-grid", "property": "getRowsRequest", "value": {"startRow": start, "endRow": end}}],
+        "state": [{"id": "snapshot-date", "property": "value", "value": day},
+                  {"id": "scheme", "property": "value", "value": scheme},
+                  {"id": "segment", "property": "value", "value": None},
+                  {"id": "country", "property": "value", "value": None}],
+        "changedPropIds": ["customer-grid.getRowsRequest"],
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def client(segment_lake: SegmentLake, lake_dir: Path):
+    from app.views import create_app
+
+    config = settings_for(lake_dir.parent).dashboard
+    app = create_app(segment_lake, config, warm_up=False)
+    http = app.server.test_client()
+    http.get("/")  # Dash registers its routes lazily on the first request
+    return http, config
+
+
+def test_a_page_of_customers_within_the_cap_is_served(client) -> None:
+    http, config = client
+    answer = http.post("/_dash-update-component", json=grid_request(LAST.isoformat(), "rfm", 0, config.page_size))
+    assert answer.status_code == 200
+    assert len(answer.get_json()["response"]["customer-grid"]["getRowsResponse"]["rowData"]) > 0
+
+
+@pytest.mark.parametrize(
+    ("day", "scheme", "start", "end", "why"),
+    [
+        (LAST.isoformat(), "bogus", 0, 10, "unknown label scheme 'bogus'"),
+        (LAST.isoformat(), "rfm", 0, 10**9, "at most"),
+        (LAST.isoformat(), "rfm", -5, 5, "at most"),
+        ("not-a-date", "rfm", 0, 10, "not a date"),
+    ],
+    ids=["unknown-scheme", "page-too-large", "negative-start", "bad-date"],
+)
+def test_a_bad_request_is_a_400_not_a_500(client, day, scheme, start, end, why) -> None:
+    http, _ = client
+    answer = http.post("/_dash-update-component", json=grid_request(day, scheme, start, end))
+    assert answer.status_code == 400
+    assert why in answer.get_json()["error"]
+
+
+def test_basic_auth_when_configured_and_required_off_loopback(segment_lake: SegmentLake, lake_dir: Path) -> None:
+    import base64
+
+    from app.security import ExposedWithoutAuth, protect
+    from app.views import create_app
+
+    base = settings_for(lake_dir.parent).dashboard
+    exposed = base.model_copy(update={"host": "0.0.0.0"})
+    with pytest.raises(ExposedWithoutAuth, match="AUTH_PASSWORD"):
+        protect(create_app(segment_lake, exposed, warm_up=False), exposed)
+    secured = exposed.model_copy(update={"auth_user": "analyst", "auth_password": "s3cret"})
+    http = protect(create_app(segment_lake, secured, warm_up=False), secured).server.test_client()
+    assert http.get("/").status_code == 401
+    token = base64.b64encode(b"analyst:s3cret").decode()
+    assert http.get("/", headers={"Authorization": f"Basic {token}"}).status_code == 200
+    assert protect(create_app(segment_lake, base, warm_up=False), base) is not None  # loopback: no login needed
+
+
+# --- readers see published snapshots only, at their published versions (issue 12, item 9) -----------
+
+
+def publish_record(lake_dir: Path, day: date) -> None:
+    """What the label step writes last: the day's versions of the gold tables (delta-rs here)."""
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    versions = {name: DeltaTable(str(lake_dir / path)).version() for name, path in
+                (("gold_customer_segments", "gold/customer_segments"), ("gold_segment_summary", "gold/segment_summary"),
+                 ("gold_segment_transitions", "gold/customer_segments"))}  # fmt: skip
+    schema = pa.schema([("snapshot_date", pa.date32()), ("table_versions", pa.map_(pa.string(), pa.int64()))])
+    table = pa.Table.from_pylist([{"snapshot_date": day, "table_versions": list(versions.items())}], schema=schema)
+    write_deltalake(str(lake_dir / "gold" / "published"), table, partition_by=["snapshot_date"], mode="append")
+
+
+def test_a_snapshot_half_written_is_not_shown_until_published(tmp_path: Path) -> None:
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from tests.dashboard_fixture import SEGMENTS_SCHEMA, summary_of
+
+    lake_dir = tmp_path / "lake"
+    first = customers_of(SNAPSHOTS[0], 40, seed=1)
+    write_snapshot(lake_dir, first)
+    publish_record(lake_dir, SNAPSHOTS[0])
+    reader = SegmentLake.from_settings(settings_for(tmp_path))
+    assert reader.snapshot_dates() == [SNAPSHOTS[0]]
+
+    # the night of D crashes after its first gold write (segments): nothing of D is visible
+    crashed = customers_of(LAST, 30, seed=2)
+    segments = pa.Table.from_pandas(crashed[SEGMENTS_SCHEMA.names], schema=SEGMENTS_SCHEMA, preserve_index=False)
+    write_deltalake(
+        str(lake_dir / "gold" / "customer_segments"), segments, partition_by=["snapshot_date"], mode="append"
+    )
+    assert reader.snapshot_dates() == [SNAPSHOTS[0]]
+    assert reader.snapshot(LAST) is None
+    assert LAST not in set(reader.sizes_over_time("rfm")["snapshot_date"])
+    assert reader.snapshot(SNAPSHOTS[0]).num_rows == len(first), "the published snapshot reads as it was"
+
+    # a re-run of D completes the writes and publishes: D shows, whole
+    from tests.dashboard_fixture import SUMMARY_SCHEMA
+
+    summary = pa.Table.from_pandas(
+        summary_of(crashed)[SUMMARY_SCHEMA.names], schema=SUMMARY_SCHEMA, preserve_index=False
+    )
+    write_deltalake(str(lake_dir / "gold" / "segment_summary"), summary, partition_by=["snapshot_date"], mode="append")
+    publish_record(lake_dir, LAST)
+    assert reader.snapshot_dates() == [SNAPSHOTS[0], LAST]
+    assert reader.snapshot(LAST).num_rows == len(crashed)
+    assert LAST in set(reader.sizes_over_time("rfm")["snapshot_date"])

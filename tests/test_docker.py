@@ -229,3 +229,41 @@ def test_build_context_excludes_local_state():
     else:
         for path in (".venv", ".ivy", "data", ".git"):
             assert any(p.strip("/") == path for p in patterns), path
+
+
+LAKE_WRITERS = {"airflow-scheduler", "spark-worker", "mlflow"}  # the steps' driver, executors, artifacts
+
+
+def lake_read_only(service: dict) -> list[bool]:
+    """For each mount of the lake volume: read-only or not (short or long syntax)."""
+    modes = []
+    for vol in service.get("volumes", []):
+        if isinstance(vol, str) and vol.split(":")[0] == "lake":
+            modes.append(vol.split(":")[-1] == "ro")
+        elif isinstance(vol, dict) and vol.get("source") == "lake":
+            modes.append(bool(vol.get("read_only")))
+    return modes
+
+
+def test_only_the_steps_write_the_lake(rendered):
+    """Issue 12, item 15: the dashboard and the Airflow services that run no step mount it read-only."""
+    for name, service in rendered["services"].items():
+        modes = lake_read_only(service)
+        if name in LAKE_WRITERS:
+            assert modes == [False], f"{name} needs write access to the lake"
+        else:
+            assert all(modes), f"{name} mounts the lake writable"
+    assert lake_read_only(rendered["services"]["dashboard"]) == [True]
+
+
+def test_the_dashboard_is_served_by_gunicorn_behind_basic_auth(rendered):
+    dashboard = rendered["services"]["dashboard"]
+    command = " ".join(dashboard["command"]) if isinstance(dashboard["command"], list) else dashboard["command"]
+    assert "gunicorn" in command and "app.wsgi:server" in command
+    assert dashboard["environment"]["RFM__DASHBOARD__AUTH_PASSWORD"] == TEST_VALUES["DASHBOARD_PASSWORD"]
+
+
+def test_the_env_file_with_secrets_is_git_ignored():
+    ignored = subprocess.run(["git", "check-ignore", "-q", "docker/.env"], cwd=REPO)
+    assert ignored.returncode == 0, "docker/.env (secrets) is not git-ignored"
+    assert ENV_EXAMPLE.is_file()

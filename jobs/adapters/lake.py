@@ -7,10 +7,14 @@ version as it was. Tables keep the default protocol so delta-rs can read them.
 
 from __future__ import annotations
 
+import uuid
 from datetime import date
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+WRITE_ID_PREFIX = "rfm-write:"  # commitInfo.userMetadata of every write: finds the version it committed
 
 
 def exists(spark: SparkSession, path: Path) -> bool:
@@ -29,18 +33,40 @@ def current_version(spark: SparkSession, path: Path) -> int | None:
 
 
 def replace_slice(frame: DataFrame, path: Path, predicate: str, partition_by: str) -> int:
-    """Atomically replace the rows matching ``predicate`` with ``frame``; returns the new version.
+    """Atomically replace the rows matching ``predicate`` with ``frame``; returns the version this
+    write committed (not the table's latest, which another writer may have moved on since).
 
     New columns are added to the table's schema (additive evolution); nothing is dropped.
     """
     spark = frame.sparkSession
+    write_id = f"{WRITE_ID_PREFIX}{uuid.uuid4().hex}"
     writer = (
-        frame.write.format("delta").mode("overwrite").option("replaceWhere", predicate).option("mergeSchema", "true")
+        frame.write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", predicate)
+        .option("mergeSchema", "true")
+        .option("userMetadata", write_id)
     )
     if not exists(spark, path):
         writer = writer.partitionBy(partition_by)
     writer.save(str(path))
-    return current_version(spark, path)
+    return committed_version(spark, path, write_id)
+
+
+def committed_version(spark: SparkSession, path: Path, write_id: str, search: int = 100) -> int:
+    """The version whose commit carries ``write_id`` as its user metadata (among the latest ``search``)."""
+    from delta.tables import DeltaTable
+
+    found = (
+        DeltaTable.forPath(spark, str(path))
+        .history(search)
+        .filter(F.col("userMetadata") == write_id)
+        .select("version")
+        .collect()
+    )
+    if len(found) != 1:
+        raise RuntimeError(f"{path}: {len(found)} commits carry write id {write_id} among the latest {search}")
+    return int(found[0]["version"])
 
 
 def read(spark: SparkSession, path: Path, version: int | None = None) -> DataFrame:

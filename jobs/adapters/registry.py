@@ -4,6 +4,17 @@ A registered version is the whole Spark pipeline (assembler -> standard scaler -
 logged with the quintile cut points of its training snapshot as model metadata, so a version
 scores and is scored the same way whenever it is loaded. Version tags record the training date
 and k for quick look-ups.
+
+A retrain is several registry calls; each is written so that a crash between two of them leaves
+a state the next attempt of the same date finds and completes:
+
+1. ``register`` creates the version *with* its tags (training date, k, DAG, run) in one call,
+   so no version is ever untagged;
+2. ``record_decision`` tags the version with the promotion decision;
+3. ``move_alias`` applies the recorded decision (idempotent).
+
+``version_for_date`` finds what an earlier attempt of a date registered; ``decision`` reads what
+it decided (None: not evaluated yet).
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ from pyspark.sql import DataFrame
 
 from jobs.adapters import tracking
 from jobs.config import Settings
-from jobs.definitions import K_TAG, PROMOTION_TAG, RFM_MEASURES, TRAINED_ON_TAG
+from jobs.definitions import DAG_TAG, K_TAG, PROMOTION_TAG, RFM_MEASURES, TRAINED_ON_TAG
 
 PREDICTION = "prediction"  # MLflow's signature inference expects Spark ML's default name
 
@@ -41,29 +52,75 @@ class Promotion:
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    @classmethod
+    def from_json(cls, text: str) -> Promotion:
+        return cls(**json.loads(text))
+
+
+def is_missing(error: MlflowException) -> bool:
+    """The registry answered "no such model" or "no such alias" (MLflow 3.17.2: the SQL store raises
+    RESOURCE_DOES_NOT_EXIST for an unknown model and INVALID_PARAMETER_VALUE "... alias X not found."
+    for an unknown alias; the REST store passes both codes through)."""
+    if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+        return True
+    return error.error_code == "INVALID_PARAMETER_VALUE" and "alias" in error.message and "not found" in error.message
+
 
 def champion(settings: Settings) -> ModelVersion | None:
-    """The version behind the alias, or None when there is none (yet)."""
+    """The version behind the alias, or None when there is none (yet).
+
+    Only "not found" means no champion: any other registry error (the tracking server down, a
+    locked database) propagates, so the task fails and is retried instead of retraining blind.
+    """
     try:
         return tracking.client(settings).get_model_version_by_alias(
             settings.model.registered_name, settings.model.alias
         )
-    except MlflowException:
-        return None
+    except MlflowException as error:
+        if is_missing(error):
+            return None
+        raise
+
+
+def trained_versions(settings: Settings) -> list[ModelVersion]:
+    """Every version that carries its training date, oldest first (versions registered without
+    the tags by older code are ignored rather than failing every later night)."""
+    versions = tracking.client(settings).search_model_versions(f"name = '{settings.model.registered_name}'")
+    return sorted((v for v in versions if TRAINED_ON_TAG in v.tags), key=lambda v: int(v.version))
 
 
 def newest_version(settings: Settings) -> ModelVersion | None:
     """The most recently registered version (promoted or not), or None."""
-    versions = tracking.client(settings).search_model_versions(f"name = '{settings.model.registered_name}'")
-    return max(versions, key=lambda v: int(v.version), default=None)
+    return next(reversed(trained_versions(settings)), None)
+
+
+def version_for_date(settings: Settings, run_date: date, dag_id: str) -> ModelVersion | None:
+    """The newest version trained on ``run_date`` by ``dag_id`` (an earlier attempt of the date), or None."""
+    found = [
+        v for v in trained_versions(settings) if trained_on(v) == run_date and v.tags.get(DAG_TAG, dag_id) == dag_id
+    ]
+    return found[-1] if found else None
+
+
+def version(settings: Settings, number: str) -> ModelVersion:
+    return tracking.client(settings).get_model_version(settings.model.registered_name, number)
 
 
 def trained_on(version: ModelVersion) -> date:
     return date.fromisoformat(version.tags[TRAINED_ON_TAG])
 
 
-def register(model: PipelineModel, features: DataFrame, settings: Settings, metadata: dict[str, Any]) -> ModelVersion:
-    """Log ``model`` to the active run with its signature and metadata, and register it."""
+def decision(version: ModelVersion) -> Promotion | None:
+    """The promotion decision recorded on a version, or None when it was never evaluated."""
+    text = version.tags.get(PROMOTION_TAG)
+    return Promotion.from_json(text) if text else None
+
+
+def register(
+    model: PipelineModel, features: DataFrame, settings: Settings, metadata: dict[str, Any], tags: dict[str, str]
+) -> ModelVersion:
+    """Log ``model`` to the active run with its signature and metadata, and register it with its
+    training date, k and ``tags`` set in the same registry call."""
     import pyspark
     from mlflow.models import infer_signature
 
@@ -74,14 +131,10 @@ def register(model: PipelineModel, features: DataFrame, settings: Settings, meta
         artifact_path="model",  # mlflow 3.17.2's Spark flavour has no `name=` (the other flavours do)
         signature=signature,
         pip_requirements=[f"pyspark=={pyspark.__version__}"],
-        registered_model_name=settings.model.registered_name,
         metadata=metadata,
     )
-    version = str(info.registered_model_version)
-    client = tracking.client(settings)
-    client.set_model_version_tag(settings.model.registered_name, version, TRAINED_ON_TAG, metadata["trained_on"])
-    client.set_model_version_tag(settings.model.registered_name, version, K_TAG, str(metadata["k"]))
-    return client.get_model_version(settings.model.registered_name, version)
+    version_tags = {**tags, TRAINED_ON_TAG: metadata["trained_on"], K_TAG: str(metadata["k"])}
+    return mlflow.register_model(f"runs:/{info.run_id}/model", settings.model.registered_name, tags=version_tags)
 
 
 def version_uri(settings: Settings, version: str) -> str:
@@ -125,10 +178,20 @@ def decide_promotion(
     return Promotion(promoted, reason, new_version, champion_version, new_silhouette, champion_silhouette, margin)
 
 
+def record_decision(settings: Settings, promotion: Promotion) -> None:
+    """Record the decision on the new version (before the alias moves, so a retry re-applies it)."""
+    tracking.client(settings).set_model_version_tag(
+        settings.model.registered_name, promotion.new_version, PROMOTION_TAG, json.dumps(promotion.as_dict())
+    )
+
+
+def move_alias(settings: Settings, version: str) -> None:
+    """Point the alias at ``version`` (idempotent)."""
+    tracking.client(settings).set_registered_model_alias(settings.model.registered_name, settings.model.alias, version)
+
+
 def apply_promotion(settings: Settings, promotion: Promotion) -> None:
-    """Move the alias when the decision says so, and record the decision on the new version."""
-    client = tracking.client(settings)
-    name = settings.model.registered_name
+    """Record the decision on the new version, then move the alias when it says so."""
+    record_decision(settings, promotion)
     if promotion.promoted:
-        client.set_registered_model_alias(name, settings.model.alias, promotion.new_version)
-    client.set_model_version_tag(name, promotion.new_version, PROMOTION_TAG, json.dumps(promotion.as_dict()))
+        move_alias(settings, promotion.new_version)

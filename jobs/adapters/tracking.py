@@ -61,6 +61,14 @@ def child_runs(settings: Settings, parent_run_id: str) -> list[Run]:
     )
 
 
+def trained_a_version(tracking: MlflowClient, run: Run) -> bool:
+    """Whether ``run`` is the source of a registered model version (even if a crash kept it from
+    being tagged so)."""
+    if TRAINED_VERSION_TAG in run.data.tags:
+        return True
+    return bool(tracking.search_model_versions(f"run_id = '{run.info.run_id}'"))
+
+
 def supersede_earlier_runs(settings: Settings, dag_id: str, run_date: date, keep_run_id: str) -> list[str]:
     """Tag older runs of the same (DAG, run date) and soft-delete them with their children,
     except runs that trained a registered version; returns the superseded ids."""
@@ -68,7 +76,7 @@ def supersede_earlier_runs(settings: Settings, dag_id: str, run_date: date, keep
     superseded = [run for run in runs_for_date(settings, dag_id, run_date) if run.info.run_id != keep_run_id]
     for run in superseded:
         tracking.set_tag(run.info.run_id, SUPERSEDED_TAG, keep_run_id)
-        if TRAINED_VERSION_TAG in run.data.tags:
+        if trained_a_version(tracking, run):
             continue
         for child in child_runs(settings, run.info.run_id):
             tracking.delete_run(child.info.run_id)

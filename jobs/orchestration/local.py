@@ -80,12 +80,27 @@ def dag_run_state(settings: Settings, day: date) -> str:
 
 
 def run_nights(settings: Settings, first: date, last: date) -> list[date]:
-    """The real DAG for each night from ``first`` to ``last``, in order."""
+    """The real DAG for each night from ``first`` to ``last``, in order.
+
+    When later days than ``first`` are loaded already this is a re-run (the second ``make run``):
+    it must reach the latest loaded day, and runs under a rerun intent (``jobs.adapters.audit``).
+    """
+    from jobs.adapters.audit import begin_rerun, end_rerun, latest_loaded_day
+
     ensure_metadata_db(settings)
+    latest = latest_loaded_day(settings)
+    rerunning = latest is not None and latest > first
+    if rerunning and last < latest:
+        raise SystemExit(f"nights {first}..{last} would leave {last + timedelta(days=1)}..{latest} computed "
+                         f"from the old days: run through {latest} (make rerun FROM={first})")  # fmt: skip
+    if rerunning:
+        begin_rerun(settings, first, last)
     nights = days_between(first, last)
     for night in nights:
         print(f"== night {night} ==", flush=True)
         run_night(settings, night)
+    if rerunning:
+        end_rerun(settings)
     return nights
 
 

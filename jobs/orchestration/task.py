@@ -1,4 +1,4 @@
-"""What a DAG task calls: a step for the run date, with permanent errors made non-retryable."""
+"""What a DAG task calls: a step for the run date under its lease, with permanent errors made non-retryable."""
 
 from __future__ import annotations
 
@@ -14,9 +14,14 @@ def run_in_task(step: Callable[..., dict[str, Any]], run_date: str, **kwargs: An
     """Run a step for ``run_date`` inside a task; a permanent error fails the task with no retry."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    from jobs.adapters.lease import step_lease, step_name
+    from jobs.config import load_settings
+
     quiet_third_party_loggers()
+    day = date.fromisoformat(run_date)
     try:
-        return step(date.fromisoformat(run_date), **kwargs)
+        with step_lease(load_settings(), step_name(step), day):
+            return step(day, **kwargs)
     except PermanentError as error:
         raise AirflowFailException(f"{type(error).__name__}: {error}") from error
 

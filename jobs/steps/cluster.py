@@ -7,6 +7,8 @@ every k of the sweep is fitted (``fit_candidate``), logged as an MLflow child ru
 chosen by ``choose_candidate``; the chosen pipeline is registered and takes the champion alias
 unless it is worse than the champion by more than the margin (``registry.decide_promotion``).
 Other nights score with the champion; a re-run of a date scores with the version recorded for it.
+A retry of a retrain night whose earlier attempt registered a version ("resume") reopens that
+attempt's MLflow run and completes the version's promotion instead of training again.
 Load: per-customer cluster ids with the scoring model version into ``silver/customer_clusters``;
 params, metrics, the cluster profile and a PNG into one MLflow run per (DAG, run date).
 """
@@ -23,6 +25,7 @@ from typing import Any, Literal
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.clustering import GaussianMixture, KMeans
 from pyspark.ml.evaluation import ClusteringEvaluator
@@ -52,7 +55,7 @@ from jobs.definitions import (
 )
 from jobs.errors import LakeStateError
 
-NightKind = Literal["retrain", "score", "rerun"]
+NightKind = Literal["retrain", "resume", "score", "rerun"]
 
 
 @dataclass(frozen=True)
@@ -179,10 +182,16 @@ def plan_night(
     champion_version: str | None,
     newest_trained_on: date | None,
     retrain_every_days: int,
+    began_version: str | None = None,
 ) -> NightPlan:
-    """Retrain, score with the champion, or re-score a date with the version that scored it before."""
+    """Retrain, resume a retrain an earlier attempt began (``began_version``: registered for this
+    date), score with the champion, or re-score a date with the version that scored it before."""
     if recorded_version is not None:
         return NightPlan("rerun", recorded_version, f"{run_date} was scored by version {recorded_version}")
+    if began_version is not None:
+        return NightPlan(
+            "resume", began_version, f"version {began_version} was registered for {run_date} by an earlier attempt"
+        )
     if champion_version is None:
         return NightPlan("retrain", None, "no champion yet")
     if newest_trained_on is not None and (run_date - newest_trained_on).days >= retrain_every_days:
@@ -269,15 +278,17 @@ def recorded_model_version(spark: SparkSession, settings: Settings, run_date: da
     return versions[0] if len(versions) == 1 else None
 
 
-def plan_for(spark: SparkSession, settings: Settings, run_date: date) -> NightPlan:
+def plan_for(spark: SparkSession, settings: Settings, run_date: date, dag_id: str) -> NightPlan:
     current = registry.champion(settings)
     newest = registry.newest_version(settings)
+    began = registry.version_for_date(settings, run_date, dag_id)
     return plan_night(
         run_date,
         recorded_model_version(spark, settings, run_date),
         str(current.version) if current else None,
         registry.trained_on(newest) if newest else None,
         settings.model.retrain_every_days,
+        str(began.version) if began else None,
     )
 
 
@@ -305,19 +316,42 @@ def log_sweep(candidates: list[CandidateFit], chosen: CandidateFit, clustering: 
         mlflow.log_artifacts(tmp, artifact_path="sweep")
 
 
-def promote(settings: Settings, chosen: CandidateFit, version: str, features: DataFrame) -> registry.Promotion:
-    """Compare the new version with the champion on tonight's data and move the alias if the rule says so."""
+def silhouette_of(settings: Settings, version: str, features: DataFrame) -> float:
+    """A registered version's silhouette on ``features``."""
+    model = registry.load(settings, version)
+    return quality_metrics(model.transform(features), model_k(model), settings.clustering)["silhouette"]
+
+
+def promote(settings: Settings, new_silhouette: float, version: str, features: DataFrame) -> registry.Promotion:
+    """Compare the new version with the champion on tonight's data, record the decision, then move
+    the alias if the rule says so."""
     current = registry.champion(settings)
-    champion_silhouette = None
-    if current is not None:
-        champion_model = registry.load(settings, str(current.version))
-        scored = champion_model.transform(features)
-        champion_silhouette = quality_metrics(scored, model_k(champion_model), settings.clustering)["silhouette"]
+    champion_silhouette = silhouette_of(settings, str(current.version), features) if current is not None else None
     promotion = registry.decide_promotion(
-        version, chosen.metrics["silhouette"], current, champion_silhouette, settings.model.promotion_margin
+        version, new_silhouette, current, champion_silhouette, settings.model.promotion_margin
     )
     registry.apply_promotion(settings, promotion)
     return promotion
+
+
+def complete_retrain(settings: Settings, began: ModelVersion, features: DataFrame) -> registry.Promotion:
+    """Finish what an earlier attempt began with version ``began``: evaluate it if it never was, or
+    re-apply the recorded decision (the alias moves only if it still points where the decision found it)."""
+    version = str(began.version)
+    recorded = registry.decision(began)
+    if recorded is None:
+        return promote(settings, silhouette_of(settings, version, features), version, features)
+    current = registry.champion(settings)
+    if recorded.promoted and (str(current.version) if current else None) == recorded.champion_version:
+        registry.move_alias(settings, version)
+    return recorded
+
+
+def finish_retrain(version: str, promotion: registry.Promotion) -> str:
+    """Tag the night's run with the outcome; returns the version that scores tonight."""
+    mlflow.set_tags({PROMOTED_TAG: str(promotion.promoted).lower(), TRAINED_VERSION_TAG: version})
+    mlflow.log_dict(promotion.as_dict(), "promotion/decision.json")
+    return version if promotion.promoted else promotion.champion_version
 
 
 def retrain(
@@ -340,11 +374,10 @@ def retrain(
         "features": log_feature_sql(clustering),
         "quintile_edges": quintile_edges(snapshot, RFM_MEASURES),
     }
-    version = str(registry.register(chosen.model, features, settings, metadata).version)
-    promotion = promote(settings, chosen, version, features)
-    mlflow.set_tags({PROMOTED_TAG: str(promotion.promoted).lower(), TRAINED_VERSION_TAG: version})
-    mlflow.log_dict(promotion.as_dict(), "promotion/decision.json")
-    return (version if promotion.promoted else promotion.champion_version), promotion
+    version_tags = {DAG_TAG: lineage[DAG_TAG], DAG_RUN_TAG: lineage[DAG_RUN_TAG]}
+    version = str(registry.register(chosen.model, features, settings, metadata, version_tags).version)
+    promotion = promote(settings, chosen.metrics["silhouette"], version, features)
+    return finish_retrain(version, promotion), promotion
 
 
 def cluster_day(
@@ -369,17 +402,23 @@ def cluster_day(
                RUN_DATE_TAG: run_date.isoformat()}  # fmt: skip
     dag_id = lineage[DAG_TAG]
     mlflow.set_experiment(experiment_id=tracking.experiment_id(settings))
-    plan = plan_for(spark, settings, run_date)
+    plan = plan_for(spark, settings, run_date, dag_id)
     promotion = None
-    with mlflow.start_run(run_name=f"{dag_id}__{run_date.isoformat()}") as run:
+    began = registry.version(settings, plan.version) if plan.kind == "resume" else None
+    with night_run(settings, dag_id, run_date, began) as run:
         mlflow.set_tags({**lineage, STEP_TAG: "cluster", NIGHT_TYPE_TAG: plan.kind, PLAN_TAG: plan.reason})
         version = plan.version
         if plan.kind == "retrain":
             version, promotion = retrain(snapshot, features, settings, run_date, lineage)
+        elif began is not None:
+            promotion = complete_retrain(settings, began, features)
+            version = finish_retrain(str(began.version), promotion)
         model = registry.load(settings, version)
         k = model_k(model)
         scored = model.transform(features).cache()
-        mlflow.log_params(
+        log_new_params(
+            settings,
+            run,
             {
                 "algorithm": clustering.algorithm,
                 "k": k,
@@ -392,7 +431,7 @@ def cluster_day(
                 "row_count": customers,
                 "model_name": settings.model.registered_name,
                 "model_version": version,
-            }
+            },
         )
         mlflow.set_tag(MODEL_VERSION_TAG, version)
         metrics = quality_metrics(scored, k, clustering)
@@ -431,6 +470,23 @@ def cluster_day(
         "silver_customer_rfm": silver_version,
         "silver_customer_clusters": clusters_version,
     }
+
+
+def night_run(settings: Settings, dag_id: str, run_date: date, began: ModelVersion | None) -> mlflow.ActiveRun:
+    """The night's MLflow run: a new one, or, when resuming, the run that registered ``began``
+    (it holds the sweep; restored if an older attempt soft-deleted it)."""
+    if began is None or not began.run_id:
+        return mlflow.start_run(run_name=f"{dag_id}__{run_date.isoformat()}")
+    client = tracking.client(settings)
+    if client.get_run(began.run_id).info.lifecycle_stage == "deleted":
+        client.restore_run(began.run_id)
+    return mlflow.start_run(run_id=began.run_id)
+
+
+def log_new_params(settings: Settings, run: mlflow.ActiveRun, params: dict[str, Any]) -> None:
+    """Log the params a resumed run does not have yet (MLflow params cannot change once logged)."""
+    logged = tracking.client(settings).get_run(run.info.run_id).data.params
+    mlflow.log_params({key: value for key, value in params.items() if key not in logged})
 
 
 def log_cluster_artifacts(assignments: DataFrame, clustering: Clustering) -> None:

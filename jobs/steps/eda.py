@@ -34,6 +34,7 @@ from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
 from jobs.adapters import tracking
+from jobs.adapters.publish import published_version
 from jobs.config import Rfm, Settings, load_settings
 from jobs.core.rules import cancellation_sql, non_product_sql, purchase_sql
 from jobs.definitions import CANONICAL_COLUMNS, RFM_MEASURES
@@ -59,21 +60,25 @@ class LakeSnapshot:
 # ---------------------------------------------------------------- extract
 
 
-def read_delta(settings: Settings, name: str, filters: list[tuple], columns: list[str]) -> pd.DataFrame:
-    """Rows of table ``name`` matching the partition ``filters``; LakeStateError when it is missing."""
+def read_delta(settings: Settings, name: str, filters: list[tuple], columns: list[str],
+               version: int | None = None) -> pd.DataFrame:  # fmt: skip
+    """Rows of table ``name`` (at ``version``, else the latest) matching the partition ``filters``;
+    LakeStateError when it is missing."""
     path = str(settings.table_path(name))
     if not DeltaTable.is_deltatable(path):
         raise LakeStateError(f"no {name} table at {path}: run the earlier steps first")
-    return DeltaTable(path).to_pandas(filters=filters, columns=columns)
+    return DeltaTable(path, version=version).to_pandas(filters=filters, columns=columns)
 
 
 def extract(settings: Settings, run_date: date) -> LakeSnapshot:
     """Bronze lines dated <= D (money as float, UTC wall time) and the gold tables of D."""
     snapshot = [("snapshot_date", "=", run_date)]
-    segments = read_delta(settings, "gold_customer_segments", snapshot, SEGMENT_COLUMNS)
+    segments = read_delta(settings, "gold_customer_segments", snapshot, SEGMENT_COLUMNS,
+                          published_version(settings, "gold_customer_segments", run_date))  # fmt: skip
     if segments.empty:
         raise LakeStateError(f"no gold snapshot for {run_date}: run the label step for that date first")
-    summary = read_delta(settings, "gold_segment_summary", snapshot, SUMMARY_COLUMNS)
+    summary = read_delta(settings, "gold_segment_summary", snapshot, SUMMARY_COLUMNS,
+                         published_version(settings, "gold_segment_summary", run_date))  # fmt: skip
     transactions = read_delta(
         settings, "bronze_transactions", [("transaction_date", "<=", run_date)], CANONICAL_COLUMNS
     )

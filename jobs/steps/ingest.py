@@ -15,7 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.adapters import lake
-from jobs.adapters.audit import require_previous_day, write_audit
+from jobs.adapters.audit import require_continuity, write_audit
 from jobs.adapters.expectations import ValidationReport, read_latest_report
 from jobs.adapters.landing import data_files, fingerprint
 from jobs.adapters.quarantine import quarantine_keys, split_quarantined, write_quarantine
@@ -84,7 +84,7 @@ def ingest_day(run_date: date, settings: Settings | None = None, spark: SparkSes
     settings = settings or load_settings()
     spark = spark or get_spark(settings)
     report = require_validated(settings, run_date)
-    require_previous_day(spark, settings, run_date)
+    require_continuity(spark, settings, run_date)
     day_rows, held = extract_day(spark, settings, run_date, report)
     day_rows, held = day_rows.cache(), held.cache()
     rows_in, quarantined = day_rows.count(), held.count()

@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 
 from jobs.adapters import lake, registry, tracking
 from jobs.adapters.audit import write_audit
+from jobs.adapters.publish import publish
 from jobs.adapters.spark import get_spark
 from jobs.config import Clustering, Settings, load_settings
 from jobs.core.features import log_feature_columns
@@ -434,6 +435,7 @@ def label_day(run_date: date, settings: Settings | None = None, spark: SparkSess
     segments.unpersist()
     log_labels(settings, run_id, decision, profile, edges, model_version, previous_date, metrics)
     write_audit(spark, settings, run_date, "label", customers, {}, versions)
+    versions["gold_published"] = publish(spark, settings, run_date, versions)  # last: readers may now see it
     return {
         "run_date": run_date.isoformat(),
         "customers": customers,

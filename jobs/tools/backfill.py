@@ -7,6 +7,10 @@ days. One Spark session reads and parses it; the suite checks each calendar day 
 result per day, like the nightly run); only when every day passed are the bronze
 partitions written, in one Delta commit, with one audit record per day. A failed day
 leaves the lake untouched.
+
+Backfill follows the lake's continuity rule (``jobs.adapters.audit``): it never overwrites a
+day the nightly run ingested, never leaves a gap, and re-loads history that later days were
+computed from only when the rows are unchanged (so a second ``make run`` works).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.adapters import lake
-from jobs.adapters.audit import audit_row
+from jobs.adapters.audit import audit_row, gap_problem, loaded_days, rerun_from, stale_problem
 from jobs.adapters.expectations import (
     SuiteRunner,
     check_day,
@@ -40,7 +44,7 @@ from jobs.cli import EXIT_PERMANENT_FAILURE, configure_logging
 from jobs.config import Settings, load_settings
 from jobs.core.rfm import EXCLUSION_REASONS, exclusion_reason
 from jobs.definitions import QUARANTINED, days_between
-from jobs.errors import DataValidationError, PermanentError
+from jobs.errors import DataValidationError, LakeStateError, PermanentError
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +129,42 @@ def validate_history(
     return len(reports), [entry for report in reports for entry in report.quarantined]
 
 
+def require_backfill_allowed(
+    spark: SparkSession, settings: Settings, rows: DataFrame, first: date, until: date
+) -> None:
+    """The continuity rule for a backfill of ``first``..``until`` (see the module docstring)."""
+    loaded = loaded_days(spark, settings)
+    nightly = [day for day in days_between(first, until) if loaded.get(day) == "ingest"]
+    if nightly:
+        raise LakeStateError(
+            f"{len(nightly)} day(s) of {first}..{until} were ingested by the nightly run ({nightly[0]} .. "
+            f"{nightly[-1]}): backfill loads history before them only; re-run nightly days with "
+            f"`make rerun FROM={nightly[0]}`"
+        )
+    problem = gap_problem(set(loaded), first, until)
+    if problem is None:
+        stale = stale_problem(set(loaded), first, until, rerun_from(settings))
+        problem = stale if stale and not bronze_unchanged(spark, settings, rows, first, until) else None
+    if problem:
+        raise LakeStateError(f"backfill of {first}..{until} refused: {problem}")
+
+
+def bronze_unchanged(spark: SparkSession, settings: Settings, rows: DataFrame, first: date, until: date) -> bool:
+    """Whether bronze already holds exactly ``rows`` for ``first``..``until`` (as a multiset)."""
+    path = settings.table_path("bronze_transactions")
+    if not lake.exists(spark, path):
+        return rows.isEmpty()
+    current = lake.read(spark, path).filter(F.col("transaction_date").between(F.lit(first), F.lit(until)))
+    current = current.select(*rows.columns) if set(rows.columns) <= set(current.columns) else None
+    return current is not None and rows.exceptAll(current).isEmpty() and current.exceptAll(rows).isEmpty()
+
+
+def range_predicate(column: str, first: date, last: date) -> str:
+    """``first <= column <= last`` as two comparisons: Delta 4.4 cannot resolve ``BETWEEN`` when it
+    filters the partitions of an existing table (``UnresolvedException: Invalid call to nullable``)."""
+    return f"{column} >= {lake.date_literal(first)} AND {column} <= {lake.date_literal(last)}"
+
+
 def load_history(
     spark: SparkSession, settings: Settings, parsed: DataFrame, first: date, until: date,
     quarantined: list[dict[str, Any]] | None = None, fingerprint: str = "",
@@ -142,7 +182,8 @@ def load_history(
         write_quarantine(held, settings, first, until)
         held_per_day = {r["run_date"]: r["count"] for r in held.groupBy("run_date").count().collect()}
     rows = typed_rows(parsed).filter(window).cache()
-    predicate = f"transaction_date BETWEEN {lake.date_literal(first)} AND {lake.date_literal(until)}"
+    require_backfill_allowed(spark, settings, rows, first, until)
+    predicate = range_predicate("transaction_date", first, until)
     bronze_version = lake.replace_slice(rows, settings.table_path("bronze_transactions"), predicate, "transaction_date")
     reasons = rows.withColumn("reason", exclusion_reason(settings.rfm))
     per_day = reasons.groupBy("transaction_date", "reason").count().collect()
@@ -161,9 +202,7 @@ def load_history(
             totals[day] += held_per_day.get(day, 0)
         record = audit_row(spark, day, "backfill", totals[day], excluded, {"bronze_transactions": bronze_version})
         records = record if records is None else records.unionByName(record)
-    audit_predicate = (
-        f"run_date BETWEEN {lake.date_literal(first)} AND {lake.date_literal(until)} AND step = 'backfill'"
-    )
+    audit_predicate = f"{range_predicate('run_date', first, until)} AND step = 'backfill'"
     audit_version = lake.replace_slice(records, settings.table_path("run_audit"), audit_predicate, "run_date")
     rows.unpersist()
     return {"bronze_transactions": bronze_version, "run_audit": audit_version, "rows": sum(totals.values())}

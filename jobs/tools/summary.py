@@ -12,14 +12,16 @@ import pandas as pd
 from deltalake import DeltaTable
 
 from jobs.adapters import registry, tracking
+from jobs.adapters.publish import published_version
 from jobs.cli import run_date_parser
 from jobs.config import Settings, load_settings
 from jobs.definitions import TABLES
 
 
 def segment_table(settings: Settings, run_date: date) -> pd.DataFrame:
-    """The gold segment summary of ``run_date``, best segments first within each scheme."""
-    table = DeltaTable(str(settings.table_path("gold_segment_summary")))
+    """The published gold segment summary of ``run_date``, best segments first within each scheme."""
+    version = published_version(settings, "gold_segment_summary", run_date)
+    table = DeltaTable(str(settings.table_path("gold_segment_summary")), version=version)
     summary = table.to_pandas(filters=[("snapshot_date", "=", run_date)])
     return summary.sort_values(["label_scheme", "monetary_total"], ascending=[True, False])
 

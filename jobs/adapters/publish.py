@@ -1,0 +1,65 @@
+"""The publish record (``gold/published``): which gold snapshots readers may see, at which versions.
+
+A night's gold snapshot is three Delta commits (segments, summary, transitions), then its MLflow
+logging, then the run audit. The label step writes one publish record last, holding the version
+of every gold table it committed; readers (the dashboard, ``jobs.tools.summary``) list only
+published dates and read them at those versions. A crash anywhere before leaves the date
+unpublished (and a previously published date at its previous versions); a re-run publishes it.
+Read with delta-rs (no JVM) so the dashboard can use it; this module imports no Spark.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from jobs.config import Settings
+
+if TYPE_CHECKING:  # the dashboard imports this module: no Spark at import time
+    from pyspark.sql import SparkSession
+
+GOLD_TABLES = ("gold_customer_segments", "gold_segment_summary", "gold_segment_transitions")
+
+
+def publish(spark: SparkSession, settings: Settings, run_date: date, versions: dict[str, int]) -> int:
+    """Write the publish record of ``run_date`` (the last write of a night); returns its version."""
+    from pyspark.sql import functions as F
+
+    from jobs.adapters import lake
+
+    missing = [name for name in GOLD_TABLES if name not in versions]
+    if missing:
+        raise ValueError(f"{run_date}: cannot publish without the versions of {missing}")
+    record = spark.createDataFrame(
+        [(run_date, {name: int(versions[name]) for name in GOLD_TABLES})],
+        "snapshot_date date, table_versions map<string,bigint>",
+    ).withColumn("published_at", F.current_timestamp())
+    predicate = f"snapshot_date = {lake.date_literal(run_date)}"
+    return lake.replace_slice(record, settings.table_path("gold_published"), predicate, "snapshot_date")
+
+
+def published_versions(path: Path | str, version: int | None = None) -> dict[date, dict[str, int]] | None:
+    """Published dates and their gold versions; None when no publish table exists (a lake written
+    before publish records: readers then read the latest versions, as before)."""
+    from deltalake import DeltaTable
+
+    if not DeltaTable.is_deltatable(str(path)):
+        return None
+    rows = (
+        DeltaTable(str(path), version=version).to_pyarrow_table(columns=["snapshot_date", "table_versions"]).to_pylist()
+    )
+    return {row["snapshot_date"]: dict(row["table_versions"]) for row in rows}
+
+
+def published_version(settings: Settings, name: str, run_date: date) -> int | None:
+    """The version of gold table ``name`` to read ``run_date`` at: the published one; None (the
+    latest) on a lake without publish records. A date not published is a ``LakeStateError``."""
+    from jobs.errors import LakeStateError
+
+    published = published_versions(settings.table_path("gold_published"))
+    if published is None:
+        return None
+    if run_date not in published:
+        raise LakeStateError(f"the gold snapshot of {run_date} is not published: run the label step for it")
+    return published[run_date][name]

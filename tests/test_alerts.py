@@ -1,0 +1,86 @@
+"""The failure alert (issue 12, item 14), end to end: the callback posts Slack-compatible JSON to a
+webhook receiver on 127.0.0.1 started here."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import date
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from types import SimpleNamespace
+
+import pytest
+
+from jobs.adapters.expectations import ValidationReport, _write_json, day_results_dir
+from jobs.orchestration import alerts
+
+D = date(2011, 12, 9)
+
+
+@pytest.fixture
+def receiver():
+    """A webhook on 127.0.0.1: every POSTed JSON body lands in the returned list."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", received
+    server.shutdown()
+    server.server_close()
+
+
+def use(monkeypatch, settings, url: str | None):
+    configured = settings.model_copy(update={"alerts": settings.alerts.model_copy(update={"webhook_url": url})})
+    monkeypatch.setattr(alerts, "load_settings", lambda: configured)
+    return configured
+
+
+def task_context(task_id: str, exception: Exception) -> dict:
+    ti = SimpleNamespace(task_id=task_id, log_url=f"http://127.0.0.1:8080/dags/rfm_segmentation/runs/r/tasks/{task_id}")
+    return {"dag": SimpleNamespace(dag_id="rfm_segmentation"), "ds": D.isoformat(), "ti": ti, "task_instance": ti,
+            "exception": exception}  # fmt: skip
+
+
+def test_a_failed_validation_posts_the_failed_expectations(monkeypatch, settings, receiver) -> None:
+    url, received = receiver
+    settings = use(monkeypatch, settings, url)
+    failures = ["expect_column_values_to_not_be_null(quantity): 3 of 120 rows broke it, e.g. [None]"]
+    report = ValidationReport(D.isoformat(), False, 120, 0.1, "sha256:x", failures)
+    _write_json(day_results_dir(settings, D) / "latest.json", report.__dict__)
+
+    alerts.on_failure(task_context("validate", RuntimeError("DataValidationError: validation failed")))
+
+    assert len(received) == 1 and set(received[0]) == {"text"}
+    text = received[0]["text"]
+    assert "rfm_segmentation" in text and D.isoformat() in text and "validate" in text
+    assert "DataValidationError: validation failed" in text
+    assert "quantity): 3 of 120 rows" in text
+    assert "/tasks/validate" in text and "data_docs" in text and "index.html" in text
+
+
+def test_a_missed_deadline_posts_too(monkeypatch, settings, receiver) -> None:
+    url, received = receiver
+    use(monkeypatch, settings, url)
+    dag_run = SimpleNamespace(dag_id="rfm_segmentation", logical_date=D)
+    alerts.on_failure({"dag_run": dag_run, "reason": "timed_out", "ds": D.isoformat()})
+    assert "missed its deadline" in received[0]["text"]
+
+
+def test_no_webhook_no_post_and_a_broken_one_does_not_raise(monkeypatch, settings, receiver) -> None:
+    _, received = receiver
+    use(monkeypatch, settings, None)
+    alerts.on_failure(task_context("cluster", RuntimeError("boom")))
+    assert received == []
+    use(monkeypatch, settings, "http://127.0.0.1:9/nothing-listens-here")
+    alerts.on_failure(task_context("cluster", RuntimeError("boom")))  # logged, not raised

@@ -1,0 +1,103 @@
+"""One writer per (step, run date) (issue 12, item 10): a lease file in the lake, released on any
+exit, broken when its holder is gone, and a write returns the version it committed."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from jobs.adapters.lease import LeaseHeldError, held_leases, lease, lease_path
+
+D = date(2011, 12, 9)
+
+
+def test_a_second_writer_fails_naming_the_holder(tmp_path) -> None:
+    with lease(tmp_path, "cluster", D, ttl_seconds=600):
+        with pytest.raises(LeaseHeldError, match=rf"cluster of {D} is already running: pid {os.getpid()}"):
+            with lease(tmp_path, "cluster", D, ttl_seconds=600):
+                pass
+        with lease(tmp_path, "cluster", D + timedelta(days=1), ttl_seconds=600):  # another date: its own lease
+            pass
+        with lease(tmp_path, "label", D, ttl_seconds=600):  # another step: its own lease
+            pass
+    assert held_leases(tmp_path) == []
+
+
+def test_a_second_process_is_refused_too(tmp_path) -> None:
+    code = (
+        "import sys; from datetime import date; from pathlib import Path\n"
+        "from jobs.adapters.lease import lease, LeaseHeldError\n"
+        f"try:\n    with lease(Path({str(tmp_path)!r}), 'cluster', date(2011, 12, 9), 600): pass\n"
+        "except LeaseHeldError as e:\n    print(e); sys.exit(3)\n"
+    )
+    with lease(tmp_path, "cluster", D, ttl_seconds=600):
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert other.returncode == 3 and f"pid {os.getpid()}" in other.stdout
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_the_lease_is_released_when_the_step_fails(tmp_path) -> None:
+    with pytest.raises(ZeroDivisionError), lease(tmp_path, "ingest", D, ttl_seconds=600):
+        1 / 0  # noqa: B018
+    assert held_leases(tmp_path) == []
+
+
+def write_lease(tmp_path, pid: int, expires: datetime) -> None:
+    path = lease_path(tmp_path, "ingest", D)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "token": "old",
+                                "acquired_at": now.isoformat(), "expires_at": expires.isoformat()}))  # fmt: skip
+
+
+def test_a_lease_of_a_dead_process_is_broken(tmp_path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    write_lease(tmp_path, dead.pid, datetime.now(UTC) + timedelta(hours=1))
+    with lease(tmp_path, "ingest", D, ttl_seconds=600) as held:
+        assert held["pid"] == os.getpid()
+    assert held_leases(tmp_path) == []
+
+
+def test_an_expired_lease_is_broken(tmp_path) -> None:
+    write_lease(tmp_path, os.getpid(), datetime.now(UTC) - timedelta(seconds=1))
+    with lease(tmp_path, "ingest", D, ttl_seconds=600) as held:
+        assert held["token"] != "old"
+
+
+def test_a_writer_waits_up_to_the_bound_then_fails(tmp_path) -> None:
+    with lease(tmp_path, "eda", D, ttl_seconds=600):
+        with pytest.raises(LeaseHeldError), lease(tmp_path, "eda", D, 600, wait_seconds=0.3, poll_seconds=0.1):
+            pass
+
+
+def test_a_write_returns_the_version_it_committed_not_the_latest(spark, tmp_path, monkeypatch) -> None:
+    """Another writer commits right after this write's commit: the write still returns its own version."""
+    from pyspark.sql import DataFrameWriter
+
+    from jobs.adapters import lake
+
+    path = tmp_path / "table"
+
+    def write(day: date) -> int:
+        frame = spark.createDataFrame([(day, 1)], "d date, x int")
+        return lake.replace_slice(frame, path, f"d = {lake.date_literal(day)}", "d")
+
+    assert write(D) == 0
+    real_save = DataFrameWriter.save
+
+    def save_then_another_writer_commits(self, *args, **kwargs):
+        real_save(self, *args, **kwargs)
+        monkeypatch.setattr(DataFrameWriter, "save", real_save)
+        write(D + timedelta(days=1))
+
+    monkeypatch.setattr(DataFrameWriter, "save", save_then_another_writer_commits)
+    assert write(D) == 1
+    assert lake.current_version(spark, path) == 2
