@@ -12,7 +12,7 @@ JARS := .ivy/.resolved
 RUN_FROM ?= 2011-12-07
 RUN_TO ?= 2011-12-09
 
-.PHONY: help prerequisites setup setup-test system-packages run rerun test test-fast lint replay airflow mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice
+.PHONY: help prerequisites setup setup-test system-packages run rerun test test-fast lint replay airflow mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster bench-pipeline
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -92,6 +92,19 @@ test-dashboard: setup-test ## only the dashboard tests (data layer, then Chromiu
 
 bench: setup ## dashboard timings, real data x1 vs x100 (needs ../shared/data; BENCH_ARGS="--real-lake-dir DIR" reuses a run)
 	$(BIN)/python -m app.bench $(BENCH_ARGS)
+
+REAL_DATA ?= ../shared/data/online_retail.csv.gz
+FACTORS ?= 1 10
+
+test-incremental-year: setup ## incremental RFM vs compute_rfm every night of the real year, re-runs included (long; own temp lake)
+	RFM__PATHS__DATA_DIR="$$(mktemp -d)" $(BIN)/python -m jobs.tools.check_incremental --source "$(REAL_DATA)" \
+	  --from 2010-12-02 --to 2011-12-09 --rerun-every 7
+
+test-cluster: setup ## one night on a Spark standalone master + worker (127.0.0.1) started from the pip pyspark
+	$(BIN)/pytest -q tests/test_spark_cluster.py
+
+bench-pipeline: setup ## Spark RFM vs DuckDB and incremental vs full silver at xN of the real file: make bench-pipeline FACTORS="1 10 100"
+	RFM__PATHS__DATA_DIR="$$(mktemp -d)" $(BIN)/python -m jobs.tools.bench_pipeline --source "$(REAL_DATA)" --factor $(FACTORS)
 
 clean: ## remove run outputs (data dir: landing, lake, validation, MLflow, Airflow home)
 	rm -rf data spark-warehouse metastore_db derby.log .pytest_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
@@ -35,17 +36,22 @@ def run_named_step(argv: Sequence[str]) -> int:
 def run_step(step: Callable[[date], dict[str, Any]], description: str, argv: Sequence[str] | None = None) -> int:
     """Parse ``--run-date``, run ``step`` and print its summary as JSON.
 
-    The step holds its (step, run date) lease meanwhile (``jobs.adapters.lease``).
+    The step holds its (step, run date) lease meanwhile (``jobs.adapters.lease``). A step with a
+    ``full`` parameter also takes ``--full`` (recompute from the whole history).
     Exit 0 on success, 2 on a permanent failure (bad input, lake state); other errors raise.
     """
     from jobs.adapters.lease import step_lease, step_name
     from jobs.config import load_settings
 
     configure_logging()
-    args = run_date_parser(description).parse_args(argv)
+    parser = run_date_parser(description)
+    takes_full = "full" in inspect.signature(step).parameters
+    if takes_full:
+        parser.add_argument("--full", action="store_true", help="recompute from the whole history (repair path)")
+    args = parser.parse_args(argv)
     try:
         with step_lease(load_settings(), step_name(step), args.run_date):
-            summary = step(args.run_date)
+            summary = step(args.run_date, full=True) if takes_full and args.full else step(args.run_date)
     except PermanentError as error:
         print(f"FAILED: {error}", file=sys.stderr)
         return EXIT_PERMANENT_FAILURE

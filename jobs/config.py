@@ -83,6 +83,7 @@ class Rfm(BaseModel):
     require_customer_id: bool
     net_of_cancellations: bool
     price_precision: int = Field(ge=0, le=6)
+    incremental: bool = True
 
 
 class Spark(BaseModel):

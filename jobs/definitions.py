@@ -12,7 +12,12 @@ from datetime import date, timedelta
 # ---------------------------------------------------------------- Delta tables (under paths.lake_dir)
 TABLES = {
     "bronze_transactions": "bronze/transactions",
+    "silver_customer_state": "silver/customer_state",
     "silver_customer_rfm": "silver/customer_rfm",
+    "silver_daily_sales": "silver/daily_sales",
+    "silver_daily_orders_by_hour": "silver/daily_orders_by_hour",
+    "silver_daily_country": "silver/daily_country",
+    "silver_daily_product": "silver/daily_product",
     "silver_customer_clusters": "silver/customer_clusters",
     "gold_customer_segments": "gold/customer_segments",
     "gold_segment_summary": "gold/segment_summary",

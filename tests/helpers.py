@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime, time
+from decimal import Decimal
+
 import numpy as np
 import pandas as pd
 
@@ -40,3 +43,23 @@ def dominates(a: pd.Series, b: pd.Series) -> bool:
         or a.mean_monetary > b.mean_monetary
     )
     return at_least and strictly
+
+
+# ---------------------------------------------------------------- typed bronze rows by hand
+
+BRONZE_SCHEMA = (
+    "invoice string, stock_code string, description string, quantity int, invoice_date timestamp, "
+    "price decimal(18,3), customer_id string, country string, transaction_date date"
+)
+UK = "United Kingdom"
+
+
+def line(invoice, stock, quantity, day: date, price, customer, country=UK, description="ITEM", hour=10) -> tuple:
+    """One typed bronze row (the transaction date is the invoice's day)."""
+    return (invoice, stock, description, quantity, datetime.combine(day, time(hour)), Decimal(price), customer,
+            country, day)  # fmt: skip
+
+
+def frame_of(spark, rows: list[tuple]):
+    """A Spark frame of typed bronze rows."""
+    return spark.createDataFrame(rows, BRONZE_SCHEMA)

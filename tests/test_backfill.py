@@ -8,6 +8,12 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
+from jobs.adapters import lake
+from jobs.core.rfm import compute_rfm, snapshot_from_state
+from jobs.definitions import TABLES
+from jobs.errors import PermanentError
+from jobs.steps.ingest import state_through
+from jobs.tools import backfill as backfill_tool
 from jobs.tools.backfill import backfill
 from jobs.tools.generate import main as generate
 from tests.conftest import settings_for
@@ -76,3 +82,52 @@ def test_backfill_twice_over_the_same_range_leaves_the_same_tables(spark, tmp_pa
 def audit_days(spark, settings) -> list[tuple]:
     audit = spark.read.format("delta").load(str(settings.table_path("run_audit")))
     return sorted((r["run_date"], r["step"], r["rows_in"]) for r in audit.collect())
+
+
+def test_backfill_validates_chunk_by_chunk_and_builds_state_and_daily_tables(spark, tmp_path, monkeypatch) -> None:
+    settings = settings_for(tmp_path)
+    landing = settings.path("landing_dir")
+    argv = ["--customers", "40", "--days", "9", "--seed", "5", "--end-date", END.isoformat()]
+    assert generate([*argv, "--landing-dir", str(landing)]) == 0
+    collected: list[int] = []
+    real_collect = backfill_tool.collect_chunk
+
+    def spy(staged, days):
+        frame = real_collect(staged, days)
+        collected.append(len(frame))
+        return frame
+
+    monkeypatch.setattr(backfill_tool, "collect_chunk", spy)
+    summary = backfill(landing, END, settings=settings, spark=spark, chunk_rows=60)
+
+    bronze = lake.read(spark, settings.table_path("bronze_transactions"))
+    largest_day = bronze.groupBy("transaction_date").count().agg(F.max("count")).first()[0]
+    assert sum(collected) == summary["rows"] == bronze.count()
+    assert len(collected) > 2 and max(collected) <= max(60, largest_day), "the history was collected at once"
+    assert summary["days"] == (END - date.fromisoformat(summary["from"])).days + 1 and not list(
+        settings.path("data_dir").glob(".backfill-staging-*")
+    )
+    # the state and the daily tables of the history are there: the first night can merge into them
+    assert state_through(spark, settings) == END
+    state = lake.read(spark, settings.table_path("silver_customer_state"))
+    derived = snapshot_from_state(state, END, settings.rfm)
+    reference = compute_rfm(bronze, END, settings.rfm)
+    assert derived.count() > 10 and derived.exceptAll(reference).count() == reference.exceptAll(derived).count() == 0
+    sales = lake.read(spark, settings.table_path("silver_daily_sales"))
+    assert sales.agg(F.sum("bronze_rows")).first()[0] == bronze.count()
+
+
+def test_backfill_with_a_bad_day_writes_nothing(spark, tmp_path) -> None:
+    settings = settings_for(tmp_path)
+    landing = settings.path("landing_dir")
+    argv = ["--customers", "30", "--days", "5", "--seed", "5", "--end-date", END.isoformat()]
+    assert generate([*argv, "--landing-dir", str(landing)]) == 0
+    last = sorted(landing.glob("date=*"))[-1]
+    data = next(last.glob("*.csv"))
+    frame = pd.read_csv(data, dtype=str, keep_default_na=False)
+    frame.loc[0, "Quantity"] = "lots"  # the last day (the last chunk) does not parse
+    frame.to_csv(data, index=False)
+    with pytest.raises(PermanentError, match=last.name[5:]):
+        backfill(landing, END, settings=settings, spark=spark, chunk_rows=100)
+    for name in TABLES:
+        assert lake.current_version(spark, settings.table_path(name)) is None, name

@@ -16,6 +16,7 @@ from PIL import Image
 from jobs.adapters import tracking
 from jobs.cli import run_named_step
 from jobs.config import Settings, load_settings
+from jobs.core.daily import DAILY_TABLES
 from jobs.definitions import CANONICAL_COLUMNS, DAG_TAG, RUN_DATE_TAG, STEP_TAG
 from jobs.errors import LakeStateError
 from jobs.steps import eda
@@ -51,10 +52,20 @@ def transactions_frame(lines: list[tuple] = LINES) -> pd.DataFrame:
     return frame.assign(invoice_date=pd.to_datetime(frame["invoice_date"]), price=frame["price"].astype(float))
 
 
+def until_run_date() -> pd.DataFrame:
+    transactions = transactions_frame()
+    return transactions[transactions["invoice_date"] < "2011-12-10"]
+
+
 @pytest.fixture
 def lines() -> pd.DataFrame:
-    transactions = transactions_frame()
-    return eda.revenue_lines(transactions[transactions["invoice_date"] < "2011-12-10"], load_settings().rfm)
+    return eda.revenue_lines(until_run_date(), load_settings().rfm)
+
+
+@pytest.fixture
+def aggregates() -> eda.DailyAggregates:
+    """The daily tables of the lines up to D, by the SQL the ingest step runs (DuckDB here)."""
+    return eda.daily_aggregates(until_run_date(), load_settings().rfm)
 
 
 # ---------------------------------------------------------------- pure transforms
@@ -75,15 +86,15 @@ def test_revenue_lines_follow_the_configured_exclusions():
     assert kept["revenue"].sum() == pytest.approx(15.30 + 6.78 + 2 * 25.50 + 18.00 + 15.00), "no cancellation"
 
 
-def test_daily_revenue_and_orders_include_days_without_purchases(lines):
-    per_day = eda.daily_revenue_and_orders(lines)
+def test_daily_revenue_and_orders_include_days_without_purchases(aggregates):
+    per_day = eda.daily_revenue_and_orders(aggregates.sales)
     assert [d.strftime("%Y-%m-%d") for d in per_day.index] == list(REVENUE_BY_DAY)
     assert per_day["revenue"].tolist() == pytest.approx(list(REVENUE_BY_DAY.values()))
     assert per_day["orders"].tolist() == list(ORDERS_BY_DAY.values())
 
 
-def test_orders_by_weekday_and_hour_count_each_invoice_once(lines):
-    grid = eda.orders_by_weekday_hour(lines)
+def test_orders_by_weekday_and_hour_count_each_invoice_once(aggregates):
+    grid = eda.orders_by_weekday_hour(aggregates.weekday_hour)
     assert grid.shape == (7, 24) and list(grid.index) == eda.WEEKDAYS
     assert grid.loc["Mon", 8] == 1 and grid.loc["Mon", 14] == 1, "536001 has two lines but is one order"
     assert grid.loc["Wed", 11] == 1 and grid.loc["Fri", 9] == 1
@@ -91,21 +102,36 @@ def test_orders_by_weekday_and_hour_count_each_invoice_once(lines):
     assert grid.to_numpy().sum() == 4
 
 
-def test_top_countries_by_revenue(lines):
-    top = eda.top_by_revenue(lines, "country", 2)
+def test_top_countries_by_revenue(aggregates):
+    top = eda.top_by_revenue(aggregates.country, "country", 2)
     assert top["country"].tolist() == ["France", "United Kingdom"]
     assert top["revenue"].tolist() == pytest.approx([40.50, 22.08 - 5.10])
     assert top["orders"].tolist() == [2, 1]
     assert top["revenue_share"].tolist() == pytest.approx([40.50 / NET_REVENUE, 16.98 / NET_REVENUE])
 
 
-def test_top_products_are_named_by_their_most_frequent_description(lines):
-    top = eda.top_products(lines, 10)
+def test_top_products_are_named_by_their_most_frequent_description(aggregates):
+    top = eda.top_products(aggregates.product, 10)
     assert top["stock_code"].tolist() == ["85123A", "22728", "71053"]
     assert top["revenue"].tolist() == pytest.approx([40.80 - 5.10, 26.25, 6.78])
     assert top["orders"].tolist() == [2, 2, 1]
     assert top.loc[top["stock_code"] == "22728", "description"].item() in {"ALARM CLOCK", "ALARM CLOCK PINK"}
     assert top.loc[top["stock_code"] == "85123A", "description"].item() == "WHITE HEART"
+
+
+def test_daily_tables_add_up_to_the_whole_period(lines, aggregates):
+    # per-day slices summed over days give the figures of the lines themselves
+    assert aggregates.sales["revenue"].sum() == pytest.approx(lines["revenue"].sum())
+    assert aggregates.sales["orders"].sum() == lines["order"].nunique()
+    assert aggregates.sales["bronze_rows"].sum() == len(until_run_date())
+    assert aggregates.sales["purchase_lines"].sum() == lines["order"].notna().sum()
+    assert aggregates.country["revenue"].sum() == pytest.approx(NET_REVENUE)
+
+
+def test_report_transforms_never_see_transaction_lines(aggregates):
+    # the daily tables are small: one row per day, per (day, hour), per (day, country), per (day, product)
+    assert len(aggregates.sales) == 3 and len(aggregates.weekday_hour) == 4  # 3 trading days, 4 orders
+    assert "invoice" not in aggregates.product.columns and "customer_id" not in aggregates.country.columns
 
 
 SEGMENTS = pd.DataFrame(
@@ -148,7 +174,18 @@ def test_segment_shares_put_the_biggest_revenue_first_per_scheme():
 # ---------------------------------------------------------------- the step on a Delta lake + MLflow
 
 
+def write_daily_tables(settings: Settings) -> None:
+    """The daily tables of every line (the ingest step's output), written with delta-rs."""
+    aggregates = eda.daily_aggregates(transactions_frame(), load_settings().rfm)
+    for name, table in DAILY_TABLES.items():
+        frame = getattr(aggregates, name).assign(transaction_date=lambda f: f["transaction_date"].dt.date)
+        write_deltalake(settings.table_path(table), frame, partition_by="transaction_date")
+
+
 def write_bronze(settings: Settings) -> None:
+    """Bronze and the daily tables (the report must read only the latter)."""
+    write_daily_tables(settings)
+
     def utc(text: str) -> datetime:
         return datetime.fromisoformat(text).replace(tzinfo=UTC)
 

@@ -3,7 +3,7 @@ file, and the lake guarantees of the ingest step (idempotent, refuses unvalidate
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -27,25 +27,11 @@ from jobs.definitions import CANONICAL_COLUMNS, TABLES
 from jobs.errors import LakeStateError
 from jobs.steps.ingest import ingest_day
 from jobs.steps.validate import validate_day
+from tests.helpers import UK, frame_of, line
 
 pytestmark = pytest.mark.spark
 
-BRONZE_SCHEMA = (
-    "invoice string, stock_code string, description string, quantity int, invoice_date timestamp, "
-    "price decimal(18,3), customer_id string, country string, transaction_date date"
-)
 SNAPSHOT = date(2011, 3, 10)
-UK = "United Kingdom"
-
-
-def line(invoice, stock, quantity, day, price, customer, country=UK, description="ITEM", hour=10) -> tuple:
-    """One typed bronze row (the transaction date is the invoice's day)."""
-    return (invoice, stock, description, quantity, datetime.combine(day, time(hour)), Decimal(price), customer,
-            country, day)  # fmt: skip
-
-
-def frame_of(spark, rows: list[tuple]) -> DataFrame:
-    return spark.createDataFrame(rows, BRONZE_SCHEMA)
 
 
 # --- compute_rfm on hand-made transactions ---------------------------------------------------------

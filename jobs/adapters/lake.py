@@ -8,6 +8,8 @@ version as it was. Tables keep the default protocol so delta-rs can read them.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -79,3 +81,67 @@ def read(spark: SparkSession, path: Path, version: int | None = None) -> DataFra
 
 def date_literal(day: date) -> str:
     return f"DATE'{day.isoformat()}'"
+
+
+COMMIT_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+@contextmanager
+def commit_metadata(spark: SparkSession, metadata: str) -> Iterator[None]:
+    """Record ``metadata`` as the ``userMetadata`` of the Delta commits made inside the block."""
+    previous = spark.conf.get(COMMIT_METADATA_CONF, None)
+    spark.conf.set(COMMIT_METADATA_CONF, metadata)
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(COMMIT_METADATA_CONF)
+        else:
+            spark.conf.set(COMMIT_METADATA_CONF, previous)
+
+
+def merge_by_key(source: DataFrame, path: Path, key: list[str], delete_flag: str, metadata: str) -> int:
+    """One Delta MERGE of ``source`` into ``path`` on ``key`` (null-safe): rows flagged
+    ``delete_flag`` delete their match, the others update or insert every column; the commit
+    carries ``metadata``. Returns the new version."""
+    from delta.tables import DeltaTable
+
+    spark = source.sparkSession
+    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in key)
+    values = {f"`{c}`": f"s.`{c}`" for c in source.columns if c != delete_flag}
+    with commit_metadata(spark, metadata):
+        (
+            DeltaTable.forPath(spark, str(path))
+            .alias("t")
+            .merge(source.alias("s"), condition)
+            .whenMatchedDelete(condition=f"s.`{delete_flag}`")
+            .whenMatchedUpdate(set=values)
+            .whenNotMatchedInsert(condition=f"NOT s.`{delete_flag}`", values=values)
+            .execute()
+        )
+    return current_version(spark, path)
+
+
+def overwrite(frame: DataFrame, path: Path, metadata: str) -> int:
+    """Replace the whole table with ``frame`` in one commit carrying ``metadata``; returns the version."""
+    frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true").option(
+        "userMetadata", metadata
+    ).save(str(path))
+    return current_version(spark=frame.sparkSession, path=path)
+
+
+def latest_metadata(spark: SparkSession, path: Path, depth: int = 100) -> str | None:
+    """The ``userMetadata`` of the newest commit (of the last ``depth``) that has one, or None."""
+    from delta.tables import DeltaTable
+
+    if not exists(spark, path):
+        return None
+    row = (
+        DeltaTable.forPath(spark, str(path))
+        .history(depth)
+        .filter("userMetadata IS NOT NULL")
+        .orderBy(F.desc("version"))
+        .select("userMetadata")
+        .first()
+    )
+    return None if row is None else row[0]

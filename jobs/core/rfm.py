@@ -78,27 +78,37 @@ def compute_rfm(transactions: DataFrame, snapshot: date, rules: Rfm) -> DataFram
         F.countDistinct("invoice").alias("frequency"),
         F.sum("amount").alias("monetary_gross"),
     )
-    money = f"decimal(20,{rules.price_precision})"
+    return rfm_snapshot_columns(
+        per_customer.join(cancelled, "customer_id", "left").join(top_country, "customer_id", "left"), snapshot, rules
+    )
+
+
+def rfm_snapshot_columns(per_customer: DataFrame, snapshot: date, rules: Rfm) -> DataFrame:
+    """The silver snapshot's columns from per-customer first/last purchase date, frequency,
+    ``monetary_gross``, ``monetary_cancelled`` (null: none) and top ``country``."""
+    snapshot_col = F.lit(snapshot).cast("date")
+    money = money_type(rules)
     gross = F.col("monetary_gross").cast(money)
     cancellations = F.coalesce(F.col("monetary_cancelled"), F.lit(0)).cast(money)
     net = F.greatest(gross + cancellations, F.lit(0).cast(money)) if rules.net_of_cancellations else gross
-    return (
-        per_customer.join(cancelled, "customer_id", "left")
-        .join(top_country, "customer_id", "left")
-        .select(
-            snapshot_col.alias("snapshot_date"),
-            "customer_id",
-            F.datediff(snapshot_col, "last_purchase_date").alias("recency_days"),
-            F.col("frequency").cast("int").alias("frequency"),
-            net.cast(money).alias("monetary"),
-            gross.alias("monetary_gross"),
-            cancellations.alias("monetary_cancelled"),
-            "first_purchase_date",
-            "last_purchase_date",
-            F.datediff(snapshot_col, "first_purchase_date").alias("tenure_days"),
-            "country",
-        )
+    return per_customer.select(
+        snapshot_col.alias("snapshot_date"),
+        "customer_id",
+        F.datediff(snapshot_col, "last_purchase_date").alias("recency_days"),
+        F.col("frequency").cast("int").alias("frequency"),
+        net.cast(money).alias("monetary"),
+        gross.alias("monetary_gross"),
+        cancellations.alias("monetary_cancelled"),
+        "first_purchase_date",
+        "last_purchase_date",
+        F.datediff(snapshot_col, "first_purchase_date").alias("tenure_days"),
+        "country",
     )
+
+
+def money_type(rules: Rfm) -> str:
+    """The exact decimal type of the snapshot's money columns."""
+    return f"decimal(20,{rules.price_precision})"
 
 
 def exclusion_reason(rules: Rfm) -> Column:
@@ -132,3 +142,180 @@ def exclusion_counts(day_rows: DataFrame, rules: Rfm) -> dict[str, int]:
         .collect()
     }
     return {reason: int(counted.get(reason, 0)) for reason in EXCLUSION_REASONS}
+
+
+# ---------------------------------------------------------------- incremental RFM
+#
+# The per-customer state (``silver/customer_state``) holds, per (customer_id, country), what
+# ``compute_rfm`` aggregates: first/last purchase date, purchase invoices, gross and cancelled
+# amounts. A night adds the day's contribution in one MERGE; the snapshot of D is a pure
+# function of the state through D. ``merged_date`` and the ``prev_*`` columns (the key's state
+# before its latest contribution) let a re-run of the latest date replace, not add, its
+# contribution. See docs/design-decisions.md ("Incremental RFM").
+
+STATE_KEY = ["customer_id", "country"]
+STATE_MEASURES = [
+    "first_purchase_date",
+    "last_purchase_date",
+    "purchase_invoices",
+    "monetary_gross",
+    "monetary_cancelled",
+]
+STATE_COLUMNS = [
+    *STATE_KEY,
+    *STATE_MEASURES,
+    "merged_date",
+    *(f"prev_{m}" for m in STATE_MEASURES),
+    "prev_merged_date",
+]
+# Daily dedup adds up to whole-history dedup only because the dedup key holds the timestamp:
+# two exact duplicates share ``invoice_date``, hence ``transaction_date``.
+DEDUP_KEY_HOLDS_TIMESTAMP = "invoice_date" in CANONICAL_COLUMNS
+
+
+def state_schema(rules: Rfm) -> str:
+    """The DDL schema of the state table."""
+    money = money_type(rules)
+    measures = f"first_purchase_date date, last_purchase_date date, purchase_invoices bigint, monetary_gross {money}, monetary_cancelled {money}"  # noqa: E501
+    prev = ", ".join(f"prev_{part}" for part in measures.split(", "))
+    return f"customer_id string, country string, {measures}, merged_date date, {prev}, prev_merged_date date"
+
+
+def contributions(lines: DataFrame, rules: Rfm, counted_before: DataFrame | None = None) -> DataFrame:
+    """Per (customer_id, country, transaction_date): the day's purchase dates, invoices, gross, cancelled.
+
+    ``lines`` are typed transactions of one day or of many (exact duplicates are dropped here,
+    per day: duplicates share their timestamp). An invoice counts once per customer: at its
+    first (date, country asc nulls last), and not at all when ``counted_before`` (customer_id,
+    invoice pairs of earlier days' purchase lines) holds it — invoices that span days are
+    handled, not double-counted.
+    """
+    if not DEDUP_KEY_HOLDS_TIMESTAMP:  # pragma: no cover - guards a change of the dedup key
+        raise AssertionError("daily dedup needs the timestamp in the dedup key (CANONICAL_COLUMNS)")
+    considered = considered_lines(lines, rules).withColumn("amount", F.col("quantity") * F.col("price"))
+    purchase, cancellation = is_purchase(rules), is_cancellation(rules)
+    first_seen = Window.partitionBy("customer_id", "invoice").orderBy("transaction_date", F.asc_nulls_last("country"))
+    tagged = considered.filter(purchase | cancellation).withColumn("is_purchase", purchase)
+    tagged = tagged.withColumn(
+        "first_line", F.when(F.col("is_purchase"), F.row_number().over(first_seen) == 1).otherwise(F.lit(False))
+    )
+    if counted_before is not None:
+        earlier = counted_before.select("customer_id", "invoice").distinct().withColumn("_seen", F.lit(True))
+        tagged = tagged.join(earlier, ["customer_id", "invoice"], "left").withColumn(
+            "first_line", F.col("first_line") & F.col("_seen").isNull()
+        )
+    money = money_type(rules)
+    when_purchase = F.when(F.col("is_purchase"), F.col("transaction_date"))
+    return tagged.groupBy("customer_id", "country", "transaction_date").agg(
+        F.min(when_purchase).alias("first_purchase_date"),
+        F.max(when_purchase).alias("last_purchase_date"),
+        F.count(F.when(F.col("first_line"), F.lit(1))).cast("bigint").alias("purchase_invoices"),
+        F.sum(F.when(F.col("is_purchase"), F.col("amount"))).cast(money).alias("monetary_gross"),
+        F.sum(F.when(~F.col("is_purchase"), F.col("amount"))).cast(money).alias("monetary_cancelled"),
+    )
+
+
+def _sum_or_null(column: str, condition: Column | None = None) -> Column:
+    value = F.col(column) if condition is None else F.when(condition, F.col(column))
+    return F.sum(value)
+
+
+def state_from_contributions(contributed: DataFrame, rules: Rfm) -> DataFrame:
+    """The state (``STATE_COLUMNS``) of every key from all its contributions (the repair path)."""
+    money = money_type(rules)
+    latest = contributed.withColumn(
+        "merged_date", F.max("transaction_date").over(Window.partitionBy(*(F.col(k) for k in STATE_KEY)))
+    )
+    before = F.col("transaction_date") < F.col("merged_date")
+    return latest.groupBy(*STATE_KEY).agg(
+        F.min("first_purchase_date").alias("first_purchase_date"),
+        F.max("last_purchase_date").alias("last_purchase_date"),
+        F.sum("purchase_invoices").cast("bigint").alias("purchase_invoices"),
+        _sum_or_null("monetary_gross").cast(money).alias("monetary_gross"),
+        _sum_or_null("monetary_cancelled").cast(money).alias("monetary_cancelled"),
+        F.max("merged_date").alias("merged_date"),
+        F.min(F.when(before, F.col("first_purchase_date"))).alias("prev_first_purchase_date"),
+        F.max(F.when(before, F.col("last_purchase_date"))).alias("prev_last_purchase_date"),
+        F.coalesce(F.sum(F.when(before, F.col("purchase_invoices"))), F.lit(0))
+        .cast("bigint")
+        .alias("prev_purchase_invoices"),
+        _sum_or_null("monetary_gross", before).cast(money).alias("prev_monetary_gross"),
+        _sum_or_null("monetary_cancelled", before).cast(money).alias("prev_monetary_cancelled"),
+        F.max(F.when(before, F.col("transaction_date"))).alias("prev_merged_date"),
+    )
+
+
+def _add(left: str, right: str) -> Column:
+    """Null + null = null (no amount yet), else the sum with nulls as 0."""
+    a, b = F.col(left), F.col(right)
+    return F.when(a.isNull() & b.isNull(), None).otherwise(F.coalesce(a, F.lit(0)) + F.coalesce(b, F.lit(0)))
+
+
+def merge_day(state: DataFrame, day: DataFrame, run_date: date, rules: Rfm) -> DataFrame:
+    """New state rows of the keys the night of ``run_date`` touches, plus a ``delete`` flag.
+
+    ``state``: state rows (any superset of the touched keys); ``day``: ``contributions`` of
+    ``run_date``. A key last merged on ``run_date`` (a re-run) starts again from its ``prev_*``
+    columns; a key the re-run no longer contributes to goes back to them (or is deleted when
+    it had nothing before). Every other key starts from its current values.
+    """
+    money = money_type(rules)
+    d = F.lit(run_date).cast("date")
+    t = state.select(*[F.col(c).alias(f"t_{c}") for c in STATE_COLUMNS])
+    s = day.select(*[F.col(c).alias(f"s_{c}") for c in [*STATE_KEY, *STATE_MEASURES]])
+    on = F.col("t_customer_id").eqNullSafe(F.col("s_customer_id")) & F.col("t_country").eqNullSafe(F.col("s_country"))
+    rerun = F.coalesce(F.col("t_merged_date") == d, F.lit(False))
+    in_day = F.col("s_purchase_invoices").isNotNull()  # every contribution row has a count (maybe 0)
+    joined = t.join(s, on, "full_outer").filter(in_day | rerun)
+    base = {m: F.when(rerun, F.col(f"t_prev_{m}")).otherwise(F.col(f"t_{m}")) for m in STATE_MEASURES}
+    base_merged = F.when(rerun, F.col("t_prev_merged_date")).otherwise(F.col("t_merged_date"))
+    b = joined.select("*", *[v.alias(f"b_{m}") for m, v in base.items()], base_merged.alias("b_merged_date"))
+    added = {
+        "first_purchase_date": F.least("b_first_purchase_date", "s_first_purchase_date"),
+        "last_purchase_date": F.greatest("b_last_purchase_date", "s_last_purchase_date"),
+        "purchase_invoices": F.coalesce(F.col("b_purchase_invoices"), F.lit(0))
+        + F.coalesce(F.col("s_purchase_invoices"), F.lit(0)),
+        "monetary_gross": _add("b_monetary_gross", "s_monetary_gross"),
+        "monetary_cancelled": _add("b_monetary_cancelled", "s_monetary_cancelled"),
+    }
+    key = [F.when(in_day, F.col(f"s_{k}")).otherwise(F.col(f"t_{k}")).alias(k) for k in STATE_KEY]
+    # a re-run key without a contribution tonight: back to its previous state (prev unknown now)
+    new = [F.when(in_day, added[m]).otherwise(F.col(f"b_{m}")) for m in STATE_MEASURES]
+    types = {"purchase_invoices": "bigint", "monetary_gross": money, "monetary_cancelled": money}
+    measures = [v.cast(types.get(m, "date")).alias(m) for m, v in zip(STATE_MEASURES, new, strict=True)]
+    prev = [F.when(in_day, F.col(f"b_{m}")).cast(types.get(m, "date")).alias(f"prev_{m}") for m in STATE_MEASURES]
+    return b.select(
+        *key,
+        *measures,
+        F.when(in_day, d).otherwise(F.col("b_merged_date")).alias("merged_date"),
+        *prev,
+        F.when(in_day, F.col("b_merged_date")).alias("prev_merged_date"),
+        (~in_day & F.col("b_merged_date").isNull()).alias("delete"),
+    )
+
+
+def snapshot_from_state(state: DataFrame, snapshot: date, rules: Rfm) -> DataFrame:
+    """The silver snapshot of ``snapshot`` (``compute_rfm``'s schema) from the state through that date."""
+    buyers = state.filter(F.col("first_purchase_date").isNotNull())
+    top_country = (
+        buyers.withColumn(
+            "rank",
+            F.row_number().over(
+                Window.partitionBy("customer_id").orderBy(F.desc("monetary_gross"), F.asc_nulls_last("country"))
+            ),
+        )
+        .filter(F.col("rank") == 1)
+        .select("customer_id", "country")
+    )
+    per_customer = (
+        state.groupBy("customer_id")
+        .agg(
+            F.min("first_purchase_date").alias("first_purchase_date"),
+            F.max("last_purchase_date").alias("last_purchase_date"),
+            F.sum("purchase_invoices").alias("frequency"),
+            F.sum("monetary_gross").alias("monetary_gross"),
+            F.sum("monetary_cancelled").alias("monetary_cancelled"),
+        )
+        .filter(F.col("first_purchase_date").isNotNull())
+    )
+    return rfm_snapshot_columns(per_customer.join(top_country, "customer_id", "left"), snapshot, rules)

@@ -2,8 +2,11 @@
 
 ``python -m jobs eda --run-date YYYY-MM-DD``
 
-Extract: bronze rows dated <= D and the gold snapshot of D, read with delta-rs.
-Transform: pure pandas functions, frames in, small frames out.
+Extract: the daily sales aggregates dated <= D (``jobs.core.daily``: sales, orders by hour,
+country, product; written by the ingest step and the backfill) and the gold snapshot of D,
+read with delta-rs. Never bronze: the report's memory and time do not grow with the number
+of transaction lines, only with days x (countries + products).
+Transform: pure pandas functions, small frames in, small frames out.
 Load: PNGs (matplotlib's object API, no display) and ``report.html`` (images by relative path)
 into ``paths.reports_dir/date=D/``, replaced as a whole on a re-run, and logged under ``eda/``
 to the day's MLflow run.
@@ -13,7 +16,7 @@ Revenue is the shop's, not only the segmented customers': the lines RFM counts f
 when ``rfm.net_of_cancellations``: ``rfm.cancellation_prefix`` and quantity < 0, on their own
 date; no ``rfm.non_product_stock_codes``; exact duplicates dropped when
 ``rfm.drop_exact_duplicates``) but **with or without a customer id**; amount = quantity x price.
-Orders = distinct purchase invoices.
+Orders = distinct purchase invoices (summed over days: an invoice never spans two dates).
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ from matplotlib.figure import Figure
 from jobs.adapters import tracking
 from jobs.adapters.publish import published_version
 from jobs.config import Rfm, Settings, load_settings
-from jobs.core.rules import cancellation_sql, non_product_sql, purchase_sql
-from jobs.definitions import CANONICAL_COLUMNS, RFM_MEASURES
+from jobs.core.daily import DAILY_TABLES, DAY_ROWS, counted_lines_sql, daily_sql
+from jobs.definitions import RFM_MEASURES
 from jobs.errors import LakeStateError
 
 SEGMENT_COLUMNS = ["customer_id", *RFM_MEASURES, "mlflow_run_id"]
@@ -49,10 +52,20 @@ REPORT_FILE = "report.html"
 
 
 @dataclass(frozen=True)
-class LakeSnapshot:
-    """What the report reads: bronze lines up to D and the gold snapshot of D."""
+class DailyAggregates:
+    """The daily tables up to D (``jobs.core.daily``): money as float, timestamps naive UTC."""
 
-    transactions: pd.DataFrame
+    sales: pd.DataFrame
+    weekday_hour: pd.DataFrame
+    country: pd.DataFrame
+    product: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class LakeSnapshot:
+    """What the report reads: the daily aggregates up to D and the gold snapshot of D."""
+
+    aggregates: DailyAggregates
     segments: pd.DataFrame
     segment_summary: pd.DataFrame
 
@@ -60,7 +73,7 @@ class LakeSnapshot:
 # ---------------------------------------------------------------- extract
 
 
-def read_delta(settings: Settings, name: str, filters: list[tuple], columns: list[str],
+def read_delta(settings: Settings, name: str, filters: list[tuple], columns: list[str] | None,
                version: int | None = None) -> pd.DataFrame:  # fmt: skip
     """Rows of table ``name`` (at ``version``, else the latest) matching the partition ``filters``;
     LakeStateError when it is missing."""
@@ -70,8 +83,20 @@ def read_delta(settings: Settings, name: str, filters: list[tuple], columns: lis
     return DeltaTable(path, version=version).to_pandas(filters=filters, columns=columns)
 
 
+def typed_aggregates(tables: dict[str, pd.DataFrame]) -> DailyAggregates:
+    """Money as float, timestamps as naive UTC, as the transforms expect."""
+    for frame in tables.values():
+        if "revenue" in frame:
+            frame["revenue"] = frame["revenue"].astype(float)
+        if "transaction_date" in frame:
+            frame["transaction_date"] = pd.to_datetime(frame["transaction_date"])
+    hours = tables["weekday_hour"]
+    hours["hour_start"] = pd.to_datetime(hours["hour_start"], utc=True).dt.tz_convert(None)
+    return DailyAggregates(**tables)
+
+
 def extract(settings: Settings, run_date: date) -> LakeSnapshot:
-    """Bronze lines dated <= D (money as float, UTC wall time) and the gold tables of D."""
+    """The daily aggregates dated <= D and the gold tables of D."""
     snapshot = [("snapshot_date", "=", run_date)]
     segments = read_delta(settings, "gold_customer_segments", snapshot, SEGMENT_COLUMNS,
                           published_version(settings, "gold_customer_segments", run_date))  # fmt: skip
@@ -79,80 +104,85 @@ def extract(settings: Settings, run_date: date) -> LakeSnapshot:
         raise LakeStateError(f"no gold snapshot for {run_date}: run the label step for that date first")
     summary = read_delta(settings, "gold_segment_summary", snapshot, SUMMARY_COLUMNS,
                          published_version(settings, "gold_segment_summary", run_date))  # fmt: skip
-    transactions = read_delta(
-        settings, "bronze_transactions", [("transaction_date", "<=", run_date)], CANONICAL_COLUMNS
-    )
-    transactions["price"] = transactions["price"].astype(float)
-    transactions["invoice_date"] = pd.to_datetime(transactions["invoice_date"], utc=True).dt.tz_convert(None)
+    until = [("transaction_date", "<=", run_date)]
+    tables = {name: read_delta(settings, table, until, None) for name, table in DAILY_TABLES.items()}
     segments["monetary"] = segments["monetary"].astype(float)
-    return LakeSnapshot(transactions, segments, summary)
+    return LakeSnapshot(typed_aggregates(tables), segments, summary)
 
 
 # ---------------------------------------------------------------- transform
+
+
+def daily_aggregates(transactions: pd.DataFrame, rules: Rfm) -> DailyAggregates:
+    """The daily tables of ``transactions`` computed by DuckDB with the SQL the ingest step runs in Spark."""
+    frame = transactions.assign(transaction_date=transactions["invoice_date"].dt.normalize())
+    with duckdb.connect() as con:
+        con.register(DAY_ROWS, frame)
+        tables = {name: con.sql(sql).df() for name, sql in daily_sql(rules, "DOUBLE").items()}
+    return typed_aggregates(tables)
 
 
 def revenue_lines(transactions: pd.DataFrame, rules: Rfm) -> pd.DataFrame:
     """Product lines that make revenue (customer id not required): signed ``revenue`` and ``order``.
 
     Purchase lines, plus cancellation lines (negative) when ``rules.net_of_cancellations``;
-    ``order`` is the invoice of a purchase line and null on a cancellation line. The rules are
-    the SQL predicates RFM applies in Spark (``jobs.core.rules``), applied here by DuckDB.
+    ``order`` is the invoice of a purchase line and null on a cancellation line: the SQL the
+    daily tables aggregate (``jobs.core.daily.counted_lines_sql``), run by DuckDB.
     """
-    lines = transactions[~duckdb_flag(transactions, non_product_sql(rules))]
-    if rules.drop_exact_duplicates:
-        lines = lines.drop_duplicates(subset=CANONICAL_COLUMNS)
-    purchase = duckdb_flag(lines, purchase_sql(rules))
-    cancellation = duckdb_flag(lines, cancellation_sql(rules))
-    counted = purchase | cancellation if rules.net_of_cancellations else purchase
-    return lines[counted].assign(
-        revenue=lambda f: f["quantity"] * f["price"], order=lines["invoice"].where(purchase)[counted]
-    )
+    frame = transactions.assign(transaction_date=transactions["invoice_date"].dt.normalize())
+    with duckdb.connect() as con:
+        con.register(DAY_ROWS, frame)
+        lines = con.sql(counted_lines_sql(rules)).df()
+    return lines.rename(columns={"order_invoice": "order"}).drop(columns="transaction_date")
 
 
-def duckdb_flag(frame: pd.DataFrame, predicate: str) -> pd.Series:
-    """``predicate`` (SQL) evaluated on every row of ``frame``, null as False, aligned with its index."""
-    flags = duckdb.sql(f"SELECT coalesce({predicate}, FALSE) AS flag FROM frame").df()["flag"]
-    return pd.Series(flags.to_numpy(dtype=bool), index=frame.index)
-
-
-def daily_revenue_and_orders(lines: pd.DataFrame) -> pd.DataFrame:
+def daily_revenue_and_orders(sales: pd.DataFrame) -> pd.DataFrame:
     """Net revenue and orders per calendar day, days without any line included as 0."""
-    per_day = lines.groupby(lines["invoice_date"].dt.normalize().rename("day")).agg(
-        revenue=("revenue", "sum"), orders=("order", "nunique")
-    )
+    with_lines = sales[(sales["purchase_lines"] + sales["cancellation_lines"]) > 0]
+    per_day = with_lines.groupby(with_lines["transaction_date"].rename("day"))[["revenue", "orders"]].sum().sort_index()
     if per_day.empty:
         return per_day
     calendar = pd.date_range(per_day.index.min(), per_day.index.max(), freq="D", name="day")
     return per_day.reindex(calendar, fill_value=0)
 
 
-def orders_by_weekday_hour(lines: pd.DataFrame) -> pd.DataFrame:
+def orders_by_weekday_hour(hours: pd.DataFrame) -> pd.DataFrame:
     """Distinct orders per weekday (rows, Mon..Sun) and hour of day (columns, 0..23) of the order's time."""
-    ordered_at = lines.groupby("order")["invoice_date"].min()
-    counts = pd.crosstab(ordered_at.dt.day_of_week, ordered_at.dt.hour)
-    grid = counts.reindex(index=range(7), columns=range(24), fill_value=0)
+    at = hours["hour_start"]
+    counts = hours.groupby([at.dt.day_of_week, at.dt.hour])["orders"].sum().unstack(fill_value=0)
+    grid = counts.reindex(index=range(7), columns=range(24), fill_value=0).astype(int)
     grid.index, grid.columns = WEEKDAYS, list(range(24))
     return grid
 
 
-def top_by_revenue(lines: pd.DataFrame, key: str, n: int) -> pd.DataFrame:
-    """The ``n`` values of ``key`` with the most revenue, with their orders and revenue share."""
-    total = lines["revenue"].sum()
-    ranked = (
-        lines.groupby(key, dropna=False)
-        .agg(revenue=("revenue", "sum"), orders=("order", "nunique"))
-        .assign(revenue_share=lambda f: f["revenue"] / total if total else 0.0)
-        .sort_values(["revenue", "orders"], ascending=False, kind="stable")
+def top_by_revenue(totals: pd.DataFrame, key: str, n: int) -> pd.DataFrame:
+    """The ``n`` values of ``key`` with the most revenue, with their orders and revenue share.
+
+    ``totals``: rows of ``key``, ``revenue`` and ``orders`` (per day, or already summed).
+    """
+    summed = totals.groupby(key, dropna=False)[["revenue", "orders"]].sum()
+    total = summed["revenue"].sum()
+    ranked = summed.assign(revenue_share=lambda f: f["revenue"] / total if total else 0.0).sort_values(
+        ["revenue", "orders"], ascending=False, kind="stable"
     )
     return ranked.head(n).reset_index()
 
 
-def top_products(lines: pd.DataFrame, n: int) -> pd.DataFrame:
-    """Top ``n`` stock codes by revenue, named by their most frequent description."""
-    top = top_by_revenue(lines, "stock_code", n)
-    top_lines = lines[lines["stock_code"].isin(top["stock_code"])]
-    names = top_lines.groupby("stock_code")["description"].agg(lambda d: d.mode().iat[0] if d.notna().any() else "")
-    return top.assign(description=top["stock_code"].map(names))
+def top_products(products: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Top ``n`` stock codes by revenue, named by their most frequent description.
+
+    ``products``: the daily product table (per date, stock code and description: revenue,
+    lines, and the code's distinct orders that day).
+    """
+    per_code_day = products.groupby(["transaction_date", "stock_code"], dropna=False).agg(
+        revenue=("revenue", "sum"), orders=("code_orders", "max")
+    )
+    top = top_by_revenue(per_code_day.reset_index(), "stock_code", n)
+    named = products[products["stock_code"].isin(top["stock_code"]) & products["description"].notna()]
+    counts = named.groupby(["stock_code", "description"])["lines"].sum().reset_index()
+    counts = counts.sort_values(["stock_code", "lines", "description"], ascending=[True, False, True])
+    names = counts.drop_duplicates("stock_code").set_index("stock_code")["description"]
+    return top.assign(description=top["stock_code"].map(names).fillna(""))
 
 
 def rfm_distribution(segments: pd.DataFrame) -> pd.DataFrame:
@@ -275,13 +305,14 @@ class Section:
     table: pd.DataFrame
 
 
-def build_sections(lines: pd.DataFrame, snapshot: LakeSnapshot, settings: Settings, out_dir: Path) -> list[Section]:
+def build_sections(snapshot: LakeSnapshot, settings: Settings, out_dir: Path) -> list[Section]:
     """Compute every transform, draw its chart into ``out_dir`` and return the report sections."""
     top_n, bins = settings.eda.top_n, settings.eda.histogram_bins
-    per_day = daily_revenue_and_orders(lines)
-    grid = orders_by_weekday_hour(lines)
-    countries = top_by_revenue(lines, "country", top_n)
-    products = top_products(lines, top_n)
+    aggregates = snapshot.aggregates
+    per_day = daily_revenue_and_orders(aggregates.sales)
+    grid = orders_by_weekday_hour(aggregates.weekday_hour)
+    countries = top_by_revenue(aggregates.country, "country", top_n)
+    products = top_products(aggregates.product, top_n)
     shares = segment_shares(snapshot.segment_summary)
     correlations = rfm_correlations(snapshot.segments)
     plot_revenue_and_orders(per_day, out_dir / "revenue_orders.png")
@@ -307,14 +338,15 @@ def build_sections(lines: pd.DataFrame, snapshot: LakeSnapshot, settings: Settin
     ]
 
 
-def headline(lines: pd.DataFrame, snapshot: LakeSnapshot) -> dict[str, str]:
+def headline(snapshot: LakeSnapshot) -> dict[str, str]:
     """The report's key figures."""
+    sales = snapshot.aggregates.sales
     return {
-        "bronze lines read": f"{len(snapshot.transactions):,}",
-        "purchase lines": f"{lines['order'].notna().sum():,}",
-        "cancellation lines netted": f"{lines['order'].isna().sum():,}",
-        "orders (distinct purchase invoices)": f"{lines['order'].nunique():,}",
-        "revenue": f"{lines['revenue'].sum():,.2f}",
+        "bronze lines up to the day": f"{sales['bronze_rows'].sum():,}",
+        "purchase lines": f"{sales['purchase_lines'].sum():,}",
+        "cancellation lines netted": f"{sales['cancellation_lines'].sum():,}",
+        "orders (distinct purchase invoices)": f"{sales['orders'].sum():,}",
+        "revenue": f"{sales['revenue'].sum():,.2f}",
         "customers in the snapshot": f"{len(snapshot.segments):,}",
     }
 
@@ -374,10 +406,9 @@ def eda_day(run_date: date, settings: Settings | None = None) -> dict[str, Any]:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the report is for readers
-    lines = revenue_lines(snapshot.transactions, settings.rfm)
     try:
-        sections = build_sections(lines, snapshot, settings, staging)
-        page = render_html(run_date, run_id, headline(lines, snapshot), sections)
+        sections = build_sections(snapshot, settings, staging)
+        page = render_html(run_date, run_id, headline(snapshot), sections)
         (staging / REPORT_FILE).write_text(page, encoding="utf-8")
         replace_dir(staging, target)
     except BaseException:

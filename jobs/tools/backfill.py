@@ -3,10 +3,13 @@
 ``python -m jobs.tools.backfill --source PATH --until YYYY-MM-DD [--from YYYY-MM-DD]``
 
 The source is an export file (CSV, CSV.gz, Parquet) or a landing folder of ``date=…/``
-days. One Spark session reads and parses it; the suite checks each calendar day apart (a
-result per day, like the nightly run); only when every day passed are the bronze
-partitions written, in one Delta commit, with one audit record per day. A failed day
-leaves the lake untouched.
+days. One Spark session reads and parses it once into a staging Parquet copy partitioned by
+day (under the data dir, removed afterwards); the suite then checks each calendar day apart
+(a result per day, like the nightly run), collecting one chunk of days at a time
+(``--chunk-rows``), so the driver never holds the history. Only when every day passed are
+the bronze partitions written, in one Delta commit, with one audit record per day; then the
+daily sales tables and the customer state are built from bronze. A failed day leaves the
+lake untouched; a crash after the bronze commit is repaired by running the backfill again.
 
 Backfill follows the lake's continuity rule (``jobs.adapters.audit``): it never overwrites a
 day the nightly run ingested, never leaves a gap, and re-loads history that later days were
@@ -18,7 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -45,6 +50,7 @@ from jobs.config import Settings, load_settings
 from jobs.core.rfm import EXCLUSION_REASONS, exclusion_reason
 from jobs.definitions import QUARANTINED, days_between
 from jobs.errors import DataValidationError, LakeStateError, PermanentError
+from jobs.steps.ingest import rebuild_state, write_daily_tables
 
 log = logging.getLogger(__name__)
 
@@ -101,29 +107,71 @@ def first_day(parsed: DataFrame) -> date | None:
     return parsed.filter(F.col("invoice_date").isNotNull()).agg(F.min(F.to_date("invoice_date"))).first()[0]
 
 
+DAY_COLUMN = "_day"
+DEFAULT_CHUNK_ROWS = 500_000
+
+
 def split_by_day(frame: pd.DataFrame, first: date, until: date) -> dict[date, pd.DataFrame]:
     """The validation frame's rows per calendar day in [first, until] (days without rows: empty)."""
     days = frame["invoice_date"].dt.date
     return {day: frame[days == day] for day in days_between(first, until)}
 
 
-def validate_history(
-    frame: pd.DataFrame, settings: Settings, first: date, until: date, fingerprint: str
-) -> tuple[int, list[dict[str, Any]]]:
-    """Validate each day under the nightly policies; raise naming every failed day.
+def plan_chunks(rows_per_day: dict[date, int], days: list[date], max_rows: int) -> list[list[date]]:
+    """Consecutive days grouped so a chunk holds at most ``max_rows`` rows (a larger day stands alone)."""
+    chunks: list[list[date]] = []
+    current: list[date] = []
+    held = 0
+    for day in days:
+        rows = rows_per_day.get(day, 0)
+        if current and held + rows > max_rows:
+            chunks.append(current)
+            current, held = [], 0
+        current.append(day)
+        held += rows
+    if current:
+        chunks.append(current)
+    return chunks
 
-    Returns the number of days checked and the rows held back (the reports' ``quarantined``).
+
+def stage_by_day(parsed: DataFrame, first: date, until: date, staging: Path) -> DataFrame:
+    """The source's rows in [first, until] written once as Parquet partitioned by day, read back."""
+    in_range = F.col(DAY_COLUMN).between(F.lit(first), F.lit(until))
+    dated = parsed.withColumn(DAY_COLUMN, F.to_date("invoice_date")).filter(in_range)
+    dated.write.mode("overwrite").partitionBy(DAY_COLUMN).parquet(str(staging))
+    return parsed.sparkSession.read.parquet(str(staging))
+
+
+def collect_chunk(staged: DataFrame, days: list[date]) -> pd.DataFrame:
+    """One chunk of days to the driver (partition pruning reads only their files)."""
+    return staged.filter(F.col(DAY_COLUMN).isin(days)).drop(DAY_COLUMN).toPandas()
+
+
+def validate_history(staged: DataFrame, settings: Settings, first: date, until: date, fingerprint: str,
+                     chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple[int, list[dict[str, Any]]]:  # fmt: skip
+    """Validate each day under the nightly policies, one chunk of days in memory at a time; raise
+    naming every failed day.
+
+    Returns the number of days checked and the rows held back (the reports' ``quarantined``). A day larger than ``validation.max_rows_per_day`` is
+    refused before anything is collected.
     """
-    unparsed = int(frame["invoice_date"].isna().sum())
-    if unparsed:
-        raise DataValidationError(f"{unparsed} rows have a missing or unparseable InvoiceDate; nothing was written")
+    counts = {r[DAY_COLUMN]: r["count"] for r in staged.groupBy(DAY_COLUMN).count().collect()}
+    limit = settings.validation.max_rows_per_day
+    too_large = {day: rows for day, rows in counts.items() if rows > limit}
+    if too_large:
+        raise DataValidationError(
+            f"days with more rows than validation.max_rows_per_day={limit}: {too_large}; nothing was written"
+        )
     runner = SuiteRunner(settings)
-    days = split_by_day(frame, first, until)
+    days = days_between(first, until)
     progress = Progress(len(days), "validated")
     reports = []
-    for day, rows in days.items():
-        reports.append(check_day(runner, rows, day, fingerprint))
-        progress.advance(len(rows), day)
+    for chunk in plan_chunks(counts, days, chunk_rows):
+        frame = collect_chunk(staged, chunk)
+        for day, rows in split_by_day(frame, chunk[0], chunk[-1]).items():
+            reports.append(check_day(runner, rows, day, fingerprint))
+            progress.advance(len(rows), day)
+        del frame
     runner.build_data_docs()
     raise_if_failed(reports)
     return len(reports), [entry for report in reports for entry in report.quarantined]
@@ -209,19 +257,30 @@ def load_history(
 
 
 def backfill(source: Path, until: date, first: date | None = None, settings: Settings | None = None,
-             spark: SparkSession | None = None) -> dict[str, Any]:  # fmt: skip
-    """Validate and load the source's days up to ``until`` (from its first day, or ``first``)."""
+             spark: SparkSession | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict[str, Any]:  # fmt: skip
+    """Validate and load the source's days up to ``until`` (from its first day, or ``first``),
+    then build the daily sales tables and the customer state of the history."""
     settings = settings or load_settings()
     spark = spark or get_spark(settings)
     pinned = source_fingerprint(source, settings.landing.format)  # before Spark reads: unreadable files fail here
-    parsed = validation_frame(read_source(spark, source, settings.landing.format, settings), settings).cache()
+    parsed = validation_frame(read_source(spark, source, settings.landing.format, settings), settings)
+    unparsed = parsed.filter(F.col("invoice_date").isNull()).count()
+    if unparsed:
+        raise DataValidationError(f"{unparsed} rows have a missing or unparseable InvoiceDate; nothing was written")
     first = first or first_day(parsed)
     if first is None or first > until:
         raise DataValidationError(f"{source} has no rows on or before {until}")
-    in_range = F.to_date("invoice_date").between(F.lit(first), F.lit(until)) | F.col("invoice_date").isNull()
-    days_checked, quarantined = validate_history(parsed.filter(in_range).toPandas(), settings, first, until, pinned)
-    written = load_history(spark, settings, parsed, first, until, quarantined, pinned)
-    parsed.unpersist()
+    settings.path("data_dir").mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".backfill-staging-", dir=settings.path("data_dir")))
+    try:
+        staged = stage_by_day(parsed, first, until, staging / "rows")
+        days_checked, quarantined = validate_history(staged, settings, first, until, pinned, chunk_rows)
+        written = load_history(spark, settings, staged.drop(DAY_COLUMN), first, until, quarantined, pinned)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    written.update(write_daily_tables(spark, settings, first, until))
+    bronze = lake.read(spark, settings.table_path("bronze_transactions"))
+    written["silver_customer_state"] = rebuild_state(spark, settings, bronze)
     return {
         "source": str(source),
         "from": first.isoformat(),
@@ -238,9 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", required=True, type=Path, help="export file or landing folder")
     parser.add_argument("--until", required=True, type=date.fromisoformat, help="last day to load, YYYY-MM-DD")
     parser.add_argument("--from", dest="first", type=date.fromisoformat, help="first day (default: the source's)")
+    parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS,
+                        help="rows validated in memory at a time (whole days)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        summary = backfill(args.source, args.until, args.first)
+        summary = backfill(args.source, args.until, args.first, chunk_rows=args.chunk_rows)
     except PermanentError as error:
         print(f"FAILED: {error}", file=sys.stderr)
         return EXIT_PERMANENT_FAILURE

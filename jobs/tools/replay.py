@@ -23,7 +23,7 @@ from jobs.adapters.spark import get_spark
 from jobs.config import Settings, load_settings
 from jobs.definitions import days_between
 from jobs.steps.cluster import cluster_day
-from jobs.steps.ingest import ingest_day
+from jobs.steps.ingest import ingest_day, write_daily_tables
 from jobs.steps.label import label_day
 from jobs.steps.validate import validate_day
 from jobs.tools.backfill import first_day, load_history, read_source
@@ -34,7 +34,9 @@ def replay_nights(settings: Settings, spark: SparkSession, source: Path, until: 
                   label_on: set[date] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Load history to ``until``, then run every night to ``last``; one row per labelled night."""
     history = validation_frame(read_source(spark, source, settings=settings), settings)
-    load_history(spark, settings, history, first_day(history), until)
+    start = first_day(history)
+    load_history(spark, settings, history, start, until)
+    write_daily_tables(spark, settings, start, until)
     export = read_export(source)
     first = until + timedelta(days=1)
     land_days(export, settings.path("landing_dir"), first, last, settings.landing.marker, settings.landing.format,

@@ -1,0 +1,190 @@
+"""``make bench-pipeline``: how the silver step scales, measured in one run, printed as ratios.
+
+``python -m jobs.tools.bench_pipeline --source FILE [--factor N ...] [--max-rows R]``
+
+For each factor N it builds a ×N copy of the source (customer ids + i·100,000, the copy index
+appended to invoice numbers, so ``C``/``A`` prefixes stay; dates unchanged) with DuckDB, then
+times, on that same input and in this process:
+
+- the Spark RFM transform (``compute_rfm`` over the typed rows, materialised) vs DuckDB's RFM
+  over the same CSV;
+- the nightly silver step of the last day: incremental (``load_snapshot``: one MERGE into the
+  state, snapshot derived) vs the full recompute it replaces (``compute_rfm`` over bronze,
+  written to silver), with the history before that day already in bronze and in the state.
+
+Wall times depend on the machine and its load: compare the ratios of one run, not seconds
+across runs. Timings never go into tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from jobs.adapters import lake
+from jobs.adapters.spark import get_spark
+from jobs.config import Rfm, Settings, load_settings
+from jobs.core.rfm import compute_rfm
+from jobs.core.rules import cancellation_sql, non_product_sql, purchase_sql
+from jobs.steps.ingest import load_snapshot, rebuild_state
+from jobs.tools.check_incremental import typed_source
+
+CUSTOMER_OFFSET = 100_000
+
+
+def _literal(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def build_copies(source: Path, factor: int, target: Path, max_rows: int | None = None) -> int:
+    """Write the ×``factor`` CSV of ``source`` (first ``max_rows`` rows when given); returns its rows."""
+    limit = f"LIMIT {int(max_rows)}" if max_rows else ""
+    query = f"""
+        COPY (
+            WITH raw AS (SELECT * FROM read_csv({_literal(source)}, header = true, all_varchar = true) {limit}),
+            copies AS (SELECT range AS i FROM range({int(factor)}))
+            SELECT InvoiceNo || CASE WHEN {int(factor)} = 1 THEN '' ELSE CAST(i AS VARCHAR) END AS InvoiceNo,
+                   StockCode, Description, Quantity, InvoiceDate, UnitPrice,
+                   CASE WHEN nullif(trim(CustomerID), '') IS NULL THEN NULL
+                        ELSE CAST(CAST(CAST(CustomerID AS DOUBLE) AS BIGINT) + i * {CUSTOMER_OFFSET} AS VARCHAR)
+                   END AS CustomerID,
+                   Country
+            FROM raw CROSS JOIN copies
+        ) TO {_literal(target)} (HEADER, DELIMITER ',')
+    """
+    with duckdb.connect() as con:
+        con.execute(query)
+        count = f"SELECT count(*) FROM read_csv({_literal(target)}, header = true, all_varchar = true)"
+        return con.execute(count).fetchone()[0]
+
+
+def duckdb_rfm_sql(rules: Rfm, snapshot: date, path: Path) -> str:
+    """RFM per customer as of ``snapshot`` over a CSV export, with the shared rule predicates."""
+    dedup = "SELECT DISTINCT * FROM typed" if rules.drop_exact_duplicates else "SELECT * FROM typed"
+    return f"""
+        WITH raw AS (SELECT * FROM read_csv({_literal(path)}, header = true, all_varchar = true)),
+        typed AS (
+            SELECT InvoiceNo AS invoice, StockCode AS stock_code, Description AS description,
+                   CAST(Quantity AS INTEGER) AS quantity, CAST(UnitPrice AS DECIMAL(18, 3)) AS price,
+                   coalesce(try_cast(InvoiceDate AS TIMESTAMP), try_strptime(InvoiceDate, '%m/%d/%Y %H:%M'))
+                       AS invoice_date, nullif(trim(CustomerID), '') AS customer_id,
+                   Country AS country
+            FROM raw
+        ),
+        lines AS (
+            SELECT *, quantity * price AS amount, CAST(invoice_date AS DATE) AS day FROM ({dedup})
+            WHERE customer_id IS NOT NULL AND NOT coalesce({non_product_sql(rules)}, FALSE)
+              AND CAST(invoice_date AS DATE) <= DATE '{snapshot.isoformat()}'
+        )
+        SELECT customer_id,
+               date_diff('day', max(day) FILTER (WHERE {purchase_sql(rules)}), DATE '{snapshot.isoformat()}') AS recency,
+               count(DISTINCT invoice) FILTER (WHERE {purchase_sql(rules)}) AS frequency,
+               greatest(coalesce(sum(amount) FILTER (WHERE {purchase_sql(rules)}), 0)
+                        + coalesce(sum(amount) FILTER (WHERE {cancellation_sql(rules)}), 0), 0) AS monetary
+        FROM lines GROUP BY customer_id
+        HAVING count(*) FILTER (WHERE {purchase_sql(rules)}) > 0
+    """  # noqa: E501
+
+
+def timed(action: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = action()
+    return time.perf_counter() - started, result
+
+
+def bench_factor(spark: SparkSession, settings: Settings, source: Path, factor: int, work: Path,
+                 max_rows: int | None) -> dict[str, Any]:  # fmt: skip
+    """Every figure of one factor, measured on the same ×N input."""
+    copy = work / f"x{factor}.csv"
+    rows = build_copies(source, factor, copy, max_rows)
+    typed = typed_source(spark, settings, copy).cache()
+    last = typed.agg(F.max("transaction_date")).first()[0]
+    typed.count()
+    spark_s, customers = timed(lambda: compute_rfm(typed, last, settings.rfm).count())
+    sql = duckdb_rfm_sql(settings.rfm, last, copy)
+    with duckdb.connect() as con:
+        duck_s, duck_rows = timed(lambda: len(con.execute(sql).fetchall()))
+
+    bronze = settings.table_path("bronze_transactions")
+    before = f"transaction_date < {lake.date_literal(last)}"
+    lake.replace_slice(typed.filter(before), bronze, before, "transaction_date")
+    rebuild_state(spark, settings, lake.read(spark, bronze))
+    day = f"transaction_date = {lake.date_literal(last)}"
+    lake.replace_slice(typed.filter(day), bronze, day, "transaction_date")
+    incremental_s, _ = timed(lambda: load_snapshot(spark, settings, last))
+    silver = settings.table_path("silver_customer_rfm")
+    slice_of = f"snapshot_date = {lake.date_literal(last)}"
+    full_s, _ = timed(
+        lambda: lake.replace_slice(
+            compute_rfm(lake.read(spark, bronze), last, settings.rfm), silver, slice_of, "snapshot_date"
+        )  # fmt: skip
+    )
+    typed.unpersist()
+    return {
+        "factor": factor,
+        "rows": rows,
+        "customers": customers,
+        "duckdb_customers": duck_rows,
+        "night": last.isoformat(),
+        "spark_rfm_s": round(spark_s, 2),
+        "duckdb_rfm_s": round(duck_s, 2),
+        "spark_over_duckdb": round(spark_s / max(duck_s, 1e-9), 2),
+        "incremental_silver_s": round(incremental_s, 2),
+        "full_silver_s": round(full_s, 2),
+        "full_over_incremental": round(full_s / max(incremental_s, 1e-9), 2),
+    }
+
+
+def run(source: Path, factors: list[int], max_rows: int | None = None, settings: Settings | None = None,
+        spark: SparkSession | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Each factor in a fresh lake under a temporary data dir; one record per factor."""
+    base = settings or load_settings()
+    spark = spark or get_spark(base)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="rfm-bench-") as work:
+        for factor in factors:
+            data_dir = Path(work) / f"lake-x{factor}"
+            run_settings = base.model_copy(update={"paths": base.paths.model_copy(update={"data_dir": str(data_dir)})})
+            results.append(bench_factor(spark, run_settings, source, factor, Path(work), max_rows))
+    return results
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """The figures side by side, one line per factor."""
+    header = f"{'factor':>6} {'rows':>10} {'customers':>9} {'spark RFM s':>11} {'duckdb s':>8} {'spark/duckdb':>12} " \
+             f"{'incr silver s':>13} {'full silver s':>13} {'full/incr':>9}"  # fmt: skip
+    lines = [header]
+    for r in results:
+        lines.append(
+            f"{r['factor']:>6} {r['rows']:>10} {r['customers']:>9} {r['spark_rfm_s']:>11} {r['duckdb_rfm_s']:>8} "
+            f"{r['spark_over_duckdb']:>12} {r['incremental_silver_s']:>13} {r['full_silver_s']:>13} "
+            f"{r['full_over_incremental']:>9}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", required=True, type=Path, help="export CSV (.csv or .csv.gz)")
+    parser.add_argument("--factor", type=int, nargs="+", default=[1], help="copies of the source, e.g. 1 10")
+    parser.add_argument("--max-rows", type=int, help="only the first R rows of the source (a quick check)")
+    args = parser.parse_args(argv)
+    results = run(args.source, args.factor, args.max_rows)
+    print(format_table(results))
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
