@@ -142,6 +142,14 @@ class Labels(BaseModel):
         return self
 
 
+class Clv(BaseModel):
+    registered_name: str
+    alias: str
+    monthly_discount_rate: float = Field(ge=0)
+    days_per_month: int = Field(ge=1)
+    at_risk_max_p_purchase: float = Field(gt=0, le=1)
+
+
 class Eda(BaseModel):
     top_n: int = Field(ge=1)
     histogram_bins: int = Field(ge=2)
@@ -189,6 +197,7 @@ class Settings(BaseSettings):
     model: Model
     mlflow: Mlflow
     labels: Labels
+    clv: Clv
     eda: Eda
     dag: Dag
     generator: Generator
