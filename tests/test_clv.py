@@ -144,3 +144,34 @@ def test_value_columns_cover_every_gold_customer() -> None:
         values.set_index("customer_id").loc["c", "p_purchase_90d"]
         < values.set_index("customer_id").loc["b", "p_purchase_90d"]
     )
+
+
+# --- the back-test tool's arithmetic ---------------------------------------------------------------
+
+
+def test_backtest_compares_model_naive_and_lift_on_a_known_history(settings) -> None:
+    from jobs.tools.backtest_clv import backtest, markdown
+
+    calibration_end, holdout_end = date(2011, 11, 20), date(2011, 12, 9)
+    days = purchase_lines(
+        [
+            ("b", "2011-11-01", 150.0),
+            ("b", "2011-11-11", 30.0),
+            ("b", "2011-11-21", 60.0),  # holdout
+            ("b", "2011-12-01", 40.0),  # holdout
+            ("c", "2011-06-01", 20.0),
+            ("d", "2011-10-01", 500.0),
+            ("d", "2011-10-15", 700.0),
+            ("e", "2011-12-02", 5.0),  # first seen in the holdout: not a calibration customer
+        ]
+    )
+    monetary = pd.Series({"b": 180.0, "c": 20.0, "d": 1200.0})
+    result = backtest(days, monetary, calibration_end, holdout_end, settings, params=DAILY)
+    assert result["customers"] == 3 and result["horizon_days"] == 19
+    naive = result["purchases"]["naive"]
+    # naive: b 1/19*19 = 1.0, c 0, d 1/50*19 = 0.38; actual 2, 0, 0
+    assert naive["total_predicted"] == pytest.approx(1.0 + 19 / 50) and naive["total_actual"] == 2
+    assert naive["mae"] == pytest.approx((1.0 + 0 + 0.38) / 3)
+    assert result["top10_revenue_share"]["oracle"] == 1.0, "b bought all of the holdout revenue"
+    assert result["top10_revenue_share"]["past_monetary"] == 0.0, "d spent most before, nothing after"
+    assert "| naive |" in markdown(result)

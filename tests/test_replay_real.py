@@ -69,7 +69,7 @@ def test_the_labels_of_2011_12_09_mean_what_they_say(replay, replay_settings) ->
     from deltalake import DeltaTable
 
     gold = DeltaTable(str(replay_settings.table_path("gold_customer_segments"))).to_pandas(
-        partitions=[("snapshot_date", "=", LAST_NIGHT.isoformat())]
+        filters=[("snapshot_date", "=", LAST_NIGHT)]
     )
     gold["monetary"] = gold["monetary"].astype(float)
     by_label = gold.groupby("cluster_label").agg(
