@@ -175,3 +175,13 @@ def test_backtest_compares_model_naive_and_lift_on_a_known_history(settings) -> 
     assert result["top10_revenue_share"]["oracle"] == 1.0, "b bought all of the holdout revenue"
     assert result["top10_revenue_share"]["past_monetary"] == 0.0, "d spent most before, nothing after"
     assert "| naive |" in markdown(result)
+
+
+def test_calibration_of_a_constant_prediction_is_one_bin() -> None:
+    from jobs.tools.backtest_clv import by_decile
+
+    bought = pd.Series([True, False] * 50)
+    flat = by_decile(pd.Series(1.0 - np.linspace(0, 1e-13, 100)), bought)
+    assert flat[["decile", "customers", "share_bought"]].values.tolist() == [[1, 100, 0.5]]
+    spread = by_decile(pd.Series(np.linspace(0, 1, 100)), bought)
+    assert spread["decile"].tolist() == list(range(1, 11)) and (spread["customers"] == 10).all()

@@ -60,9 +60,13 @@ def accuracy(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
     }
 
 
-def by_decile(predicted: pd.Series, bought: pd.Series) -> pd.DataFrame:
-    """Mean prediction and share who bought per decile of the prediction (ties may merge deciles)."""
-    bins = pd.qcut(predicted.rank(method="first"), 10, labels=False) + 1
+def by_decile(predicted: pd.Series, bought: pd.Series, resolution: float = 1e-6) -> pd.DataFrame:
+    """Mean prediction and share who bought per decile of the prediction; one bin when the predictions
+    span less than ``resolution`` (P(alive) on the real data: deciles of rounding noise mean nothing)."""
+    if predicted.max() - predicted.min() < resolution:
+        bins = pd.Series(1, index=predicted.index)
+    else:
+        bins = pd.qcut(predicted.rank(method="first"), 10, labels=False) + 1
     distinct = predicted.nunique()
     table = (
         pd.DataFrame({"decile": bins, "predicted": predicted, "bought": bought})
