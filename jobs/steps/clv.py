@@ -177,7 +177,7 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
     summary = customer_summary(purchase_days(bronze, settings, run_date), run_date)
     champion = clv_registry.champion(settings)
     tonight = clv_registry.trained_on(settings, run_date.isoformat())
-    plan = plan_clv(night_type, champion.version if champion else None, tonight.version if tonight else None)
+    plan = plan_clv(night_type, str(champion.version) if champion else None, str(tonight.version) if tonight else None)
     if plan.fit:
         version, params = fit_and_register(settings, summary, run_id, run_date)
     else:
