@@ -93,7 +93,7 @@ def test_closed_forms_equal_the_librarys_predictions(params: ClvParams) -> None:
         return np.asarray(values).squeeze()
 
     x, t_x, age = data["frequency"], data["recency"], data["T"]
-    np.testing.assert_allclose(p_alive(params, x, t_x, age), lib(bg.expected_probability_alive(data=data)))
+    np.testing.assert_allclose(p_alive(params, x, t_x, age), lib(bg.expected_probability_alive(data=data)), rtol=1e-12)
     np.testing.assert_allclose(expected_purchases(params, x, t_x, age, 90),
                                lib(bg.expected_purchases(data=data, future_t=90)), rtol=1e-12)  # fmt: skip
     np.testing.assert_allclose(p_no_purchase(params, x, t_x, age, 90),
