@@ -16,7 +16,7 @@ The run whose data interval is **[D, D+1)** processes day **D** (`ds`):
    expected purchases in 90 days, 12-month CLV, the at-risk-value flag)
 7. **eda_report** — static HTML + PNG charts of the run under the reports folder, also logged to the day's MLflow run
 
-All logic lives in `jobs/`; each task calls one step, runnable alone as `python -m jobs.<step> --run-date D`.
+All logic lives in `jobs/`; each task calls one step, runnable alone as `python -m jobs <step> --run-date D`.
 Configuration: `conf/pipeline.yaml` (overridable with `RFM__…` variables).
 """
 
@@ -28,7 +28,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from jobs.config import load_settings
 from jobs.definitions import DAG_RUN_TAG, DAG_TAG, TASK_TAG
-from jobs.orchestration.task import run_in_task
+from jobs.orchestration.task import run_step_in_task
 
 settings = load_settings()
 
@@ -69,31 +69,23 @@ with DAG(
     @task
     def validate(ds: str) -> dict:
         """Great Expectations on the landed day; fails without retry on bad data."""
-        from jobs.steps.validate import validate_day
-
-        return run_in_task(validate_day, ds)
+        return run_step_in_task("validate", ds)
 
     @task
     def ingest_rfm(ds: str) -> dict:
         """Bronze partition + RFM snapshot (silver) + run audit."""
-        from jobs.steps.ingest import ingest_day
-
-        return run_in_task(ingest_day, ds)
+        return run_step_in_task("ingest", ds)
 
     @task
     def cluster(ds: str, dag_run=None, ti=None) -> dict:
         """Spark ML clustering, logged to MLflow with Airflow lineage tags."""
-        from jobs.steps.cluster import cluster_day
-
         lineage = {DAG_TAG: dag_run.dag_id, DAG_RUN_TAG: dag_run.run_id, TASK_TAG: ti.task_id}
-        return run_in_task(cluster_day, ds, lineage=lineage)
+        return run_step_in_task("cluster", ds, lineage=lineage)
 
     @task
     def label(ds: str) -> dict:
         """Cluster labels + RFM quintile segments into the gold tables."""
-        from jobs.steps.label import label_day
-
-        return run_in_task(label_day, ds)
+        return run_step_in_task("label", ds)
 
     @task
     def clv(ds: str) -> dict:
@@ -105,8 +97,6 @@ with DAG(
     @task
     def eda_report(ds: str) -> dict:
         """Static EDA report (HTML + PNG charts), also an artifact of the day's MLflow run."""
-        from jobs.steps.eda import eda_day
-
-        return run_in_task(eda_day, ds)
+        return run_step_in_task("eda", ds)
 
     wait_for_landing() >> validate() >> ingest_rfm() >> cluster() >> label() >> clv() >> eda_report()
