@@ -90,9 +90,7 @@ with DAG(
     @task
     def clv(ds: str) -> dict:
         """Predicted customer value (BG/NBD + Gamma-Gamma) into the gold tables."""
-        from jobs.steps.clv import clv_day
-
-        return run_in_task(clv_day, ds)
+        return run_step_in_task("clv", ds)
 
     @task
     def eda_report(ds: str) -> dict:
