@@ -12,7 +12,7 @@ JARS := .ivy/.resolved
 RUN_FROM ?= 2011-12-07
 RUN_TO ?= 2011-12-09
 
-.PHONY: help prerequisites setup setup-test system-packages run rerun test test-fast lint replay airflow mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster bench-pipeline
+.PHONY: help prerequisites setup setup-test system-packages run rerun test test-fast lint replay backtest-clv airflow mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster bench-pipeline
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -77,6 +77,10 @@ airflow: setup ## Airflow UI/API on 127.0.0.1:8080 over this dags folder (Ctrl-C
 mlflow-ui: setup ## MLflow tracking UI on 127.0.0.1:5000 over the pipeline's store
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
 	  --backend-store-uri "$$($(BIN)/python -c 'from jobs.config import load_settings; print(load_settings().tracking_uri)')"
+
+backtest-clv: setup ## CLV model vs naive baseline on a real history: make backtest-clv SOURCE=file [CAL_END=2011-09-09 HOLDOUT_END=2011-12-09]
+	@test -n "$(SOURCE)" || { echo "usage: make backtest-clv SOURCE=path [CAL_END=YYYY-MM-DD HOLDOUT_END=YYYY-MM-DD]"; exit 2; }
+	$(BIN)/python -m jobs.tools.backtest_clv --source "$(SOURCE)" --calibration-end $(or $(CAL_END),2011-09-09) --holdout-end $(or $(HOLDOUT_END),2011-12-09)
 
 compare: setup ## the last LAST nights side by side from MLflow (default 14): make compare LAST=7
 	$(BIN)/python -m jobs.tools.compare --last $(or $(LAST),14)

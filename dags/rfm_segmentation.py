@@ -11,7 +11,10 @@ The run whose data interval is **[D, D+1)** processes day **D** (`ds`):
    a re-run of D scores with the version recorded for D. One MLflow run per (DAG, D)
 5. **label** — VIP / Loyal / At-Risk / Low-Value carried across nights, RFM quintile segments (edges frozen with
    the model), segment transitions and label stability into the gold tables and the night's MLflow run
-6. **eda_report** — static HTML + PNG charts of the run under the reports folder, also logged to the day's MLflow run
+6. **clv** — predicted value per customer: BG/NBD + Gamma-Gamma fitted on retrain nights (registered model
+   `rfm-clv`, its own champion alias), scored every night into the gold tables (P(alive), P(purchase) and
+   expected purchases in 90 days, 12-month CLV, the at-risk-value flag)
+7. **eda_report** — static HTML + PNG charts of the run under the reports folder, also logged to the day's MLflow run
 
 All logic lives in `jobs/`; each task calls one step, runnable alone as `python -m jobs <step> --run-date D`.
 Configuration: `conf/pipeline.yaml` (overridable with `RFM__…` variables). Each task has an
@@ -96,9 +99,14 @@ with DAG(
         """Cluster labels + RFM quintile segments into the gold tables."""
         return run_step_in_task("label", ds)
 
+    @task(execution_timeout=timeout("clv"))
+    def clv(ds: str) -> dict:
+        """Predicted customer value (BG/NBD + Gamma-Gamma) into the gold tables."""
+        return run_step_in_task("clv", ds)
+
     @task(execution_timeout=timeout("eda_report"))
     def eda_report(ds: str) -> dict:
         """Static EDA report (HTML + PNG charts), also an artifact of the day's MLflow run."""
         return run_step_in_task("eda", ds)
 
-    wait_for_landing() >> validate() >> ingest_rfm() >> cluster() >> label() >> eda_report()
+    wait_for_landing() >> validate() >> ingest_rfm() >> cluster() >> label() >> clv() >> eda_report()

@@ -138,9 +138,33 @@ class SegmentRule(BaseModel):
     fm: tuple[int, int]
 
 
+class LabelGuard(BaseModel):
+    low: str
+    high: list[str] = Field(min_length=1)
+
+
 class Labels(BaseModel):
     cluster_labels: list[str] = Field(min_length=2)
+    profiles: dict[str, tuple[float, float, float]]
+    guard: LabelGuard
     segment_rules: list[SegmentRule]
+
+    @model_validator(mode="after")
+    def _profiles_cover_the_labels(self) -> Labels:
+        if set(self.profiles) != set(self.cluster_labels) or len(set(self.cluster_labels)) != len(self.cluster_labels):
+            raise ValueError(f"labels.profiles {sorted(self.profiles)} must name each cluster label once")
+        unknown = {self.guard.low, *self.guard.high} - set(self.cluster_labels)
+        if unknown:
+            raise ValueError(f"labels.guard names unknown labels {sorted(unknown)}")
+        return self
+
+
+class Clv(BaseModel):
+    registered_name: str
+    alias: str
+    monthly_discount_rate: float = Field(ge=0)
+    days_per_month: int = Field(ge=1)
+    at_risk_max_p_purchase: float = Field(gt=0, le=1)
 
 
 class Eda(BaseModel):
@@ -206,6 +230,7 @@ class Settings(BaseSettings):
     model: Model
     mlflow: Mlflow
     labels: Labels
+    clv: Clv
     eda: Eda
     dag: Dag
     generator: Generator

@@ -66,6 +66,18 @@ LABEL_SCHEMES = {CLUSTER_SCHEME: "cluster_label", RFM_SCHEME: "rfm_segment"}
 NEW_CUSTOMER, GONE_CUSTOMER = "new", "gone"
 UNCLASSIFIED = "Unclassified"  # RFM segment of a score no segment rule covers
 
+# ---------------------------------------------------------------- predicted customer value (jobs/steps/clv.py)
+CLV_HORIZON_DAYS = 90  # horizon of expected_purchases_90d and p_purchase_90d
+CLV_MONTHS = 12  # horizon of clv_12m
+# Gold columns the clv step adds to gold/customer_segments (score -> column).
+CLV_COLUMNS = {
+    "p_alive": "p_alive",
+    "p_purchase": "p_purchase_90d",
+    "expected_purchases": "expected_purchases_90d",
+    "clv": "clv_12m",
+}
+AT_RISK_VALUE = "at_risk_value"  # gold flag: above-median monetary, unlikely to buy in the horizon
+
 # ---------------------------------------------------------------- MLflow tags
 RUN_DATE_TAG = "rfm.run_date"
 STEP_TAG = "rfm.step"

@@ -11,7 +11,7 @@ from jobs.config import REPO_ROOT
 
 DAGS_DIR = REPO_ROOT / "dags"
 pytestmark = pytest.mark.airflow
-EXPECTED_ORDER = ["wait_for_landing", "validate", "ingest_rfm", "cluster", "label", "eda_report"]
+EXPECTED_ORDER = ["wait_for_landing", "validate", "ingest_rfm", "cluster", "label", "clv", "eda_report"]
 
 
 @pytest.fixture(scope="module")

@@ -89,6 +89,16 @@ def test_each_night_labels_every_customer(pipeline):
             assert rows["customers"].sum() == len(gold), f"{night}/{scheme}: summary does not add up"
 
 
+def test_each_night_scores_every_customers_value(pipeline):
+    """The clv task ran after label: every gold customer has a predicted value, segments their means."""
+    for night in NIGHTS:
+        gold = read_table(pipeline, "gold_customer_segments", night)
+        value_columns = ["p_alive", "p_purchase_90d", "expected_purchases_90d", "clv_12m", "at_risk_value"]
+        assert gold[value_columns].notna().all().all(), night
+        summary = read_table(pipeline, "gold_segment_summary", night)
+        assert summary["mean_clv_12m"].notna().all(), night
+
+
 def test_day_without_trading_still_advances_the_snapshot(pipeline):
     friday = read_table(pipeline, "silver_customer_rfm", NIGHTS[1]).set_index("customer_id").sort_index()
     saturday = read_table(pipeline, "silver_customer_rfm", NIGHTS[2]).set_index("customer_id").sort_index()

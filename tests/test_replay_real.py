@@ -14,6 +14,7 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
+from jobs.config import Settings
 from jobs.definitions import days_between
 from jobs.tools.replay import replay_nights
 from tests.conftest import settings_for
@@ -26,9 +27,14 @@ STABILITY_GOAL = 0.99
 
 
 @pytest.fixture(scope="module")
-def replay(spark, real_data_path, tmp_path_factory) -> pd.DataFrame:
+def replay_settings(tmp_path_factory) -> Settings:
+    return settings_for(tmp_path_factory.mktemp("replay"))
+
+
+@pytest.fixture(scope="module")
+def replay(spark, real_data_path, replay_settings) -> pd.DataFrame:
     """One row per night: what the cluster and label steps reported."""
-    settings = settings_for(tmp_path_factory.mktemp("replay"))
+    settings = replay_settings
     table = pd.DataFrame(replay_nights(settings, spark, real_data_path, FIRST_NIGHT - timedelta(days=1), LAST_NIGHT))
     with pd.option_context("display.width", 250, "display.max_columns", None):
         print("\n" + table.round(4).to_string(index=False))
@@ -56,3 +62,25 @@ def test_customers_grow_only_on_trading_days(replay) -> None:
     saturday = date(2011, 12, 3)
     assert customers[saturday] == customers[saturday - timedelta(days=1)], "no trading on Saturdays"
     assert customers[LAST_NIGHT] == 4334  # README of shared/data: 4,334 customers with a purchase by 2011-12-09
+
+
+def test_the_labels_of_2011_12_09_mean_what_they_say(replay, replay_settings) -> None:
+    """Issue 14: on the real snapshot, as the nights carried the labels to it."""
+    from deltalake import DeltaTable
+
+    gold = DeltaTable(str(replay_settings.table_path("gold_customer_segments"))).to_pandas(
+        filters=[("snapshot_date", "=", LAST_NIGHT)]
+    )
+    gold["monetary"] = gold["monetary"].astype(float)
+    by_label = gold.groupby("cluster_label").agg(
+        median_recency=("recency_days", "median"), mean_f=("frequency", "mean"), mean_m=("monetary", "mean")
+    )
+    print("\n" + by_label.round(1).to_string())
+    assert set(by_label.index) == {"VIP", "Loyal", "At-Risk", "Low-Value"}
+    others = by_label.drop(index="At-Risk")
+    assert (by_label.loc["At-Risk", "median_recency"] > others["median_recency"]).all()
+    not_vip = by_label.drop(index="VIP")
+    assert (by_label.loc["VIP", "mean_f"] > not_vip["mean_f"]).all()
+    assert (by_label.loc["VIP", "mean_m"] > not_vip["mean_m"]).all()
+    assert by_label.loc["Loyal", "median_recency"] < by_label.loc["At-Risk", "median_recency"]
+    assert by_label.loc["Loyal", "mean_f"] > by_label.loc["Low-Value", "mean_f"]

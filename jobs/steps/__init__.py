@@ -28,6 +28,9 @@ STEPS = {
     ),
     "cluster": Step("jobs.steps.cluster", "cluster_day", "Cluster one RFM snapshot and log the model to MLflow."),
     "label": Step("jobs.steps.label", "label_day", "Label the customers of one snapshot and write the gold tables."),
+    "clv": Step(
+        "jobs.steps.clv", "clv_day", "Fit (retrain nights) and score P(alive), expected purchases and 12-month CLV."
+    ),
     "eda": Step(
         "jobs.steps.eda", "eda_day", "Write the EDA report (HTML + PNG charts) of one snapshot, also to MLflow."
     ),

@@ -1,14 +1,16 @@
 """Step 4 — business labels for every customer of the snapshot, written to the gold tables.
 
 Two label schemes:
-- cluster labels (VIP > Loyal > At-Risk > Low-Value by default), kept stable across nights by
-  ``carry_labels``: a cluster of the same model version as the previous snapshot keeps its
-  label; after a retrain, tonight's centroids are matched to the previous snapshot's
-  (assignment on standardised centroids) and a matched cluster keeps its label. Unmatched
-  clusters — and every cluster on the first night — get the rank rule: clusters ranked by the
-  mean of their per-dimension ranks of mean recency (lower is better), frequency and monetary,
-  labels handed out best first by ``labels_per_rank``. A mapping in which a cluster at least as
-  good in R, F and M (better in one) has a lower label is never kept: the rank rule replaces it;
+- cluster labels (VIP, Loyal, At-Risk, Low-Value by default), each a profile in ``conf/``
+  (labels.profiles: a point in the snapshot's standardised log R, F, M). The profile rule assigns
+  clusters to labels by minimum total centroid-to-profile distance; clusters beyond one per label
+  take their nearest profile's label, and with fewer clusters than labels the rest stay empty
+  (reported). Kept stable across nights by ``carry_labels``: a cluster of the same model version
+  as the previous snapshot keeps its label; after a retrain, tonight's centroids are matched to the
+  previous snapshot's and a matched cluster keeps its label; unmatched clusters — and every cluster
+  on the first night — get the profile rule. The guard: a cluster at least as good as another in
+  mean R, F and M (better in one) never gets Low-Value while the other gets VIP or Loyal; inherited
+  labels that break it give way to the profile rule, which itself swaps violating pairs;
 - classic RFM: 1-5 scores against the 20/40/60/80 % percentiles frozen with the scoring model
   (computed on its training snapshot; ties share a score) and a named segment from ``conf/``.
 
@@ -18,6 +20,7 @@ stability of customers who bought nothing since then, logged to the night's MLfl
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import date
@@ -32,13 +35,15 @@ from jobs.adapters import lake, registry, tracking
 from jobs.adapters.audit import write_audit
 from jobs.adapters.publish import publish
 from jobs.adapters.spark import get_spark
-from jobs.config import Clustering, Settings, load_settings
+from jobs.config import Clustering, Labels, Settings, load_settings
 from jobs.core.features import log_feature_columns
 from jobs.core.scoring import add_rfm_scores
 from jobs.definitions import GONE_CUSTOMER, LABEL_SCHEMES, NEW_CUSTOMER, RFM_MEASURES
 from jobs.errors import LakeStateError
 
 LOG_MEANS = [f"mean_log_{c}" for c in RFM_MEASURES]
+PROFILE_RULE = "profile rule"
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,55 +55,55 @@ class LabelDecision:
     note: str = ""
 
 
-def labels_per_rank(k: int, labels: list[str]) -> list[str]:
-    """The label of each cluster rank, best rank first.
-
-    k < len(labels): the best label, then middle labels in order, then the worst
-    (k=2: VIP, Low-Value; k=3: VIP, Loyal, Low-Value). k >= len(labels): each label covers
-    k // len(labels) ranks and the remainder goes to the labels after the best, in order
-    (k=5: VIP, Loyal, Loyal, At-Risk, Low-Value) so the top label stays the most exclusive.
-    """
-    if k < 2:
-        raise ValueError("labelling needs at least two clusters")
-    if k < len(labels):
-        return [labels[0], *labels[1 : k - 1], labels[-1]]
-    base, extra = divmod(k, len(labels))
-    counts = [base + (1 if 0 < i <= extra else 0) for i in range(len(labels))]
-    return [label for label, count in zip(labels, counts, strict=True) for _ in range(count)]
+def standardised_centroids(profile: pd.DataFrame, scale: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Each cluster's centroid in the snapshot's standardised log features (rows as in ``profile``)."""
+    center, sd = scale
+    return (profile[LOG_MEANS].to_numpy(dtype=float) - center) / sd
 
 
-def rank_clusters(profile: pd.DataFrame) -> list[int]:
-    """Cluster ids best first by the mean of their R, F and M ranks (ties: higher M, lower id)."""
-    ranks = pd.DataFrame(
-        {
-            "r": (-profile["mean_recency_days"]).rank(method="average"),
-            "f": profile["mean_frequency"].rank(method="average"),
-            "m": profile["mean_monetary"].rank(method="average"),
-        }
-    )
-    ordered = profile.assign(value_score=ranks.mean(axis=1)).sort_values(
-        ["value_score", "mean_monetary", "cluster"], ascending=[False, False, True]
-    )
-    return [int(c) for c in ordered["cluster"]]
-
-
-def cluster_label_map(profile: pd.DataFrame, labels: list[str]) -> dict[int, str]:
-    """Cluster id -> business label."""
-    ranked = rank_clusters(profile)
-    return dict(zip(ranked, labels_per_rank(len(ranked), labels), strict=True))
-
-
-def dominance_violations(profile: pd.DataFrame, mapping: dict[int, str], labels: list[str]) -> list[tuple[int, int]]:
-    """Pairs (a, b): cluster a is at least as good as b in mean R, F and M, better in one, yet labelled lower."""
+def dominance_violations(profile: pd.DataFrame, mapping: dict[int, str], labels: Labels) -> list[tuple[int, int]]:
+    """Pairs (a, b): cluster a is at least as good as b in mean R (lower), F and M, better in one, yet
+    a has the guard's low label while b has one of its high labels."""
     rows = profile.set_index("cluster")[["mean_recency_days", "mean_frequency", "mean_monetary"]]
     better = rows.assign(mean_recency_days=-rows["mean_recency_days"])
     found = []
     for a in better.index:
         for b in better.index:
             at_least, strictly = (better.loc[a] >= better.loc[b]).all(), (better.loc[a] > better.loc[b]).any()
-            if at_least and strictly and labels.index(mapping[a]) > labels.index(mapping[b]):
+            if at_least and strictly and mapping[a] == labels.guard.low and mapping[b] in labels.guard.high:
                 found.append((int(a), int(b)))
     return found
+
+
+def enforce_guard(profile: pd.DataFrame, mapping: dict[int, str], labels: Labels) -> dict[int, str]:
+    """Swap the labels of each violating pair until none is left. Terminates: every swap moves the low
+    label to a dominated cluster, i.e. strictly down the dominance order."""
+    mapping = dict(mapping)
+    while violations := dominance_violations(profile, mapping, labels):
+        a, b = violations[0]
+        mapping[a], mapping[b] = mapping[b], mapping[a]
+    return mapping
+
+
+def profile_label_map(profile: pd.DataFrame, scale: tuple[np.ndarray, np.ndarray], labels: Labels) -> dict[int, str]:
+    """Cluster id -> label by profile: the assignment of clusters to label profiles with the least total
+    Euclidean distance in standardised (R, F, M); clusters beyond one per label take their nearest
+    profile's label; with fewer clusters than labels, the labels left over stay empty. The guard holds."""
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
+    names = list(labels.profiles)
+    distances = cdist(standardised_centroids(profile, scale), np.array([labels.profiles[n] for n in names]))
+    nearest = distances.argmin(axis=1)
+    assigned = dict(zip(*linear_sum_assignment(distances), strict=True))
+    clusters = profile["cluster"].astype(int).tolist()
+    mapping = {cluster: names[assigned.get(row, nearest[row])] for row, cluster in enumerate(clusters)}
+    return enforce_guard(profile, mapping, labels)
+
+
+def empty_labels(mapping: dict[int, str], labels: Labels) -> list[str]:
+    """The labels no cluster carries tonight, in display order."""
+    return [label for label in labels.cluster_labels if label not in mapping.values()]
 
 
 def match_centroids(current: np.ndarray, previous: np.ndarray, max_distance: float) -> dict[int, tuple[int, float]]:
@@ -120,30 +125,29 @@ def carry_labels(
     current: pd.DataFrame,
     previous: pd.DataFrame | None,
     same_model: bool,
-    labels: list[str],
+    labels: Labels,
     max_distance: float,
     scale: tuple[np.ndarray, np.ndarray],
 ) -> LabelDecision:
     """Tonight's cluster labels: inherited from the previous snapshot where the cluster is the same
-    (same model version) or its standardised centroid matches, the rank rule elsewhere.
+    (same model version) or its standardised centroid matches, the profile rule elsewhere.
 
     ``current``: cluster, customers, mean R/F/M and ``mean_log_*`` per cluster; ``previous``:
-    cluster, cluster_label and ``mean_log_*``; ``scale``: (mean, sd) of the log features.
+    cluster, cluster_label and ``mean_log_*``; ``scale``: (mean, sd) of tonight's log features.
     """
-    ranked = cluster_label_map(current, labels)
+    by_profile = profile_label_map(current, scale, labels)
     if previous is None or previous.empty:
-        return LabelDecision(ranked, {c: "rank rule" for c in ranked}, "no previous snapshot: rank rule")
-    decision = LabelDecision(dict(ranked), {c: "rank rule" for c in ranked})
+        return LabelDecision(by_profile, {c: PROFILE_RULE for c in by_profile}, "no previous snapshot: profile rule")
+    decision = LabelDecision(dict(by_profile), {c: PROFILE_RULE for c in by_profile})
     previous_label = dict(zip(previous["cluster"].astype(int), previous["cluster_label"], strict=True))
     if same_model:
-        for cluster in ranked:
+        for cluster in by_profile:
             if cluster in previous_label:
                 decision.mapping[cluster] = previous_label[cluster]
                 decision.sources[cluster] = "same model version: label kept"
         decision.note = "same model version as the previous snapshot"
     else:
-        center, sd = scale
-        standardised = [(frame[LOG_MEANS].to_numpy(dtype=float) - center) / sd for frame in (current, previous)]
+        standardised = [standardised_centroids(frame, scale) for frame in (current, previous)]
         for row, (prev_row, distance) in match_centroids(*standardised, max_distance).items():
             cluster, matched = int(current["cluster"].iloc[row]), int(previous["cluster"].iloc[prev_row])
             decision.mapping[cluster] = previous_label[matched]
@@ -152,7 +156,9 @@ def carry_labels(
     violations = dominance_violations(current, decision.mapping, labels)
     if violations:
         return LabelDecision(
-            ranked, {c: "rank rule" for c in ranked}, f"inherited labels broke the value order {violations}: rank rule"
+            by_profile,
+            {c: PROFILE_RULE for c in by_profile},
+            f"inherited labels broke the guard {violations}: profile rule",
         )
     return decision
 
@@ -357,10 +363,12 @@ def decide_labels(
             "model_version" in previous.columns
             and single_value(previous, "model_version", "previous model version") == model_version
         )
+    scale = log_feature_scale(snapshot, clustering)
     decision = carry_labels(
-        profile, previous_profile, same_model, settings.labels.cluster_labels,
-        settings.model.label_match_max_distance, log_feature_scale(snapshot, clustering),
-    )  # fmt: skip
+        profile, previous_profile, same_model, settings.labels, settings.model.label_match_max_distance, scale
+    )
+    z = standardised_centroids(profile, scale)
+    profile = profile.assign(**{f"z_{c}": z[:, i] for i, c in enumerate(RFM_MEASURES)})
     return decision, profile
 
 
@@ -379,9 +387,10 @@ def write_gold(segments: DataFrame, transitions: DataFrame, settings: Settings, 
 
 
 def night_metrics(
-    segments: DataFrame, previous: DataFrame | None, previous_date: date | None, run_date: date
+    segments: DataFrame, previous: DataFrame | None, previous_date: date | None, run_date: date, labels: list[str]
 ) -> dict[str, float]:
-    """Cluster-label shares, and the label stability against the previous snapshot when there is one."""
+    """Cluster-label shares (0 for an empty label), how many labels are empty, and the label stability
+    against the previous snapshot when there is one."""
     metrics: dict[str, float] = {}
     if previous is not None:
         columns = ["customer_id", *RFM_MEASURES, *LABEL_SCHEMES.values()]
@@ -389,7 +398,9 @@ def night_metrics(
         metrics = label_stability(before, after, (run_date - previous_date).days)
     shares = {row["cluster_label"]: row["count"] for row in segments.groupBy("cluster_label").count().collect()}
     customers = sum(shares.values())
-    return {**metrics, **{f"label_share_{label}": count / customers for label, count in shares.items()}}
+    shares = {label: shares.get(label, 0) / customers for label in dict.fromkeys([*labels, *shares])}
+    empty = sum(1 for label in labels if shares[label] == 0)
+    return {**metrics, "empty_labels": float(empty), **{f"label_share_{label}": s for label, s in shares.items()}}
 
 
 def log_labels(settings: Settings, run_id: str, decision: LabelDecision, profile: pd.DataFrame,
@@ -406,7 +417,8 @@ def log_labels(settings: Settings, run_id: str, decision: LabelDecision, profile
             "label_sources": {str(c): source for c, source in sorted(decision.sources.items())},
             "note": decision.note,
             "previous_snapshot": previous_date.isoformat() if previous_date else None,
-            "cluster_rank_best_first": rank_clusters(profile),
+            "empty_labels": empty_labels(decision.mapping, settings.labels),
+            "label_profiles": {label: list(z) for label, z in settings.labels.profiles.items()},
             "cluster_profile": profile.to_dict(orient="records"),
             "quintile_edges": edges,
             "quintile_edges_from_model_version": model_version,
@@ -431,7 +443,10 @@ def label_day(run_date: date, settings: Settings | None = None, spark: SparkSess
     transitions = segment_transitions(previous if previous is not None else segments.limit(0), segments, previous_date)
     versions.update(write_gold(segments, transitions, settings, run_date))
     customers = segments.count()
-    metrics = night_metrics(segments, previous, previous_date, run_date)
+    metrics = night_metrics(segments, previous, previous_date, run_date, settings.labels.cluster_labels)
+    empty = empty_labels(decision.mapping, settings.labels)
+    if empty:
+        LOGGER.warning("%s: no cluster carries the label(s) %s tonight", run_date, empty)
     segments.unpersist()
     log_labels(settings, run_id, decision, profile, edges, model_version, previous_date, metrics)
     write_audit(spark, settings, run_date, "label", customers, {}, versions)
@@ -444,6 +459,7 @@ def label_day(run_date: date, settings: Settings | None = None, spark: SparkSess
         "previous_snapshot": previous_date.isoformat() if previous_date else None,
         "cluster_labels": {str(c): label for c, label in sorted(decision.mapping.items())},
         "label_note": decision.note,
+        "empty_labels": empty,
         "stability": metrics,
         **versions,
     }

@@ -1,0 +1,93 @@
+"""The second registered model, ``rfm-clv``: BG/NBD + Gamma-Gamma parameters as a small pyfunc.
+
+A version is an ``mlflow.pyfunc`` model whose only artifact is the parameters JSON; its ``predict``
+scores a customer summary with the closed forms of ``jobs.core.clv`` (numpy/scipy, no PyMC). The
+parameters are also the version's metadata, so a night reads them without loading the model.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from jobs.adapters import tracking
+from jobs.config import Settings
+from jobs.core.clv import ClvParams, score
+from jobs.definitions import CLV_HORIZON_DAYS, CLV_MONTHS, TRAINED_ON_TAG
+
+
+class ClvModel(mlflow.pyfunc.PythonModel):
+    """Input: customer_id, frequency, recency, T, monetary_value (``jobs.core.clv.customer_summary``).
+    Output per customer: p_alive, p_purchase, expected_purchases (next ``horizon_days``), clv."""
+
+    def load_context(self, context: Any) -> None:
+        self.params = ClvParams.from_json(Path(context.artifacts["params"]).read_text())
+        self.settings = context.model_config
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        return score(self.params, model_input, **self.settings)
+
+
+def scoring_config(settings: Settings) -> dict[str, Any]:
+    """The keyword arguments of ``jobs.core.clv.score`` (horizon and months fixed by the gold column names)."""
+    return {"horizon_days": CLV_HORIZON_DAYS, "months": CLV_MONTHS,
+            "monthly_discount_rate": settings.clv.monthly_discount_rate, "days_per_month": settings.clv.days_per_month}  # fmt: skip
+
+
+def register(settings: Settings, params: ClvParams, example: pd.DataFrame, metadata: dict[str, Any]) -> ModelVersion:
+    """Log the parameters as a pyfunc model to the active run and register it under ``clv.registered_name``."""
+    from mlflow.models import infer_signature
+
+    conf = settings.clv
+    model_config = scoring_config(settings)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "clv_params.json"
+        path.write_text(params.to_json())
+        output = score(params, example, **model_config)
+        info = mlflow.pyfunc.log_model(
+            name="clv_model",
+            python_model=ClvModel(),
+            artifacts={"params": str(path)},
+            model_config=model_config,
+            signature=infer_signature(example, output),
+            pip_requirements=["numpy", "scipy", "pandas"],
+            registered_model_name=conf.registered_name,
+            metadata={**metadata, "params": params.as_dict(), **model_config},
+        )
+    version = str(info.registered_model_version)
+    client = tracking.client(settings)
+    client.set_model_version_tag(conf.registered_name, version, TRAINED_ON_TAG, metadata["trained_on"])
+    client.set_registered_model_alias(conf.registered_name, conf.alias, version)
+    return client.get_model_version(conf.registered_name, version)
+
+
+def champion(settings: Settings) -> ModelVersion | None:
+    """The version holding the ``clv.alias``, or None."""
+    try:
+        return tracking.client(settings).get_model_version_by_alias(settings.clv.registered_name, settings.clv.alias)
+    except MlflowException:
+        return None
+
+
+def trained_on(settings: Settings, day: str) -> ModelVersion | None:
+    """The newest version trained on ``day`` (a re-run of that night reuses it), or None."""
+    try:
+        found = tracking.client(settings).search_model_versions(
+            f"name = '{settings.clv.registered_name}' and tag.`{TRAINED_ON_TAG}` = '{day}'"
+        )
+    except MlflowException:
+        return None
+    return max(found, key=lambda v: int(v.version)) if found else None
+
+
+def params_of(settings: Settings, version: str) -> ClvParams:
+    """The parameters a version was registered with (from its metadata: no model load)."""
+    tracking.client(settings)
+    uri = f"models:/{settings.clv.registered_name}/{version}"
+    return ClvParams(**mlflow.models.get_model_info(uri).metadata["params"])

@@ -1,0 +1,207 @@
+"""Step 5 — predicted customer value: P(alive), P(purchase) and expected purchases in 90 days, 12-month CLV.
+
+Extract: bronze purchase lines up to the run date (one amount per customer and purchase day) and
+the run date's gold segments, at pinned versions.
+Transform: the BG/NBD + Gamma-Gamma summary (``jobs.core.clv.customer_summary``: library convention,
+repeat purchase *days*); on a retrain night of the clustering (or while ``rfm-clv`` has no champion)
+MAP fits with pymc-marketing, registered as a new ``rfm-clv`` version that takes the champion alias;
+every night the champion's parameters score every customer in closed form (numpy/scipy).
+Load: ``p_alive``, ``p_purchase_90d``, ``expected_purchases_90d``, ``clv_12m`` and the
+``at_risk_value`` flag into the run date's slice of gold/customer_segments; per-segment means into
+gold/segment_summary; per-label distributions into the night's MLflow run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import mlflow
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.adapters import clv_registry, lake, tracking
+from jobs.adapters.audit import write_audit
+from jobs.adapters.spark import get_spark
+from jobs.config import Settings, load_settings
+from jobs.core.clv import ClvParams, at_risk_value, customer_summary, fit_params, score
+from jobs.core.rfm import considered_lines, is_purchase
+from jobs.definitions import AT_RISK_VALUE, CLV_COLUMNS, LABEL_SCHEMES, NIGHT_TYPE_TAG
+from jobs.errors import LakeStateError
+
+GOLD_CLV_COLUMNS = [*CLV_COLUMNS.values(), AT_RISK_VALUE]
+SUMMARY_MEANS = {f"mean_{column}": column for column in CLV_COLUMNS.values()}
+
+
+@dataclass(frozen=True)
+class ClvPlan:
+    """Fit a new ``rfm-clv`` version tonight, or score with an existing one (and why)."""
+
+    fit: bool
+    version: str | None
+    reason: str
+
+
+def plan_clv(night_type: str | None, champion: str | None, trained_tonight: str | None) -> ClvPlan:
+    """A re-run reuses the version trained on its date; a clustering retrain night (or no champion) fits;
+    other nights score with the champion."""
+    if trained_tonight is not None:
+        return ClvPlan(False, trained_tonight, f"version {trained_tonight} was trained on this date: reused")
+    if champion is None:
+        return ClvPlan(True, None, "no rfm-clv champion yet: fit")
+    if night_type == "retrain":
+        return ClvPlan(True, None, "retrain night of the clustering: refit")
+    return ClvPlan(False, champion, f"scored with the champion, version {champion}")
+
+
+def purchase_days(bronze: DataFrame, settings: Settings, run_date: date) -> pd.DataFrame:
+    """customer_id, purchase_date, amount: the purchase lines' spend per customer and day up to ``run_date``."""
+    lines = considered_lines(bronze.filter(F.col("transaction_date") <= F.lit(run_date).cast("date")), settings.rfm)
+    return (
+        lines.filter(is_purchase(settings.rfm))
+        .groupBy("customer_id", F.col("transaction_date").alias("purchase_date"))
+        .agg(F.sum(F.col("quantity") * F.col("price")).cast("double").alias("amount"))
+        .toPandas()
+    )
+
+
+def value_columns(segments: pd.DataFrame, scores: pd.DataFrame, max_p_purchase: float) -> pd.DataFrame:
+    """customer_id and the gold CLV columns for every customer of ``segments`` (customer_id, monetary)."""
+    merged = segments[["customer_id", "monetary"]].merge(scores, on="customer_id", how="left")
+    out = merged[["customer_id"]].assign(**{column: merged[score] for score, column in CLV_COLUMNS.items()})
+    out[AT_RISK_VALUE] = at_risk_value(merged["monetary"], merged["p_purchase"], max_p_purchase)
+    return out
+
+
+def distribution_by_label(values: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
+    """Per cluster label: quartiles, deciles' ends and mean of P(alive), P(purchase), CLV; at-risk-value count."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for label, group in values.groupby("cluster_label"):
+        out[str(label)] = {
+            column: {
+                "mean": float(group[column].mean()),
+                **{f"p{q}": float(group[column].quantile(q / 100)) for q in (10, 25, 50, 75, 90)},
+            }
+            for column in CLV_COLUMNS.values()
+        }
+        out[str(label)]["at_risk_value"] = {"customers": float(group[AT_RISK_VALUE].sum())}
+    return out
+
+
+def extract(spark: SparkSession, settings: Settings, run_date: date) -> tuple[DataFrame, DataFrame, dict[str, int]]:
+    """Bronze (all of it: history matters) and the run date's gold segments, at pinned versions."""
+    frames, versions = [], {}
+    for name in ("bronze_transactions", "gold_customer_segments"):
+        path = settings.table_path(name)
+        versions[name] = lake.current_version(spark, path)
+        if versions[name] is None:
+            raise LakeStateError(f"no {name} table at {path}: run the earlier steps first")
+        frames.append(lake.read(spark, path, versions[name]))
+    gold = frames[1].filter(F.col("snapshot_date") == F.lit(run_date).cast("date")).drop(*GOLD_CLV_COLUMNS)
+    if gold.isEmpty():
+        raise LakeStateError(f"no gold segments for {run_date}: run the label step first")
+    return frames[0], gold, versions
+
+
+def night_run(gold: DataFrame, settings: Settings) -> tuple[str, str | None]:
+    """The night's MLflow run (recorded with the clusters) and its night type (retrain, score, rerun)."""
+    run_ids = [row[0] for row in gold.select("mlflow_run_id").distinct().collect()]
+    if len(run_ids) != 1:
+        raise LakeStateError(f"expected the gold rows of one run, found runs {run_ids}")
+    run = tracking.client(settings).get_run(run_ids[0])
+    return run_ids[0], run.data.tags.get(NIGHT_TYPE_TAG)
+
+
+def fit_and_register(settings: Settings, summary: pd.DataFrame, run_id: str, run_date: date) -> tuple[str, ClvParams]:
+    """Fit tonight's parameters, log them to the night's run and register them as the new champion."""
+    started = time.perf_counter()
+    params = fit_params(summary)
+    if not params.is_finite():
+        raise LakeStateError(f"{run_date}: the CLV fit gave non-finite parameters {params}")
+    seconds = time.perf_counter() - started
+    repeaters = int((summary["frequency"] > 0).sum())
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_params({f"clv_{name}": value for name, value in params.as_dict().items()})
+        mlflow.log_metrics({"clv_fit_seconds": seconds, "clv_fit_customers": len(summary),
+                            "clv_fit_repeat_customers": repeaters})  # fmt: skip
+        metadata = {"trained_on": run_date.isoformat(), "customers": len(summary), "repeat_customers": repeaters,
+                    "fit": "pymc-marketing MAP, default priors", "frequency": "repeat purchase days"}  # fmt: skip
+        version = clv_registry.register(settings, params, summary.head(5), metadata)
+    return str(version.version), params
+
+
+def gold_frames(spark: SparkSession, gold: DataFrame, values: pd.DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Tonight's segments with the CLV columns, and the per-segment means of those columns."""
+    schema = (
+        "customer_id string, " + ", ".join(f"{c} double" for c in CLV_COLUMNS.values()) + f", {AT_RISK_VALUE} boolean"
+    )
+    scored = gold.join(spark.createDataFrame(values, schema=schema), "customer_id", "left")
+    per_scheme = [
+        scored.groupBy(F.col(column).alias("segment"))
+        .agg(*[F.avg(c).alias(name) for name, c in SUMMARY_MEANS.items()],
+             F.sum(F.col(AT_RISK_VALUE).cast("int")).alias("at_risk_value_customers"))
+        .withColumn("label_scheme", F.lit(scheme))
+        for scheme, column in LABEL_SCHEMES.items()
+    ]  # fmt: skip
+    return scored, per_scheme[0].unionByName(per_scheme[1])
+
+
+def write_gold(spark: SparkSession, settings: Settings, run_date: date, scored: DataFrame,
+               means: DataFrame) -> dict[str, int]:  # fmt: skip
+    """Replace the run date's slices of gold/customer_segments and gold/segment_summary (means joined on)."""
+    predicate = f"snapshot_date = {lake.date_literal(run_date)}"
+    summary_path = settings.table_path("gold_segment_summary")
+    summary = (
+        lake.read(spark, summary_path, lake.current_version(spark, summary_path))
+        .filter(F.col("snapshot_date") == F.lit(run_date).cast("date"))
+        .drop(*SUMMARY_MEANS, "at_risk_value_customers")
+        .join(means, ["label_scheme", "segment"], "left")
+    )
+    segments_version = lake.replace_slice(scored, settings.table_path("gold_customer_segments"), predicate,
+                                          "snapshot_date")  # fmt: skip
+    return {
+        "gold_customer_segments": segments_version,
+        "gold_segment_summary": lake.replace_slice(summary, summary_path, predicate, "snapshot_date"),
+    }
+
+
+def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSession | None = None) -> dict[str, Any]:
+    """Fit (retrain nights) and score the predicted value of every customer of ``run_date``."""
+    settings = settings or load_settings()
+    spark = spark or get_spark(settings)
+    bronze, gold, versions = extract(spark, settings, run_date)
+    run_id, night_type = night_run(gold, settings)
+    summary = customer_summary(purchase_days(bronze, settings, run_date), run_date)
+    champion = clv_registry.champion(settings)
+    tonight = clv_registry.trained_on(settings, run_date.isoformat())
+    plan = plan_clv(night_type, str(champion.version) if champion else None, str(tonight.version) if tonight else None)
+    if plan.fit:
+        version, params = fit_and_register(settings, summary, run_id, run_date)
+    else:
+        version, params = plan.version, clv_registry.params_of(settings, plan.version)
+    scores = score(params, summary, **clv_registry.scoring_config(settings))
+    segments = gold.select("customer_id", F.col("monetary").cast("double"), "cluster_label").toPandas()
+    values = value_columns(segments, scores, settings.clv.at_risk_max_p_purchase)
+    if values[CLV_COLUMNS["clv"]].isna().any():
+        missing = values.loc[values[CLV_COLUMNS["clv"]].isna(), "customer_id"].head(5).tolist()
+        raise LakeStateError(f"{run_date}: gold customers without purchase lines in bronze, e.g. {missing}")
+    scored, means = gold_frames(spark, gold, values)
+    versions.update(write_gold(spark, settings, run_date, scored, means))
+    by_label = distribution_by_label(values.merge(segments[["customer_id", "cluster_label"]], on="customer_id"))
+    client = tracking.client(settings)
+    client.log_dict(run_id, {"plan": plan.reason, "version": version, "params": params.as_dict(),
+                             "by_cluster_label": by_label}, "clv/customer_value.json")  # fmt: skip
+    metrics = {
+        "clv_p_alive_min": float(values["p_alive"].min()),
+        "clv_p_purchase_90d_median": float(values["p_purchase_90d"].median()),
+        "clv_12m_total": float(values["clv_12m"].sum()),
+        "at_risk_value_customers": float(values[AT_RISK_VALUE].sum()),
+    }
+    for name, value in metrics.items():
+        client.log_metric(run_id, name, value)
+    write_audit(spark, settings, run_date, "clv", len(values), {}, versions)
+    return {"run_date": run_date.isoformat(), "customers": len(values), "clv_model_version": version,
+            "plan": plan.reason, "fitted": plan.fit, "params": params.as_dict(), **metrics, **versions}  # fmt: skip

@@ -1,0 +1,187 @@
+"""Predicted customer value: the summary, the closed forms against pymc-marketing, the plan, the flag."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.core.clv import (
+    ClvParams,
+    at_risk_value,
+    customer_summary,
+    expected_purchases,
+    p_alive,
+    p_no_purchase,
+    score,
+)
+from jobs.definitions import AT_RISK_VALUE, CLV_COLUMNS
+from jobs.steps.clv import plan_clv, value_columns
+
+AS_OF = date(2011, 12, 9)
+# Published CDNOW BG/NBD parameters (weeks; Fader, Hardie & Lee 2005), fitted daily-scale GG, and a
+# daily BG/NBD set with real dropout, so P(alive) and P(no purchase) span a range.
+CDNOW = ClvParams(r=0.243, alpha=4.414, a=0.793, b=2.426, p=6.25, q=3.74, v=15.44)
+DAILY = ClvParams(r=0.65, alpha=57.5, a=0.35, b=2.8, p=2.44, q=3.30, v=382.6)
+
+
+def purchase_lines(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["customer_id", "purchase_date", "amount"]).assign(
+        purchase_date=lambda f: pd.to_datetime(f["purchase_date"]).dt.date
+    )
+
+
+HISTORY = purchase_lines(
+    [
+        ("a", "2011-12-01", 10.0),  # one purchase day only
+        ("b", "2011-11-01", 100.0),
+        ("b", "2011-11-01", 50.0),  # same day: one purchase occasion of 150
+        ("b", "2011-11-11", 30.0),
+        ("b", "2011-11-21", 60.0),
+        ("c", "2011-06-01", 20.0),
+        ("c", "2011-12-10", 99.0),  # after the as-of date: ignored
+    ]
+)
+
+
+def test_summary_counts_repeat_purchase_days() -> None:
+    summary = customer_summary(HISTORY, AS_OF).set_index("customer_id")
+    assert summary.loc["a"].tolist() == [0.0, 0.0, 8.0, 0.0]
+    assert summary.loc["b"].tolist() == [2.0, 20.0, 38.0, 45.0], "two repeat days after the first, mean 45"
+    assert summary.loc["c"].tolist() == [0.0, 0.0, 191.0, 0.0]
+
+
+def test_summary_equals_the_librarys() -> None:
+    from pymc_marketing.clv import rfm_summary
+
+    rng = np.random.default_rng(4)
+    days = pd.to_datetime("2011-01-01") + pd.to_timedelta(rng.integers(0, 340, 400), unit="D")
+    lines = pd.DataFrame({"customer_id": rng.integers(0, 60, 400).astype(str), "purchase_date": days.date,
+                          "amount": rng.gamma(2.0, 50.0, 400).round(2)})  # fmt: skip
+    ours = customer_summary(lines, AS_OF).sort_values("customer_id").reset_index(drop=True)
+    theirs = rfm_summary(lines, "customer_id", "purchase_date", "amount", observation_period_end=str(AS_OF),
+                         time_unit="D").sort_values("customer_id").reset_index(drop=True)  # fmt: skip
+    pd.testing.assert_frame_equal(ours, theirs[ours.columns], check_dtype=False)
+
+
+def test_the_papers_worked_example() -> None:
+    # Fader, Hardie & Lee (2005): x = 2, t_x = 30.43, T = 38.86 weeks -> 1.226 purchases in the next 39 weeks.
+    assert expected_purchases(CDNOW, 2, 30.43, 38.86, 39).item() == pytest.approx(1.226, abs=5e-4)
+
+
+@pytest.mark.parametrize("params", [CDNOW, DAILY], ids=["cdnow", "daily"])
+def test_closed_forms_equal_the_librarys_predictions(params: ClvParams) -> None:
+    import arviz as az
+    from pymc_marketing import clv
+
+    rng = np.random.default_rng(9)
+    T = rng.uniform(10, 300, 200).round()
+    recency = (T * rng.uniform(0, 1, 200)).round()
+    frequency = np.where(recency > 0, rng.integers(1, 15, 200), 0).astype(float)
+    data = pd.DataFrame({"customer_id": range(200), "frequency": frequency, "recency": recency, "T": T,
+                         "monetary_value": np.where(frequency > 0, rng.gamma(2, 100, 200), 0.0)})  # fmt: skip
+    bg = clv.BetaGeoModel()
+    bg.build_model(data[["customer_id", "frequency", "recency", "T"]])
+    bg.idata = az.from_dict(posterior={k: np.array([[getattr(params, k)]]) for k in ("r", "alpha", "a", "b")})
+    gg = clv.GammaGammaModel()
+    gg.build_model(data[data["frequency"] > 0][["customer_id", "frequency", "monetary_value"]])
+    gg.idata = az.from_dict(posterior={k: np.array([[getattr(params, k)]]) for k in ("p", "q", "v")})
+
+    def lib(values) -> np.ndarray:
+        return np.asarray(values).squeeze()
+
+    x, t_x, age = data["frequency"], data["recency"], data["T"]
+    np.testing.assert_allclose(p_alive(params, x, t_x, age), lib(bg.expected_probability_alive(data=data)), rtol=1e-12)
+    np.testing.assert_allclose(expected_purchases(params, x, t_x, age, 90),
+                               lib(bg.expected_purchases(data=data, future_t=90)), rtol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(p_no_purchase(params, x, t_x, age, 90),
+                               lib(bg.expected_probability_no_purchase(t=90, data=data)), rtol=1e-12)  # fmt: skip
+    ours = score(params, data, horizon_days=90, months=12, monthly_discount_rate=0.01, days_per_month=30)
+    theirs = gg.expected_customer_lifetime_value(transaction_model=bg, data=data.copy(), future_t=12,
+                                                 discount_rate=0.01, time_unit="D")  # fmt: skip
+    np.testing.assert_allclose(ours["clv"], lib(theirs), rtol=1e-10)
+    assert ours["p_alive"].min() < 0.9, "these parameters exercise P(alive) away from 1"
+
+
+def test_params_round_trip_through_json() -> None:
+    assert ClvParams.from_json(DAILY.to_json()) == DAILY
+    assert not ClvParams(**{**DAILY.as_dict(), "a": float("nan")}).is_finite()
+
+
+@pytest.mark.parametrize(
+    ("night_type", "champion", "tonight", "fit", "version"),
+    [
+        ("retrain", "3", None, True, None),
+        ("score", None, None, True, None),
+        ("score", "3", None, False, "3"),
+        ("rerun", "4", "3", False, "3"),
+        ("retrain", "4", "4", False, "4"),
+    ],
+)
+def test_the_plan_fits_on_retrain_nights_and_reuses_a_nights_version(night_type, champion, tonight, fit,
+                                                                       version) -> None:  # fmt: skip
+    plan = plan_clv(night_type, champion, tonight)
+    assert (plan.fit, plan.version) == (fit, version), plan.reason
+
+
+def test_at_risk_value_is_above_median_spend_and_unlikely_to_buy() -> None:
+    monetary = pd.Series([10.0, 20.0, 300.0, 400.0, 500.0, 600.0])  # median 350
+    p_purchase = pd.Series([0.1, 0.9, 0.2, 0.6, 0.49, 0.05])
+    assert at_risk_value(monetary, p_purchase, 0.5).tolist() == [False, False, False, False, True, True]
+
+
+def test_value_columns_cover_every_gold_customer() -> None:
+    segments = pd.DataFrame({"customer_id": ["a", "b", "c"], "monetary": [10.0, 500.0, 800.0]})
+    scores = score(DAILY, customer_summary(HISTORY, AS_OF), 90, 12, 0.01, 30)
+    values = value_columns(segments, scores, 0.5)
+    assert values.columns.tolist() == ["customer_id", *CLV_COLUMNS.values(), AT_RISK_VALUE]
+    assert values["customer_id"].tolist() == ["a", "b", "c"]
+    assert values["expected_purchases_90d"].notna().all() and (values["clv_12m"] > 0).all()
+    # c: 191 days since its only purchase, high spend; b bought thrice in three weeks.
+    assert (
+        values.set_index("customer_id").loc["c", "p_purchase_90d"]
+        < values.set_index("customer_id").loc["b", "p_purchase_90d"]
+    )
+
+
+# --- the back-test tool's arithmetic ---------------------------------------------------------------
+
+
+def test_backtest_compares_model_naive_and_lift_on_a_known_history(settings) -> None:
+    from jobs.tools.backtest_clv import backtest, markdown
+
+    calibration_end, holdout_end = date(2011, 11, 20), date(2011, 12, 9)
+    days = purchase_lines(
+        [
+            ("b", "2011-11-01", 150.0),
+            ("b", "2011-11-11", 30.0),
+            ("b", "2011-11-21", 60.0),  # holdout
+            ("b", "2011-12-01", 40.0),  # holdout
+            ("c", "2011-06-01", 20.0),
+            ("d", "2011-10-01", 500.0),
+            ("d", "2011-10-15", 700.0),
+            ("e", "2011-12-02", 5.0),  # first seen in the holdout: not a calibration customer
+        ]
+    )
+    monetary = pd.Series({"b": 180.0, "c": 20.0, "d": 1200.0})
+    result = backtest(days, monetary, calibration_end, holdout_end, settings, params=DAILY)
+    assert result["customers"] == 3 and result["horizon_days"] == 19
+    naive = result["purchases"]["naive"]
+    # naive: b 1/19*19 = 1.0, c 0, d 1/50*19 = 0.38; actual 2, 0, 0
+    assert naive["total_predicted"] == pytest.approx(1.0 + 19 / 50) and naive["total_actual"] == 2
+    assert naive["mae"] == pytest.approx((1.0 + 0 + 0.38) / 3)
+    assert result["top10_revenue_share"]["oracle"] == 1.0, "b bought all of the holdout revenue"
+    assert result["top10_revenue_share"]["past_monetary"] == 0.0, "d spent most before, nothing after"
+    assert "| naive |" in markdown(result)
+
+
+def test_calibration_of_a_constant_prediction_is_one_bin() -> None:
+    from jobs.tools.backtest_clv import by_decile
+
+    bought = pd.Series([True, False] * 50)
+    flat = by_decile(pd.Series(1.0 - np.linspace(0, 1e-13, 100)), bought)
+    assert flat[["decile", "customers", "share_bought"]].values.tolist() == [[1, 100, 0.5]]
+    spread = by_decile(pd.Series(np.linspace(0, 1, 100)), bought)
+    assert spread["decile"].tolist() == list(range(1, 11)) and (spread["customers"] == 10).all()
