@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 
 from jobs.adapters import clv_registry, lake, tracking
 from jobs.adapters.audit import write_audit
+from jobs.adapters.publish import publish, published_versions
 from jobs.adapters.spark import get_spark
 from jobs.config import Settings, load_settings
 from jobs.core.clv import ClvParams, at_risk_value, customer_summary, fit_params, score
@@ -189,7 +190,10 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
         missing = values.loc[values[CLV_COLUMNS["clv"]].isna(), "customer_id"].head(5).tolist()
         raise LakeStateError(f"{run_date}: gold customers without purchase lines in bronze, e.g. {missing}")
     scored, means = gold_frames(spark, gold, values)
-    versions.update(write_gold(spark, settings, run_date, scored, means))
+    written = write_gold(spark, settings, run_date, scored, means)
+    versions.update(written)
+    label_published = (published_versions(settings.table_path("gold_published")) or {}).get(run_date, {})
+    versions["gold_published"] = publish(spark, settings, run_date, {**label_published, **written})  # last
     by_label = distribution_by_label(values.merge(segments[["customer_id", "cluster_label"]], on="customer_id"))
     client = tracking.client(settings)
     client.log_dict(run_id, {"plan": plan.reason, "version": version, "params": params.as_dict(),
