@@ -13,7 +13,7 @@ The run whose data interval is **[D, D+1)** processes day **D** (`ds`):
    the model), segment transitions and label stability into the gold tables and the night's MLflow run
 6. **eda_report** — static HTML + PNG charts of the run under the reports folder, also logged to the day's MLflow run
 
-All logic lives in `jobs/`; each task calls one step, runnable alone as `python -m jobs.<step> --run-date D`.
+All logic lives in `jobs/`; each task calls one step, runnable alone as `python -m jobs <step> --run-date D`.
 Configuration: `conf/pipeline.yaml` (overridable with `RFM__…` variables). Each task has an
 `execution_timeout` (`dag.task_timeout_minutes`), the run a deadline (`dag.run_timeout_minutes`);
 a failed task or run posts an alert to `alerts.webhook_url` (`jobs/orchestration/alerts.py`).
@@ -28,7 +28,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from jobs.config import load_settings
 from jobs.definitions import DAG_RUN_TAG, DAG_TAG, TASK_TAG
 from jobs.orchestration.alerts import on_failure
-from jobs.orchestration.task import run_in_task
+from jobs.orchestration.task import run_step_in_task
 
 settings = load_settings()
 
@@ -78,37 +78,27 @@ with DAG(
     @task(execution_timeout=timeout("validate"))
     def validate(ds: str) -> dict:
         """Great Expectations on the landed day; fails without retry on bad data."""
-        from jobs.steps.validate import validate_day
-
-        return run_in_task(validate_day, ds)
+        return run_step_in_task("validate", ds)
 
     @task(execution_timeout=timeout("ingest_rfm"))
     def ingest_rfm(ds: str) -> dict:
         """Bronze partition + RFM snapshot (silver) + run audit."""
-        from jobs.steps.ingest import ingest_day
-
-        return run_in_task(ingest_day, ds)
+        return run_step_in_task("ingest", ds)
 
     @task(execution_timeout=timeout("cluster"))
     def cluster(ds: str, dag_run=None, ti=None) -> dict:
         """Spark ML clustering, logged to MLflow with Airflow lineage tags."""
-        from jobs.steps.cluster import cluster_day
-
         lineage = {DAG_TAG: dag_run.dag_id, DAG_RUN_TAG: dag_run.run_id, TASK_TAG: ti.task_id}
-        return run_in_task(cluster_day, ds, lineage=lineage)
+        return run_step_in_task("cluster", ds, lineage=lineage)
 
     @task(execution_timeout=timeout("label"))
     def label(ds: str) -> dict:
         """Cluster labels + RFM quintile segments into the gold tables."""
-        from jobs.steps.label import label_day
-
-        return run_in_task(label_day, ds)
+        return run_step_in_task("label", ds)
 
     @task(execution_timeout=timeout("eda_report"))
     def eda_report(ds: str) -> dict:
         """Static EDA report (HTML + PNG charts), also an artifact of the day's MLflow run."""
-        from jobs.steps.eda import eda_day
-
-        return run_in_task(eda_day, ds)
+        return run_step_in_task("eda", ds)
 
     wait_for_landing() >> validate() >> ingest_rfm() >> cluster() >> label() >> eda_report()

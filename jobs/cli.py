@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
@@ -25,14 +24,12 @@ def run_date_parser(description: str) -> argparse.ArgumentParser:
 
 def run_named_step(argv: Sequence[str]) -> int:
     """``<step> --run-date D``: run the named step (``jobs.steps.STEPS``) for D."""
-    from jobs.steps import STEPS
+    from jobs.steps import STEPS, load_step
 
     parser = argparse.ArgumentParser(prog="python -m jobs", description="Run one pipeline step for a run date.")
     parser.add_argument("step", choices=STEPS, help="; ".join(f"{name}: {s.description}" for name, s in STEPS.items()))
     known, rest = parser.parse_known_args(argv)
-    step = STEPS[known.step]
-    function = getattr(importlib.import_module(step.module), step.function)
-    return run_step(function, step.description, rest)
+    return run_step(load_step(known.step), STEPS[known.step].description, rest)
 
 
 def run_step(step: Callable[[date], dict[str, Any]], description: str, argv: Sequence[str] | None = None) -> int:

@@ -35,6 +35,8 @@ SCATTER_LIMIT = 100
 REFRESH_SECONDS = 5
 SCREENSHOTS = REPO_ROOT / "build" / "screenshots"
 LAST, FIRST = SNAPSHOTS[-1].isoformat(), SNAPSHOTS[0].isoformat()
+# Waits, not assertions: on a loaded 2-core machine a callback can take longer than Playwright's 5 s default.
+expect.set_options(timeout=30_000)
 
 
 @pytest.fixture(scope="session")

@@ -61,3 +61,11 @@ def test_the_dashboard_prints_help_instead_of_serving() -> None:
         [sys.executable, "-m", "app", "--help"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT
     )
     assert done.returncode == 0 and "usage: python -m app" in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("name", sorted(STEPS))
+def test_every_registered_step_resolves_to_a_function(name: str) -> None:
+    from jobs.steps import load_step
+
+    function = load_step(name)
+    assert callable(function) and function.__module__ == STEPS[name].module

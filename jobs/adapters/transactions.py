@@ -16,19 +16,10 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from jobs.adapters.landing import data_files
 from jobs.config import Settings
+from jobs.definitions import CANONICAL_COLUMNS
 
 TEXT_COLUMNS = ["invoice", "stock_code", "description", "customer_id", "country"]
 PARSED_COLUMNS = ["quantity", "price", "invoice_date"]
-CANONICAL_COLUMNS = [
-    "invoice",
-    "stock_code",
-    "description",
-    "quantity",
-    "invoice_date",
-    "price",
-    "customer_id",
-    "country",
-]
 
 
 def money_type(settings: Settings) -> str:

@@ -24,3 +24,10 @@ def run_in_task(step: Callable[..., dict[str, Any]], run_date: str, **kwargs: An
             return step(day, **kwargs)
     except PermanentError as error:
         raise AirflowFailException(f"{type(error).__name__}: {error}") from error
+
+
+def run_step_in_task(name: str, run_date: str, **kwargs: Any) -> dict[str, Any]:
+    """Run the step called ``name`` in ``jobs.steps.STEPS`` for ``run_date`` inside a task."""
+    from jobs.steps import load_step
+
+    return run_in_task(load_step(name), run_date, **kwargs)

@@ -6,7 +6,10 @@ Steps never import each other; what two of them share lives in ``jobs.core`` (pu
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -29,3 +32,9 @@ STEPS = {
         "jobs.steps.eda", "eda_day", "Write the EDA report (HTML + PNG charts) of one snapshot, also to MLflow."
     ),
 }
+
+
+def load_step(name: str) -> Callable[..., dict[str, Any]]:
+    """The function of the step called ``name`` (imported on demand: a DAG parse imports no step)."""
+    step = STEPS[name]
+    return getattr(importlib.import_module(step.module), step.function)
