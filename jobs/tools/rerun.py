@@ -12,7 +12,6 @@ intent at the end. A crash leaves the intent: running the same command again fin
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import json
 import sys
@@ -29,7 +28,7 @@ from jobs.cli import EXIT_PERMANENT_FAILURE, configure_logging
 from jobs.config import Settings, load_settings
 from jobs.definitions import days_between
 from jobs.errors import LakeStateError, PermanentError
-from jobs.steps import STEPS
+from jobs.steps import STEPS, load_step
 
 
 def rerun_days(spark: SparkSession, settings: Settings, first: date) -> list[date]:
@@ -46,7 +45,7 @@ def rerun(first: date, steps: list[str] | None = None, settings: Settings | None
     settings = settings or load_settings()
     spark = spark or get_spark(settings)
     names = steps or list(STEPS)
-    functions = {name: getattr(importlib.import_module(STEPS[name].module), STEPS[name].function) for name in names}
+    functions = {name: load_step(name) for name in names}
     days = rerun_days(spark, settings, first)
     begin_rerun(settings, first, days[-1])
     done = []
