@@ -165,7 +165,7 @@ def load_history(
     """Bronze partitions [first, until] in one commit, then one audit record per day."""
     window = F.col("transaction_date").between(F.lit(first), F.lit(until))
     rows = typed_rows(parsed).filter(window).cache()
-    predicate = f"transaction_date BETWEEN {lake.date_literal(first)} AND {lake.date_literal(until)}"
+    predicate = lake.date_range_predicate("transaction_date", first, until)
     bronze_version = lake.replace_slice(rows, settings.table_path("bronze_transactions"), predicate, "transaction_date")
     reasons = rows.withColumn("reason", exclusion_reason(settings.rfm))
     per_day = reasons.groupBy("transaction_date", "reason").count().collect()
@@ -181,9 +181,7 @@ def load_history(
     for day, excluded in counts.items():
         record = audit_row(spark, day, "backfill", totals[day], excluded, {"bronze_transactions": bronze_version})
         records = record if records is None else records.unionByName(record)
-    audit_predicate = (
-        f"run_date BETWEEN {lake.date_literal(first)} AND {lake.date_literal(until)} AND step = 'backfill'"
-    )
+    audit_predicate = f"{lake.date_range_predicate('run_date', first, until)} AND step = 'backfill'"
     audit_version = lake.replace_slice(records, settings.table_path("run_audit"), audit_predicate, "run_date")
     rows.unpersist()
     return {"bronze_transactions": bronze_version, "run_audit": audit_version, "rows": sum(totals.values())}
