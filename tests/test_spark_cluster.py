@@ -21,7 +21,6 @@ import pytest
 from deltalake import DeltaTable
 
 from jobs.config import REPO_ROOT
-from jobs.tools.backfill import backfill
 from jobs.tools.generate import generate_transactions
 from jobs.tools.split import land_days
 from tests.conftest import settings_for
@@ -40,11 +39,11 @@ from jobs.steps.label import label_day
 from jobs.steps.validate import validate_day
 night = date.fromisoformat(sys.argv[1])
 spark = get_spark()
-executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1
 validate_day(night)
 ingest_day(night)
 cluster_day(night)
 label_day(night)
+executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1  # the driver is in the map too
 print("MASTER", spark.sparkContext.master, "EXECUTORS", executors, "APP", spark.sparkContext.applicationId)
 """
 
@@ -127,14 +126,19 @@ def wait_for(check, what: str) -> None:
     raise TimeoutError(f"{what} did not come up in {STARTUP_SECONDS} s")
 
 
-def test_one_night_runs_unchanged_on_a_standalone_cluster(spark, tmp_path: Path, standalone_cluster) -> None:
+def test_one_night_runs_unchanged_on_a_standalone_cluster(tmp_path: Path, standalone_cluster) -> None:
     settings = settings_for(tmp_path / "run")
     frame = generate_transactions(customers=400, days=45, seed=11, end_date=NIGHT)
     land_days(frame, settings.path("landing_dir"), NIGHT - timedelta(days=44), NIGHT, settings.landing.marker)
-    backfill(settings.path("landing_dir"), NIGHT - timedelta(days=1), settings=settings, spark=spark)
+    local = {**os.environ, "RFM__PATHS__DATA_DIR": str(tmp_path / "run")}
+    # the history in local mode, in its own process (no second JVM alive during the cluster night)
+    history = [sys.executable, "-m", "jobs.tools.backfill", "--source", str(settings.path("landing_dir")),
+               "--until", (NIGHT - timedelta(days=1)).isoformat()]  # fmt: skip
+    loaded = subprocess.run(history, env=local, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
+    assert loaded.returncode == 0, loaded.stderr[-4000:]
 
-    env = {**os.environ, "RFM__SPARK__MASTER": standalone_cluster.url, "RFM__PATHS__DATA_DIR": str(tmp_path / "run"),
-           "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}  # fmt: skip
+    env = {**local, "RFM__SPARK__MASTER": standalone_cluster.url, "SPARK_LOCAL_IP": "127.0.0.1",
+           "PYSPARK_PYTHON": sys.executable}  # fmt: skip
     done = subprocess.run([sys.executable, "-c", NIGHT_SCRIPT, NIGHT.isoformat()], env=env, cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=1800)  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]

@@ -83,6 +83,12 @@ def date_literal(day: date) -> str:
     return f"DATE'{day.isoformat()}'"
 
 
+def date_range_predicate(column: str, first: date, last: date) -> str:
+    """``column`` in [first, last], for ``replaceWhere``. Not ``BETWEEN``: Spark 4.1 rewrites it to a
+    common expression that Delta 4.4's partition filter cannot resolve on an existing table."""
+    return f"{column} >= {date_literal(first)} AND {column} <= {date_literal(last)}"
+
+
 COMMIT_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 
 

@@ -49,8 +49,7 @@ def split_quarantined(
 def write_quarantine(held: DataFrame, settings: Settings, first: date, last: date | None = None) -> int:
     """Replace the quarantine slice of run dates [first, last] (one date by default); returns the version."""
     last = last or first
-    # not BETWEEN: Spark 4 rewrites it into a With expression that Delta's replaceWhere cannot resolve
-    predicate = f"run_date >= {lake.date_literal(first)} AND run_date <= {lake.date_literal(last)}"
+    predicate = lake.date_range_predicate("run_date", first, last)
     return lake.replace_slice(
         held.select(*COLUMNS), settings.table_path("quarantine_transactions"), predicate, "run_date"
     )

@@ -126,7 +126,7 @@ def write_daily_tables(spark: SparkSession, settings: Settings, first: date, las
     replaced by date; returns the versions written."""
     bronze = lake.read(spark, settings.table_path("bronze_transactions"))
     bronze.filter(F.col("transaction_date").between(F.lit(first), F.lit(last))).createOrReplaceTempView(DAY_ROWS)
-    predicate = f"transaction_date BETWEEN {lake.date_literal(first)} AND {lake.date_literal(last)}"
+    predicate = lake.date_range_predicate("transaction_date", first, last)
     versions = {}
     for name, sql in daily_sql(settings.rfm, money_type(settings.rfm)).items():
         table = DAILY_TABLES[name]

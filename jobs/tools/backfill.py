@@ -207,11 +207,6 @@ def bronze_unchanged(spark: SparkSession, settings: Settings, rows: DataFrame, f
     return current is not None and rows.exceptAll(current).isEmpty() and current.exceptAll(rows).isEmpty()
 
 
-def range_predicate(column: str, first: date, last: date) -> str:
-    """``first <= column <= last`` as two comparisons: Delta 4.4 cannot resolve ``BETWEEN`` when it
-    filters the partitions of an existing table (``UnresolvedException: Invalid call to nullable``)."""
-    return f"{column} >= {lake.date_literal(first)} AND {column} <= {lake.date_literal(last)}"
-
 
 def load_history(
     spark: SparkSession, settings: Settings, parsed: DataFrame, first: date, until: date,
@@ -231,7 +226,7 @@ def load_history(
         held_per_day = {r["run_date"]: r["count"] for r in held.groupBy("run_date").count().collect()}
     rows = typed_rows(parsed).filter(window).cache()
     require_backfill_allowed(spark, settings, rows, first, until)
-    predicate = range_predicate("transaction_date", first, until)
+    predicate = lake.date_range_predicate("transaction_date", first, until)
     bronze_version = lake.replace_slice(rows, settings.table_path("bronze_transactions"), predicate, "transaction_date")
     reasons = rows.withColumn("reason", exclusion_reason(settings.rfm))
     per_day = reasons.groupBy("transaction_date", "reason").count().collect()
@@ -250,7 +245,7 @@ def load_history(
             totals[day] += held_per_day.get(day, 0)
         record = audit_row(spark, day, "backfill", totals[day], excluded, {"bronze_transactions": bronze_version})
         records = record if records is None else records.unionByName(record)
-    audit_predicate = f"{range_predicate('run_date', first, until)} AND step = 'backfill'"
+    audit_predicate = f"{lake.date_range_predicate('run_date', first, until)} AND step = 'backfill'"
     audit_version = lake.replace_slice(records, settings.table_path("run_audit"), audit_predicate, "run_date")
     rows.unpersist()
     return {"bronze_transactions": bronze_version, "run_audit": audit_version, "rows": sum(totals.values())}
