@@ -207,7 +207,6 @@ def bronze_unchanged(spark: SparkSession, settings: Settings, rows: DataFrame, f
     return current is not None and rows.exceptAll(current).isEmpty() and current.exceptAll(rows).isEmpty()
 
 
-
 def load_history(
     spark: SparkSession, settings: Settings, parsed: DataFrame, first: date, until: date,
     quarantined: list[dict[str, Any]] | None = None, fingerprint: str = "",
