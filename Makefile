@@ -12,7 +12,7 @@ JARS := .ivy/.resolved
 RUN_FROM ?= 2011-12-07
 RUN_TO ?= 2011-12-09
 
-.PHONY: help prerequisites setup setup-test system-packages run test test-fast lint replay airflow mlflow-ui compare clean clean-all dashboard bench test-dashboard
+.PHONY: help prerequisites setup setup-test system-packages run test test-fast lint replay airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -25,7 +25,7 @@ prerequisites: ## Python 3.11-3.12 and Java 17 on PATH, or a one-line message sa
 
 setup: prerequisites $(INSTALLED) $(JARS) ## virtualenv with the pinned stack and the Delta jars (what `make run` needs)
 
-setup-test: setup system-packages ## setup, plus the Debian packages only the tests use (Chromium, docker-compose)
+setup-test: setup system-packages ## setup, plus the Debian packages only the tests use (Chromium, PostgreSQL)
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,10 +37,10 @@ $(JARS): $(INSTALLED)
 	$(BIN)/python -m jobs.adapters.spark
 	touch $@
 
-system-packages: ## Debian packages the tests use (compose validation without an engine; Chromium for the dashboard tests)
-	@command -v docker-compose >/dev/null || { \
+system-packages: ## Debian packages the tests use (PostgreSQL for the scheduled path and prod-local; Chromium for the dashboard tests)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends docker-compose; }
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends postgresql; }
 	@test -x /usr/bin/chromium || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
@@ -69,6 +69,10 @@ replay: setup ## real data night by night: make replay SOURCE=file FROM=YYYY-MM-
 
 airflow: setup ## Airflow UI/API on 127.0.0.1:8080 over this dags folder (Ctrl-C stops it)
 	$(BIN)/python -m jobs.orchestration airflow
+
+prod-local: setup ## the production path on 127.0.0.1: PostgreSQL, MLflow server, Airflow scheduler/dag-processor/triggerer/api-server (Ctrl-C stops all)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "PostgreSQL is needed: make system-packages (apt-get install postgresql)"; exit 1; }
+	$(BIN)/python -m jobs.orchestration prod-local
 
 mlflow-ui: setup ## MLflow tracking UI on 127.0.0.1:5000 over the pipeline's store
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \

@@ -24,7 +24,8 @@ from airflow.sdk import DAG, PokeReturnValue, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from jobs.config import load_settings
-from jobs.definitions import DAG_RUN_TAG, DAG_TAG, TASK_TAG
+from jobs.definitions import DAG_RUN_TAG, DAG_TAG, EXPORT_SOURCE_TABLE, TASK_TAG
+from jobs.orchestration.assets import step_outlets, table_asset
 from jobs.orchestration.task import run_step_in_task
 
 settings = load_settings()
@@ -34,6 +35,7 @@ with DAG(
     description="Daily RFM customer segmentation: GX -> Spark/Delta -> Spark ML/MLflow -> labels -> EDA report",
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=pendulum.parse(settings.dag.start_date, tz="UTC"),
+    end_date=pendulum.parse(settings.dag.end_date, tz="UTC") if settings.dag.end_date else None,
     catchup=settings.dag.catchup,
     max_active_runs=1,
     tags=settings.dag.tags,
@@ -68,21 +70,23 @@ with DAG(
         """Great Expectations on the landed day; fails without retry on bad data."""
         return run_step_in_task("validate", ds)
 
-    @task
+    @task(outlets=step_outlets(settings, "ingest"))
     def ingest_rfm(ds: str) -> dict:
         """Bronze partition + RFM snapshot (silver) + run audit."""
         return run_step_in_task("ingest", ds)
 
-    @task
+    @task(outlets=step_outlets(settings, "cluster"))
     def cluster(ds: str, dag_run=None, ti=None) -> dict:
         """Spark ML clustering, logged to MLflow with Airflow lineage tags."""
         lineage = {DAG_TAG: dag_run.dag_id, DAG_RUN_TAG: dag_run.run_id, TASK_TAG: ti.task_id}
         return run_step_in_task("cluster", ds, lineage=lineage)
 
-    @task
-    def label(ds: str) -> dict:
-        """Cluster labels + RFM quintile segments into the gold tables."""
-        return run_step_in_task("label", ds)
+    @task(outlets=step_outlets(settings, "label"))
+    def label(ds: str, outlet_events=None) -> dict:
+        """Cluster labels + RFM quintile segments into the gold tables (their Asset event names the snapshot)."""
+        result = run_step_in_task("label", ds)
+        outlet_events[table_asset(settings, EXPORT_SOURCE_TABLE)].extra = {"snapshot_date": ds}
+        return result
 
     @task
     def eda_report(ds: str) -> dict:

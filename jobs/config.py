@@ -36,6 +36,7 @@ class Paths(BaseModel):
     airflow_home: str
     expectations_dir: str
     reports_dir: str
+    exports_dir: str
 
     def resolve(self, name: str) -> Path:
         """Absolute path of setting ``name``, with ``{data_dir}`` expanded."""
@@ -135,6 +136,7 @@ class Dag(BaseModel):
     dag_id: str
     owner: str
     start_date: str
+    end_date: str | None = None  # last logical date the scheduler creates a run for (None: open-ended)
     catchup: bool
     retries: int = Field(ge=0)
     retry_delay_seconds: int

@@ -19,6 +19,20 @@ TABLES = {
     "gold_segment_transitions": "gold/segment_transitions",
     "run_audit": "audit/run_audit",
 }
+# DAG step -> the tables it writes (the DAG declares them as Airflow Asset outlets).
+TABLES_WRITTEN = {
+    "ingest": ["bronze_transactions", "silver_customer_rfm", "run_audit"],
+    "cluster": ["silver_customer_clusters"],
+    "label": ["gold_customer_segments", "gold_segment_summary", "gold_segment_transitions"],
+}
+# The table whose new snapshot triggers the segment_export DAG.
+EXPORT_SOURCE_TABLE = "gold_customer_segments"
+# Columns of the per-segment customer lists marketing tools import (segment_export).
+EXPORT_COLUMNS = [
+    "customer_id", "country", "recency_days", "frequency", "monetary", "r_score", "f_score", "m_score",
+    "rfm_score", "cluster_label", "rfm_segment", "snapshot_date",
+]  # fmt: skip
+EXPORT_MANIFEST = "manifest.json"
 
 # ---------------------------------------------------------------- transactions
 # The canonical column names every source naming is mapped to (``columns`` in conf/).

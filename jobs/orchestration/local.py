@@ -4,6 +4,8 @@
 ``python -m jobs.orchestration replay --source F --from D1 --to D2``  backfill to D1-1, land
     D1..D2 from the source, then run the DAG night by night, as the scheduler would
 ``python -m jobs.orchestration airflow``  Airflow standalone (UI/API on 127.0.0.1:8080)
+``python -m jobs.orchestration prod-local``  the production path on loopback: PostgreSQL, MLflow
+    server, Airflow scheduler/dag-processor/triggerer/api-server (``make prod-local``)
 """
 
 from __future__ import annotations
@@ -115,6 +117,33 @@ def standalone(settings: Settings) -> None:
     os.execve(airflow, [airflow, "standalone"], airflow_env(settings))
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def prod_local(settings: Settings, airflow_port: int, mlflow_port: int) -> None:
+    """Start the production set on loopback over this data dir, print how to use it, stop it on Ctrl-C."""
+    import secrets
+
+    from jobs.orchestration.services import production_stack
+
+    folder = settings.path("data_dir") / "prod-local"
+    folder.mkdir(parents=True, exist_ok=True)
+    password_file = folder / "airflow-admin-password"
+    if not password_file.exists():  # persisted: the same login after a restart
+        password_file.write_text(secrets.token_urlsafe(12))
+        password_file.chmod(0o600)
+    print(f"Starting PostgreSQL, MLflow and Airflow under {folder} (a minute or two) ...", flush=True)
+    pipeline_env = {"RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))}
+    with production_stack(folder, pipeline_env, password_file.read_text().strip(), airflow_port, mlflow_port) as stack:
+        print(stack.describe(), "\nDAGs start paused: unpause them in the UI. Ctrl-C stops everything.", flush=True)
+        signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the set as cleanly as Ctrl-C
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            print("\nstopping ...", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -125,10 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--from", dest="first", required=True, type=date.fromisoformat)
         sub.add_argument("--to", dest="last", required=True, type=date.fromisoformat)
     commands.add_parser("airflow", help="start Airflow standalone on 127.0.0.1:8080")
+    prod = commands.add_parser("prod-local", help="PostgreSQL + MLflow server + Airflow components on loopback")
+    prod.add_argument("--airflow-port", type=int, default=8080)
+    prod.add_argument("--mlflow-port", type=int, default=5000)
     args = parser.parse_args(argv)
     settings = load_settings()
     if args.command == "airflow":
         standalone(settings)
+    elif args.command == "prod-local":
+        prod_local(settings, args.airflow_port, args.mlflow_port)
     elif args.command == "nights":
         run_nights(settings, args.first, args.last)
     else:
