@@ -114,6 +114,7 @@ class Model(BaseModel):
 class Mlflow(BaseModel):
     tracking_uri: str | None
     experiment: str
+    ui_url: str | None = None  # the MLflow UI the Airflow links open (None: the tracking URI when it is http)
 
 
 class SegmentRule(BaseModel):

@@ -33,6 +33,9 @@ EXPORT_COLUMNS = [
     "rfm_score", "cluster_label", "rfm_segment", "snapshot_date",
 ]  # fmt: skip
 EXPORT_MANIFEST = "manifest.json"
+# XCom keys the DAG tasks push for the Airflow UI's extra links (plugins/rfm_links.py).
+MLFLOW_RUN_URL_KEY, DATA_DOCS_URL_KEY = "mlflow_run_url", "data_docs_url"
+DATA_DOCS_URL_PREFIX = "/data-docs"  # where the plugin serves the GX Data Docs inside the Airflow API server
 
 # ---------------------------------------------------------------- transactions
 # The canonical column names every source naming is mapped to (``columns`` in conf/).
@@ -78,6 +81,7 @@ K_RULE_TAG = "rfm.k_rule"
 DAG_TAG = "airflow.dag_id"
 DAG_RUN_TAG = "airflow.run_id"
 TASK_TAG = "airflow.task_id"
+PARAM_TAG_PREFIX = "airflow.param."  # + a DAG param's name: the manual run's choices, on the night's MLflow run
 # Tags of a registered model version.
 TRAINED_ON_TAG = "rfm.trained_on"
 K_TAG = "rfm.k"

@@ -3,7 +3,7 @@
 ``python -m jobs.orchestration nights --from D1 --to D2``  run the real DAG night by night
 ``python -m jobs.orchestration replay --source F --from D1 --to D2``  backfill to D1-1, land
     D1..D2 from the source, then run the DAG night by night, as the scheduler would
-``python -m jobs.orchestration airflow``  Airflow standalone (UI/API on 127.0.0.1:8080)
+``python -m jobs.orchestration airflow``  Airflow's components on SQLite (UI/API on 127.0.0.1:8080)
 ``python -m jobs.orchestration prod-local``  the production path on loopback: PostgreSQL, MLflow
     server, Airflow scheduler/dag-processor/triggerer/api-server (``make prod-local``)
 """
@@ -33,6 +33,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW_HOME": str(home),
         "RFM__PATHS__DATA_DIR": str(settings.path("data_dir")),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
@@ -103,18 +104,48 @@ def replay(settings: Settings, source: Path, first: date, last: date) -> list[da
     return run_nights(settings, first, last)
 
 
+def persisted_secret(path: Path) -> str:
+    """A random secret kept in ``path`` (0600), so a restart keeps the same login."""
+    import secrets
+
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(12))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def wait_for_interrupt() -> None:
+    """Block until Ctrl-C or SIGTERM."""
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the set as cleanly as Ctrl-C
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+
+
 def standalone(settings: Settings) -> None:
-    """Replace this process with ``airflow standalone`` (SIGINT restored so Ctrl-C stops it cleanly)."""
-    ensure_metadata_db(settings)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    airflow = airflow_bin()
+    """Airflow's api-server, scheduler, dag-processor and triggerer on the SQLite DB, all on loopback.
+
+    Not ``airflow standalone``: its scheduler and triggerer start task-log servers on every
+    interface (ports 8793/8794, no setting changes the address). Here they run with
+    ``--skip-serve-logs`` and the api-server reads the task logs from ``$AIRFLOW_HOME/logs``.
+    """
+    from jobs.orchestration.services import ADMIN_USER, AirflowConfig, start_airflow, stop_all
+
     home = settings.path("airflow_home")
-    print(
-        "Airflow UI/API: http://127.0.0.1:8080 — user 'admin', password in "
-        f"{home / 'simple_auth_manager_passwords.json.generated'} (created on first start). Ctrl-C stops it.",
-        flush=True,
-    )
-    os.execve(airflow, [airflow, "standalone"], airflow_env(settings))
+    config = AirflowConfig(home=home, db_url=f"sqlite:///{home / 'airflow.db'}", port=8080,
+                           admin_password=persisted_secret(home / "admin-password"),
+                           extra_env={"RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))})  # fmt: skip
+    print("Starting Airflow (api-server, scheduler, dag-processor, triggerer) ...", flush=True)
+    procs = start_airflow(config, home / "services")
+    try:
+        print(f"Airflow UI/API: {config.url} — user {ADMIN_USER!r}, password {config.admin_password!r} "
+              f"(kept in {home / 'admin-password'}). Logs: {home / 'services'}. Ctrl-C stops it.", flush=True)  # fmt: skip
+        wait_for_interrupt()
+    finally:
+        stop_all(procs)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -123,25 +154,15 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def prod_local(settings: Settings, airflow_port: int, mlflow_port: int) -> None:
     """Start the production set on loopback over this data dir, print how to use it, stop it on Ctrl-C."""
-    import secrets
-
     from jobs.orchestration.services import production_stack
 
     folder = settings.path("data_dir") / "prod-local"
-    folder.mkdir(parents=True, exist_ok=True)
-    password_file = folder / "airflow-admin-password"
-    if not password_file.exists():  # persisted: the same login after a restart
-        password_file.write_text(secrets.token_urlsafe(12))
-        password_file.chmod(0o600)
+    password = persisted_secret(folder / "airflow-admin-password")
     print(f"Starting PostgreSQL, MLflow and Airflow under {folder} (a minute or two) ...", flush=True)
     pipeline_env = {"RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))}
-    with production_stack(folder, pipeline_env, password_file.read_text().strip(), airflow_port, mlflow_port) as stack:
+    with production_stack(folder, pipeline_env, password, airflow_port, mlflow_port) as stack:
         print(stack.describe(), "\nDAGs start paused: unpause them in the UI. Ctrl-C stops everything.", flush=True)
-        signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the set as cleanly as Ctrl-C
-        try:
-            signal.pause()
-        except KeyboardInterrupt:
-            print("\nstopping ...", flush=True)
+        wait_for_interrupt()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     for sub in (nights, replay_cmd):
         sub.add_argument("--from", dest="first", required=True, type=date.fromisoformat)
         sub.add_argument("--to", dest="last", required=True, type=date.fromisoformat)
-    commands.add_parser("airflow", help="start Airflow standalone on 127.0.0.1:8080")
+    commands.add_parser("airflow", help="start Airflow (SQLite) on 127.0.0.1:8080")
     prod = commands.add_parser("prod-local", help="PostgreSQL + MLflow server + Airflow components on loopback")
     prod.add_argument("--airflow-port", type=int, default=8080)
     prod.add_argument("--mlflow-port", type=int, default=5000)

@@ -352,8 +352,12 @@ def cluster_day(
     settings: Settings | None = None,
     spark: SparkSession | None = None,
     lineage: dict[str, str] | None = None,
+    force_retrain: bool = False,
 ) -> dict[str, Any]:
-    """Pick or train the model, score ``run_date``, log to MLflow and store cluster ids."""
+    """Pick or train the model, score ``run_date``, log to MLflow and store cluster ids.
+
+    ``force_retrain`` (the DAG's param of a manual run) retrains whatever the plan would be.
+    """
     settings = settings or load_settings()
     spark = spark or get_spark(settings)
     clustering = settings.clustering
@@ -369,7 +373,9 @@ def cluster_day(
                RUN_DATE_TAG: run_date.isoformat()}  # fmt: skip
     dag_id = lineage[DAG_TAG]
     mlflow.set_experiment(experiment_id=tracking.experiment_id(settings))
-    plan = plan_for(spark, settings, run_date)
+    plan = (
+        NightPlan("retrain", None, "forced (force_retrain)") if force_retrain else plan_for(spark, settings, run_date)
+    )
     promotion = None
     with mlflow.start_run(run_name=f"{dag_id}__{run_date.isoformat()}") as run:
         mlflow.set_tags({**lineage, STEP_TAG: "cluster", NIGHT_TYPE_TAG: plan.kind, PLAN_TAG: plan.reason})
