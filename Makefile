@@ -11,6 +11,9 @@ JARS := .ivy/.resolved
 # then the real DAG night by night over RUN_FROM..RUN_TO.
 RUN_FROM ?= 2011-12-07
 RUN_TO ?= 2011-12-09
+# How the nights run: backfill (an Airflow backfill run by a scheduler: real start times in the
+# UI) or dags-test (`airflow dags test` in one process).
+RUNNER ?= backfill
 
 .PHONY: help prerequisites setup setup-test system-packages run test test-fast lint replay airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard
 
@@ -49,7 +52,7 @@ run: setup ## end to end on generated data: history, then the DAG for RUN_FROM..
 	$(BIN)/python -m jobs.tools.generate
 	$(BIN)/python -m jobs.tools.backfill --source "$$($(BIN)/python -c 'from jobs.config import load_settings; print(load_settings().path("landing_dir"))')" \
 	  --until "$$($(BIN)/python -c 'import datetime as d; print(d.date.fromisoformat("$(RUN_FROM)") - d.timedelta(days=1))')"
-	$(BIN)/python -m jobs.orchestration nights --from $(RUN_FROM) --to $(RUN_TO)
+	$(BIN)/python -m jobs.orchestration nights --from $(RUN_FROM) --to $(RUN_TO) --runner $(RUNNER)
 	$(BIN)/python -m jobs.tools.summary --run-date $(RUN_TO)
 
 test: setup-test lint ## lint, then the whole test suite (unit, Spark, validation, DAG, end to end, browser)
@@ -64,7 +67,7 @@ lint: setup ## ruff: lint rules (incl. Airflow AIR) and format, as configured in
 
 replay: setup ## real data night by night: make replay SOURCE=file FROM=YYYY-MM-DD TO=YYYY-MM-DD
 	@test -n "$(SOURCE)" -a -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make replay SOURCE=path FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
-	$(BIN)/python -m jobs.orchestration replay --source "$(SOURCE)" --from $(FROM) --to $(TO)
+	$(BIN)/python -m jobs.orchestration replay --source "$(SOURCE)" --from $(FROM) --to $(TO) --runner $(RUNNER)
 	$(BIN)/python -m jobs.tools.summary --run-date $(TO)
 
 airflow: setup ## Airflow UI/API on 127.0.0.1:8080 over this dags folder (Ctrl-C stops it)

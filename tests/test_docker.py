@@ -180,8 +180,10 @@ def test_airflow_and_pipeline_settings(rendered):
     assert str(env["AIRFLOW__CORE__PARALLELISM"]) == "4"
     assert env["RFM__SPARK__MASTER"] == "spark://spark-master:7077"
     assert env["RFM__MLFLOW__TRACKING_URI"] == "http://mlflow:5000"
-    for name in ("airflow-apiserver", "airflow-dag-processor", "airflow-init"):
+    for name in ("airflow-apiserver", "airflow-dag-processor", "airflow-triggerer"):
         assert services[name]["environment"] == env, f"{name} must share the Airflow settings"
+    init_env = services["airflow-init"]["environment"]
+    assert {k: v for k, v in init_env.items() if k != "AIRFLOW_ADMIN_PASSWORD"} == env, "init shares them too"
     assert "spark://spark-master:7077" in services["spark-worker"]["command"]
     assert f"--artifacts-destination={LAKE_PATH}/mlflow/artifacts" in services["mlflow"]["command"]
     assert services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql")
@@ -253,7 +255,34 @@ def test_build_context_excludes_local_state():
     patterns = [ln.strip() for ln in DOCKERIGNORE.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     if "*" in patterns:  # allow-list style: nothing but the re-included sources
         included = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
-        assert included == {"pyproject.toml", "jobs", "app", "conf", "expectations", "dags"}
+        assert included == {"pyproject.toml", "jobs", "app", "conf", "expectations", "dags", "plugins"}
     else:
         for path in (".venv", ".ivy", "data", ".git"):
             assert any(p.strip("/") == path for p in patterns), path
+
+
+def test_real_auth_with_persisted_users_and_secrets_from_env(rendered):
+    services = rendered["services"]
+    env = services["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("fab_auth_manager.FabAuthManager")
+    assert "SIMPLE_AUTH_MANAGER" not in str(rendered)
+    init = services["airflow-init"]
+    assert init["environment"]["AIRFLOW_ADMIN_PASSWORD"] == TEST_VALUES["AIRFLOW_ADMIN_PASSWORD"]
+    script = " ".join(init["command"])
+    assert "airflow users create --role Admin" in script and '"${AIRFLOW_ADMIN_PASSWORD}"' in script
+    assert "grep -qw admin ||" in script, "the admin is created once, then persisted"
+    mlflow = services["mlflow"]
+    assert "--app-name=basic-auth" in mlflow["command"]
+    assert mlflow["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"] == env["MLFLOW_TRACKING_PASSWORD"]
+    ini = (DOCKER / "mlflow-auth.ini").read_text()
+    assert not re.search(r"^\s*admin_password\s*=", ini, re.M), "the admin password comes from .env only"
+    assert "database_uri = sqlite:////opt/mlflow-auth/" in ini
+    assert any(str(v).startswith("mlflow-auth:/opt/mlflow-auth") for v in mlflow["volumes"])
+    assert re.search(r"apache-airflow-providers-fab==\$\{AIRFLOW_FAB_PROVIDER\}", DOCKERFILE.read_text())
+
+
+def test_plugins_ship_in_the_image_and_are_configured(rendered):
+    assert re.search(r"^COPY\b.*\bplugins/ plugins/", DOCKERFILE.read_text(), re.M)
+    assert (
+        rendered["services"]["airflow-apiserver"]["environment"]["AIRFLOW__CORE__PLUGINS_FOLDER"] == "/opt/rfm/plugins"
+    )

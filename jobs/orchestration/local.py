@@ -17,6 +17,7 @@ import subprocess
 import sys
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 from jobs.config import REPO_ROOT, Settings, load_settings
 from jobs.definitions import days_between
@@ -82,17 +83,98 @@ def dag_run_state(settings: Settings, day: date) -> str:
     return out.strip().splitlines()[-1] if out.strip() else "none"
 
 
-def run_nights(settings: Settings, first: date, last: date) -> list[date]:
-    """The real DAG for each night from ``first`` to ``last``, in order."""
+RUNNERS = ("backfill", "dags-test")
+
+
+def run_nights(settings: Settings, first: date, last: date, runner: str = "backfill") -> list[date]:
+    """The real DAG for each night from ``first`` to ``last``, in order.
+
+    ``backfill`` (default): an Airflow backfill run by a scheduler, so the UI shows real start
+    times and the run type ``backfill``. ``dags-test``: ``airflow dags test`` night by night in
+    one process (faster to debug; its runs start at their logical date in the UI).
+    """
     ensure_metadata_db(settings)
     nights = days_between(first, last)
+    if runner == "backfill":
+        scheduler_backfill(settings, first, last)
+        return nights
     for night in nights:
         print(f"== night {night} ==", flush=True)
         run_night(settings, night)
     return nights
 
 
-def replay(settings: Settings, source: Path, first: date, last: date) -> list[date]:
+def scheduler_backfill(settings: Settings, first: date, last: date) -> None:
+    """Start Airflow (SQLite, loopback, a free port), backfill ``first``..``last`` one night at a time, stop.
+
+    The DAG is unpaused only while the backfill runs (the scheduler starts no run of a paused
+    DAG), with ``dag.end_date`` set to ``last`` so that no other scheduled run is created.
+    Raises RuntimeError naming the night when a run fails.
+    """
+    from jobs.orchestration.services import AirflowApi, AirflowConfig, free_port, start_airflow, stop_all
+
+    home = settings.path("airflow_home")
+    extra = {"RFM__PATHS__DATA_DIR": str(settings.path("data_dir")), "RFM__DAG__END_DATE": last.isoformat()}
+    config = AirflowConfig(home=home, db_url=f"sqlite:///{home / 'airflow.db'}", port=free_port(),
+                           admin_password=persisted_secret(home / "admin-password"), extra_env=extra)  # fmt: skip
+    dag_id = settings.dag.dag_id
+    print(f"Starting Airflow's scheduler, dag-processor and api-server (logs: {home / 'services'}) ...", flush=True)
+    procs = start_airflow(config, home / "services", components=("api-server", "scheduler", "dag-processor"))
+    try:
+        api = AirflowApi(config)
+        wait_for_dag(api, dag_id, procs)
+        api.unpause(dag_id)
+        try:
+            backfill = api.request("POST", "/backfills", json={
+                "dag_id": dag_id, "from_date": f"{first.isoformat()}T00:00:00Z", "to_date": f"{last.isoformat()}T00:00:00Z",
+                "reprocess_behavior": "completed", "max_active_runs": 1,
+            })  # fmt: skip
+            print(f"backfill {backfill['id']} of {dag_id}: {first} .. {last}", flush=True)
+            follow_backfill(api, dag_id, first, last, procs)
+        finally:
+            api.request("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+    finally:
+        stop_all(procs)
+
+
+def wait_for_dag(api: Any, dag_id: str, procs: list[Any]) -> None:
+    """Until the dag-processor has stored ``dag_id``."""
+    from jobs.orchestration.services import wait_until
+
+    def known() -> bool:
+        try:
+            return api.get(f"/dags/{dag_id}")["dag_id"] == dag_id
+        except RuntimeError:
+            return False
+
+    wait_until(f"DAG {dag_id} parsed", known, 600, procs)
+
+
+def follow_backfill(api: Any, dag_id: str, first: date, last: date, procs: list[Any]) -> None:
+    """Print each night as it ends; return when all succeeded, raise when one failed or a process died."""
+    import time
+
+    nights, reported = days_between(first, last), set()
+    while True:
+        for proc in procs:
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited during the backfill:\n{proc.tail()}")
+        runs = api.get(f"/dags/{dag_id}/dagRuns", run_type="backfill", logical_date_gte=f"{first}T00:00:00Z",
+                       logical_date_lte=f"{last}T00:00:00Z", limit=1000)["dag_runs"]  # fmt: skip
+        states = {date.fromisoformat(r["logical_date"][:10]): r for r in runs}
+        for night in nights:
+            run = states.get(night)
+            if run and run["state"] in ("success", "failed") and night not in reported:
+                reported.add(night)
+                print(f"== night {night}: {run['state']} ({run['start_date']} -> {run['end_date']}) ==", flush=True)
+                if run["state"] == "failed":
+                    raise RuntimeError(f"DAG run for {night} ended 'failed' ({run['dag_run_id']}); see the Airflow UI")
+        if len(reported) == len(nights):
+            return
+        time.sleep(3)
+
+
+def replay(settings: Settings, source: Path, first: date, last: date, runner: str = "backfill") -> list[date]:
     """Backfill the source up to ``first``-1, land ``first``..``last``, run those nights."""
     from jobs.tools.backfill import backfill
     from jobs.tools.split import date_column, land_days, read_export
@@ -101,7 +183,7 @@ def replay(settings: Settings, source: Path, first: date, last: date) -> list[da
     frame = read_export(source)
     land_days(frame, settings.path("landing_dir"), first, last, settings.landing.marker,
               settings.landing.format, date_column(frame, settings))  # fmt: skip
-    return run_nights(settings, first, last)
+    return run_nights(settings, first, last, runner)
 
 
 def persisted_secret(path: Path) -> str:
@@ -174,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     for sub in (nights, replay_cmd):
         sub.add_argument("--from", dest="first", required=True, type=date.fromisoformat)
         sub.add_argument("--to", dest="last", required=True, type=date.fromisoformat)
+        sub.add_argument("--runner", choices=RUNNERS, default="backfill", help="how the nights run (default: backfill)")
     commands.add_parser("airflow", help="start Airflow (SQLite) on 127.0.0.1:8080")
     prod = commands.add_parser("prod-local", help="PostgreSQL + MLflow server + Airflow components on loopback")
     prod.add_argument("--airflow-port", type=int, default=8080)
@@ -185,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "prod-local":
         prod_local(settings, args.airflow_port, args.mlflow_port)
     elif args.command == "nights":
-        run_nights(settings, args.first, args.last)
+        run_nights(settings, args.first, args.last, args.runner)
     else:
-        replay(settings, args.source, args.first, args.last)
+        replay(settings, args.source, args.first, args.last, args.runner)
     return 0

@@ -301,10 +301,13 @@ class AirflowApi:
         self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 
 
-def airflow_healthy(config: AirflowConfig) -> bool:
-    """Every component reports healthy on ``/api/v2/monitor/health``."""
+def airflow_healthy(config: AirflowConfig, components: tuple[str, ...] = AIRFLOW_COMPONENTS) -> bool:
+    """The metadata DB and every started component report healthy on ``/api/v2/monitor/health``."""
     health = requests.get(f"{config.url}/api/v2/monitor/health", timeout=5)
-    return health.ok and all((part or {}).get("status") == "healthy" for part in health.json().values())
+    if not health.ok:
+        return False
+    wanted = ["metadatabase", *(c.replace("-", "_") for c in components if c != "api-server")]
+    return all((health.json().get(part) or {}).get("status") == "healthy" for part in wanted)
 
 
 def start_airflow(config: AirflowConfig, logs: Path, components: tuple[str, ...] = AIRFLOW_COMPONENTS) -> list[Process]:
@@ -317,7 +320,7 @@ def start_airflow(config: AirflowConfig, logs: Path, components: tuple[str, ...]
         skip = ["--skip-serve-logs"] if name in ("scheduler", "triggerer") else []
         procs.append(Process.start(f"airflow {name}", [venv_bin("airflow"), name, *skip], logs / f"{name}.log", env))
     try:
-        wait_until("Airflow components healthy", lambda: airflow_healthy(config), 600, procs)
+        wait_until("Airflow components healthy", lambda: airflow_healthy(config, components), 600, procs)
     except BaseException:
         stop_all(procs)
         raise
