@@ -173,3 +173,10 @@ def test_start_and_end_dates_come_from_config():
     env = {**os.environ, "RFM__DAG__START_DATE": "2011-12-08", "RFM__DAG__END_DATE": "2011-12-10"}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert out.stdout.strip().splitlines()[-1] == "2011-12-08 2011-12-10", out.stderr[-2000:]
+
+
+def test_manual_runs_take_params(nightly):
+    params = nightly.params
+    assert params["force_retrain"] is False and params["full_recompute"] is False and params["k"] is None
+    assert params.get_param("k").schema["type"] == ["null", "integer"]
+    nightly.params.validate()  # the defaults are valid

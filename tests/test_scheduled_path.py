@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import date, datetime
 from pathlib import Path
@@ -87,7 +89,8 @@ def scheduled(prepared):
         "RFM__LANDING__SENSOR_POKE_SECONDS": "5",
         "RFM__CLUSTERING__K_RANGE": "[4, 5]",  # a short sweep: the test is about the path, not the search
     }
-    with production_stack(root / "stack", pipeline_env) as stack:
+    postgres_dir = Path(tempfile.mkdtemp(prefix="rfm-pg-"))  # outside pytest's 0700 root (see services)
+    with production_stack(root / "stack", pipeline_env, postgres_dir=postgres_dir) as stack:
         api = AirflowApi(stack.airflow)
         wait_for("both DAGs parsed", lambda: {d["dag_id"] for d in api.get("/dags")["dags"]} >= {DAG_ID, EXPORT_DAG_ID},
                  timeout=600, every=2)  # fmt: skip
@@ -113,6 +116,7 @@ def scheduled(prepared):
         exports = wait_for("exports of the three nights", exports_done, timeout=600)
         settings = settings_for(data_dir, mlflow={"tracking_uri": stack.mlflow_url})
         yield {"runs": runs, "tasks": tasks, "exports": exports, "settings": settings, "stack": stack, "api": api}
+    shutil.rmtree(postgres_dir, ignore_errors=True)
 
 
 def failed_task_logs(api: AirflowApi, run: dict, stack) -> str:
@@ -187,3 +191,26 @@ def test_segment_export_ran_after_each_night_with_the_gold_rows(scheduled):
         folder = Path(manifest["path"])
         exported = sum(len(pd.read_parquet(folder / f["parquet"])) for f in manifest["files"])
         assert exported == 2 * len(gold)
+
+
+def test_postgres_gives_each_service_its_own_database_and_role():
+    """Separate roles: the Airflow role cannot open MLflow's database (CONNECT revoked from PUBLIC)."""
+    import sqlalchemy as sa
+
+    from jobs.orchestration.services import Postgres
+
+    folder = Path(tempfile.mkdtemp(prefix="rfm-pg-"))
+    postgres = Postgres(folder).start()
+    try:
+        for db in ("airflow", "mlflow"):
+            with sa.create_engine(postgres.url(db)).connect() as conn:
+                assert conn.execute(sa.text("select current_user, current_database()")).one() == (db, db)
+        intruder = postgres.url("mlflow").replace(f"mlflow:{postgres.passwords['mlflow']}",
+                                                  f"airflow:{postgres.passwords['airflow']}")  # fmt: skip
+        with pytest.raises(sa.exc.OperationalError, match="permission denied"):
+            sa.create_engine(intruder).connect()
+        listening = subprocess.run(["ss", "-ltn"], capture_output=True, text=True).stdout
+        assert f"127.0.0.1:{postgres.port}" in listening and f"0.0.0.0:{postgres.port}" not in listening
+    finally:
+        postgres.stop()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -105,49 +105,35 @@ def run_nights(settings: Settings, first: date, last: date, runner: str = "backf
 
 
 def scheduler_backfill(settings: Settings, first: date, last: date) -> None:
-    """Start Airflow (SQLite, loopback, a free port), backfill ``first``..``last`` one night at a time, stop.
+    """Backfill ``first``..``last`` (one night at a time), run by Airflow's scheduler on the SQLite DB.
 
-    The DAG is unpaused only while the backfill runs (the scheduler starts no run of a paused
-    DAG), with ``dag.end_date`` set to ``last`` so that no other scheduled run is created.
-    Raises RuntimeError naming the night when a run fails.
+    SQLite refuses backfill creation under concurrent access, so the DAG is serialized, unpaused
+    and the backfill created with the CLI first; then the api-server (on a free loopback port)
+    and the scheduler run it, and the DAG is paused again once they are stopped. ``dag.end_date``
+    is ``last`` meanwhile, so the scheduler creates no other run. Raises RuntimeError naming the
+    night when a run fails.
     """
-    from jobs.orchestration.services import AirflowApi, AirflowConfig, free_port, start_airflow, stop_all
+    from jobs.orchestration.services import AirflowApi, AirflowConfig, airflow_cli, free_port, start_airflow, stop_all
 
     home = settings.path("airflow_home")
     extra = {"RFM__PATHS__DATA_DIR": str(settings.path("data_dir")), "RFM__DAG__END_DATE": last.isoformat()}
     config = AirflowConfig(home=home, db_url=f"sqlite:///{home / 'airflow.db'}", port=free_port(),
                            admin_password=persisted_secret(home / "admin-password"), extra_env=extra)  # fmt: skip
     dag_id = settings.dag.dag_id
-    print(f"Starting Airflow's scheduler, dag-processor and api-server (logs: {home / 'services'}) ...", flush=True)
-    procs = start_airflow(config, home / "services", components=("api-server", "scheduler", "dag-processor"))
+    airflow_cli(config, "dags", "reserialize")
+    airflow_cli(config, "dags", "unpause", dag_id)
     try:
-        api = AirflowApi(config)
-        wait_for_dag(api, dag_id, procs)
-        api.unpause(dag_id)
+        airflow_cli(config, "backfill", "create", "--dag-id", dag_id, "--from-date", first.isoformat(),
+                    "--to-date", last.isoformat(), "--reprocess-behavior", "completed", "--max-active-runs", "1")  # fmt: skip
+        print(f"Backfill of {dag_id} {first} .. {last}: starting Airflow's scheduler and api-server "
+              f"(logs: {home / 'services'}) ...", flush=True)  # fmt: skip
+        procs = start_airflow(config, home / "services", ("api-server", "scheduler"), migrate=False)
         try:
-            backfill = api.request("POST", "/backfills", json={
-                "dag_id": dag_id, "from_date": f"{first.isoformat()}T00:00:00Z", "to_date": f"{last.isoformat()}T00:00:00Z",
-                "reprocess_behavior": "completed", "max_active_runs": 1,
-            })  # fmt: skip
-            print(f"backfill {backfill['id']} of {dag_id}: {first} .. {last}", flush=True)
-            follow_backfill(api, dag_id, first, last, procs)
+            follow_backfill(AirflowApi(config), dag_id, first, last, procs)
         finally:
-            api.request("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+            stop_all(procs)
     finally:
-        stop_all(procs)
-
-
-def wait_for_dag(api: Any, dag_id: str, procs: list[Any]) -> None:
-    """Until the dag-processor has stored ``dag_id``."""
-    from jobs.orchestration.services import wait_until
-
-    def known() -> bool:
-        try:
-            return api.get(f"/dags/{dag_id}")["dag_id"] == dag_id
-        except RuntimeError:
-            return False
-
-    wait_until(f"DAG {dag_id} parsed", known, 600, procs)
+        airflow_cli(config, "dags", "pause", dag_id)
 
 
 def follow_backfill(api: Any, dag_id: str, first: date, last: date, procs: list[Any]) -> None:

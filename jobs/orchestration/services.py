@@ -310,16 +310,24 @@ def airflow_healthy(config: AirflowConfig, components: tuple[str, ...] = AIRFLOW
     return all((health.json().get(part) or {}).get("status") == "healthy" for part in wanted)
 
 
-def start_airflow(config: AirflowConfig, logs: Path, components: tuple[str, ...] = AIRFLOW_COMPONENTS) -> list[Process]:
-    """``airflow db migrate``, then each component as its own process; waits until all are healthy."""
+def start_airflow(config: AirflowConfig, logs: Path, components: tuple[str, ...] = AIRFLOW_COMPONENTS,
+                  migrate: bool = True) -> list[Process]:  # fmt: skip
+    """``airflow db migrate`` (unless done already), then each component as its own process; waits until healthy."""
     config.home.mkdir(parents=True, exist_ok=True)
-    airflow_cli(config, "db", "migrate")
+    if migrate:
+        airflow_cli(config, "db", "migrate")
     env = config.env()
-    procs = []
-    for name in components:
-        skip = ["--skip-serve-logs"] if name in ("scheduler", "triggerer") else []
-        procs.append(Process.start(f"airflow {name}", [venv_bin("airflow"), name, *skip], logs / f"{name}.log", env))
+    procs: list[Process] = []
     try:
+        # the api-server first: tasks report to its execution API, so nothing may run before it answers
+        for name in sorted(components, key=lambda c: c != "api-server"):
+            skip = ["--skip-serve-logs"] if name in ("scheduler", "triggerer") else []
+            procs.append(
+                Process.start(f"airflow {name}", [venv_bin("airflow"), name, *skip], logs / f"{name}.log", env)
+            )
+            if name == "api-server":
+                wait_until("the Airflow API server", lambda: requests.get(f"{config.url}/api/v2/monitor/health", timeout=5).ok,
+                           600, procs)  # fmt: skip
         wait_until("Airflow components healthy", lambda: airflow_healthy(config, components), 600, procs)
     except BaseException:
         stop_all(procs)
@@ -359,18 +367,20 @@ class Stack:
 @contextmanager
 def production_stack(folder: Path, pipeline_env: dict[str, str] | None = None,
                      admin_password: str | None = None, airflow_port: int | None = None,
-                     mlflow_port: int | None = None) -> Iterator[Stack]:  # fmt: skip
+                     mlflow_port: int | None = None, postgres_dir: Path | None = None) -> Iterator[Stack]:  # fmt: skip
     """PostgreSQL, MLflow server and Airflow under ``folder``, stopped (in reverse) on exit.
 
     ``pipeline_env`` (``RFM__…`` variables) goes to every Airflow process, so the DAG and its
-    tasks see it; the MLflow tracking URI is set to the server started here.
+    tasks see it; the MLflow tracking URI is set to the server started here. ``postgres_dir``
+    (default ``folder/postgres``) must stay traversable by the ``postgres`` user: not under
+    pytest's temporary root, which pytest resets to mode 0700 at every session start.
     """
     folder.mkdir(parents=True, exist_ok=True)
     logs = folder / "services"
     mlflow_port = mlflow_port or free_port()
     mlflow_url = f"http://{HOST}:{mlflow_port}"
     with ExitStack() as stack:
-        postgres = Postgres(folder / "postgres").start()
+        postgres = Postgres(postgres_dir or folder / "postgres").start()
         stack.callback(postgres.stop)
         mlflow = start_mlflow(postgres.url("mlflow"), folder / "mlflow-artifacts", mlflow_port, logs)
         stack.callback(mlflow.stop)
