@@ -26,10 +26,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import requests
 from deltalake import DeltaTable
 
 from jobs.adapters import registry, tracking
-from jobs.orchestration.services import AirflowApi, production_stack
+from jobs.orchestration.services import AirflowApi, ServerBusy, production_stack
 from jobs.tools.export import read_manifest
 from jobs.tools.generate import generate_transactions
 from jobs.tools.split import land_days
@@ -49,9 +50,13 @@ def when(value: str) -> datetime:
 
 
 def wait_for(what: str, check, timeout: float = WAIT_SECONDS, every: float = 5):
+    """Poll ``check`` until it returns something; a slow or busy API is asked again."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = check()
+        try:
+            found = check()
+        except (requests.RequestException, ServerBusy):
+            found = None
         if found:
             return found
         time.sleep(every)

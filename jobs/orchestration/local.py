@@ -107,46 +107,64 @@ def run_nights(settings: Settings, first: date, last: date, runner: str = "backf
 def scheduler_backfill(settings: Settings, first: date, last: date) -> None:
     """Backfill ``first``..``last`` (one night at a time), run by Airflow's scheduler on the SQLite DB.
 
-    SQLite refuses backfill creation under concurrent access, so the DAG is serialized, unpaused
-    and the backfill created with the CLI first; then the api-server (on a free loopback port)
-    and the scheduler run it, and the DAG is paused again once they are stopped. ``dag.end_date``
-    is ``last`` meanwhile, so the scheduler creates no other run. Raises RuntimeError naming the
-    night when a run fails.
+    The api-server (on a free loopback port) starts alone: it cancels a backfill an interrupted
+    run left active, unpauses the DAG and creates the backfill (SQLite refuses that while a
+    scheduler writes). Then the scheduler runs it; the DAG is paused again at the end.
+    ``dag.end_date`` is ``last`` meanwhile, so the scheduler creates no other run. Raises
+    RuntimeError naming the night when a run fails.
     """
-    from jobs.orchestration.services import AirflowApi, AirflowConfig, airflow_cli, free_port, start_airflow, stop_all
+    from jobs.orchestration import services as svc
 
     home = settings.path("airflow_home")
     extra = {"RFM__PATHS__DATA_DIR": str(settings.path("data_dir")), "RFM__DAG__END_DATE": last.isoformat()}
-    config = AirflowConfig(home=home, db_url=f"sqlite:///{home / 'airflow.db'}", port=free_port(),
-                           admin_password=persisted_secret(home / "admin-password"), extra_env=extra)  # fmt: skip
+    config = svc.AirflowConfig(home=home, db_url=f"sqlite:///{home / 'airflow.db'}", port=svc.free_port(),
+                               admin_password=persisted_secret(home / "admin-password"), extra_env=extra)  # fmt: skip
     dag_id = settings.dag.dag_id
-    airflow_cli(config, "dags", "reserialize")
-    airflow_cli(config, "dags", "unpause", dag_id)
+    svc.airflow_cli(config, "dags", "reserialize")  # the DAG as this checkout defines it, without a dag-processor
+    print(f"Backfill of {dag_id} {first} .. {last}: starting Airflow's api-server and scheduler "
+          f"(logs: {home / 'services'}) ...", flush=True)  # fmt: skip
+    procs = svc.start_airflow(config, home / "services", ("api-server",), migrate=False)
     try:
-        airflow_cli(config, "backfill", "create", "--dag-id", dag_id, "--from-date", first.isoformat(),
-                    "--to-date", last.isoformat(), "--reprocess-behavior", "completed", "--max-active-runs", "1")  # fmt: skip
-        print(f"Backfill of {dag_id} {first} .. {last}: starting Airflow's scheduler and api-server "
-              f"(logs: {home / 'services'}) ...", flush=True)  # fmt: skip
-        procs = start_airflow(config, home / "services", ("api-server", "scheduler"), migrate=False)
+        api = svc.AirflowApi(config)
+        for active in api.get("/backfills", dag_id=dag_id, limit=100)["backfills"]:
+            if not active["completed_at"]:
+                api.request("PUT", f"/backfills/{active['id']}/cancel")
+        api.unpause(dag_id)
         try:
-            follow_backfill(AirflowApi(config), dag_id, first, last, procs)
+            api.request("POST", "/backfills", json={
+                "dag_id": dag_id, "from_date": f"{first}T00:00:00Z", "to_date": f"{last}T00:00:00Z",
+                "reprocess_behavior": "completed", "max_active_runs": 1,
+            })  # fmt: skip
+            procs.append(svc.start_component(config, "scheduler", home / "services"))
+            svc.wait_until("the scheduler", lambda: svc.airflow_healthy(config, ("scheduler",)), 600, procs)
+            follow_backfill(api, dag_id, first, last, procs)
         finally:
-            stop_all(procs)
+            svc.stop_all(procs[1:])  # the scheduler first: then nothing else writes to SQLite
+            del procs[1:]
+            api.request("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
     finally:
-        airflow_cli(config, "dags", "pause", dag_id)
+        svc.stop_all(procs)
 
 
 def follow_backfill(api: Any, dag_id: str, first: date, last: date, procs: list[Any]) -> None:
     """Print each night as it ends; return when all succeeded, raise when one failed or a process died."""
     import time
 
+    import requests
+
+    from jobs.orchestration.services import ServerBusy
+
     nights, reported = days_between(first, last), set()
     while True:
         for proc in procs:
             if not proc.alive():
                 raise RuntimeError(f"{proc.name} exited during the backfill:\n{proc.tail()}")
-        runs = api.get(f"/dags/{dag_id}/dagRuns", run_type="backfill", logical_date_gte=f"{first}T00:00:00Z",
-                       logical_date_lte=f"{last}T00:00:00Z", limit=1000)["dag_runs"]  # fmt: skip
+        try:
+            runs = api.get(f"/dags/{dag_id}/dagRuns", run_type="backfill", logical_date_gte=f"{first}T00:00:00Z",
+                           logical_date_lte=f"{last}T00:00:00Z", limit=1000)["dag_runs"]  # fmt: skip
+        except (requests.RequestException, ServerBusy):  # a busy SQLite or machine: ask again
+            time.sleep(3)
+            continue
         states = {date.fromisoformat(r["logical_date"][:10]): r for r in runs}
         for night in nights:
             run = states.get(night)

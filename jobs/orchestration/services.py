@@ -271,6 +271,10 @@ def airflow_cli(config: AirflowConfig, *args: str, timeout: float = 600) -> str:
     return done.stdout
 
 
+class ServerBusy(RuntimeError):
+    """The API answered 5xx (for instance SQLite locked): worth asking again."""
+
+
 class AirflowApi:
     """The REST API v2 with a JWT from ``POST /auth/token``."""
 
@@ -283,7 +287,9 @@ class AirflowApi:
         self.session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.session.request(method, self.base + path, timeout=60, **kwargs)
+        response = self.session.request(method, self.base + path, timeout=120, **kwargs)
+        if response.status_code >= 500:
+            raise ServerBusy(f"{method} {path}: {response.status_code} {response.text[:1000]}")
         if response.status_code >= 400:
             raise RuntimeError(f"{method} {path}: {response.status_code} {response.text[:1000]}")
         return response.json() if response.content else None
@@ -316,15 +322,11 @@ def start_airflow(config: AirflowConfig, logs: Path, components: tuple[str, ...]
     config.home.mkdir(parents=True, exist_ok=True)
     if migrate:
         airflow_cli(config, "db", "migrate")
-    env = config.env()
     procs: list[Process] = []
     try:
         # the api-server first: tasks report to its execution API, so nothing may run before it answers
         for name in sorted(components, key=lambda c: c != "api-server"):
-            skip = ["--skip-serve-logs"] if name in ("scheduler", "triggerer") else []
-            procs.append(
-                Process.start(f"airflow {name}", [venv_bin("airflow"), name, *skip], logs / f"{name}.log", env)
-            )
+            procs.append(start_component(config, name, logs))
             if name == "api-server":
                 wait_until("the Airflow API server", lambda: requests.get(f"{config.url}/api/v2/monitor/health", timeout=5).ok,
                            600, procs)  # fmt: skip
@@ -333,6 +335,12 @@ def start_airflow(config: AirflowConfig, logs: Path, components: tuple[str, ...]
         stop_all(procs)
         raise
     return procs
+
+
+def start_component(config: AirflowConfig, name: str, logs: Path) -> Process:
+    """One Airflow component as its own process (scheduler and triggerer without log servers)."""
+    skip = ["--skip-serve-logs"] if name in ("scheduler", "triggerer") else []
+    return Process.start(f"airflow {name}", [venv_bin("airflow"), name, *skip], logs / f"{name}.log", config.env())
 
 
 def stop_all(procs: list[Process]) -> None:
