@@ -97,3 +97,41 @@ def test_the_links_plugin_loads_with_both_links():
            "print(sorted(l.name for l in p.global_operator_extra_links), p.fastapi_apps[0]['url_prefix'])"  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
     assert out.stdout.strip() == "['Data Docs', 'MLflow run'] /data-docs", out.stderr[-2000:]
+
+
+class FakeApi:
+    """Answers the dag-run polls of follow_backfill from a script of states (a busy answer first)."""
+
+    def __init__(self, script):
+        self.script = list(script)
+
+    def get(self, path, **params):
+        from jobs.orchestration.services import ServerBusy
+
+        answer = self.script.pop(0)
+        if answer == "busy":
+            raise ServerBusy("GET: 503 database is locked")
+        runs = [{"logical_date": f"{day}T00:00:00Z", "state": state, "dag_run_id": f"backfill__{day}",
+                 "start_date": "s", "end_date": "e"} for day, state in answer.items()]  # fmt: skip
+        return {"dag_runs": runs}
+
+
+class Alive:
+    name = "airflow scheduler"
+
+    def alive(self):
+        return True
+
+
+def test_following_a_backfill_reports_each_night_and_stops_at_a_failure(monkeypatch, capsys):
+    from jobs.orchestration import local
+
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    api = FakeApi(["busy", {"2011-12-08": "running"}, {"2011-12-08": "success", "2011-12-09": "running"},
+                   {"2011-12-08": "success", "2011-12-09": "success"}])  # fmt: skip
+    local.follow_backfill(api, "rfm", date(2011, 12, 8), date(2011, 12, 9), [Alive()])
+    out = capsys.readouterr().out
+    assert "== night 2011-12-08: success" in out and "== night 2011-12-09: success" in out
+    failing = FakeApi([{"2011-12-08": "success", "2011-12-09": "failed"}])
+    with pytest.raises(RuntimeError, match="2011-12-09"):
+        local.follow_backfill(failing, "rfm", date(2011, 12, 8), date(2011, 12, 9), [Alive()])

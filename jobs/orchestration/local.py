@@ -126,9 +126,7 @@ def scheduler_backfill(settings: Settings, first: date, last: date) -> None:
     procs = svc.start_airflow(config, home / "services", ("api-server",), migrate=False)
     try:
         api = svc.AirflowApi(config)
-        for active in api.get("/backfills", dag_id=dag_id, limit=100)["backfills"]:
-            if not active["completed_at"]:
-                api.request("PUT", f"/backfills/{active['id']}/cancel")
+        clear_leftovers(api, dag_id)
         api.unpause(dag_id)
         try:
             api.request("POST", "/backfills", json={
@@ -144,6 +142,16 @@ def scheduler_backfill(settings: Settings, first: date, last: date) -> None:
             api.request("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
     finally:
         svc.stop_all(procs)
+
+
+def clear_leftovers(api: Any, dag_id: str) -> None:
+    """What an interrupted run left: cancel its active backfill, mark its unfinished runs failed (re-run next)."""
+    for active in api.get("/backfills", dag_id=dag_id, limit=100)["backfills"]:
+        if not active["completed_at"]:
+            api.request("PUT", f"/backfills/{active['id']}/cancel")
+    for state in ("running", "queued"):
+        for run in api.get(f"/dags/{dag_id}/dagRuns", state=state, limit=1000)["dag_runs"]:
+            api.request("PATCH", f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}", json={"state": "failed"})
 
 
 def follow_backfill(api: Any, dag_id: str, first: date, last: date, procs: list[Any]) -> None:
