@@ -193,7 +193,7 @@ def test_segment_export_ran_after_each_night_with_the_gold_rows(scheduled):
         gold = gold_table.to_pandas(filters=[("snapshot_date", "=", night)])
         assert manifest["customers"] == len(gold) > 100
         assert manifest["rows_per_scheme"] == {"cluster": len(gold), "rfm": len(gold)}
-        folder = Path(manifest["path"])
+        folder = settings.path("exports_dir") / f"snapshot_date={night}"
         exported = sum(len(pd.read_parquet(folder / f["parquet"])) for f in manifest["files"])
         assert exported == 2 * len(gold)
 
