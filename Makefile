@@ -11,8 +11,11 @@ JARS := .ivy/.resolved
 # then the real DAG night by night over RUN_FROM..RUN_TO.
 RUN_FROM ?= 2011-12-07
 RUN_TO ?= 2011-12-09
+# How the nights run: backfill (an Airflow backfill run by a scheduler: real start times in the
+# UI) or dags-test (`airflow dags test` in one process).
+RUNNER ?= backfill
 
-.PHONY: help prerequisites setup setup-test system-packages run rerun test test-fast lint replay backtest-clv airflow mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster bench-pipeline
+.PHONY: help prerequisites setup setup-test system-packages run rerun test test-fast lint replay backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster bench-pipeline
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -25,7 +28,7 @@ prerequisites: ## Python 3.11-3.12 and Java 17 on PATH, or a one-line message sa
 
 setup: prerequisites $(INSTALLED) $(JARS) ## virtualenv with the pinned stack and the Delta jars (what `make run` needs)
 
-setup-test: setup system-packages ## setup, plus the Debian packages only the tests use (Chromium, docker-compose)
+setup-test: setup system-packages ## setup, plus the Debian packages only the tests use (Chromium, PostgreSQL)
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,10 +40,10 @@ $(JARS): $(INSTALLED)
 	$(BIN)/python -m jobs.adapters.spark
 	touch $@
 
-system-packages: ## Debian packages the tests use (compose validation without an engine; Chromium for the dashboard tests)
-	@command -v docker-compose >/dev/null || { \
+system-packages: ## Debian packages the tests use (PostgreSQL for the scheduled path and prod-local; Chromium for the dashboard tests)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends docker-compose; }
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends postgresql; }
 	@test -x /usr/bin/chromium || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
@@ -49,7 +52,7 @@ run: setup ## end to end on generated data: history, then the DAG for RUN_FROM..
 	$(BIN)/python -m jobs.tools.generate
 	$(BIN)/python -m jobs.tools.backfill --source "$$($(BIN)/python -c 'from jobs.config import load_settings; print(load_settings().path("landing_dir"))')" \
 	  --until "$$($(BIN)/python -c 'import datetime as d; print(d.date.fromisoformat("$(RUN_FROM)") - d.timedelta(days=1))')"
-	$(BIN)/python -m jobs.orchestration nights --from $(RUN_FROM) --to $(RUN_TO)
+	$(BIN)/python -m jobs.orchestration nights --from $(RUN_FROM) --to $(RUN_TO) --runner $(RUNNER)
 	$(BIN)/python -m jobs.tools.summary --run-date $(RUN_TO)
 
 test: setup-test lint ## lint, then the whole test suite (unit, Spark, validation, DAG, end to end, browser)
@@ -64,7 +67,7 @@ lint: setup ## ruff: lint rules (incl. Airflow AIR) and format, as configured in
 
 replay: setup ## real data night by night: make replay SOURCE=file FROM=YYYY-MM-DD TO=YYYY-MM-DD
 	@test -n "$(SOURCE)" -a -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make replay SOURCE=path FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
-	$(BIN)/python -m jobs.orchestration replay --source "$(SOURCE)" --from $(FROM) --to $(TO)
+	$(BIN)/python -m jobs.orchestration replay --source "$(SOURCE)" --from $(FROM) --to $(TO) --runner $(RUNNER)
 	$(BIN)/python -m jobs.tools.summary --run-date $(TO)
 
 rerun: setup ## re-run day FROM and every later day in order, in-process: make rerun FROM=YYYY-MM-DD [STEPS="validate ingest"]
@@ -73,6 +76,10 @@ rerun: setup ## re-run day FROM and every later day in order, in-process: make r
 
 airflow: setup ## Airflow UI/API on 127.0.0.1:8080 over this dags folder (Ctrl-C stops it)
 	$(BIN)/python -m jobs.orchestration airflow
+
+prod-local: setup ## the production path on 127.0.0.1: PostgreSQL, MLflow server, Airflow scheduler/dag-processor/triggerer/api-server (Ctrl-C stops all)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "PostgreSQL is needed: make system-packages (apt-get install postgresql)"; exit 1; }
+	$(BIN)/python -m jobs.orchestration prod-local
 
 mlflow-ui: setup ## MLflow tracking UI on 127.0.0.1:5000 over the pipeline's store
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \

@@ -16,6 +16,10 @@ The run whose data interval is **[D, D+1)** processes day **D** (`ds`):
    expected purchases in 90 days, 12-month CLV, the at-risk-value flag)
 7. **eda_report** — static HTML + PNG charts of the run under the reports folder, also logged to the day's MLflow run
 
+Extra links: **MLflow run** on `cluster` and `label`, **Data Docs** on `validate`.
+Manual runs (trigger with the night as logical date) take params: `force_retrain`, `full_recompute`, `k`;
+they are recorded as `airflow.param.*` tags on the night's MLflow run.
+
 All logic lives in `jobs/`; each task calls one step, runnable alone as `python -m jobs <step> --run-date D`.
 Configuration: `conf/pipeline.yaml` (overridable with `RFM__…` variables). Each task has an
 `execution_timeout` (`dag.task_timeout_minutes`), the run a deadline (`dag.run_timeout_minutes`);
@@ -25,13 +29,14 @@ a failed task or run posts an alert to `alerts.webhook_url` (`jobs/orchestration
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, PokeReturnValue, task
+from airflow.sdk import DAG, Param, PokeReturnValue, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from jobs.config import load_settings
-from jobs.definitions import DAG_RUN_TAG, DAG_TAG, TASK_TAG
+from jobs.definitions import DAG_RUN_TAG, DAG_TAG, EXPORT_SOURCE_TABLE, PARAM_TAG_PREFIX, TASK_TAG
 from jobs.orchestration.alerts import on_failure
-from jobs.orchestration.task import run_step_in_task
+from jobs.orchestration.assets import step_outlets, table_asset
+from jobs.orchestration.task import log_lines, run_step_in_task, step_kwargs, with_fixed_k
 
 settings = load_settings()
 
@@ -46,12 +51,18 @@ with DAG(
     description="Daily RFM customer segmentation: GX -> Spark/Delta -> Spark ML/MLflow -> labels -> EDA report",
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=pendulum.parse(settings.dag.start_date, tz="UTC"),
+    end_date=pendulum.parse(settings.dag.end_date, tz="UTC") if settings.dag.end_date else None,
     catchup=settings.dag.catchup,
     max_active_runs=1,
     tags=settings.dag.tags,
     doc_md=__doc__,
     dagrun_timeout=timedelta(minutes=settings.dag.run_timeout_minutes),
     on_failure_callback=on_failure,
+    params={
+        "force_retrain": Param(False, type="boolean", description="Retrain (k sweep, registration, promotion) tonight"),
+        "full_recompute": Param(False, type="boolean", description="Recompute RFM from the whole history"),
+        "k": Param(None, type=["null", "integer"], minimum=2, maximum=20, description="Fixed k for a retrain"),
+    },
     default_args={
         "on_failure_callback": on_failure,
         "owner": settings.dag.owner,
@@ -79,25 +90,45 @@ with DAG(
         return PokeReturnValue(is_done=arrived)
 
     @task(execution_timeout=timeout("validate"))
-    def validate(ds: str) -> dict:
+    def validate(ds: str, ti=None) -> dict:
         """Great Expectations on the landed day; fails without retry on bad data."""
-        return run_step_in_task("validate", ds)
+        from jobs.orchestration.links import push_data_docs_link
 
-    @task(execution_timeout=timeout("ingest_rfm"))
-    def ingest_rfm(ds: str) -> dict:
+        try:
+            return run_step_in_task("validate", ds)
+        finally:
+            push_data_docs_link(ti, settings, ds)
+
+    @task(outlets=step_outlets(settings, "ingest"), execution_timeout=timeout("ingest_rfm"))
+    def ingest_rfm(ds: str, params=None) -> dict:
         """Bronze partition + RFM snapshot (silver) + run audit."""
-        return run_step_in_task("ingest", ds)
+        return run_step_in_task("ingest", ds, **step_kwargs("ingest", {"full_recompute": params["full_recompute"]}))
 
-    @task(execution_timeout=timeout("cluster"))
-    def cluster(ds: str, dag_run=None, ti=None) -> dict:
-        """Spark ML clustering, logged to MLflow with Airflow lineage tags."""
+    @task(outlets=step_outlets(settings, "cluster"), execution_timeout=timeout("cluster"))
+    def cluster(ds: str, dag_run=None, ti=None, params=None) -> dict:
+        """Spark ML clustering, logged to MLflow with Airflow lineage tags and the run's params."""
+        from jobs.orchestration.links import push_mlflow_link
+        from jobs.orchestration.summaries import cluster_lines, sweep_rows
+
         lineage = {DAG_TAG: dag_run.dag_id, DAG_RUN_TAG: dag_run.run_id, TASK_TAG: ti.task_id}
-        return run_step_in_task("cluster", ds, lineage=lineage)
+        lineage |= {f"{PARAM_TAG_PREFIX}{name}": str(value) for name, value in params.items()}
+        result = run_step_in_task("cluster", ds, lineage=lineage, settings=with_fixed_k(settings, params["k"]),
+                                  force_retrain=params["force_retrain"])  # fmt: skip
+        push_mlflow_link(ti, settings, result["mlflow_run_id"])
+        log_lines(cluster_lines(result, *sweep_rows(settings, result["mlflow_run_id"])))
+        return result
 
-    @task(execution_timeout=timeout("label"))
-    def label(ds: str) -> dict:
-        """Cluster labels + RFM quintile segments into the gold tables."""
-        return run_step_in_task("label", ds)
+    @task(outlets=step_outlets(settings, "label"), execution_timeout=timeout("label"))
+    def label(ds: str, ti=None, outlet_events=None) -> dict:
+        """Cluster labels + RFM quintile segments into the gold tables (their Asset event names the snapshot)."""
+        from jobs.orchestration.links import push_mlflow_link
+        from jobs.orchestration.summaries import label_lines
+
+        result = run_step_in_task("label", ds)
+        push_mlflow_link(ti, settings, result["mlflow_run_id"])
+        log_lines(label_lines(result))
+        outlet_events[table_asset(settings, EXPORT_SOURCE_TABLE)].extra = {"snapshot_date": ds}
+        return result
 
     @task(execution_timeout=timeout("clv"))
     def clv(ds: str) -> dict:

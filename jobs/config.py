@@ -36,6 +36,7 @@ class Paths(BaseModel):
     airflow_home: str
     expectations_dir: str
     reports_dir: str
+    exports_dir: str
 
     def resolve(self, name: str) -> Path:
         """Absolute path of setting ``name``, with ``{data_dir}`` expanded."""
@@ -130,6 +131,7 @@ class Model(BaseModel):
 class Mlflow(BaseModel):
     tracking_uri: str | None
     experiment: str
+    ui_url: str | None = None  # the MLflow UI the Airflow links open (None: the tracking URI when it is http)
 
 
 class SegmentRule(BaseModel):
@@ -176,6 +178,7 @@ class Dag(BaseModel):
     dag_id: str
     owner: str
     start_date: str
+    end_date: str | None = None  # last logical date the scheduler creates a run for (None: open-ended)
     catchup: bool
     retries: int = Field(ge=0)
     retry_delay_seconds: int

@@ -26,6 +26,28 @@ TABLES = {
     "run_audit": "audit/run_audit",
     "quarantine_transactions": "quarantine/transactions",
 }
+# DAG step -> the tables it writes (the DAG declares them as Airflow Asset outlets).
+TABLES_WRITTEN = {
+    "ingest": [
+        "quarantine_transactions", "bronze_transactions", "silver_customer_state", "silver_customer_rfm",
+        "silver_daily_sales", "silver_daily_orders_by_hour", "silver_daily_country", "silver_daily_product",
+        "run_audit",
+    ],
+    "cluster": ["silver_customer_clusters"],
+    # clv then adds its columns to the gold tables and publishes again; the Assets stay declared here
+    "label": ["gold_customer_segments", "gold_segment_summary", "gold_segment_transitions", "gold_published"],
+}  # fmt: skip
+# The table whose new snapshot triggers the segment_export DAG.
+EXPORT_SOURCE_TABLE = "gold_customer_segments"
+# Columns of the per-segment customer lists marketing tools import (segment_export).
+EXPORT_COLUMNS = [
+    "customer_id", "country", "recency_days", "frequency", "monetary", "r_score", "f_score", "m_score",
+    "rfm_score", "cluster_label", "rfm_segment", "snapshot_date",
+]  # fmt: skip
+EXPORT_MANIFEST = "manifest.json"
+# XCom keys the DAG tasks push for the Airflow UI's extra links (plugins/rfm_links.py).
+MLFLOW_RUN_URL_KEY, DATA_DOCS_URL_KEY = "mlflow_run_url", "data_docs_url"
+DATA_DOCS_URL_PREFIX = "/data-docs"  # where the plugin serves the GX Data Docs inside the Airflow API server
 
 # ---------------------------------------------------------------- transactions
 # The canonical column names every source naming is mapped to (``columns`` in conf/).
@@ -93,6 +115,7 @@ K_RULE_TAG = "rfm.k_rule"
 DAG_TAG = "airflow.dag_id"
 DAG_RUN_TAG = "airflow.run_id"
 TASK_TAG = "airflow.task_id"
+PARAM_TAG_PREFIX = "airflow.param."  # + a DAG param's name: the manual run's choices, on the night's MLflow run
 # Tags of a registered model version.
 TRAINED_ON_TAG = "rfm.trained_on"
 K_TAG = "rfm.k"

@@ -38,6 +38,13 @@ def dag(request):
     return request.param
 
 
+@pytest.fixture(scope="module")
+def nightly(dag_bag):
+    from jobs.config import load_settings
+
+    return dag_bag.dags[load_settings().dag.dag_id]
+
+
 def where(dag) -> str:
     return f"DAG {dag.dag_id!r} in {Path(dag.fileloc).relative_to(REPO_ROOT)}"
 
@@ -60,7 +67,8 @@ def test_runs_never_overlap_or_skip_a_failed_day(dag):
         assert task.depends_on_past, f"{where(dag)}: task {task.task_id} does not depend on the past"
 
 
-def test_daily_timetable_has_a_real_interval(dag):
+def test_daily_timetable_has_a_real_interval(nightly):
+    dag = nightly
     """A scheduled run with logical date D covers [D, D+1) and runs once D is over."""
     from airflow.timetables.base import TimeRestriction
 
@@ -75,7 +83,8 @@ def test_daily_timetable_has_a_real_interval(dag):
     assert str(info.data_interval.start.tzinfo) in ("UTC", "Timezone('UTC')"), f"{where(dag)}: not UTC"
 
 
-def test_task_order(dag):
+def test_task_order(nightly):
+    dag = nightly
     assert [t.task_id for t in _topological(dag)] == EXPECTED_ORDER, f"{where(dag)}: unexpected task order"
     for upstream, downstream in zip(EXPECTED_ORDER, EXPECTED_ORDER[1:], strict=False):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}, (
@@ -96,7 +105,8 @@ def _topological(dag):
     return order
 
 
-def test_sensor_waits_then_fails(dag):
+def test_sensor_waits_then_fails(nightly):
+    dag = nightly
     sensor = dag.get_task("wait_for_landing")
     assert sensor.mode == "reschedule", f"{where(dag)}: the landing sensor holds a worker slot"
     assert 0 < sensor.timeout < timedelta(days=1).total_seconds(), f"{where(dag)}: sensor timeout {sensor.timeout}"
@@ -145,3 +155,49 @@ def test_every_task_has_a_timeout_and_the_run_a_deadline_and_failures_alert(dag)
 
 def _callbacks(value) -> list:
     return value if isinstance(value, list) else [value]
+
+
+def test_every_table_is_an_asset_written_by_one_task(nightly):
+    from jobs.definitions import TABLES, TABLES_WRITTEN
+
+    task_of_step = {"ingest": "ingest_rfm", "cluster": "cluster", "label": "label"}
+    declared = {}
+    for task in nightly.tasks:
+        for outlet in task.outlets:
+            declared[outlet.name] = (task.task_id, outlet.uri)
+    assert set(declared) == set(TABLES), f"tables without an Asset: {set(TABLES) - set(declared)}"
+    for step, tables in TABLES_WRITTEN.items():
+        for name in tables:
+            task_id, uri = declared[name]
+            assert task_id == task_of_step[step], f"{name} declared on {task_id}"
+            assert uri.startswith("file:///") and uri.endswith(TABLES[name]), uri
+
+
+def test_segment_export_is_scheduled_on_the_gold_asset(dag_bag, nightly):
+    export = dag_bag.dags["segment_export"]
+    gold = next(o for o in nightly.get_task("label").outlets if o.name == "gold_customer_segments")
+    scheduled_on = {asset.uri for asset in export.timetable.asset_condition.objects}
+    assert scheduled_on == {gold.uri}
+    assert [t.task_id for t in export.tasks] == ["export_segments"]
+
+
+def test_start_and_end_dates_come_from_config():
+    """RFM__DAG__START_DATE / END_DATE bound the scheduled nights (a catch-up covers exactly them)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from airflow.dag_processing.dagbag import DagBag; d = DagBag(dag_folder='dags').dags['rfm_segmentation'];"
+        "print(d.start_date.date(), d.end_date.date())"
+    )
+    env = {**os.environ, "RFM__DAG__START_DATE": "2011-12-08", "RFM__DAG__END_DATE": "2011-12-10"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert out.stdout.strip().splitlines()[-1] == "2011-12-08 2011-12-10", out.stderr[-2000:]
+
+
+def test_manual_runs_take_params(nightly):
+    params = nightly.params
+    assert params["force_retrain"] is False and params["full_recompute"] is False and params["k"] is None
+    assert params.get_param("k").schema["type"] == ["null", "integer"]
+    nightly.params.validate()  # the defaults are valid

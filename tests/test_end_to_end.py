@@ -1,4 +1,5 @@
-"""The real DAG, run by Airflow (`airflow dags test` on a SQLite metadata DB) over generated days.
+"""The real DAG, run by Airflow over generated days: a backfill run by Airflow's scheduler on a SQLite
+metadata DB (`make run`'s path; jobs.orchestration.local.run_nights).
 
 History is backfilled up to 2011-12-07; then the nights of Thursday 2011-12-08, Friday
 2011-12-09 and Saturday 2011-12-10 (no trading) run through the DAG; Saturday runs again

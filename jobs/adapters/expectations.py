@@ -149,15 +149,35 @@ class SuiteRunner:
     def run(self, frame: pd.DataFrame, day: date) -> Any:
         """Validate one day's rows; the result is also kept in the GX results store."""
         parameters = expectation_parameters(self.settings, day, row_count=len(frame))
+        from great_expectations.core.run_identifier import RunIdentifier
+
         result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": ROW_KEY}
         return self.definition.run(
-            batch_parameters={"dataframe": frame}, expectation_parameters=parameters, result_format=result_format
+            batch_parameters={"dataframe": frame},
+            expectation_parameters=parameters,
+            result_format=result_format,
+            run_id=RunIdentifier(run_name=day.isoformat()),  # the day names its Data Docs page
         )
 
     def build_data_docs(self) -> Path:
         """Render Data Docs for every result kept; returns the index page."""
         self.context.build_data_docs()
-        return self.settings.path("validation_dir") / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+        return data_docs_site(self.settings) / "index.html"
+
+    def day_page(self, day: date) -> Path | None:
+        """The Data Docs page of the latest validation of ``day`` (None before one is built)."""
+        return day_page(self.settings, day)
+
+
+def data_docs_site(settings: Settings) -> Path:
+    """The folder of the local Data Docs site."""
+    return settings.path("validation_dir") / "gx" / "uncommitted" / "data_docs" / "local_site"
+
+
+def day_page(settings: Settings, day: date) -> Path | None:
+    """The Data Docs page of the latest validation of ``day``: validations/<suite>/<day>/<run time>/<batch>.html."""
+    pages = sorted(data_docs_site(settings).glob(f"validations/*/{day.isoformat()}/*/*.html"))
+    return pages[-1] if pages else None
 
 
 def _exception_message(exception_info: dict[str, Any] | None) -> str | None:

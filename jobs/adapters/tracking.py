@@ -36,6 +36,8 @@ def experiment_id(settings: Settings) -> str:
     found = tracking.get_experiment_by_name(settings.mlflow.experiment)
     if found is not None:
         return found.experiment_id
+    if settings.tracking_uri.startswith(("http://", "https://")):  # a server: it stores (proxies) artifacts
+        return tracking.create_experiment(settings.mlflow.experiment)
     artifacts = settings.path("mlflow_dir") / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     return tracking.create_experiment(settings.mlflow.experiment, artifact_location=artifacts.as_uri())

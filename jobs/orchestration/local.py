@@ -3,7 +3,9 @@
 ``python -m jobs.orchestration nights --from D1 --to D2``  run the real DAG night by night
 ``python -m jobs.orchestration replay --source F --from D1 --to D2``  backfill to D1-1, land
     D1..D2 from the source, then run the DAG night by night, as the scheduler would
-``python -m jobs.orchestration airflow``  Airflow standalone (UI/API on 127.0.0.1:8080)
+``python -m jobs.orchestration airflow``  Airflow's components on SQLite (UI/API on 127.0.0.1:8080)
+``python -m jobs.orchestration prod-local``  the production path on loopback: PostgreSQL, MLflow
+    server, Airflow scheduler/dag-processor/triggerer/api-server (``make prod-local``)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import subprocess
 import sys
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 from jobs.config import REPO_ROOT, Settings, load_settings
 from jobs.definitions import days_between
@@ -31,6 +34,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW_HOME": str(home),
         "RFM__PATHS__DATA_DIR": str(settings.path("data_dir")),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
@@ -79,8 +83,15 @@ def dag_run_state(settings: Settings, day: date) -> str:
     return out.strip().splitlines()[-1] if out.strip() else "none"
 
 
-def run_nights(settings: Settings, first: date, last: date) -> list[date]:
+RUNNERS = ("backfill", "dags-test")
+
+
+def run_nights(settings: Settings, first: date, last: date, runner: str = "backfill") -> list[date]:
     """The real DAG for each night from ``first`` to ``last``, in order.
+
+    ``backfill`` (default): an Airflow backfill run by a scheduler, so the UI shows real start
+    times and the run type ``backfill``. ``dags-test``: ``airflow dags test`` night by night in
+    one process (faster to debug; its runs start at their logical date in the UI).
 
     When later days than ``first`` are loaded already this is a re-run (the second ``make run``):
     it must reach the latest loaded day, and runs under a rerun intent (``jobs.adapters.audit``).
@@ -96,15 +107,100 @@ def run_nights(settings: Settings, first: date, last: date) -> list[date]:
     if rerunning:
         begin_rerun(settings, first, last)
     nights = days_between(first, last)
-    for night in nights:
-        print(f"== night {night} ==", flush=True)
-        run_night(settings, night)
+    if runner == "backfill":
+        scheduler_backfill(settings, first, last)
+    else:
+        for night in nights:
+            print(f"== night {night} ==", flush=True)
+            run_night(settings, night)
     if rerunning:
         end_rerun(settings)
     return nights
 
 
-def replay(settings: Settings, source: Path, first: date, last: date) -> list[date]:
+def scheduler_backfill(settings: Settings, first: date, last: date) -> None:
+    """Backfill ``first``..``last`` (one night at a time), run by Airflow's scheduler on the SQLite DB.
+
+    The api-server (on a free loopback port) starts alone: it cancels a backfill an interrupted
+    run left active, unpauses the DAG and creates the backfill (SQLite refuses that while a
+    scheduler writes). Then the scheduler runs it; the DAG is paused again at the end.
+    ``dag.end_date`` is ``last`` meanwhile, so the scheduler creates no other run. Raises
+    RuntimeError naming the night when a run fails.
+    """
+    from jobs.orchestration import services as svc
+
+    home = settings.path("airflow_home")
+    extra = {"RFM__PATHS__DATA_DIR": str(settings.path("data_dir")), "RFM__DAG__END_DATE": last.isoformat()}
+    config = svc.AirflowConfig(home=home, db_url=f"sqlite:///{home / 'airflow.db'}", port=svc.free_port(),
+                               admin_password=persisted_secret(home / "admin-password"), extra_env=extra)  # fmt: skip
+    dag_id = settings.dag.dag_id
+    svc.airflow_cli(config, "dags", "reserialize")  # the DAG as this checkout defines it, without a dag-processor
+    print(f"Backfill of {dag_id} {first} .. {last}: starting Airflow's api-server and scheduler "
+          f"(logs: {home / 'services'}) ...", flush=True)  # fmt: skip
+    procs = svc.start_airflow(config, home / "services", ("api-server",), migrate=False)
+    try:
+        api = svc.AirflowApi(config)
+        clear_leftovers(api, dag_id)
+        api.unpause(dag_id)
+        try:
+            api.request("POST", "/backfills", json={
+                "dag_id": dag_id, "from_date": f"{first}T00:00:00Z", "to_date": f"{last}T00:00:00Z",
+                "reprocess_behavior": "completed", "max_active_runs": 1,
+            })  # fmt: skip
+            procs.append(svc.start_component(config, "scheduler", home / "services"))
+            svc.wait_until("the scheduler", lambda: svc.airflow_healthy(config, ("scheduler",)), 600, procs)
+            follow_backfill(api, dag_id, first, last, procs)
+        finally:
+            svc.stop_all(procs[1:])  # the scheduler first: then nothing else writes to SQLite
+            del procs[1:]
+            api.request("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+    finally:
+        svc.stop_all(procs)
+
+
+def clear_leftovers(api: Any, dag_id: str) -> None:
+    """What an interrupted run left: cancel its active backfill, mark its unfinished runs failed (re-run next)."""
+    for active in api.get("/backfills", dag_id=dag_id, limit=100)["backfills"]:
+        if not active["completed_at"]:
+            api.request("PUT", f"/backfills/{active['id']}/cancel")
+    for state in ("running", "queued"):
+        for run in api.get(f"/dags/{dag_id}/dagRuns", state=state, limit=1000)["dag_runs"]:
+            api.request("PATCH", f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}", json={"state": "failed"})
+
+
+def follow_backfill(api: Any, dag_id: str, first: date, last: date, procs: list[Any]) -> None:
+    """Print each night as it ends; return when all succeeded, raise when one failed or a process died."""
+    import time
+
+    import requests
+
+    from jobs.orchestration.services import ServerBusy
+
+    nights, reported = days_between(first, last), set()
+    while True:
+        for proc in procs:
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited during the backfill:\n{proc.tail()}")
+        try:
+            runs = api.get(f"/dags/{dag_id}/dagRuns", run_type="backfill", logical_date_gte=f"{first}T00:00:00Z",
+                           logical_date_lte=f"{last}T00:00:00Z", limit=1000)["dag_runs"]  # fmt: skip
+        except (requests.RequestException, ServerBusy):  # a busy SQLite or machine: ask again
+            time.sleep(3)
+            continue
+        states = {date.fromisoformat(r["logical_date"][:10]): r for r in runs}
+        for night in nights:
+            run = states.get(night)
+            if run and run["state"] in ("success", "failed") and night not in reported:
+                reported.add(night)
+                print(f"== night {night}: {run['state']} ({run['start_date']} -> {run['end_date']}) ==", flush=True)
+                if run["state"] == "failed":
+                    raise RuntimeError(f"DAG run for {night} ended 'failed' ({run['dag_run_id']}); see the Airflow UI")
+        if len(reported) == len(nights):
+            return
+        time.sleep(3)
+
+
+def replay(settings: Settings, source: Path, first: date, last: date, runner: str = "backfill") -> list[date]:
     """Backfill the source up to ``first``-1, land ``first``..``last``, run those nights."""
     from jobs.tools.backfill import backfill
     from jobs.tools.split import date_column, land_days, read_export
@@ -113,21 +209,68 @@ def replay(settings: Settings, source: Path, first: date, last: date) -> list[da
     frame = read_export(source)
     land_days(frame, settings.path("landing_dir"), first, last, settings.landing.marker,
               settings.landing.format, date_column(frame, settings))  # fmt: skip
-    return run_nights(settings, first, last)
+    return run_nights(settings, first, last, runner)
+
+
+def persisted_secret(path: Path) -> str:
+    """A random secret kept in ``path`` (0600), so a restart keeps the same login."""
+    import secrets
+
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(12))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def wait_for_interrupt() -> None:
+    """Block until Ctrl-C or SIGTERM."""
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the set as cleanly as Ctrl-C
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
 
 
 def standalone(settings: Settings) -> None:
-    """Replace this process with ``airflow standalone`` (SIGINT restored so Ctrl-C stops it cleanly)."""
-    ensure_metadata_db(settings)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    airflow = airflow_bin()
+    """Airflow's api-server, scheduler, dag-processor and triggerer on the SQLite DB, all on loopback.
+
+    Not ``airflow standalone``: its scheduler and triggerer start task-log servers on every
+    interface (ports 8793/8794, no setting changes the address). Here they run with
+    ``--skip-serve-logs`` and the api-server reads the task logs from ``$AIRFLOW_HOME/logs``.
+    """
+    from jobs.orchestration.services import ADMIN_USER, AirflowConfig, start_airflow, stop_all
+
     home = settings.path("airflow_home")
-    print(
-        "Airflow UI/API: http://127.0.0.1:8080 — user 'admin', password in "
-        f"{home / 'simple_auth_manager_passwords.json.generated'} (created on first start). Ctrl-C stops it.",
-        flush=True,
-    )
-    os.execve(airflow, [airflow, "standalone"], airflow_env(settings))
+    config = AirflowConfig(home=home, db_url=f"sqlite:///{home / 'airflow.db'}", port=8080,
+                           admin_password=persisted_secret(home / "admin-password"),
+                           extra_env={"RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))})  # fmt: skip
+    print("Starting Airflow (api-server, scheduler, dag-processor, triggerer) ...", flush=True)
+    procs = start_airflow(config, home / "services")
+    try:
+        print(f"Airflow UI/API: {config.url} — user {ADMIN_USER!r}, password {config.admin_password!r} "
+              f"(kept in {home / 'admin-password'}). Logs: {home / 'services'}. Ctrl-C stops it.", flush=True)  # fmt: skip
+        wait_for_interrupt()
+    finally:
+        stop_all(procs)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def prod_local(settings: Settings, airflow_port: int, mlflow_port: int) -> None:
+    """Start the production set on loopback over this data dir, print how to use it, stop it on Ctrl-C."""
+    from jobs.orchestration.services import production_stack
+
+    folder = settings.path("data_dir") / "prod-local"
+    password = persisted_secret(folder / "airflow-admin-password")
+    print(f"Starting PostgreSQL, MLflow and Airflow under {folder} (a minute or two) ...", flush=True)
+    pipeline_env = {"RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))}
+    with production_stack(folder, pipeline_env, password, airflow_port, mlflow_port) as stack:
+        print(stack.describe(), "\nDAGs start paused: unpause them in the UI. Ctrl-C stops everything.", flush=True)
+        wait_for_interrupt()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,13 +282,19 @@ def main(argv: list[str] | None = None) -> int:
     for sub in (nights, replay_cmd):
         sub.add_argument("--from", dest="first", required=True, type=date.fromisoformat)
         sub.add_argument("--to", dest="last", required=True, type=date.fromisoformat)
-    commands.add_parser("airflow", help="start Airflow standalone on 127.0.0.1:8080")
+        sub.add_argument("--runner", choices=RUNNERS, default="backfill", help="how the nights run (default: backfill)")
+    commands.add_parser("airflow", help="start Airflow (SQLite) on 127.0.0.1:8080")
+    prod = commands.add_parser("prod-local", help="PostgreSQL + MLflow server + Airflow components on loopback")
+    prod.add_argument("--airflow-port", type=int, default=8080)
+    prod.add_argument("--mlflow-port", type=int, default=5000)
     args = parser.parse_args(argv)
     settings = load_settings()
     if args.command == "airflow":
         standalone(settings)
+    elif args.command == "prod-local":
+        prod_local(settings, args.airflow_port, args.mlflow_port)
     elif args.command == "nights":
-        run_nights(settings, args.first, args.last)
+        run_nights(settings, args.first, args.last, args.runner)
     else:
-        replay(settings, args.source, args.first, args.last)
+        replay(settings, args.source, args.first, args.last, args.runner)
     return 0

@@ -385,8 +385,12 @@ def cluster_day(
     settings: Settings | None = None,
     spark: SparkSession | None = None,
     lineage: dict[str, str] | None = None,
+    force_retrain: bool = False,
 ) -> dict[str, Any]:
-    """Pick or train the model, score ``run_date``, log to MLflow and store cluster ids."""
+    """Pick or train the model, score ``run_date``, log to MLflow and store cluster ids.
+
+    ``force_retrain`` (the DAG's param of a manual run) retrains whatever the plan would be.
+    """
     settings = settings or load_settings()
     spark = spark or get_spark(settings)
     clustering = settings.clustering
@@ -402,7 +406,11 @@ def cluster_day(
                RUN_DATE_TAG: run_date.isoformat()}  # fmt: skip
     dag_id = lineage[DAG_TAG]
     mlflow.set_experiment(experiment_id=tracking.experiment_id(settings))
-    plan = plan_for(spark, settings, run_date, dag_id)
+    plan = (
+        NightPlan("retrain", None, "forced (force_retrain)")
+        if force_retrain
+        else plan_for(spark, settings, run_date, dag_id)
+    )
     promotion = None
     began = registry.version(settings, plan.version) if plan.kind == "resume" else None
     with night_run(settings, dag_id, run_date, began) as run:

@@ -1,0 +1,56 @@
+"""
+### Segment export — after each gold snapshot
+
+Scheduled on the **gold customer segments** Asset: each time the nightly `rfm_segmentation`
+DAG's `label` task publishes a snapshot, this DAG writes the per-segment customer lists that
+marketing tools import, for that snapshot:
+
+`<exports_dir>/snapshot_date=D/<scheme>/<segment>.csv` and `.parquet`, one file per segment and
+label scheme (`cluster`, `rfm`), plus `manifest.json` (row counts, the snapshot's table versions).
+The snapshot's folder is replaced atomically; a snapshot with no gold rows is never exported.
+
+Logic: `jobs/tools/export.py` (`python -m jobs.tools.export --run-date D` does the same by hand).
+"""
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, task
+
+from jobs.config import load_settings
+from jobs.orchestration.assets import export_trigger
+
+settings = load_settings()
+
+with DAG(
+    dag_id="segment_export",
+    description="Per-segment customer lists (CSV + Parquet + manifest) for each new gold snapshot",
+    schedule=[export_trigger(settings)],
+    start_date=pendulum.parse(settings.dag.start_date, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=[*settings.dag.tags, "export"],
+    doc_md=__doc__,
+    default_args={
+        "owner": settings.dag.owner,
+        "depends_on_past": True,
+        "retries": settings.dag.retries,
+        "retry_delay": timedelta(seconds=settings.dag.retry_delay_seconds),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(seconds=settings.dag.max_retry_delay_seconds),
+    },
+) as dag:
+
+    @task
+    def export_segments(triggering_asset_events=None) -> list[dict]:
+        """Export every snapshot named by the triggering gold Asset events, oldest first."""
+        from jobs.orchestration.task import run_in_task
+        from jobs.tools.export import export_snapshot
+
+        snapshots = sorted(
+            {event.extra["snapshot_date"] for events in triggering_asset_events.values() for event in events}
+        )
+        manifests = [run_in_task(lambda day: export_snapshot(settings, day), snapshot) for snapshot in snapshots]
+        return [{k: m[k] for k in ("snapshot_date", "customers", "rows_per_scheme", "path")} for m in manifests]
+
+    export_segments()

@@ -1,0 +1,27 @@
+"""The Airflow Assets of the lake: one per Delta table, named after ``definitions.TABLES``.
+
+The nightly DAG declares the tables each task writes as its ``outlets``; ``segment_export`` is
+scheduled on the gold customer segments. URIs are ``file://`` URLs of the configured lake.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset
+
+from jobs.config import Settings
+from jobs.definitions import EXPORT_SOURCE_TABLE, TABLES_WRITTEN
+
+
+def table_asset(settings: Settings, name: str) -> Asset:
+    """The Asset of Delta table ``name`` (a key of ``definitions.TABLES``)."""
+    return Asset(name=name, uri=settings.table_path(name).as_uri(), group="delta")
+
+
+def step_outlets(settings: Settings, step: str) -> list[Asset]:
+    """The Assets the DAG task running ``step`` writes (none for a step that writes no table)."""
+    return [table_asset(settings, name) for name in TABLES_WRITTEN.get(step, [])]
+
+
+def export_trigger(settings: Settings) -> Asset:
+    """The Asset whose update schedules ``segment_export``."""
+    return table_asset(settings, EXPORT_SOURCE_TABLE)

@@ -1,0 +1,54 @@
+"""Readable task-log lines: what the cluster and label steps chose, and why (5-10 lines each).
+
+The pure ``*_lines`` functions format a step's result; ``sweep_rows`` reads the sweep's child
+runs back from MLflow (the step logs them there, one per k).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobs.config import Settings
+from jobs.definitions import CHOSEN_TAG, K_RULE_TAG
+
+
+def cluster_lines(result: dict[str, Any], sweep: list[dict[str, Any]], k_rule: str | None) -> list[str]:
+    """The night's plan, the sweep (one line per k), the promotion decision, the version that scored."""
+    lines = [f"night {result['run_date']}: {result['night_type']} ({result['plan']})"]
+    for row in sorted(sweep, key=lambda r: r["k"]):
+        mark = "  <- chosen" if row.get("chosen") else ""
+        lines.append(f"  k={row['k']}: silhouette {row.get('silhouette', float('nan')):.3f}{mark}")
+    if k_rule:
+        lines.append(f"  k rule: {k_rule}")
+    promotion = result.get("promotion")
+    if promotion:
+        verdict = "promoted" if promotion["promoted"] else "not promoted"
+        lines.append(f"promotion: version {promotion['new_version']} {verdict} ({promotion['reason']})")
+    lines.append(f"scored with model version {result['model_version']}, k={result['k']}, "
+                 f"silhouette {result['silhouette']:.3f}; MLflow run {result['mlflow_run_id']}")  # fmt: skip
+    return lines
+
+
+def label_lines(result: dict[str, Any]) -> list[str]:
+    """The cluster -> label mapping, how it was decided, and the night's stability."""
+    lines = [f"snapshot {result['run_date']}: {result['customers']} customers, model version "
+             f"{result['model_version']}, previous snapshot {result['previous_snapshot'] or 'none'}"]  # fmt: skip
+    lines += [f"  cluster {cluster} -> {label}" for cluster, label in result["cluster_labels"].items()]
+    if result.get("label_note"):
+        lines.append(f"  why: {result['label_note']}")
+    stability = {k: v for k, v in (result.get("stability") or {}).items() if isinstance(v, int | float)}
+    if stability:
+        lines.append("  stability: " + ", ".join(f"{k}={v:.3f}" for k, v in sorted(stability.items())[:4]))
+    return lines
+
+
+def sweep_rows(settings: Settings, run_id: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The sweep's child runs of ``run_id`` (k, silhouette, chosen) and the k rule; empty on a score night."""
+    from jobs.adapters import tracking
+
+    client = tracking.client(settings)
+    parent = client.get_run(run_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+    rows = [{"k": int(c.data.params.get("k", 0)), "silhouette": c.data.metrics.get("silhouette", float("nan")),
+             "chosen": c.data.tags.get(CHOSEN_TAG) == "true"} for c in children]  # fmt: skip
+    return rows, parent.data.tags.get(K_RULE_TAG)

@@ -1,0 +1,137 @@
+"""Airflow glue without Airflow running: UI links, task-log summaries, params plumbing, services helpers."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from datetime import date
+
+import pytest
+
+from jobs.config import REPO_ROOT
+from jobs.orchestration.links import data_docs_url, mlflow_run_url, mlflow_ui_base
+from jobs.orchestration.services import HOST, Process, free_port
+from jobs.orchestration.summaries import cluster_lines, label_lines
+from jobs.orchestration.task import step_kwargs, with_fixed_k
+from tests.conftest import settings_for
+
+CLUSTER_RESULT = {
+    "run_date": "2011-12-08", "night_type": "retrain", "plan": "no champion yet", "model_version": "1", "k": 4,
+    "silhouette": 0.4123, "mlflow_run_id": "abc",
+    "promotion": {"promoted": True, "reason": "no champion yet", "new_version": "1"},
+}  # fmt: skip
+
+
+def test_mlflow_links_follow_the_tracking_server_or_the_configured_ui(tmp_path):
+    local = settings_for(tmp_path)
+    assert mlflow_ui_base(local) == "http://127.0.0.1:5000", "sqlite store: the `make mlflow-ui` address"
+    server = settings_for(tmp_path, mlflow={"tracking_uri": "http://127.0.0.1:5123/"})
+    assert mlflow_run_url(server, "7", "r1") == "http://127.0.0.1:5123/#/experiments/7/runs/r1"
+    public = settings_for(tmp_path, mlflow={"tracking_uri": "http://mlflow:5000", "ui_url": "https://ml.example"})
+    assert mlflow_ui_base(public) == "https://ml.example"
+
+
+def test_data_docs_link_is_the_days_latest_page_under_the_plugin_prefix(tmp_path):
+    settings = settings_for(tmp_path)
+    site = settings.path("validation_dir") / "gx" / "uncommitted" / "data_docs" / "local_site" / "validations"
+    assert data_docs_url(settings, date(2011, 12, 9)) is None
+    for run_time in ("20261129T100000Z", "20261129T110000Z"):
+        page = site / "transactions" / "2011-12-09" / run_time / "batch.html"
+        page.parent.mkdir(parents=True)
+        page.write_text("<html/>")
+    (site / "transactions" / "2011-12-08" / "x").mkdir(parents=True)
+    assert data_docs_url(settings, date(2011, 12, 9)) == (
+        "/data-docs/validations/transactions/2011-12-09/20261129T110000Z/batch.html"
+    )
+
+
+def test_cluster_summary_says_what_was_chosen_and_why():
+    sweep = [{"k": 5, "silhouette": 0.38, "chosen": False}, {"k": 4, "silhouette": 0.41, "chosen": True}]
+    lines = cluster_lines(CLUSTER_RESULT, sweep, "highest silhouette among eligible k")
+    assert 5 <= len(lines) <= 10
+    assert lines[0] == "night 2011-12-08: retrain (no champion yet)"
+    assert lines[1].startswith("  k=4") and lines[1].endswith("<- chosen") and "k=5" in lines[2]
+    assert "version 1 promoted (no champion yet)" in "\n".join(lines)
+    score_night = {**CLUSTER_RESULT, "night_type": "score", "promotion": None}
+    assert len(cluster_lines(score_night, [], None)) == 2
+
+
+def test_label_summary_lists_the_mapping():
+    result = {"run_date": "2011-12-08", "customers": 300, "model_version": "1", "previous_snapshot": None,
+              "cluster_labels": {"0": "VIP", "1": "Loyal", "2": "At-Risk", "3": "Low-Value"},
+              "label_note": "ranked by centroid value", "stability": {"label_stability": 0.97, "note": "x"}}  # fmt: skip
+    lines = label_lines(result)
+    assert "  cluster 0 -> VIP" in lines and "  why: ranked by centroid value" in lines
+    assert lines[-1] == "  stability: label_stability=0.970" and 5 <= len(lines) <= 10
+
+
+def test_params_reach_only_steps_that_take_them(tmp_path):
+    assert step_kwargs("cluster", {"force_retrain": True, "full_recompute": True}) == {"force_retrain": True}
+    assert step_kwargs("label", {"force_retrain": True}) == {}
+    settings = settings_for(tmp_path)
+    assert with_fixed_k(settings, None) is settings
+    assert with_fixed_k(settings, 5).clustering.k == 5 and settings.clustering.k is None
+
+
+def test_a_stopped_process_group_leaves_no_child(tmp_path):
+    """Stopping a service stops the workers it forked (its whole process group)."""
+    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); time.sleep(600)"
+    proc = Process.start("sleeper", [sys.executable, "-c", code], tmp_path / "sleeper.log", {})
+    pgid = proc.popen.pid
+    proc.stop(timeout=10)
+    done = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True)
+    assert done.stdout.strip() == "", f"left over: {done.stdout}"
+
+
+def test_free_port_is_on_loopback():
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind((HOST, port))  # still free, and bindable on 127.0.0.1
+    assert HOST == "127.0.0.1"
+
+
+@pytest.mark.airflow
+def test_the_links_plugin_loads_with_both_links():
+    code = "import sys; sys.path.insert(0, 'plugins'); import rfm_links as m; p = m.RfmLinksPlugin; " \
+           "print(sorted(l.name for l in p.global_operator_extra_links), p.fastapi_apps[0]['url_prefix'])"  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert out.stdout.strip() == "['Data Docs', 'MLflow run'] /data-docs", out.stderr[-2000:]
+
+
+class FakeApi:
+    """Answers the dag-run polls of follow_backfill from a script of states (a busy answer first)."""
+
+    def __init__(self, script):
+        self.script = list(script)
+
+    def get(self, path, **params):
+        from jobs.orchestration.services import ServerBusy
+
+        answer = self.script.pop(0)
+        if answer == "busy":
+            raise ServerBusy("GET: 503 database is locked")
+        runs = [{"logical_date": f"{day}T00:00:00Z", "state": state, "dag_run_id": f"backfill__{day}",
+                 "start_date": "s", "end_date": "e"} for day, state in answer.items()]  # fmt: skip
+        return {"dag_runs": runs}
+
+
+class Alive:
+    name = "airflow scheduler"
+
+    def alive(self):
+        return True
+
+
+def test_following_a_backfill_reports_each_night_and_stops_at_a_failure(monkeypatch, capsys):
+    from jobs.orchestration import local
+
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    api = FakeApi(["busy", {"2011-12-08": "running"}, {"2011-12-08": "success", "2011-12-09": "running"},
+                   {"2011-12-08": "success", "2011-12-09": "success"}])  # fmt: skip
+    local.follow_backfill(api, "rfm", date(2011, 12, 8), date(2011, 12, 9), [Alive()])
+    out = capsys.readouterr().out
+    assert "== night 2011-12-08: success" in out and "== night 2011-12-09: success" in out
+    failing = FakeApi([{"2011-12-08": "success", "2011-12-09": "failed"}])
+    with pytest.raises(RuntimeError, match="2011-12-09"):
+        local.follow_backfill(failing, "rfm", date(2011, 12, 8), date(2011, 12, 9), [Alive()])

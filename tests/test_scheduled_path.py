@@ -1,0 +1,221 @@
+"""The production path, for real: the scheduler runs the nightly DAG on PostgreSQL, tasks log to an MLflow server.
+
+Started and stopped here, all on 127.0.0.1 (jobs/orchestration/services.py, as `make prod-local`):
+PostgreSQL (one database and role for Airflow, one for MLflow), `mlflow server`, and Airflow's
+api-server, scheduler, dag-processor and triggerer with the LocalExecutor.
+
+History is backfilled up to 2011-12-07; the DAG's start and end dates (config, through
+RFM__DAG__START_DATE / END_DATE) make catch-up schedule exactly Thursday 2011-12-08, Friday
+2011-12-09 and Saturday 2011-12-10 (no trading). The test unpauses the DAG and waits for the
+**scheduled** runs; it asserts them through the REST API v2, then reads the champion alias back
+through the MLflow server and checks that `segment_export`, scheduled on the gold Asset, exported
+each night with the gold table's rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+from deltalake import DeltaTable
+
+from jobs.adapters import registry, tracking
+from jobs.orchestration.services import AirflowApi, ServerBusy, production_stack
+from jobs.tools.export import read_manifest
+from jobs.tools.generate import generate_transactions
+from jobs.tools.split import land_days
+from tests.conftest import settings_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.airflow]
+
+HISTORY_START, HISTORY_END = date(2011, 11, 1), date(2011, 12, 7)
+NIGHTS = [date(2011, 12, 8), date(2011, 12, 9), date(2011, 12, 10)]
+ORDER = ["wait_for_landing", "validate", "ingest_rfm", "cluster", "label", "eda_report"]
+DAG_ID, EXPORT_DAG_ID = "rfm_segmentation", "segment_export"
+WAIT_SECONDS = 3600  # an upper bound for a loaded CI machine, not a performance assertion
+
+
+def when(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def wait_for(what: str, check, timeout: float = WAIT_SECONDS, every: float = 5):
+    """Poll ``check`` until it returns something; a slow or busy API is asked again."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            found = check()
+        except (requests.RequestException, ServerBusy):
+            found = None
+        if found:
+            return found
+        time.sleep(every)
+    raise TimeoutError(what)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """Generated days landed, history up to HISTORY_END loaded (in a child process: its JVM exits)."""
+    root = tmp_path_factory.mktemp("scheduled")
+    data_dir = root / "data"
+    settings = settings_for(data_dir)
+    frame = generate_transactions(customers=300, days=45, seed=11, end_date=NIGHTS[-1])
+    land_days(frame, settings.path("landing_dir"), HISTORY_START, NIGHTS[-1], settings.landing.marker)
+    env = {**os.environ, "RFM__PATHS__DATA_DIR": str(data_dir)}
+    subprocess.run(
+        [sys.executable, "-m", "jobs.tools.backfill", "--source", str(settings.path("landing_dir")),
+         "--until", HISTORY_END.isoformat()],
+        env=env, check=True, timeout=1800,
+    )  # fmt: skip
+    return root, data_dir
+
+
+@pytest.fixture(scope="module")
+def scheduled(prepared):
+    """The stack up, both DAGs unpaused, the three scheduled nights and their exports done."""
+    root, data_dir = prepared
+    pipeline_env = {
+        "RFM__PATHS__DATA_DIR": str(data_dir),
+        "RFM__DAG__START_DATE": NIGHTS[0].isoformat(),
+        "RFM__DAG__END_DATE": NIGHTS[-1].isoformat(),
+        "RFM__DAG__CATCHUP": "true",
+        "RFM__DAG__RETRIES": "1",
+        "RFM__DAG__RETRY_DELAY_SECONDS": "5",
+        "RFM__LANDING__SENSOR_POKE_SECONDS": "5",
+        "RFM__CLUSTERING__K_RANGE": "[4, 5]",  # a short sweep: the test is about the path, not the search
+    }
+    postgres_dir = Path(tempfile.mkdtemp(prefix="rfm-pg-"))  # outside pytest's 0700 root (see services)
+    with production_stack(root / "stack", pipeline_env, postgres_dir=postgres_dir) as stack:
+        api = AirflowApi(stack.airflow)
+        wait_for("both DAGs parsed", lambda: {d["dag_id"] for d in api.get("/dags")["dags"]} >= {DAG_ID, EXPORT_DAG_ID},
+                 timeout=600, every=2)  # fmt: skip
+        api.unpause(EXPORT_DAG_ID)
+        api.unpause(DAG_ID)
+
+        def nights_done():
+            runs = api.dag_runs(DAG_ID)
+            failed = [r for r in runs if r["state"] == "failed"]
+            if failed:
+                raise AssertionError(f"failed runs: {failed}\n{failed_task_logs(api, failed[0], stack)}")
+            return runs if len(runs) == len(NIGHTS) and all(r["state"] == "success" for r in runs) else None
+
+        runs = wait_for("three scheduled nights", nights_done)
+        tasks = {r["dag_run_id"]: api.task_instances(DAG_ID, r["dag_run_id"]) for r in runs}
+
+        def exports_done():
+            done = [r for r in api.dag_runs(EXPORT_DAG_ID) if r["state"] in ("success", "failed")]
+            exported = {m["snapshot_date"] for m in (read_manifest(settings_for(data_dir), n) for n in NIGHTS) if m}
+            return done if len(exported) == len(NIGHTS) and not [r for r in api.dag_runs(EXPORT_DAG_ID)
+                                                                 if r["state"] in ("queued", "running")] else None  # fmt: skip
+
+        exports = wait_for("exports of the three nights", exports_done, timeout=600)
+        settings = settings_for(data_dir, mlflow={"tracking_uri": stack.mlflow_url})
+        yield {"runs": runs, "tasks": tasks, "exports": exports, "settings": settings, "stack": stack, "api": api}
+    shutil.rmtree(postgres_dir, ignore_errors=True)
+
+
+def failed_task_logs(api: AirflowApi, run: dict, stack) -> str:
+    """The log of the first failed task of ``run`` (for the assertion message)."""
+    for ti in api.task_instances(DAG_ID, run["dag_run_id"]):
+        if ti["state"] in ("failed", "upstream_failed") and ti["try_number"]:
+            path = f"/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances/{ti['task_id']}/logs/{ti['try_number']}"
+            return json.dumps(api.get(path, full_content=True))[-6000:]
+    return "(no failed task log)"
+
+
+def test_the_scheduler_ran_exactly_the_configured_nights(scheduled):
+    runs = sorted(scheduled["runs"], key=lambda r: r["logical_date"])
+    assert [when(r["logical_date"]).date() for r in runs] == NIGHTS
+    assert {r["run_type"] for r in runs} == {"scheduled"}, "catch-up runs are scheduled runs, not dags test"
+    assert {r["state"] for r in runs} == {"success"}
+    for run in runs:  # the run is named after its interval's end, when it was allowed to start
+        assert run["dag_run_id"] == f"scheduled__{run['data_interval_end'].replace('Z', '+00:00')}"
+        assert when(run["start_date"]) > when(run["run_after"]), "real start times (not 2011)"
+    starts = [when(r["start_date"]) for r in runs]
+    ends = [when(r["end_date"]) for r in runs]
+    assert all(e <= s for e, s in zip(ends, starts[1:], strict=False)), "nights must not overlap"
+
+
+def test_tasks_ran_in_order_each_in_its_own_process(scheduled):
+    pids = set()
+    for run_id, tis in scheduled["tasks"].items():
+        by_id = {ti["task_id"]: ti for ti in tis}
+        assert set(by_id) == set(ORDER), run_id
+        assert {ti["state"] for ti in tis} == {"success"}, run_id
+        for before, after in zip(ORDER, ORDER[1:], strict=False):
+            assert when(by_id[before]["end_date"]) <= when(by_id[after]["start_date"]), f"{run_id}: {before}/{after}"
+        run_pids = [by_id[t]["pid"] for t in ORDER]
+        assert all(run_pids) and len(set(run_pids)) == len(ORDER), f"{run_id}: pids {run_pids}"
+        pids |= set(run_pids)
+    assert os.getpid() not in pids
+    for proc in scheduled["stack"].processes:
+        assert proc.popen.pid not in pids, f"a task ran inside {proc.name}"
+
+
+def test_tasks_logged_to_the_mlflow_server_and_the_champion_reads_back(scheduled):
+    settings = scheduled["settings"]
+    champion = registry.champion(settings)  # through http://127.0.0.1:<port>
+    assert champion is not None and champion.version == "1"
+    run_ids = scheduled["tasks"]
+    for night, run_id in zip(NIGHTS, sorted(run_ids), strict=True):
+        found = tracking.runs_for_date(settings, DAG_ID, night)
+        assert len(found) == 1, f"{night}: {len(found)} MLflow runs"
+        assert found[0].data.tags["airflow.run_id"] == run_id
+    experiment = tracking.client(settings).get_experiment_by_name(settings.mlflow.experiment)
+    assert experiment.artifact_location.startswith("mlflow-artifacts:"), "artifacts go through the server"
+    assert champion.run_id in {tracking.runs_for_date(settings, DAG_ID, NIGHTS[0])[0].info.run_id}
+
+
+def test_segment_export_ran_after_each_night_with_the_gold_rows(scheduled):
+    settings = scheduled["settings"]
+    exports = scheduled["exports"]
+    assert exports and {r["state"] for r in exports} == {"success"}
+    assert {r["run_type"] for r in exports} == {"asset_triggered"}
+    gold_table = DeltaTable(str(settings.table_path("gold_customer_segments")))
+    label_ends = {
+        run_id: when(next(ti for ti in tis if ti["task_id"] == "label")["end_date"])
+        for run_id, tis in scheduled["tasks"].items()
+    }
+    for night, run_id in zip(NIGHTS, sorted(label_ends), strict=True):
+        manifest = read_manifest(settings, night)
+        assert manifest is not None, f"{night} was not exported"
+        assert datetime.fromisoformat(manifest["exported_at"]) >= label_ends[run_id].replace(microsecond=0)
+        gold = gold_table.to_pandas(filters=[("snapshot_date", "=", night)])
+        assert manifest["customers"] == len(gold) > 100
+        assert manifest["rows_per_scheme"] == {"cluster": len(gold), "rfm": len(gold)}
+        folder = settings.path("exports_dir") / f"snapshot_date={night}"
+        exported = sum(len(pd.read_parquet(folder / f["parquet"])) for f in manifest["files"])
+        assert exported == 2 * len(gold)
+
+
+def test_postgres_gives_each_service_its_own_database_and_role():
+    """Separate roles: the Airflow role cannot open MLflow's database (CONNECT revoked from PUBLIC)."""
+    import sqlalchemy as sa
+
+    from jobs.orchestration.services import Postgres
+
+    folder = Path(tempfile.mkdtemp(prefix="rfm-pg-"))
+    postgres = Postgres(folder).start()
+    try:
+        for db in ("airflow", "mlflow"):
+            with sa.create_engine(postgres.url(db)).connect() as conn:
+                assert conn.execute(sa.text("select current_user, current_database()")).one() == (db, db)
+        intruder = postgres.url("mlflow").replace(f"mlflow:{postgres.passwords['mlflow']}",
+                                                  f"airflow:{postgres.passwords['airflow']}")  # fmt: skip
+        with pytest.raises(sa.exc.OperationalError, match="permission denied"):
+            sa.create_engine(intruder).connect()
+        listening = subprocess.run(["ss", "-ltn"], capture_output=True, text=True).stdout
+        assert f"127.0.0.1:{postgres.port}" in listening and f"0.0.0.0:{postgres.port}" not in listening
+    finally:
+        postgres.stop()
+        shutil.rmtree(folder, ignore_errors=True)
