@@ -18,6 +18,7 @@ import pendulum
 from airflow.sdk import DAG, task
 
 from jobs.config import load_settings
+from jobs.orchestration.alerts import on_failure
 from jobs.orchestration.assets import export_trigger
 
 settings = load_settings()
@@ -31,7 +32,10 @@ with DAG(
     max_active_runs=1,
     tags=[*settings.dag.tags, "export"],
     doc_md=__doc__,
+    dagrun_timeout=timedelta(minutes=settings.dag.run_timeout_minutes),
+    on_failure_callback=on_failure,
     default_args={
+        "on_failure_callback": on_failure,
         "owner": settings.dag.owner,
         "depends_on_past": True,
         "retries": settings.dag.retries,
@@ -41,7 +45,7 @@ with DAG(
     },
 ) as dag:
 
-    @task
+    @task(execution_timeout=timedelta(minutes=settings.dag.task_timeout_minutes["export_segments"]))
     def export_segments(triggering_asset_events=None) -> list[dict]:
         """Export every snapshot named by the triggering gold Asset events, oldest first."""
         from jobs.orchestration.task import run_in_task
