@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 
 from jobs.config import REPO_ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.heavy]
 
 BUSINESS_COLUMNS = [
     "snapshot_date", "customer_id", "recency_days", "frequency", "monetary", "r_score", "f_score", "m_score",
