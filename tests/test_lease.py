@@ -101,3 +101,19 @@ def test_a_write_returns_the_version_it_committed_not_the_latest(spark, tmp_path
     monkeypatch.setattr(DataFrameWriter, "save", save_then_another_writer_commits)
     assert write(D) == 1
     assert lake.current_version(spark, path) == 2
+
+
+def test_a_write_that_changes_nothing_returns_the_current_version(spark, tmp_path) -> None:
+    """Delta makes no commit for an empty frame over an empty slice (a second backfill whose
+    quarantine is empty): the write returns the table's version instead of failing."""
+    from jobs.adapters import lake
+
+    path = tmp_path / "table"
+    assert (
+        lake.replace_slice(spark.createDataFrame([(D, 1)], "d date, x int"), path, f"d = {lake.date_literal(D)}", "d")
+        == 0
+    )
+    empty = spark.createDataFrame([], "d date, x int")
+    other_day = f"d = {lake.date_literal(D + timedelta(days=1))}"
+    assert lake.replace_slice(empty, path, other_day, "d") == 0
+    assert lake.current_version(spark, path) == 0

@@ -52,11 +52,15 @@ def replace_slice(frame: DataFrame, path: Path, predicate: str, partition_by: st
     if not exists(spark, path):
         writer = writer.partitionBy(partition_by)
     writer.save(str(path))
-    return committed_version(spark, path, write_id)
+    committed = committed_version(spark, path, write_id)
+    # Delta makes no commit for a write that changes nothing (an empty frame over an empty slice):
+    # the table already is what the write asked for.
+    return committed if committed is not None else current_version(spark, path)
 
 
-def committed_version(spark: SparkSession, path: Path, write_id: str, search: int = 100) -> int:
-    """The version whose commit carries ``write_id`` as its user metadata (among the latest ``search``)."""
+def committed_version(spark: SparkSession, path: Path, write_id: str, search: int = 100) -> int | None:
+    """The version whose commit carries ``write_id`` as its user metadata (among the latest
+    ``search``); None when no commit does."""
     from delta.tables import DeltaTable
 
     found = (
@@ -66,9 +70,9 @@ def committed_version(spark: SparkSession, path: Path, write_id: str, search: in
         .select("version")
         .collect()
     )
-    if len(found) != 1:
+    if len(found) > 1:
         raise RuntimeError(f"{path}: {len(found)} commits carry write id {write_id} among the latest {search}")
-    return int(found[0]["version"])
+    return int(found[0]["version"]) if found else None
 
 
 def read(spark: SparkSession, path: Path, version: int | None = None) -> DataFrame:
