@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -220,9 +221,28 @@ def client(segment_lake: SegmentLake, lake_dir: Path):
 
     config = settings_for(lake_dir.parent).dashboard
     app = create_app(segment_lake, config, warm_up=False)
-    http = app.server.test_client()
+    http = OffLoopClient(app.server.test_client())
     http.get("/")  # Dash registers its routes lazily on the first request
     return http, config
+
+
+class OffLoopClient:
+    """Flask's test client, called from a worker thread. pytest-playwright's sync API leaves an asyncio
+    loop running in the main thread once a browser test has run, and Dash dispatches callbacks through
+    asgiref, which refuses to run inside a running loop (a 500 that depends on test order)."""
+
+    def __init__(self, http) -> None:
+        self.http = http
+
+    def _off_loop(self, method: str, *args, **kwargs):
+        with ThreadPoolExecutor(max_workers=1) as worker:
+            return worker.submit(getattr(self.http, method), *args, **kwargs).result()
+
+    def get(self, *args, **kwargs):
+        return self._off_loop("get", *args, **kwargs)
+
+    def post(self, *args, **kwargs):
+        return self._off_loop("post", *args, **kwargs)
 
 
 def test_a_page_of_customers_within_the_cap_is_served(client) -> None:
