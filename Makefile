@@ -15,7 +15,7 @@ RUN_TO ?= 2011-12-09
 # UI) or dags-test (`airflow dags test` in one process).
 RUNNER ?= backfill
 
-.PHONY: help prerequisites setup setup-test system-packages run rerun test test-fast lint replay backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster bench-pipeline
+.PHONY: help prerequisites setup setup-test system-packages run rerun maintain test test-fast lint replay backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster bench-pipeline
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ replay: setup ## real data night by night: make replay SOURCE=file FROM=YYYY-MM-
 rerun: setup ## re-run day FROM and every later day in order, in-process: make rerun FROM=YYYY-MM-DD [STEPS="validate ingest"]
 	@test -n "$(FROM)" || { echo "usage: make rerun FROM=YYYY-MM-DD"; exit 2; }
 	$(BIN)/python -m jobs.tools.rerun --from $(FROM) $(if $(STEPS),--steps $(STEPS))
+
+maintain: setup ## compact (OPTIMIZE) and VACUUM the lake, keeping every recently recorded version; prints files/bytes per table
+	$(BIN)/python -m jobs.tools.maintain
 
 airflow: setup ## Airflow UI/API on 127.0.0.1:8080 over this dags folder (Ctrl-C stops it)
 	$(BIN)/python -m jobs.orchestration airflow

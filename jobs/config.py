@@ -188,6 +188,12 @@ class Dag(BaseModel):
     run_timeout_minutes: int = Field(ge=1)
 
 
+class Maintenance(BaseModel):
+    schedule: str
+    reproducible_days: int | None = Field(default=None, ge=1)
+    min_retention_hours: float = Field(ge=0)
+
+
 class Generator(BaseModel):
     customers: int
     days: int
@@ -236,6 +242,7 @@ class Settings(BaseSettings):
     clv: Clv
     eda: Eda
     dag: Dag
+    maintenance: Maintenance
     generator: Generator
     dashboard: Dashboard
     leases: Leases

@@ -116,6 +116,9 @@ DAG_TAG = "airflow.dag_id"
 DAG_RUN_TAG = "airflow.run_id"
 TASK_TAG = "airflow.task_id"
 PARAM_TAG_PREFIX = "airflow.param."  # + a DAG param's name: the manual run's choices, on the night's MLflow run
+# MLflow run params that name the table version a night read (lake maintenance keeps those versions).
+INPUT_VERSION_PARAM = "input_version"
+TABLE_VERSION_PARAMS = {"silver_customer_rfm": INPUT_VERSION_PARAM}
 # Tags of a registered model version.
 TRAINED_ON_TAG = "rfm.trained_on"
 K_TAG = "rfm.k"

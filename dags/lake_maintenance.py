@@ -1,0 +1,54 @@
+"""
+### Lake maintenance — weekly
+
+Compacts the small files every night leaves in each Delta table (**OPTIMIZE**), then deletes the
+files no kept version needs (**VACUUM**). Kept: every version that the run audit, the publish
+records or the nights' MLflow runs name for the run dates of the last `maintenance.reproducible_days`
+days (a re-run of such a date reads exactly what it read), and never files younger than
+`maintenance.min_retention_hours`. The task log prints files and bytes per table before and after.
+
+Logic: `jobs/tools/maintain.py` (`make maintain` does the same by hand). Schedule: `maintenance.schedule`.
+"""
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from jobs.config import load_settings
+from jobs.orchestration.alerts import on_failure
+
+settings = load_settings()
+
+with DAG(
+    dag_id="lake_maintenance",
+    description="Weekly OPTIMIZE + VACUUM of the Delta lake, keeping every version a recent record names",
+    schedule=CronDataIntervalTimetable(settings.maintenance.schedule, timezone="UTC"),
+    start_date=pendulum.parse(settings.dag.start_date, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=[*settings.dag.tags, "maintenance"],
+    doc_md=__doc__,
+    dagrun_timeout=timedelta(minutes=settings.dag.run_timeout_minutes),
+    on_failure_callback=on_failure,
+    default_args={
+        "on_failure_callback": on_failure,
+        "owner": settings.dag.owner,
+        "depends_on_past": True,
+        "retries": settings.dag.retries,
+        "retry_delay": timedelta(seconds=settings.dag.retry_delay_seconds),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(seconds=settings.dag.max_retry_delay_seconds),
+    },
+) as dag:
+
+    @task(execution_timeout=timedelta(minutes=settings.dag.task_timeout_minutes["maintain_lake"]))
+    def maintain_lake(ds: str) -> dict:
+        """OPTIMIZE + VACUUM every table; files and bytes per table before and after."""
+        from jobs.orchestration.task import run_in_task
+        from jobs.tools.maintain import maintain_lake as maintain
+
+        return run_in_task(maintain, ds)
+
+    maintain_lake()
