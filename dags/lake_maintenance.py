@@ -18,6 +18,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from jobs.config import load_settings
 from jobs.orchestration.alerts import on_failure
+from jobs.orchestration.defaults import task_defaults, task_timeout
 
 settings = load_settings()
 
@@ -32,18 +33,10 @@ with DAG(
     doc_md=__doc__,
     dagrun_timeout=timedelta(minutes=settings.dag.run_timeout_minutes),
     on_failure_callback=on_failure,
-    default_args={
-        "on_failure_callback": on_failure,
-        "owner": settings.dag.owner,
-        "depends_on_past": True,
-        "retries": settings.dag.retries,
-        "retry_delay": timedelta(seconds=settings.dag.retry_delay_seconds),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(seconds=settings.dag.max_retry_delay_seconds),
-    },
+    default_args=task_defaults(settings),
 ) as dag:
 
-    @task(execution_timeout=timedelta(minutes=settings.dag.task_timeout_minutes["maintain_lake"]))
+    @task(execution_timeout=task_timeout(settings, "maintain_lake"))
     def maintain_lake(ds: str) -> dict:
         """OPTIMIZE + VACUUM every table; files and bytes per table before and after."""
         from jobs.orchestration.task import run_in_task

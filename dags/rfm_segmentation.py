@@ -36,14 +36,10 @@ from jobs.config import load_settings
 from jobs.definitions import DAG_RUN_TAG, DAG_TAG, EXPORT_SOURCE_TABLE, PARAM_TAG_PREFIX, TASK_TAG
 from jobs.orchestration.alerts import on_failure
 from jobs.orchestration.assets import step_outlets, table_asset
+from jobs.orchestration.defaults import task_defaults, task_timeout
 from jobs.orchestration.task import log_lines, run_step_in_task, step_kwargs, with_fixed_k
 
 settings = load_settings()
-
-
-def timeout(task_id: str) -> timedelta:
-    """The task's execution_timeout from conf/ (dag.task_timeout_minutes)."""
-    return timedelta(minutes=settings.dag.task_timeout_minutes[task_id])
 
 
 with DAG(
@@ -63,16 +59,7 @@ with DAG(
         "full_recompute": Param(False, type="boolean", description="Recompute RFM from the whole history"),
         "k": Param(None, type=["null", "integer"], minimum=2, maximum=20, description="Fixed k for a retrain"),
     },
-    default_args={
-        "on_failure_callback": on_failure,
-        "owner": settings.dag.owner,
-        "depends_on_past": True,
-        "wait_for_downstream": True,
-        "retries": settings.dag.retries,
-        "retry_delay": timedelta(seconds=settings.dag.retry_delay_seconds),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(seconds=settings.dag.max_retry_delay_seconds),
-    },
+    default_args={**task_defaults(settings), "wait_for_downstream": True},
 ) as dag:
 
     @task.sensor(
@@ -89,7 +76,7 @@ with DAG(
         arrived = has_arrived(settings.path("landing_dir"), date.fromisoformat(ds), settings.landing.marker)
         return PokeReturnValue(is_done=arrived)
 
-    @task(execution_timeout=timeout("validate"))
+    @task(execution_timeout=task_timeout(settings, "validate"))
     def validate(ds: str, ti=None) -> dict:
         """Great Expectations on the landed day; fails without retry on bad data."""
         from jobs.orchestration.links import push_data_docs_link
@@ -99,12 +86,12 @@ with DAG(
         finally:
             push_data_docs_link(ti, settings, ds)
 
-    @task(outlets=step_outlets(settings, "ingest"), execution_timeout=timeout("ingest_rfm"))
+    @task(outlets=step_outlets(settings, "ingest"), execution_timeout=task_timeout(settings, "ingest_rfm"))
     def ingest_rfm(ds: str, params=None) -> dict:
         """Bronze partition + RFM snapshot (silver) + run audit."""
         return run_step_in_task("ingest", ds, **step_kwargs("ingest", {"full_recompute": params["full_recompute"]}))
 
-    @task(outlets=step_outlets(settings, "cluster"), execution_timeout=timeout("cluster"))
+    @task(outlets=step_outlets(settings, "cluster"), execution_timeout=task_timeout(settings, "cluster"))
     def cluster(ds: str, dag_run=None, ti=None, params=None) -> dict:
         """Spark ML clustering, logged to MLflow with Airflow lineage tags and the run's params."""
         from jobs.orchestration.links import push_mlflow_link
@@ -118,7 +105,7 @@ with DAG(
         log_lines(cluster_lines(result, *sweep_rows(settings, result["mlflow_run_id"])))
         return result
 
-    @task(outlets=step_outlets(settings, "label"), execution_timeout=timeout("label"))
+    @task(outlets=step_outlets(settings, "label"), execution_timeout=task_timeout(settings, "label"))
     def label(ds: str, ti=None, outlet_events=None) -> dict:
         """Cluster labels + RFM quintile segments into the gold tables (their Asset event names the snapshot)."""
         from jobs.orchestration.links import push_mlflow_link
@@ -130,12 +117,12 @@ with DAG(
         outlet_events[table_asset(settings, EXPORT_SOURCE_TABLE)].extra = {"snapshot_date": ds}
         return result
 
-    @task(execution_timeout=timeout("clv"))
+    @task(execution_timeout=task_timeout(settings, "clv"))
     def clv(ds: str) -> dict:
         """Predicted customer value (BG/NBD + Gamma-Gamma) into the gold tables."""
         return run_step_in_task("clv", ds)
 
-    @task(execution_timeout=timeout("eda_report"))
+    @task(execution_timeout=task_timeout(settings, "eda_report"))
     def eda_report(ds: str) -> dict:
         """Static EDA report (HTML + PNG charts), also an artifact of the day's MLflow run."""
         return run_step_in_task("eda", ds)

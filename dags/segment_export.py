@@ -20,6 +20,7 @@ from airflow.sdk import DAG, task
 from jobs.config import load_settings
 from jobs.orchestration.alerts import on_failure
 from jobs.orchestration.assets import export_trigger
+from jobs.orchestration.defaults import task_defaults, task_timeout
 
 settings = load_settings()
 
@@ -34,18 +35,10 @@ with DAG(
     doc_md=__doc__,
     dagrun_timeout=timedelta(minutes=settings.dag.run_timeout_minutes),
     on_failure_callback=on_failure,
-    default_args={
-        "on_failure_callback": on_failure,
-        "owner": settings.dag.owner,
-        "depends_on_past": True,
-        "retries": settings.dag.retries,
-        "retry_delay": timedelta(seconds=settings.dag.retry_delay_seconds),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(seconds=settings.dag.max_retry_delay_seconds),
-    },
+    default_args=task_defaults(settings),
 ) as dag:
 
-    @task(execution_timeout=timedelta(minutes=settings.dag.task_timeout_minutes["export_segments"]))
+    @task(execution_timeout=task_timeout(settings, "export_segments"))
     def export_segments(triggering_asset_events=None) -> list[dict]:
         """Export every snapshot named by the triggering gold Asset events, oldest first."""
         from jobs.orchestration.task import run_in_task
