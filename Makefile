@@ -15,7 +15,7 @@ RUN_TO ?= 2011-12-09
 # UI) or dags-test (`airflow dags test` in one process).
 RUNNER ?= backfill
 
-.PHONY: help prerequisites setup setup-test system-packages run rerun maintain test test-fast lint replay backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster bench-pipeline
+.PHONY: help prerequisites setup setup-test system-packages run rerun maintain test test-fast lint replay stability-month backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster bench-pipeline
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -64,6 +64,12 @@ test-fast: setup ## seconds, not minutes: no Spark, no Airflow, no browser (conf
 lint: setup ## ruff: lint rules (incl. Airflow AIR) and format, as configured in pyproject.toml
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+STABILITY_DIR ?= build/stability-month
+stability-month: setup ## issue 14: a real month night by night in-process (2011-08-11..08-31), stability per night type -> $(STABILITY_DIR)/stability.md (long)
+	rm -rf "$(STABILITY_DIR)/data"
+	RFM__PATHS__DATA_DIR="$(STABILITY_DIR)/data" $(BIN)/python -m jobs.tools.replay --source "$(REAL_DATA)" \
+		--until 2011-08-10 --to 2011-08-31 --skip eda --table "$(STABILITY_DIR)/stability.md"
 
 replay: setup ## real data night by night: make replay SOURCE=file FROM=YYYY-MM-DD TO=YYYY-MM-DD
 	@test -n "$(SOURCE)" -a -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make replay SOURCE=path FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }

@@ -26,11 +26,15 @@ from deltalake import DeltaTable
 
 from jobs.adapters.publish import published_versions
 from jobs.config import Settings
-from jobs.definitions import GONE_CUSTOMER, LABEL_SCHEMES, NEW_CUSTOMER, RFM_MEASURES
+from jobs.definitions import AT_RISK_VALUE, CLV_COLUMNS, GONE_CUSTOMER, LABEL_SCHEMES, NEW_CUSTOMER, RFM_MEASURES
 
+# The clv step's columns (null in a lake or a snapshot the clv step has not scored).
+VALUE_COLUMNS = {**{column: pa.float64() for column in CLV_COLUMNS.values()}, AT_RISK_VALUE: pa.bool_()}
+VALUE_MEASURES = [CLV_COLUMNS["p_alive"], CLV_COLUMNS["p_purchase"], CLV_COLUMNS["clv"]]  # the value view's boxes
 CUSTOMER_COLUMNS = [
     "customer_id", "country", "recency_days", "frequency", "monetary", "r_score", "f_score", "m_score",
     "rfm_score", "rfm_segment", "cluster", "cluster_label", "first_purchase_date", "last_purchase_date", "tenure_days",
+    *VALUE_COLUMNS,
 ]  # fmt: skip
 
 # AG Grid filter model → SQL; the value is bound as a parameter, never pasted.
@@ -48,12 +52,14 @@ class InvalidInput(ValueError):
 
 @dataclass(frozen=True)
 class Filters:
-    """What every view is filtered by. ``segment``/``country`` None means all."""
+    """What every view is filtered by. ``segment``/``country`` None means all; ``at_risk_only``
+    (the customer table's win-back toggle) keeps the customers flagged ``at_risk_value``."""
 
     snapshot_date: date
     scheme: str = "cluster"
     segment: str | None = None
     country: str | None = None
+    at_risk_only: bool = False
 
     def __post_init__(self) -> None:
         if self.scheme not in LABEL_SCHEMES:
@@ -133,8 +139,15 @@ class SegmentLake:
             return table.version()
 
     def _read_snapshot(self, version: int, day: date) -> pa.Table:
+        """The view columns of one snapshot; the value columns as nulls where the table has none yet."""
         table = DeltaTable(self.segments_path, version=version)
-        return table.to_pyarrow_table(filters=[("snapshot_date", "=", day)], columns=CUSTOMER_COLUMNS)
+        present = {field.name for field in table.schema().fields}
+        rows = table.to_pyarrow_table(filters=[("snapshot_date", "=", day)],
+                                      columns=[c for c in CUSTOMER_COLUMNS if c in present])  # fmt: skip
+        for column, kind in VALUE_COLUMNS.items():
+            if column not in present:
+                rows = rows.append_column(column, pa.nulls(rows.num_rows, kind))
+        return rows.select(CUSTOMER_COLUMNS)
 
     def _read_summary(self, version: int) -> pd.DataFrame:
         summary = DeltaTable(self.summary_path, version=version).to_pandas()
@@ -293,16 +306,17 @@ class SegmentLake:
             sizes = sizes[sizes["snapshot_date"].isin(set(published))]
         return sizes.sort_values(["snapshot_date", "segment"]).reset_index(drop=True)
 
-    def box_stats(self, filters: Filters) -> pd.DataFrame:
-        """Per segment and measure: customers, min, q1, median, q3, max (linear-interpolated quartiles)."""
+    def box_stats(self, filters: Filters, measures: Sequence[str] = tuple(RFM_MEASURES)) -> pd.DataFrame:
+        """Per segment and measure: customers, min, q1, median, q3, max (linear-interpolated quartiles),
+        mean; a measure no customer of a segment has a value for (not scored) is left out."""
         table = self.snapshot(filters.snapshot_date)
         if table is None:
             return pd.DataFrame()
         where, params = self._where(filters)
         per_measure = ", ".join(
-            f"min({m})::DOUBLE AS {m}_min, max({m})::DOUBLE AS {m}_max, "
-            f"quantile_cont({m}::DOUBLE, [0.25, 0.5, 0.75]) AS {m}_q"
-            for m in RFM_MEASURES
+            f"min({m})::DOUBLE AS {m}_min, max({m})::DOUBLE AS {m}_max, avg({m}::DOUBLE) AS {m}_mean, "
+            f"count({m}) AS {m}_count, quantile_cont({m}::DOUBLE, [0.25, 0.5, 0.75]) AS {m}_q"
+            for m in measures
         )
         wide = self._query(
             f"SELECT {filters.label_column} AS segment, count(*) AS customers, {per_measure} FROM segments "
@@ -312,9 +326,28 @@ class SegmentLake:
         )
         return pd.DataFrame([
             {"segment": row["segment"], "measure": m, "customers": row["customers"], "min": row[f"{m}_min"],
-             "q1": row[f"{m}_q"][0], "median": row[f"{m}_q"][1], "q3": row[f"{m}_q"][2], "max": row[f"{m}_max"]}
-            for row in wide.to_dict("records") for m in RFM_MEASURES
+             "q1": row[f"{m}_q"][0], "median": row[f"{m}_q"][1], "q3": row[f"{m}_q"][2], "max": row[f"{m}_max"],
+             "mean": row[f"{m}_mean"]}
+            for row in wide.to_dict("records") for m in measures if row[f"{m}_count"] > 0
         ])  # fmt: skip
+
+    def value_stats(self, filters: Filters) -> pd.DataFrame:
+        """The predicted value per segment: box statistics of P(alive), P(purchase in the horizon) and
+        12-month CLV (``box_stats`` over ``VALUE_MEASURES``); empty when the snapshot has no scores."""
+        return self.box_stats(filters, VALUE_MEASURES)
+
+    def at_risk_counts(self, filters: Filters) -> pd.DataFrame:
+        """Per segment: customers flagged ``at_risk_value`` and their monetary total."""
+        table = self.snapshot(filters.snapshot_date)
+        if table is None:
+            return pd.DataFrame(columns=["segment", "customers", "monetary"])
+        where, params = self._where(filters)
+        return self._query(
+            f"SELECT {filters.label_column} AS segment, count(*) AS customers, sum(monetary)::DOUBLE AS monetary "
+            f"FROM segments WHERE {where} AND {AT_RISK_VALUE} GROUP BY 1 ORDER BY 1",
+            params,
+            segments=table,
+        )
 
     def histograms(self, filters: Filters, bins: int = 30, log_scale: bool = False) -> pd.DataFrame:
         """Per segment and measure: bin edges and counts, on bins shared by the segments.
@@ -443,6 +476,8 @@ class SegmentLake:
 
     def _customer_where(self, filters: Filters, filter_model: dict | None) -> tuple[str, list[Any]]:
         where, params = self._where(filters)
+        if filters.at_risk_only:
+            where = f"{where} AND {AT_RISK_VALUE}"
         grid_where, grid_params = grid_filter_sql(filter_model or {})
         return f"{where} AND {grid_where}", params + grid_params
 

@@ -1,7 +1,8 @@
 """The segment explorer's Dash layout and callbacks; all data comes from ``SegmentLake``.
 
-Filters (snapshot date, label scheme, segment, country) drive five views: overview, RFM
-distributions, clusters, migration and the customer table (paged from the server).
+Filters (snapshot date, label scheme, segment, country) drive six views: overview, RFM
+distributions, clusters, migration, customer value (P(alive), P(purchase), CLV per segment) and
+the customer table (paged from the server; a toggle keeps the at-risk-value win-back list).
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ from jobs.definitions import GONE_CUSTOMER, LABEL_SCHEMES, NEW_CUSTOMER, RFM_MEA
 
 NO_SEGMENTS = "No segments yet — run `make run`"
 MEASURE_TITLES = {"recency_days": "Recency (days)", "frequency": "Frequency (invoices)", "monetary": "Monetary"}
+VALUE_TITLES = {"p_alive": "P(alive)", "p_purchase_90d": "P(purchase in 90 days)", "clv_12m": "CLV, 12 months (log)"}
+NO_VALUE = "No predicted value for this snapshot — the clv step has not scored it"
+AT_RISK_ONLY = "at_risk"
+VALUE_FORMATS = {  # AG Grid value formatters (d3-format) for the predicted-value columns; blank when not scored
+    "clv_12m": "params.value == null ? '' : d3.format(',.2f')(params.value)",
+    "p_alive": "params.value == null ? '' : d3.format('.3f')(params.value)",
+    "p_purchase_90d": "params.value == null ? '' : d3.format('.3f')(params.value)",
+    "expected_purchases_90d": "params.value == null ? '' : d3.format('.2f')(params.value)",
+}
 SCHEME_OPTIONS = [{"label": "Cluster labels", "value": "cluster"}, {"label": "RFM segments", "value": "rfm"}]
 FILTERS = [
     Input("snapshot-date", "value"),
@@ -34,10 +44,13 @@ FILTERS = [
 GRID_COLUMNS = [  # field, header, filter kind
     ("customer_id", "Customer", "text"), ("country", "Country", "text"), ("cluster_label", "Cluster label", "text"),
     ("rfm_segment", "RFM segment", "text"), ("recency_days", "Recency (days)", "number"),
-    ("frequency", "Frequency", "number"), ("monetary", "Monetary", "number"), ("r_score", "R", "number"),
+    ("frequency", "Frequency", "number"), ("monetary", "Monetary", "number"), ("clv_12m", "CLV 12 m", "number"),
+    ("p_purchase_90d", "P(purchase 90 d)", "number"), ("at_risk_value", "At-risk value", "none"),
+    ("r_score", "R", "number"),
     ("f_score", "F", "number"), ("m_score", "M", "number"), ("rfm_score", "RFM", "text"),
     ("cluster", "Cluster", "number"), ("first_purchase_date", "First purchase", "text"),
     ("last_purchase_date", "Last purchase", "text"), ("tenure_days", "Tenure (days)", "number"),
+    ("p_alive", "P(alive)", "number"), ("expected_purchases_90d", "Purchases 90 d", "number"),
 ]  # fmt: skip
 
 
@@ -110,11 +123,26 @@ def layout(segment_lake: SegmentLake, config: Dashboard) -> html.Div:
                         ],
                     ),
                     dcc.Tab(
+                        label="Customer value",
+                        value="value",
+                        children=[dcc.Graph(id="value-chart", style={"height": "520px"})],
+                    ),
+                    dcc.Tab(
                         label="Customers",
                         value="customers",
                         children=[
                             html.Div(
-                                [html.Span(id="customer-count"), html.Button("Download CSV", id="download-button")],
+                                [
+                                    html.Span(id="customer-count"),
+                                    dcc.Checklist(
+                                        id="at-risk-only",
+                                        options=[
+                                            {"label": " at-risk value only (win-back list)", "value": AT_RISK_ONLY}
+                                        ],
+                                        value=[],
+                                    ),
+                                    html.Button("Download CSV", id="download-button"),
+                                ],
                                 className="table-bar",
                             ),
                             dcc.Download(id="download"),
@@ -153,12 +181,18 @@ def filter_bar(dates: list[date]) -> html.Div:
 
 def customer_grid(page_size: int) -> dag.AgGrid:
     """The customer table: AG Grid's infinite row model, each block fetched from the server."""
-    column_filters = {"text": "agTextColumnFilter", "number": "agNumberColumnFilter"}
+    column_filters = {"text": "agTextColumnFilter", "number": "agNumberColumnFilter", "none": False}
     return dag.AgGrid(
         id="customer-grid",
         rowModelType="infinite",
         columnDefs=[
-            {"field": name, "headerName": header, "filter": column_filters[kind]} for name, header, kind in GRID_COLUMNS
+            {
+                "field": name,
+                "headerName": header,
+                "filter": column_filters[kind],
+                **({"valueFormatter": {"function": VALUE_FORMATS[name]}} if name in VALUE_FORMATS else {}),
+            }
+            for name, header, kind in GRID_COLUMNS
         ],  # fmt: skip
         defaultColDef={"sortable": True, "resizable": True, "floatingFilter": True, "minWidth": 110},
         dashGridOptions={"cacheBlockSize": page_size, "maxBlocksInCache": 20, "rowBuffer": 0},
@@ -257,6 +291,28 @@ def distribution_figure(histograms: pd.DataFrame, boxes: pd.DataFrame, colours: 
                                "legendgroup": segment, "showlegend": False, "marker": {"color": colour},
                                "xaxis": f"x{bottom}", "yaxis": f"y{bottom}"})  # fmt: skip
     return {"data": traces, "layout": distribution_layout(log)}
+
+
+def value_figure(stats: pd.DataFrame, at_risk: pd.DataFrame, colours: dict[str, str]) -> go.Figure:
+    """Box plots (whiskers min–max, mean marked) of P(alive), P(purchase in 90 days) and 12-month CLV per
+    segment; the title counts the at-risk-value customers."""
+    if stats.empty:
+        return message_figure(NO_VALUE)
+    figure = make_subplots(rows=1, cols=len(VALUE_TITLES), subplot_titles=list(VALUE_TITLES.values()))
+    rows = stats.set_index(["measure", "segment"])
+    for col, measure in enumerate(VALUE_TITLES, start=1):
+        for segment, colour in colours.items():
+            if (measure, segment) not in rows.index:
+                continue
+            s = rows.loc[(measure, segment)]
+            figure.add_box(x=[segment], q1=[s["q1"]], median=[s["median"]], q3=[s["q3"]], lowerfence=[s["min"]],
+                           upperfence=[s["max"]], mean=[s["mean"]], name=segment, legendgroup=segment,
+                           marker_color=colour, showlegend=col == 1, row=1, col=col)  # fmt: skip
+    figure.update_yaxes(type="log", row=1, col=len(VALUE_TITLES))
+    flagged = int(at_risk["customers"].sum()) if not at_risk.empty else 0
+    figure.update_layout(template="plotly_white", title=f"Predicted customer value per segment — {flagged:,} "
+                         "at-risk-value customers (win-back list: Customers tab)")  # fmt: skip
+    return figure
 
 
 def cluster_figure(points: pd.DataFrame, total: int, colours: dict[str, str], max_points: int) -> go.Figure:
@@ -426,18 +482,35 @@ def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard, 
         figure = migration_figure(flows, earlier, day, colours(scheme, filters.snapshot_date))
         return figure, migration_table(flows)
 
+    @app.callback(Output("value-chart", "figure"), *FILTERS)
+    def value(day, scheme, segment, country):
+        filters = filters_of(day, scheme, segment, country)
+        if filters is None:
+            return message_figure(f"No data for {day}")
+        return value_figure(segment_lake.value_stats(filters), segment_lake.at_risk_counts(filters),
+                            colours(scheme, filters.snapshot_date))  # fmt: skip
+
     app.clientside_callback(
         ClientsideFunction(namespace="segmentExplorer", function_name="purgeGrid"),
         Output("grid-reset", "data"),
         *FILTERS,
+        Input("at-risk-only", "value"),
     )
+
+    def table_filters(day, scheme, segment, country, at_risk) -> Filters | None:
+        """The dashboard filters plus the customer table's at-risk-value toggle."""
+        filters = filters_of(day, scheme, segment, country)
+        if filters is None or AT_RISK_ONLY not in (at_risk or []):
+            return filters
+        return Filters(filters.snapshot_date, filters.scheme, filters.segment, filters.country, at_risk_only=True)
 
     @app.callback(Output("customer-grid", "getRowsResponse"), Output("customer-count", "children"),
                   Input("customer-grid", "getRowsRequest"), *[State(i.component_id, i.component_property)
-                                                               for i in FILTERS])  # fmt: skip
-    def customer_rows(request, day, scheme, segment, country):
+                                                               for i in FILTERS],
+                  State("at-risk-only", "value"))  # fmt: skip
+    def customer_rows(request, day, scheme, segment, country, at_risk):
         """One block of rows for the grid, with the dashboard filters and the grid's sort and filters."""
-        filters = filters_of(day, scheme, segment, country)
+        filters = table_filters(day, scheme, segment, country, at_risk)
         if request is None:
             return no_update, no_update
         if filters is None:
@@ -445,16 +518,19 @@ def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard, 
         start, end = page_bounds(request, config.page_size)
         rows, total = segment_lake.customer_page(filters, start, end,
                                                  request.get("sortModel"), request.get("filterModel"))  # fmt: skip
-        return {"rowData": rows, "rowCount": total}, f"{total:,} customers"
+        shown = "at-risk-value customers" if filters.at_risk_only else "customers"
+        return {"rowData": rows, "rowCount": total}, f"{total:,} {shown}"
 
     @app.callback(Output("download", "data"), Input("download-button", "n_clicks"),
                   *[State(i.component_id, i.component_property) for i in FILTERS],
-                  State("customer-grid", "getRowsRequest"), prevent_initial_call=True)  # fmt: skip
-    def download(_, day, scheme, segment, country, request):
-        filters = filters_of(day, scheme, segment, country)
+                  State("customer-grid", "getRowsRequest"), State("at-risk-only", "value"),
+                  prevent_initial_call=True)  # fmt: skip
+    def download(_, day, scheme, segment, country, request, at_risk):
+        filters = table_filters(day, scheme, segment, country, at_risk)
         if filters is None:
             return no_update
         request = request or {}
         csv = segment_lake.customer_csv(filters, request.get("sortModel"), request.get("filterModel"))
-        name = "_".join(["segments", day, scheme, segment or "all-segments", country or "all-countries"])
+        parts = ["segments", day, scheme, segment or "all-segments", country or "all-countries"]
+        name = "_".join([*parts, *(["at-risk-value"] if filters.at_risk_only else [])])
         return dcc.send_bytes(csv, f"{name.replace(' ', '-')}.csv")

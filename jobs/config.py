@@ -126,6 +126,8 @@ class Model(BaseModel):
     retrain_every_days: int = Field(ge=1)
     promotion_margin: float = Field(ge=0)
     label_match_max_distance: float = Field(gt=0)
+    idle_relabel_max_share: float = Field(ge=0, le=1)
+    clearly_better_silhouette: float = Field(ge=0)
 
 
 class Mlflow(BaseModel):

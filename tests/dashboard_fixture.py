@@ -33,7 +33,8 @@ SEGMENTS_SCHEMA = pa.schema([
     ("f_score", pa.int32()), ("m_score", pa.int32()), ("rfm_score", pa.string()), ("rfm_segment", pa.string()),
     ("cluster", pa.int32()), ("cluster_label", pa.string()), ("country", pa.string()),
     ("first_purchase_date", pa.date32()), ("last_purchase_date", pa.date32()), ("tenure_days", pa.int32()),
-    ("mlflow_run_id", pa.string()),
+    ("mlflow_run_id", pa.string()), ("p_alive", pa.float64()), ("p_purchase_90d", pa.float64()),
+    ("expected_purchases_90d", pa.float64()), ("clv_12m", pa.float64()), ("at_risk_value", pa.bool_()),
 ])  # fmt: skip
 SUMMARY_SCHEMA = pa.schema([
     ("snapshot_date", pa.date32()), ("label_scheme", pa.string()), ("segment", pa.string()),
@@ -52,7 +53,7 @@ def customers_of(snapshot: date, count: int, seed: int) -> pd.DataFrame:
     tenure = recency + rng.integers(0, 60, n)
     scores = rng.integers(1, 6, (n, 3))
     cluster = rng.integers(0, 4, n)
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         "snapshot_date": snapshot,
         "customer_id": ids,
         "recency_days": recency.astype("int32"),
@@ -70,6 +71,22 @@ def customers_of(snapshot: date, count: int, seed: int) -> pd.DataFrame:
         "tenure_days": tenure.astype("int32"),
         "mlflow_run_id": f"run-{snapshot:%Y%m%d}",
     })  # fmt: skip
+    return with_value(frame, rng)
+
+
+def with_value(frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """The clv step's columns: P(alive), P(purchase in 90 days), expected purchases, 12-month CLV and
+    the at-risk-value flag (above-median monetary and P(purchase) < 0.5, as the step flags it)."""
+    n = len(frame)
+    p_purchase = rng.uniform(0.05, 0.95, n)
+    money = frame["monetary"].astype(float)
+    return frame.assign(
+        p_alive=rng.uniform(0.5, 1.0, n),
+        p_purchase_90d=p_purchase,
+        expected_purchases_90d=p_purchase * 2.5,
+        clv_12m=rng.lognormal(7, 1.0, n),
+        at_risk_value=(money > money.median()) & (p_purchase < 0.5),
+    )
 
 
 def summary_of(customers: pd.DataFrame) -> pd.DataFrame:

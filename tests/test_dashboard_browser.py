@@ -243,6 +243,26 @@ def test_customer_table_sorts_filters_and_downloads(page: Page, url: str, custom
     assert set(exported["country"]) == {"Germany"}
 
 
+def test_customer_value_view_and_the_win_back_list(page: Page, url: str, customers: pd.DataFrame) -> None:
+    """Issue 14: value boxes per segment; the at-risk-value toggle lists the win-back customers, CLV sortable."""
+    page.goto(url)
+    latest = customers[customers["snapshot_date"] == SNAPSHOTS[-1]]
+    open_view(page, "Customer value")
+    boxes = (
+        "() => (document.querySelector('#value-chart .js-plotly-plot')?._fullData || []).filter(t => t.type === 'box')"
+    )
+    eventually(lambda: len(page.evaluate(boxes)), 3 * latest["cluster_label"].nunique())
+    open_view(page, "Customers")
+    page.click("#at-risk-only input")
+    flagged = latest[latest["at_risk_value"]]
+    expect(page.locator("#customer-count")).to_have_text(f"{len(flagged)} at-risk-value customers")
+    page.click('.ag-header-cell[col-id="clv_12m"] .ag-header-cell-label')
+    page.click('.ag-header-cell[col-id="clv_12m"] .ag-header-cell-label')
+    first = """() => document.querySelector('.ag-center-cols-container .ag-row[row-index="0"] [col-id="clv_12m"]')
+                     ?.innerText"""
+    eventually(lambda: page.evaluate(first), f"{flagged['clv_12m'].max():,.2f}")
+
+
 def test_a_date_without_data_says_so(page: Page, url: str) -> None:
     page.goto(f"{url}?date=2011-01-01")
     expect(page.locator("#notice")).to_contain_text("No snapshot for 2011-01-01")

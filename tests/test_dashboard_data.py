@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from app.data import Filters, SegmentLake
+from app.data import VALUE_COLUMNS, Filters, SegmentLake
 from jobs.definitions import GONE_CUSTOMER, NEW_CUSTOMER
 from tests.conftest import settings_for
 from tests.dashboard_fixture import (
@@ -172,6 +173,49 @@ def test_customer_csv_has_the_filtered_rows(segment_lake: SegmentLake, customers
     assert exported["monetary"].tolist() == pytest.approx(expected["monetary"].tolist())
 
 
+def test_value_per_segment_and_the_at_risk_value_list(segment_lake: SegmentLake, customers: pd.DataFrame) -> None:
+    """Issue 14: P(alive) and CLV distributions per segment; the win-back list is one toggle."""
+    rows = on(customers, LAST, country="France")
+    stats = segment_lake.value_stats(Filters(LAST, "cluster", country="France")).set_index(["segment", "measure"])
+    assert set(stats.index.get_level_values("measure")) == {"p_alive", "p_purchase_90d", "clv_12m"}
+    for label, group in rows.groupby("cluster_label"):
+        clv = stats.loc[(label, "clv_12m")]
+        assert clv["customers"] == len(group)
+        assert clv["median"] == pytest.approx(group["clv_12m"].median())
+        assert clv["mean"] == pytest.approx(group["clv_12m"].mean())
+        assert stats.loc[(label, "p_alive"), "q1"] == pytest.approx(group["p_alive"].quantile(0.25))
+    flagged = rows[rows["at_risk_value"]]
+    counts = segment_lake.at_risk_counts(Filters(LAST, "cluster", country="France")).set_index("segment")
+    assert counts["customers"].to_dict() == flagged.groupby("cluster_label").size().to_dict()
+    win_back = Filters(LAST, "cluster", country="France", at_risk_only=True)
+    page, total = segment_lake.customer_page(win_back, 0, 500, [{"colId": "clv_12m", "sort": "desc"}])
+    assert total == len(flagged) > 0
+    assert [r["customer_id"] for r in page] == flagged.sort_values("clv_12m", ascending=False)["customer_id"].tolist()
+    assert all(r["at_risk_value"] for r in page) and page[0]["clv_12m"] == pytest.approx(flagged["clv_12m"].max())
+    exported = pd.read_csv(io.BytesIO(segment_lake.customer_csv(win_back)), dtype={"customer_id": str})
+    assert sorted(exported["customer_id"]) == sorted(flagged["customer_id"])
+
+
+def test_a_lake_without_value_columns_shows_them_empty(tmp_path: Path) -> None:
+    """Gold written before the clv step existed (or without it): the views work, the value view is empty."""
+    from deltalake import write_deltalake
+
+    from tests.dashboard_fixture import SEGMENTS_SCHEMA
+
+    lake_dir = tmp_path / "lake"
+    write_snapshot(lake_dir, customers_of(LAST, 30, seed=3))
+    old_schema = pa.schema([f for f in SEGMENTS_SCHEMA if f.name not in VALUE_COLUMNS])
+    old = customers_of(LAST, 30, seed=3)[old_schema.names]
+    segments = lake_dir / "gold" / "customer_segments"
+    write_deltalake(str(segments), pa.Table.from_pandas(old, schema=old_schema, preserve_index=False),
+                    partition_by=["snapshot_date"], mode="overwrite", schema_mode="overwrite")  # fmt: skip
+    segment_lake = SegmentLake.from_settings(settings_for(tmp_path))
+    rows, total = segment_lake.customer_page(Filters(LAST), 0, 10)
+    assert total == len(old) and rows[0]["clv_12m"] is None and rows[0]["at_risk_value"] is None
+    assert segment_lake.value_stats(Filters(LAST)).empty
+    assert segment_lake.customer_page(Filters(LAST, at_risk_only=True), 0, 10) == ([], 0)
+
+
 def test_a_date_without_a_snapshot_gives_empty_results(segment_lake: SegmentLake) -> None:
     missing = Filters(date(2011, 1, 1))
     assert segment_lake.overview(missing).empty
@@ -210,7 +254,8 @@ def grid_request(day: str, scheme: str, start: int, end: int) -> dict:
         "state": [{"id": "snapshot-date", "property": "value", "value": day},
                   {"id": "scheme", "property": "value", "value": scheme},
                   {"id": "segment", "property": "value", "value": None},
-                  {"id": "country", "property": "value", "value": None}],
+                  {"id": "country", "property": "value", "value": None},
+                  {"id": "at-risk-only", "property": "value", "value": []}],
         "changedPropIds": ["customer-grid.getRowsRequest"],
     }  # fmt: skip
 

@@ -12,14 +12,10 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.config import Labels
+from jobs.core.labels import dominance_violations, empty_labels, profile_label_map
 from jobs.core.scoring import QUANTILES, add_rfm_scores, named_segment, quintile_edges
 from jobs.definitions import UNCLASSIFIED
-from jobs.steps.label import (
-    dominance_violations,
-    empty_labels,
-    profile_label_map,
-    segment_summary,
-)
+from jobs.steps.label import segment_summary
 from tests.helpers import dominates, random_profile
 
 LABELS = ["VIP", "Loyal", "At-Risk", "Low-Value"]

@@ -11,15 +11,9 @@ import pandas as pd
 import pytest
 
 from jobs.config import load_settings
+from jobs.core.labels import carry_labels, dominance_violations, match_centroids, profile_label_map
 from jobs.definitions import GONE_CUSTOMER, NEW_CUSTOMER
-from jobs.steps.label import (
-    carry_labels,
-    dominance_violations,
-    label_stability,
-    match_centroids,
-    profile_label_map,
-    segment_transitions,
-)
+from jobs.steps.label import label_stability, segment_transitions
 from tests.helpers import dominates, random_profile
 
 LABELS = ["VIP", "Loyal", "At-Risk", "Low-Value"]
@@ -212,3 +206,22 @@ def test_label_stability_needs_recency_to_age_by_the_gap() -> None:
     before = pd.DataFrame(PREVIOUS_ROWS, columns=columns)
     after = pd.DataFrame(CURRENT_ROWS, columns=columns)
     assert label_stability(before, after, days_between=2)["stability_population"] == 0
+
+
+def test_the_stability_table_reports_each_night_type_apart() -> None:
+    from jobs.tools.replay import stability_table
+
+    def night(day: int, kind: str, kept: float, changed: int, promoted=None, relabelled=None) -> dict:
+        return {"night": date(2011, 8, day), "kind": kind, "version": "1", "promoted": promoted,
+                "idle_relabelled": relabelled, "stability_population": 3000.0,
+                "label_stability_cluster": kept, "label_changes_cluster": float(changed)}  # fmt: skip
+
+    rows = [{"night": date(2011, 8, 11), "kind": "retrain", "version": "1", "promoted": True, "idle_relabelled": None},
+            night(12, "score", 0.995, 15), night(13, "score", 0.999, 3),
+            night(18, "retrain", 0.997, 9, False, 140), night(25, "retrain", 0.990, 30, True, 25)]  # fmt: skip
+    table = stability_table(rows)
+    assert "| score | 2 | 99.50%–99.90% | 3–15 |" in table
+    assert "| retrain (champion kept) | 1 | 99.70%–99.70% | 9–9 |" in table
+    assert "| retrain (promoted) | 1 | 99.00%–99.00% | 30–30 |" in table
+    assert "| 2011-08-18 | retrain (champion kept) | 1 | 3,000 | 99.70% | 9 | 140 |" in table
+    assert "2011-08-11" not in table, "the first night has no previous snapshot"

@@ -27,6 +27,8 @@ from jobs.adapters.transactions import (
     to_canonical_names,
     typed_rows,
 )
+from jobs.core.features import log_feature_profile, log_feature_scale
+from jobs.core.labels import IdleAgreement, carry_labels, idle_agreement
 from jobs.core.rfm import compute_rfm
 from jobs.definitions import CHOSEN_K_TAG, CHOSEN_TAG
 from jobs.steps.cluster import (
@@ -38,12 +40,7 @@ from jobs.steps.cluster import (
     gmm_bic,
     plan_night,
 )
-from jobs.steps.label import (
-    carry_labels,
-    label_day,
-    log_feature_profile,
-    log_feature_scale,
-)
+from jobs.steps.label import label_day
 from jobs.tools.generate import generate_transactions
 from tests.conftest import settings_for
 
@@ -158,7 +155,42 @@ def test_promotion_rule() -> None:
     assert registry.decide_promotion("5", 0.40, None, None, 0.02).promoted
     assert registry.decide_promotion("5", 0.48, Champion(), 0.50, 0.02).promoted  # within the margin
     worse = registry.decide_promotion("5", 0.47, Champion(), 0.50, 0.02)
-    assert not worse.promoted and worse.champion_version == "4" and "<" in worse.reason
+    assert not worse.promoted and worse.champion_version == "4" and "worse than the champion" in worse.reason
+
+
+def test_idle_agreement_counts_ageing_and_model_changes_apart() -> None:
+    idle = pd.DataFrame({
+        "previous_label":  ["VIP", "VIP",   "Loyal", "Loyal",   "At-Risk"],
+        "champion_label":  ["VIP", "Loyal", "Loyal", "Loyal",   "At-Risk"],
+        "candidate_label": ["VIP", "Loyal", "Loyal", "At-Risk", "Low-Value"],
+    })  # fmt: skip
+    agreement = idle_agreement(idle, "2011-12-08")
+    assert (agreement.idle_customers, agreement.champion_changes, agreement.candidate_changes) == (5, 1, 3)
+    assert agreement.relabelled == 2 and agreement.relabelled_share == pytest.approx(0.4)
+
+
+def test_a_refit_that_relabels_idle_customers_needs_a_clearly_better_fit() -> None:
+    class Champion:
+        version = "4"
+
+    def idle(relabelled: int) -> IdleAgreement:
+        return IdleAgreement("2011-12-08", 1000, 3, 3 + relabelled, relabelled)
+
+    def decide(new: float, agreement: IdleAgreement | None) -> registry.Promotion:
+        return registry.decide_promotion("5", new, Champion(), 0.50, 0.02, agreement, 0.01, 0.05)
+
+    assert decide(0.49, idle(10)).promoted, "1 % relabelled, fit within the margin"
+    stable_but_worse = decide(0.47, idle(0))
+    assert not stable_but_worse.promoted and "worse" in stable_but_worse.reason
+    reshuffle = decide(0.53, idle(11))
+    assert not reshuffle.promoted
+    assert "11 of 1000 idle customers (1.10%)" in reshuffle.reason and "not clearly better" in reshuffle.reason
+    assert reshuffle.idle == {"previous_snapshot": "2011-12-08", "idle_customers": 1000, "champion_changes": 3,
+                              "candidate_changes": 14, "relabelled": 11, "relabelled_share": 0.011}  # fmt: skip
+    clearly_better = decide(0.55, idle(200))
+    assert clearly_better.promoted and "clearly better" in clearly_better.reason
+    assert decide(0.49, None).promoted, "no previous snapshot: the silhouette alone decides"
+    assert registry.Promotion.from_json(json.dumps(reshuffle.as_dict())) == reshuffle
 
 
 def test_a_gaussian_mixture_fit_reports_likelihood_and_bic(spark, transactions, settings) -> None:
@@ -225,7 +257,13 @@ def test_the_alias_moves_only_when_the_rule_says(nights) -> None:
     first, second = results[NIGHTS[0]][0], results[NIGHTS[2]][0]
     assert first["promotion"]["promoted"] and first["promotion"]["reason"] == "no champion yet"
     decision = second["promotion"]
-    should = decision["new_silhouette"] >= decision["champion_silhouette"] - decision["margin"]
+    idle = decision["idle"]
+    assert idle is not None and idle["previous_snapshot"] == NIGHTS[1].isoformat() and idle["idle_customers"] > 0
+    new, champion = decision["new_silhouette"], decision["champion_silhouette"]
+    should = new >= champion - decision["margin"] and (
+        idle["relabelled"] <= decision["max_relabel_share"] * idle["idle_customers"]
+        or new >= champion + decision["clear_gain"]
+    )
     assert decision["promoted"] == should
     expected = decision["new_version"] if should else decision["champion_version"]
     assert str(registry.champion(settings).version) == expected == results[NIGHTS[3]][0]["model_version"]

@@ -53,6 +53,14 @@ def test_cluster_summary_says_what_was_chosen_and_why():
     assert lines[0] == "night 2011-12-08: retrain (no champion yet)"
     assert lines[1].startswith("  k=4") and lines[1].endswith("<- chosen") and "k=5" in lines[2]
     assert "version 1 promoted (no champion yet)" in "\n".join(lines)
+    idle = {"previous_snapshot": "2011-12-07", "idle_customers": 4000, "champion_changes": 9,
+            "candidate_changes": 170, "relabelled": 165, "relabelled_share": 0.04125}  # fmt: skip
+    refused = {**CLUSTER_RESULT, "promotion": {"promoted": False, "reason": "relabels 4.12%", "new_version": "2",
+                                               "idle": idle}}  # fmt: skip
+    text = "\n".join(cluster_lines(refused, sweep, None))
+    assert "version 2 not promoted (relabels 4.12%)" in text
+    assert "idle customers since 2011-12-07: 4000; label changes by ageing (champion) 9" in text
+    assert "disagree on 165 (4.12%)" in text
     score_night = {**CLUSTER_RESULT, "night_type": "score", "promotion": None}
     assert len(cluster_lines(score_night, [], None)) == 2
 
@@ -64,6 +72,9 @@ def test_label_summary_lists_the_mapping():
     lines = label_lines(result)
     assert "  cluster 0 -> VIP" in lines and "  why: ranked by centroid value" in lines
     assert lines[-1] == "  stability: label_stability=0.970" and 5 <= len(lines) <= 10
+    retrained = {**result, "idle_change_cause": "model change (version 1 -> 2; ...)",
+                 "stability": {"label_changes_cluster": 12.0}}  # fmt: skip
+    assert "  idle customers' label changes 12 by: model change (version 1 -> 2; ...)" in label_lines(retrained)
 
 
 def test_params_reach_only_steps_that_take_them(tmp_path):

@@ -83,6 +83,18 @@ def read(spark: SparkSession, path: Path, version: int | None = None) -> DataFra
     return reader.load(str(path))
 
 
+def latest_slice_before(spark: SparkSession, path: Path, day: date) -> tuple[DataFrame | None, date | None]:
+    """The latest ``snapshot_date`` slice of the table at ``path`` before ``day`` (partition-pruned),
+    or (None, None) when there is none."""
+    if not exists(spark, path):
+        return None, None
+    table = read(spark, path)
+    found = table.filter(F.col("snapshot_date") < F.lit(day).cast("date")).agg(F.max("snapshot_date")).first()[0]
+    if found is None:
+        return None, None
+    return table.filter(F.col("snapshot_date") == F.lit(found)), found
+
+
 def date_literal(day: date) -> str:
     return f"DATE'{day.isoformat()}'"
 

@@ -24,6 +24,12 @@ def cluster_lines(result: dict[str, Any], sweep: list[dict[str, Any]], k_rule: s
     if promotion:
         verdict = "promoted" if promotion["promoted"] else "not promoted"
         lines.append(f"promotion: version {promotion['new_version']} {verdict} ({promotion['reason']})")
+        idle = promotion.get("idle")
+        if idle:
+            lines.append(f"  idle customers since {idle['previous_snapshot']}: {idle['idle_customers']}; label changes "
+                         f"by ageing (champion) {idle['champion_changes']}, with the new version "
+                         f"{idle['candidate_changes']}; the two disagree on {idle['relabelled']} "
+                         f"({idle['relabelled_share']:.2%})")  # fmt: skip
     lines.append(f"scored with model version {result['model_version']}, k={result['k']}, "
                  f"silhouette {result['silhouette']:.3f}; MLflow run {result['mlflow_run_id']}")  # fmt: skip
     return lines
@@ -36,6 +42,10 @@ def label_lines(result: dict[str, Any]) -> list[str]:
     lines += [f"  cluster {cluster} -> {label}" for cluster, label in result["cluster_labels"].items()]
     if result.get("label_note"):
         lines.append(f"  why: {result['label_note']}")
+    if result.get("idle_change_cause"):
+        changes = (result.get("stability") or {}).get("label_changes_cluster")
+        counted = f"{changes:.0f} " if isinstance(changes, int | float) else ""
+        lines.append(f"  idle customers' label changes {counted}by: {result['idle_change_cause']}")
     stability = {k: v for k, v in (result.get("stability") or {}).items() if isinstance(v, int | float)}
     if stability:
         lines.append("  stability: " + ", ".join(f"{k}={v:.3f}" for k, v in sorted(stability.items())[:4]))

@@ -5,7 +5,10 @@ Transform: log1p(R, F, M) -> standard scaling -> K-Means or Gaussian Mixture. On
 night (no champion yet, or the newest registered version is ``model.retrain_every_days`` old)
 every k of the sweep is fitted (``fit_candidate``), logged as an MLflow child run, and one is
 chosen by ``choose_candidate``; the chosen pipeline is registered and takes the champion alias
-unless it is worse than the champion by more than the margin (``registry.decide_promotion``).
+unless it is worse than the champion by more than the margin, or it gives more than
+``model.idle_relabel_max_share`` of the customers who bought nothing since the previous snapshot
+another label than the champion does tonight without a clearly better silhouette
+(``registry.decide_promotion``; both models' labels carried as the label step carries them).
 Other nights score with the champion; a re-run of a date scores with the version recorded for it.
 A retry of a retrain night whose earlier attempt registered a version ("resume") reopens that
 attempt's MLflow run and completes the version's promotion instead of training again.
@@ -36,7 +39,14 @@ from jobs.adapters import lake, registry, tracking
 from jobs.adapters.registry import PREDICTION
 from jobs.adapters.spark import get_spark
 from jobs.config import Clustering, Settings, load_settings
-from jobs.core.features import log_feature_sql, log_feature_transformer
+from jobs.core.features import (
+    idle_customers,
+    log_feature_profile,
+    log_feature_scale,
+    log_feature_sql,
+    log_feature_transformer,
+)
+from jobs.core.labels import IdleAgreement, carry_labels, idle_agreement
 from jobs.core.scoring import quintile_edges
 from jobs.definitions import (
     CHOSEN_K_TAG,
@@ -323,25 +333,97 @@ def silhouette_of(settings: Settings, version: str, features: DataFrame) -> floa
     return quality_metrics(model.transform(features), model_k(model), settings.clustering)["silhouette"]
 
 
-def promote(settings: Settings, new_silhouette: float, version: str, features: DataFrame) -> registry.Promotion:
-    """Compare the new version with the champion on tonight's data, record the decision, then move
-    the alias if the rule says so."""
-    current = registry.champion(settings)
-    champion_silhouette = silhouette_of(settings, str(current.version), features) if current is not None else None
-    promotion = registry.decide_promotion(
-        version, new_silhouette, current, champion_silhouette, settings.model.promotion_margin
+def carried_labels(
+    snapshot: DataFrame,
+    features: DataFrame,
+    model: PipelineModel,
+    same_model: bool,
+    previous_profile: pd.DataFrame,
+    scale: tuple[np.ndarray, np.ndarray],
+    settings: Settings,
+) -> DataFrame:
+    """customer_id -> the cluster label ``model`` gives tonight, carried from the previous snapshot
+    as the label step carries it (``carry_labels``)."""
+    assigned = model.transform(features).select("customer_id", F.col(PREDICTION).cast("int").alias("cluster"))
+    profile = log_feature_profile(snapshot.join(assigned, "customer_id"), ["cluster"], settings.clustering)
+    decision = carry_labels(
+        profile, previous_profile, same_model, settings.labels, settings.model.label_match_max_distance, scale
     )
+    label_of = F.create_map(*[x for c, label in sorted(decision.mapping.items()) for x in (F.lit(c), F.lit(label))])
+    return assigned.select("customer_id", label_of[F.col("cluster")].alias("label"))
+
+
+def idle_label_agreement(
+    spark: SparkSession,
+    settings: Settings,
+    run_date: date,
+    snapshot: DataFrame,
+    features: DataFrame,
+    champion_version: str,
+    candidate: PipelineModel,
+) -> IdleAgreement | None:
+    """How the champion and the candidate would label tonight the customers who bought nothing since
+    the previous labelled snapshot; None when there is no previous snapshot."""
+    previous, previous_date = lake.latest_slice_before(spark, settings.table_path("gold_customer_segments"), run_date)
+    if previous is None:
+        return None
+    idle = idle_customers(previous, snapshot, (run_date - previous_date).days)
+    previous_profile = log_feature_profile(previous, ["cluster", "cluster_label"], settings.clustering)
+    previous_versions = {row["model_version"] for row in previous.select("model_version").distinct().collect()}
+    scale = log_feature_scale(snapshot, settings.clustering)
+    for name, model, version in (
+        ("champion_label", registry.load(settings, champion_version), champion_version),
+        ("candidate_label", candidate, None),
+    ):
+        labels = carried_labels(snapshot, features, model, previous_versions == {version}, previous_profile, scale,
+                                settings)  # fmt: skip
+        idle = idle.join(labels.withColumnRenamed("label", name), "customer_id")
+    return idle_agreement(idle.toPandas(), previous_date.isoformat())
+
+
+def promote(
+    spark: SparkSession,
+    settings: Settings,
+    run_date: date,
+    snapshot: DataFrame,
+    features: DataFrame,
+    new_silhouette: float,
+    version: str,
+    candidate: PipelineModel | None = None,
+) -> registry.Promotion:
+    """Compare the new version with the champion on tonight's data (silhouette, and the labels of
+    idle customers), record the decision, then move the alias if the rule says so."""
+    current = registry.champion(settings)
+    champion_silhouette, idle = None, None
+    if current is not None:
+        champion_silhouette = silhouette_of(settings, str(current.version), features)
+        candidate = candidate or registry.load(settings, version)
+        idle = idle_label_agreement(spark, settings, run_date, snapshot, features, str(current.version), candidate)
+    model = settings.model
+    promotion = registry.decide_promotion(
+        version, new_silhouette, current, champion_silhouette, model.promotion_margin,
+        idle, model.idle_relabel_max_share, model.clearly_better_silhouette,
+    )  # fmt: skip
     registry.apply_promotion(settings, promotion)
     return promotion
 
 
-def complete_retrain(settings: Settings, began: ModelVersion, features: DataFrame) -> registry.Promotion:
+def complete_retrain(
+    spark: SparkSession,
+    settings: Settings,
+    run_date: date,
+    snapshot: DataFrame,
+    began: ModelVersion,
+    features: DataFrame,
+) -> registry.Promotion:
     """Finish what an earlier attempt began with version ``began``: evaluate it if it never was, or
     re-apply the recorded decision (the alias moves only if it still points where the decision found it)."""
     version = str(began.version)
     recorded = registry.decision(began)
     if recorded is None:
-        return promote(settings, silhouette_of(settings, version, features), version, features)
+        return promote(
+            spark, settings, run_date, snapshot, features, silhouette_of(settings, version, features), version
+        )
     current = registry.champion(settings)
     if recorded.promoted and (str(current.version) if current else None) == recorded.champion_version:
         registry.move_alias(settings, version)
@@ -356,7 +438,12 @@ def finish_retrain(version: str, promotion: registry.Promotion) -> str:
 
 
 def retrain(
-    snapshot: DataFrame, features: DataFrame, settings: Settings, run_date: date, lineage: dict[str, str]
+    spark: SparkSession,
+    snapshot: DataFrame,
+    features: DataFrame,
+    settings: Settings,
+    run_date: date,
+    lineage: dict[str, str],
 ) -> tuple[str, registry.Promotion]:
     """Sweep, choose, register and decide promotion; returns the version that scores tonight."""
     clustering = settings.clustering
@@ -377,7 +464,9 @@ def retrain(
     }
     version_tags = {DAG_TAG: lineage[DAG_TAG], DAG_RUN_TAG: lineage[DAG_RUN_TAG]}
     version = str(registry.register(chosen.model, features, settings, metadata, version_tags).version)
-    promotion = promote(settings, chosen.metrics["silhouette"], version, features)
+    promotion = promote(
+        spark, settings, run_date, snapshot, features, chosen.metrics["silhouette"], version, chosen.model
+    )
     return finish_retrain(version, promotion), promotion
 
 
@@ -418,9 +507,9 @@ def cluster_day(
         mlflow.set_tags({**lineage, STEP_TAG: "cluster", NIGHT_TYPE_TAG: plan.kind, PLAN_TAG: plan.reason})
         version = plan.version
         if plan.kind == "retrain":
-            version, promotion = retrain(snapshot, features, settings, run_date, lineage)
+            version, promotion = retrain(spark, snapshot, features, settings, run_date, lineage)
         elif began is not None:
-            promotion = complete_retrain(settings, began, features)
+            promotion = complete_retrain(spark, settings, run_date, snapshot, began, features)
             version = finish_retrain(str(began.version), promotion)
         model = registry.load(settings, version)
         k = model_k(model)

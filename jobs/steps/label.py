@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -35,132 +33,14 @@ from jobs.adapters import lake, registry, tracking
 from jobs.adapters.audit import write_audit
 from jobs.adapters.publish import publish
 from jobs.adapters.spark import get_spark
-from jobs.config import Clustering, Labels, Settings, load_settings
-from jobs.core.features import log_feature_columns
+from jobs.config import Settings, load_settings
+from jobs.core.features import log_feature_profile, log_feature_scale
+from jobs.core.labels import LabelDecision, carry_labels, empty_labels, standardised_centroids
 from jobs.core.scoring import add_rfm_scores
 from jobs.definitions import GONE_CUSTOMER, LABEL_SCHEMES, NEW_CUSTOMER, RFM_MEASURES
 from jobs.errors import LakeStateError
 
-LOG_MEANS = [f"mean_log_{c}" for c in RFM_MEASURES]
-PROFILE_RULE = "profile rule"
 LOGGER = logging.getLogger(__name__)
-
-
-@dataclass
-class LabelDecision:
-    """Cluster id -> label, and for each cluster where its label came from."""
-
-    mapping: dict[int, str]
-    sources: dict[int, str] = field(default_factory=dict)
-    note: str = ""
-
-
-def standardised_centroids(profile: pd.DataFrame, scale: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Each cluster's centroid in the snapshot's standardised log features (rows as in ``profile``)."""
-    center, sd = scale
-    return (profile[LOG_MEANS].to_numpy(dtype=float) - center) / sd
-
-
-def dominance_violations(profile: pd.DataFrame, mapping: dict[int, str], labels: Labels) -> list[tuple[int, int]]:
-    """Pairs (a, b): cluster a is at least as good as b in mean R (lower), F and M, better in one, yet
-    a has the guard's low label while b has one of its high labels."""
-    rows = profile.set_index("cluster")[["mean_recency_days", "mean_frequency", "mean_monetary"]]
-    better = rows.assign(mean_recency_days=-rows["mean_recency_days"])
-    found = []
-    for a in better.index:
-        for b in better.index:
-            at_least, strictly = (better.loc[a] >= better.loc[b]).all(), (better.loc[a] > better.loc[b]).any()
-            if at_least and strictly and mapping[a] == labels.guard.low and mapping[b] in labels.guard.high:
-                found.append((int(a), int(b)))
-    return found
-
-
-def enforce_guard(profile: pd.DataFrame, mapping: dict[int, str], labels: Labels) -> dict[int, str]:
-    """Swap the labels of each violating pair until none is left. Terminates: every swap moves the low
-    label to a dominated cluster, i.e. strictly down the dominance order."""
-    mapping = dict(mapping)
-    while violations := dominance_violations(profile, mapping, labels):
-        a, b = violations[0]
-        mapping[a], mapping[b] = mapping[b], mapping[a]
-    return mapping
-
-
-def profile_label_map(profile: pd.DataFrame, scale: tuple[np.ndarray, np.ndarray], labels: Labels) -> dict[int, str]:
-    """Cluster id -> label by profile: the assignment of clusters to label profiles with the least total
-    Euclidean distance in standardised (R, F, M); clusters beyond one per label take their nearest
-    profile's label; with fewer clusters than labels, the labels left over stay empty. The guard holds."""
-    from scipy.optimize import linear_sum_assignment
-    from scipy.spatial.distance import cdist
-
-    names = list(labels.profiles)
-    distances = cdist(standardised_centroids(profile, scale), np.array([labels.profiles[n] for n in names]))
-    nearest = distances.argmin(axis=1)
-    assigned = dict(zip(*linear_sum_assignment(distances), strict=True))
-    clusters = profile["cluster"].astype(int).tolist()
-    mapping = {cluster: names[assigned.get(row, nearest[row])] for row, cluster in enumerate(clusters)}
-    return enforce_guard(profile, mapping, labels)
-
-
-def empty_labels(mapping: dict[int, str], labels: Labels) -> list[str]:
-    """The labels no cluster carries tonight, in display order."""
-    return [label for label in labels.cluster_labels if label not in mapping.values()]
-
-
-def match_centroids(current: np.ndarray, previous: np.ndarray, max_distance: float) -> dict[int, tuple[int, float]]:
-    """Row of ``current`` -> (row of ``previous``, distance) by minimum total Euclidean distance,
-    keeping only pairs closer than ``max_distance``."""
-    from scipy.optimize import linear_sum_assignment
-    from scipy.spatial.distance import cdist
-
-    distances = cdist(current, previous)
-    rows, cols = linear_sum_assignment(distances)
-    return {
-        int(r): (int(c), float(distances[r, c]))
-        for r, c in zip(rows, cols, strict=True)
-        if distances[r, c] <= max_distance
-    }
-
-
-def carry_labels(
-    current: pd.DataFrame,
-    previous: pd.DataFrame | None,
-    same_model: bool,
-    labels: Labels,
-    max_distance: float,
-    scale: tuple[np.ndarray, np.ndarray],
-) -> LabelDecision:
-    """Tonight's cluster labels: inherited from the previous snapshot where the cluster is the same
-    (same model version) or its standardised centroid matches, the profile rule elsewhere.
-
-    ``current``: cluster, customers, mean R/F/M and ``mean_log_*`` per cluster; ``previous``:
-    cluster, cluster_label and ``mean_log_*``; ``scale``: (mean, sd) of tonight's log features.
-    """
-    by_profile = profile_label_map(current, scale, labels)
-    if previous is None or previous.empty:
-        return LabelDecision(by_profile, {c: PROFILE_RULE for c in by_profile}, "no previous snapshot: profile rule")
-    decision = LabelDecision(dict(by_profile), {c: PROFILE_RULE for c in by_profile})
-    previous_label = dict(zip(previous["cluster"].astype(int), previous["cluster_label"], strict=True))
-    if same_model:
-        for cluster in by_profile:
-            if cluster in previous_label:
-                decision.mapping[cluster] = previous_label[cluster]
-                decision.sources[cluster] = "same model version: label kept"
-        decision.note = "same model version as the previous snapshot"
-    else:
-        standardised = [standardised_centroids(frame, scale) for frame in (current, previous)]
-        for row, (prev_row, distance) in match_centroids(*standardised, max_distance).items():
-            cluster, matched = int(current["cluster"].iloc[row]), int(previous["cluster"].iloc[prev_row])
-            decision.mapping[cluster] = previous_label[matched]
-            decision.sources[cluster] = f"matched previous cluster {matched} (distance {distance:.3f}): label kept"
-        decision.note = "new model version: centroids matched to the previous snapshot's"
-    violations = dominance_violations(current, decision.mapping, labels)
-    if violations:
-        return LabelDecision(
-            by_profile,
-            {c: PROFILE_RULE for c in by_profile},
-            f"inherited labels broke the guard {violations}: profile rule",
-        )
-    return decision
 
 
 def build_segments(
@@ -287,31 +167,6 @@ def label_stability(previous: pd.DataFrame, current: pd.DataFrame, days_between:
     return metrics
 
 
-def log_feature_profile(frame: DataFrame, by: list[str], clustering: Clustering) -> pd.DataFrame:
-    """Per group: customers, mean R/F/M and mean of the clustering's log features — the centroid."""
-    logged = frame.select(*by, *RFM_MEASURES, *log_feature_columns(clustering))
-    return (
-        logged.groupBy(*by)
-        .agg(
-            F.count("*").alias("customers"),
-            *[F.avg(F.col(c).cast("double")).alias(f"mean_{c}") for c in RFM_MEASURES],
-            *[F.avg(f"log_{c}").alias(f"mean_log_{c}") for c in RFM_MEASURES],
-        )
-        .orderBy(*by)
-        .toPandas()
-    )
-
-
-def log_feature_scale(snapshot: DataFrame, clustering: Clustering) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of the clustering's log features over the snapshot (zero sd taken as 1)."""
-    logs = [F.col(f"log_{c}") for c in RFM_MEASURES]
-    row = snapshot.select(*log_feature_columns(clustering)).agg(*[F.avg(x) for x in logs],
-                                                                *[F.stddev_pop(x) for x in logs]).first()  # fmt: skip
-    center = np.array(row[: len(RFM_MEASURES)], dtype=float)
-    sd = np.array(row[len(RFM_MEASURES) :], dtype=float)
-    return center, np.where(sd > 0, sd, 1.0)
-
-
 def extract_inputs(
     spark: SparkSession, settings: Settings, run_date: date
 ) -> tuple[DataFrame, DataFrame, dict[str, int]]:
@@ -329,16 +184,7 @@ def extract_inputs(
 
 def extract_previous(spark: SparkSession, settings: Settings, run_date: date) -> tuple[DataFrame | None, date | None]:
     """The latest gold snapshot before ``run_date`` (partition-pruned), or (None, None)."""
-    path = settings.table_path("gold_customer_segments")
-    if not lake.exists(spark, path):
-        return None, None
-    gold = lake.read(spark, path)
-    previous_date = (
-        gold.filter(F.col("snapshot_date") < F.lit(run_date).cast("date")).agg(F.max("snapshot_date")).first()[0]
-    )
-    if previous_date is None:
-        return None, None
-    return gold.filter(F.col("snapshot_date") == F.lit(previous_date)), previous_date
+    return lake.latest_slice_before(spark, settings.table_path("gold_customer_segments"), run_date)
 
 
 def single_value(frame: DataFrame, column: str, what: str) -> str:
@@ -370,6 +216,18 @@ def decide_labels(
     z = standardised_centroids(profile, scale)
     profile = profile.assign(**{f"z_{c}": z[:, i] for i, c in enumerate(RFM_MEASURES)})
     return decision, profile
+
+
+def change_cause(previous: DataFrame | None, model_version: str) -> str | None:
+    """Why an idle customer's cluster label can change tonight: ageing across a recency boundary
+    (same model version as the previous snapshot), or the recorded model change (the promotion
+    decision of the new version says how many idle customers it relabels)."""
+    if previous is None:
+        return None
+    before = single_value(previous, "model_version", "previous model version")
+    if before == model_version:
+        return f"ageing (model version {model_version} on both snapshots)"
+    return f"model change (version {before} -> {model_version}; its promotion decision records the relabelling)"
 
 
 def write_gold(segments: DataFrame, transitions: DataFrame, settings: Settings, run_date: date) -> dict[str, int]:
@@ -459,6 +317,7 @@ def label_day(run_date: date, settings: Settings | None = None, spark: SparkSess
         "previous_snapshot": previous_date.isoformat() if previous_date else None,
         "cluster_labels": {str(c): label for c, label in sorted(decision.mapping.items())},
         "label_note": decision.note,
+        "idle_change_cause": change_cause(previous, model_version),
         "empty_labels": empty,
         "stability": metrics,
         **versions,
