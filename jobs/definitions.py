@@ -34,10 +34,14 @@ TABLES_WRITTEN = {
         "run_audit",
     ],
     "cluster": ["silver_customer_clusters"],
-    # clv then adds its columns to the gold tables and publishes again; the Assets stay declared here
-    "label": ["gold_customer_segments", "gold_segment_summary", "gold_segment_transitions", "gold_published"],
+    # label publishes a provisional record too, but the snapshot is complete (and its gold_published
+    # Asset event emitted) only when clv has added its columns and published again.
+    "label": ["gold_customer_segments", "gold_segment_summary", "gold_segment_transitions"],
+    "clv": ["gold_customer_segments", "gold_segment_summary", "gold_published"],
 }  # fmt: skip
-# The table whose new snapshot triggers the segment_export DAG.
+# The publish record: its Asset event (emitted by clv, the last writer of a night) triggers segment_export.
+EXPORT_TRIGGER_TABLE = "gold_published"
+# The table the per-segment lists are read from, at the version the publish record holds.
 EXPORT_SOURCE_TABLE = "gold_customer_segments"
 # Columns of the per-segment customer lists marketing tools import (segment_export).
 EXPORT_COLUMNS = [
@@ -99,6 +103,8 @@ CLV_COLUMNS = {
     "clv": "clv_12m",
 }
 AT_RISK_VALUE = "at_risk_value"  # gold flag: above-median monetary, unlikely to buy in the horizon
+# Predicted-value columns added to the segment exports when the snapshot has them.
+EXPORT_CLV_COLUMNS = [*CLV_COLUMNS.values(), AT_RISK_VALUE]
 
 # ---------------------------------------------------------------- MLflow tags
 RUN_DATE_TAG = "rfm.run_date"

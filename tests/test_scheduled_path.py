@@ -8,8 +8,8 @@ History is backfilled up to 2011-12-07; the DAG's start and end dates (config, t
 RFM__DAG__START_DATE / END_DATE) make catch-up schedule exactly Thursday 2011-12-08, Friday
 2011-12-09 and Saturday 2011-12-10 (no trading). The test unpauses the DAG and waits for the
 **scheduled** runs; it asserts them through the REST API v2, then reads the champion alias back
-through the MLflow server and checks that `segment_export`, scheduled on the gold Asset, exported
-each night with the gold table's rows.
+through the MLflow server and checks that `segment_export`, scheduled on the publish-record Asset
+that `clv` updates, exported each night after clv, with the published gold rows and CLV columns.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.airflow]
 
 HISTORY_START, HISTORY_END = date(2011, 11, 1), date(2011, 12, 7)
 NIGHTS = [date(2011, 12, 8), date(2011, 12, 9), date(2011, 12, 10)]
-ORDER = ["wait_for_landing", "validate", "ingest_rfm", "cluster", "label", "eda_report"]
+ORDER = ["wait_for_landing", "validate", "ingest_rfm", "cluster", "label", "clv", "eda_report"]
 DAG_ID, EXPORT_DAG_ID = "rfm_segmentation", "segment_export"
 WAIT_SECONDS = 3600  # an upper bound for a loaded CI machine, not a performance assertion
 
@@ -176,26 +176,33 @@ def test_tasks_logged_to_the_mlflow_server_and_the_champion_reads_back(scheduled
     assert champion.run_id in {tracking.runs_for_date(settings, DAG_ID, NIGHTS[0])[0].info.run_id}
 
 
-def test_segment_export_ran_after_each_night_with_the_gold_rows(scheduled):
+def test_segment_export_ran_after_each_complete_snapshot_with_the_published_rows(scheduled):
+    from jobs.adapters.publish import published_versions
+    from jobs.definitions import EXPORT_CLV_COLUMNS, EXPORT_COLUMNS
+
     settings = scheduled["settings"]
     exports = scheduled["exports"]
     assert exports and {r["state"] for r in exports} == {"success"}
     assert {r["run_type"] for r in exports} == {"asset_triggered"}
-    gold_table = DeltaTable(str(settings.table_path("gold_customer_segments")))
-    label_ends = {
-        run_id: when(next(ti for ti in tis if ti["task_id"] == "label")["end_date"])
+    published = published_versions(settings.table_path("gold_published"))
+    clv_ends = {
+        run_id: when(next(ti for ti in tis if ti["task_id"] == "clv")["end_date"])
         for run_id, tis in scheduled["tasks"].items()
     }
-    for night, run_id in zip(NIGHTS, sorted(label_ends), strict=True):
+    for night, run_id in zip(NIGHTS, sorted(clv_ends), strict=True):
         manifest = read_manifest(settings, night)
         assert manifest is not None, f"{night} was not exported"
-        assert datetime.fromisoformat(manifest["exported_at"]) >= label_ends[run_id].replace(microsecond=0)
-        gold = gold_table.to_pandas(filters=[("snapshot_date", "=", night)])
+        assert datetime.fromisoformat(manifest["exported_at"]) >= clv_ends[run_id].replace(microsecond=0)
+        version = published[night]["gold_customer_segments"]
+        assert manifest["source_version"] == version, "the published version, written by clv"
+        gold = DeltaTable(str(settings.table_path("gold_customer_segments")), version=version).to_pandas(
+            filters=[("snapshot_date", "=", night)])  # fmt: skip
         assert manifest["customers"] == len(gold) > 100
         assert manifest["rows_per_scheme"] == {"cluster": len(gold), "rfm": len(gold)}
+        assert manifest["columns"] == EXPORT_COLUMNS + EXPORT_CLV_COLUMNS, "the CLV columns are exported"
         folder = settings.path("exports_dir") / f"snapshot_date={night}"
-        exported = sum(len(pd.read_parquet(folder / f["parquet"])) for f in manifest["files"])
-        assert exported == 2 * len(gold)
+        exported = pd.concat([pd.read_parquet(folder / f["parquet"]) for f in manifest["files"]])
+        assert len(exported) == 2 * len(gold) and exported["clv_12m"].notna().all()
 
 
 def test_postgres_gives_each_service_its_own_database_and_role():
