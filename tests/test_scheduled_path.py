@@ -93,6 +93,7 @@ def scheduled(prepared):
         "RFM__DAG__RETRY_DELAY_SECONDS": "5",
         "RFM__LANDING__SENSOR_POKE_SECONDS": "5",
         "RFM__CLUSTERING__K_RANGE": "[4, 5]",  # a short sweep: the test is about the path, not the search
+        "RFM__LINEAGE__TRANSPORT": str(root / "openlineage.jsonl"),  # the file transport of OpenLineage
     }
     postgres_dir = Path(tempfile.mkdtemp(prefix="rfm-pg-"))  # outside pytest's 0700 root (see services)
     with production_stack(root / "stack", pipeline_env, postgres_dir=postgres_dir) as stack:
@@ -120,7 +121,8 @@ def scheduled(prepared):
 
         exports = wait_for("exports of the three nights", exports_done, timeout=600)
         settings = settings_for(data_dir, mlflow={"tracking_uri": stack.mlflow_url})
-        yield {"runs": runs, "tasks": tasks, "exports": exports, "settings": settings, "stack": stack, "api": api}
+        yield {"runs": runs, "tasks": tasks, "exports": exports, "settings": settings, "stack": stack, "api": api,
+               "lineage": root / "openlineage.jsonl"}  # fmt: skip
     shutil.rmtree(postgres_dir, ignore_errors=True)
 
 
@@ -203,6 +205,37 @@ def test_segment_export_ran_after_each_complete_snapshot_with_the_published_rows
         folder = settings.path("exports_dir") / f"snapshot_date={night}"
         exported = pd.concat([pd.read_parquet(folder / f["parquet"]) for f in manifest["files"]])
         assert len(exported) == 2 * len(gold) and exported["clv_12m"].notna().all()
+
+
+def test_each_task_emitted_openlineage_events_with_its_tables_and_versions(scheduled):
+    """The lineage graph of each night: landing -> validate; landing -> ingest -> bronze/silver ->
+    cluster -> clusters -> label -> gold -> clv -> gold + publish record; versions on the Delta tables."""
+    settings = scheduled["settings"]
+    events = [json.loads(line) for line in scheduled["lineage"].read_text().splitlines() if line.strip()]
+    table = lambda name: str(settings.table_path(name))  # noqa: E731
+    landing = str(settings.path("landing_dir"))
+    for run_id in scheduled["tasks"]:
+        complete = {}
+        for event in events:
+            run_facets = event["run"].get("facets", {})
+            dag_run = run_facets.get("airflow", {}).get("dagRun", {})
+            if event["eventType"] == "COMPLETE" and dag_run.get("run_id") == run_id:
+                complete[event["job"]["name"].removeprefix(f"{DAG_ID}.")] = event
+        assert set(ORDER) <= set(complete), f"{run_id}: COMPLETE events of {sorted(complete)}"
+        io = {task: ({d["name"]: d.get("facets", {}).get("version", {}).get("datasetVersion") for d in e.get("inputs", [])},
+                     {d["name"]: d.get("facets", {}).get("version", {}).get("datasetVersion") for d in e.get("outputs", [])})
+              for task, e in complete.items()}  # fmt: skip
+        assert [name for name in io["validate"][0] if name.startswith(landing)], f"{run_id}: validate reads landing"
+        assert [name for name in io["ingest_rfm"][0] if name.startswith(landing)]
+        assert io["ingest_rfm"][1][table("bronze_transactions")] is not None
+        assert io["ingest_rfm"][1][table("silver_customer_rfm")] is not None
+        assert io["cluster"][0][table("silver_customer_rfm")] == io["ingest_rfm"][1][table("silver_customer_rfm")]
+        assert io["cluster"][1][table("silver_customer_clusters")] is not None
+        assert io["label"][0][table("silver_customer_clusters")] == io["cluster"][1][table("silver_customer_clusters")]
+        assert set(io["label"][1]) == {table(n) for n in ("gold_customer_segments", "gold_segment_summary",
+                                                          "gold_segment_transitions", "gold_published", "run_audit")}  # fmt: skip
+        assert io["clv"][0][table("gold_customer_segments")] == io["label"][1][table("gold_customer_segments")]
+        assert io["clv"][1][table("gold_published")] is not None
 
 
 def test_postgres_gives_each_service_its_own_database_and_role():

@@ -191,6 +191,7 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
         raise LakeStateError(f"{run_date}: gold customers without purchase lines in bronze, e.g. {missing}")
     scored, means = gold_frames(spark, gold, values)
     written = write_gold(spark, settings, run_date, scored, means)
+    read_versions = dict(versions)
     versions.update(written)
     label_published = (published_versions(settings.table_path("gold_published")) or {}).get(run_date, {})
     versions["gold_published"] = publish(spark, settings, run_date, {**label_published, **written})  # last
@@ -208,4 +209,5 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
         client.log_metric(run_id, name, value)
     write_audit(spark, settings, run_date, "clv", len(values), {}, versions)
     return {"run_date": run_date.isoformat(), "customers": len(values), "clv_model_version": version,
-            "plan": plan.reason, "fitted": plan.fit, "params": params.as_dict(), **metrics, **versions}  # fmt: skip
+            "plan": plan.reason, "fitted": plan.fit, "params": params.as_dict(), **metrics, **versions,
+            "read_versions": read_versions}  # fmt: skip
