@@ -238,6 +238,41 @@ def test_each_task_emitted_openlineage_events_with_its_tables_and_versions(sched
         assert io["clv"][1][table("gold_published")] is not None
 
 
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_screenshots_of_the_airflow_grid_and_the_mlflow_compare_view(scheduled):
+    """Chromium against the running services: the nightly DAG's grid and the nights compared in
+    MLflow, saved as docs/airflow-grid.png and docs/mlflow-compare.png (linked from docs/operations.md)."""
+    from urllib.parse import quote
+
+    from playwright.sync_api import sync_playwright
+
+    stack, settings = scheduled["stack"], scheduled["settings"]
+    token = requests.post(f"{stack.airflow.url}/auth/token", timeout=30,
+                          json={"username": "admin", "password": stack.airflow.admin_password}).json()["access_token"]  # fmt: skip
+    runs = [tracking.runs_for_date(settings, DAG_ID, night)[0] for night in NIGHTS]
+    experiment = runs[0].info.experiment_id
+    compare = (f"{stack.mlflow_url}/#/compare-runs?runs={quote(json.dumps([r.info.run_id for r in runs]))}"
+               f"&experiments={quote(json.dumps([experiment]))}")  # fmt: skip
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        context = browser.new_context(viewport={"width": 1600, "height": 1000})
+        context.add_cookies([{"name": "_token", "value": token, "url": stack.airflow.url}])
+        page = context.new_page()
+        page.goto(f"{stack.airflow.url}/dags/{DAG_ID}")
+        page.get_by_text("eda_report").first.wait_for(timeout=120_000)  # the grid's task column
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(DOCS / "airflow-grid.png"))
+        page.goto(compare)
+        page.get_by_text("silhouette").first.wait_for(timeout=120_000)  # a metric row of the comparison
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(DOCS / "mlflow-compare.png"), full_page=True)
+        browser.close()
+    for name in ("airflow-grid.png", "mlflow-compare.png"):
+        assert (DOCS / name).stat().st_size > 20_000, name
+
+
 def test_postgres_gives_each_service_its_own_database_and_role():
     """Separate roles: the Airflow role cannot open MLflow's database (CONNECT revoked from PUBLIC)."""
     import sqlalchemy as sa
