@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 JARS := .ivy/.resolved
+# The lock: every package version `make setup` and docker/Dockerfile install (`make lock` re-resolves it).
+LOCK := constraints.txt
 
 # make run: generated sample (see conf/pipeline.yaml `generator`), history up to RUN_FROM - 1,
 # then the real DAG night by night over RUN_FROM..RUN_TO.
@@ -15,7 +17,7 @@ RUN_TO ?= 2011-12-09
 # UI) or dags-test (`airflow dags test` in one process).
 RUNNER ?= backfill
 
-.PHONY: help prerequisites setup setup-test system-packages run rerun maintain test test-fast lint replay stability-month backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster bench-pipeline
+.PHONY: help prerequisites setup lock setup-test system-packages run rerun maintain test test-fast lint replay stability-month backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster bench-pipeline
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -30,11 +32,15 @@ setup: prerequisites $(INSTALLED) $(JARS) ## virtualenv with the pinned stack an
 
 setup-test: setup system-packages ## setup, plus the Debian packages only the tests use (Chromium, PostgreSQL)
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev]'
 	touch $@
+
+lock: $(INSTALLED) ## re-resolve the lock (constraints.txt) after changing a pin in pyproject.toml or docker/requirements-image.txt
+	$(BIN)/uv pip compile pyproject.toml --extra dev docker/requirements-image.txt --python-version 3.11 \
+	  --universal --annotation-style line --quiet -o $(LOCK)
 
 $(JARS): $(INSTALLED)
 	$(BIN)/python -m jobs.adapters.spark

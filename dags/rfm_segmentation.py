@@ -13,7 +13,8 @@ The run whose data interval is **[D, D+1)** processes day **D** (`ds`):
    the model), segment transitions and label stability into the gold tables and the night's MLflow run
 6. **clv** — predicted value per customer: BG/NBD + Gamma-Gamma fitted on retrain nights (registered model
    `rfm-clv`, its own champion alias), scored every night into the gold tables (P(alive), P(purchase) and
-   expected purchases in 90 days, 12-month CLV, the at-risk-value flag)
+   expected purchases in 90 days, 12-month CLV, the at-risk-value flag); publishes the complete snapshot
+   (its `gold_published` Asset event triggers the `segment_export` DAG)
 7. **eda_report** — static HTML + PNG charts of the run under the reports folder, also logged to the day's MLflow run
 
 Extra links: **MLflow run** on `cluster` and `label`, **Data Docs** on `validate`.
@@ -33,9 +34,9 @@ from airflow.sdk import DAG, Param, PokeReturnValue, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from jobs.config import load_settings
-from jobs.definitions import DAG_RUN_TAG, DAG_TAG, EXPORT_SOURCE_TABLE, PARAM_TAG_PREFIX, TASK_TAG
+from jobs.definitions import DAG_RUN_TAG, DAG_TAG, PARAM_TAG_PREFIX, TASK_TAG
 from jobs.orchestration.alerts import on_failure
-from jobs.orchestration.assets import step_outlets, table_asset
+from jobs.orchestration.assets import export_trigger, published_event, step_outlets
 from jobs.orchestration.defaults import task_defaults, task_timeout
 from jobs.orchestration.task import log_lines, run_step_in_task, step_kwargs, with_fixed_k
 
@@ -106,21 +107,23 @@ with DAG(
         return result
 
     @task(outlets=step_outlets(settings, "label"), execution_timeout=task_timeout(settings, "label"))
-    def label(ds: str, ti=None, outlet_events=None) -> dict:
-        """Cluster labels + RFM quintile segments into the gold tables (their Asset event names the snapshot)."""
+    def label(ds: str, ti=None) -> dict:
+        """Cluster labels + RFM quintile segments into the gold tables."""
         from jobs.orchestration.links import push_mlflow_link
         from jobs.orchestration.summaries import label_lines
 
         result = run_step_in_task("label", ds)
         push_mlflow_link(ti, settings, result["mlflow_run_id"])
         log_lines(label_lines(result))
-        outlet_events[table_asset(settings, EXPORT_SOURCE_TABLE)].extra = {"snapshot_date": ds}
         return result
 
-    @task(execution_timeout=task_timeout(settings, "clv"))
-    def clv(ds: str) -> dict:
-        """Predicted customer value (BG/NBD + Gamma-Gamma) into the gold tables."""
-        return run_step_in_task("clv", ds)
+    @task(outlets=step_outlets(settings, "clv"), execution_timeout=task_timeout(settings, "clv"))
+    def clv(ds: str, outlet_events=None) -> dict:
+        """Predicted customer value (BG/NBD + Gamma-Gamma) into the gold tables; publishes the complete
+        snapshot, whose publish-record Asset event (snapshot date + versions) triggers segment_export."""
+        result = run_step_in_task("clv", ds)
+        outlet_events[export_trigger(settings)].extra = published_event(ds, result)
+        return result
 
     @task(execution_timeout=task_timeout(settings, "eda_report"))
     def eda_report(ds: str) -> dict:

@@ -1,13 +1,14 @@
 """
 ### Segment export — after each gold snapshot
 
-Scheduled on the **gold customer segments** Asset: each time the nightly `rfm_segmentation`
-DAG's `label` task publishes a snapshot, this DAG writes the per-segment customer lists that
-marketing tools import, for that snapshot:
+Scheduled on the **publish record** Asset (`gold_published`): each time the nightly
+`rfm_segmentation` DAG's `clv` task — the last writer of a night — publishes a complete snapshot
+(segments, labels and predicted value), this DAG writes the per-segment customer lists that
+marketing tools import, for that snapshot, read at exactly the published table versions:
 
 `<exports_dir>/snapshot_date=D/<scheme>/<segment>.csv` and `.parquet`, one file per segment and
 label scheme (`cluster`, `rfm`), plus `manifest.json` (row counts, the snapshot's table versions).
-The snapshot's folder is replaced atomically; a snapshot with no gold rows is never exported.
+The snapshot's folder is replaced atomically; a snapshot the publish record does not hold is never exported.
 
 Logic: `jobs/tools/export.py` (`python -m jobs.tools.export --run-date D` does the same by hand).
 """
@@ -40,14 +41,16 @@ with DAG(
 
     @task(execution_timeout=task_timeout(settings, "export_segments"))
     def export_segments(triggering_asset_events=None) -> list[dict]:
-        """Export every snapshot named by the triggering gold Asset events, oldest first."""
+        """Export every snapshot named by the triggering publish events, oldest first, each at the
+        publish record's version its latest event names."""
         from jobs.orchestration.task import run_in_task
-        from jobs.tools.export import export_snapshot
+        from jobs.tools.export import export_snapshot, snapshots_to_export
 
-        snapshots = sorted(
-            {event.extra["snapshot_date"] for events in triggering_asset_events.values() for event in events}
-        )
-        manifests = [run_in_task(lambda day: export_snapshot(settings, day), snapshot) for snapshot in snapshots]
+        extras = [event.extra for events in triggering_asset_events.values() for event in events]
+        manifests = [
+            run_in_task(lambda day, version: export_snapshot(settings, day, version), snapshot, version=version)
+            for snapshot, version in snapshots_to_export(extras).items()
+        ]
         return [{k: m[k] for k in ("snapshot_date", "customers", "rows_per_scheme", "path")} for m in manifests]
 
     export_segments()

@@ -225,6 +225,11 @@ class Alerts(BaseModel):
     timeout_seconds: float = Field(gt=0)
 
 
+class Lineage(BaseModel):
+    transport: str | None = None  # http(s) URL, a JSON-lines file (relative: to data_dir), or None: off
+    namespace: str
+
+
 class Settings(BaseSettings):
     """Typed view of the whole configuration."""
 
@@ -249,6 +254,7 @@ class Settings(BaseSettings):
     dashboard: Dashboard
     leases: Leases
     alerts: Alerts
+    lineage: Lineage
 
     @classmethod
     def settings_customise_sources(

@@ -34,10 +34,28 @@ TABLES_WRITTEN = {
         "run_audit",
     ],
     "cluster": ["silver_customer_clusters"],
-    # clv then adds its columns to the gold tables and publishes again; the Assets stay declared here
-    "label": ["gold_customer_segments", "gold_segment_summary", "gold_segment_transitions", "gold_published"],
+    # label publishes a provisional record too, but the snapshot is complete (and its gold_published
+    # Asset event emitted) only when clv has added its columns and published again.
+    "label": ["gold_customer_segments", "gold_segment_summary", "gold_segment_transitions"],
+    "clv": ["gold_customer_segments", "gold_segment_summary", "gold_published"],
 }  # fmt: skip
-# The table whose new snapshot triggers the segment_export DAG.
+# DAG step -> the Delta tables it reads (OpenLineage inputs, jobs/orchestration/lineage.py); validate and
+# ingest also read the day's landing folder. A version is reported where the step's result holds one.
+TABLES_READ = {
+    "ingest": ["silver_customer_state"],
+    "cluster": ["silver_customer_rfm"],
+    "label": ["silver_customer_rfm", "silver_customer_clusters", "gold_customer_segments"],
+    "clv": ["bronze_transactions", "gold_customer_segments"],
+    "eda": ["gold_customer_segments", "gold_segment_summary", "silver_daily_sales", "silver_daily_orders_by_hour",
+            "silver_daily_country", "silver_daily_product"],
+}  # fmt: skip
+READS_LANDING = ("validate", "ingest")
+# Tables a step writes without declaring them as Asset outlets (no Asset event): OpenLineage outputs only.
+# label's publish record is provisional (clv publishes the complete snapshot); label and clv append audit rows.
+TABLES_ALSO_WRITTEN = {"label": ["gold_published", "run_audit"], "clv": ["run_audit"]}
+# The publish record: its Asset event (emitted by clv, the last writer of a night) triggers segment_export.
+EXPORT_TRIGGER_TABLE = "gold_published"
+# The table the per-segment lists are read from, at the version the publish record holds.
 EXPORT_SOURCE_TABLE = "gold_customer_segments"
 # Columns of the per-segment customer lists marketing tools import (segment_export).
 EXPORT_COLUMNS = [
@@ -99,6 +117,8 @@ CLV_COLUMNS = {
     "clv": "clv_12m",
 }
 AT_RISK_VALUE = "at_risk_value"  # gold flag: above-median monetary, unlikely to buy in the horizon
+# Predicted-value columns added to the segment exports when the snapshot has them.
+EXPORT_CLV_COLUMNS = [*CLV_COLUMNS.values(), AT_RISK_VALUE]
 
 # ---------------------------------------------------------------- MLflow tags
 RUN_DATE_TAG = "rfm.run_date"

@@ -118,6 +118,8 @@ def test_params_round_trip_through_json() -> None:
         ("score", "3", None, False, "3"),
         ("rerun", "4", "3", False, "3"),
         ("retrain", "4", "4", False, "4"),
+        ("resume", "3", None, True, None),  # a crashed retrain resumed (or a forced one re-run): still refit
+        ("resume", "4", "4", False, "4"),
     ],
 )
 def test_the_plan_fits_on_retrain_nights_and_reuses_a_nights_version(night_type, champion, tonight, fit,

@@ -157,27 +157,29 @@ def _callbacks(value) -> list:
     return value if isinstance(value, list) else [value]
 
 
-def test_every_table_is_an_asset_written_by_one_task(nightly):
+def test_every_table_is_an_asset_declared_by_the_tasks_that_write_it(nightly):
     from jobs.definitions import TABLES, TABLES_WRITTEN
 
-    task_of_step = {"ingest": "ingest_rfm", "cluster": "cluster", "label": "label"}
-    declared = {}
+    task_of_step = {"ingest": "ingest_rfm", "cluster": "cluster", "label": "label", "clv": "clv"}
+    declared: dict[str, set[str]] = {}
     for task in nightly.tasks:
         for outlet in task.outlets:
-            declared[outlet.name] = (task.task_id, outlet.uri)
+            declared.setdefault(outlet.name, set()).add(task.task_id)
+            assert outlet.uri.startswith("file:///") and outlet.uri.endswith(TABLES[outlet.name]), outlet.uri
     assert set(declared) == set(TABLES), f"tables without an Asset: {set(TABLES) - set(declared)}"
-    for step, tables in TABLES_WRITTEN.items():
-        for name in tables:
-            task_id, uri = declared[name]
-            assert task_id == task_of_step[step], f"{name} declared on {task_id}"
-            assert uri.startswith("file:///") and uri.endswith(TABLES[name]), uri
+    for name, task_ids in declared.items():
+        writers = {task_of_step[step] for step, tables in TABLES_WRITTEN.items() if name in tables}
+        assert task_ids == writers, f"{name} declared on {task_ids}"
 
 
-def test_segment_export_is_scheduled_on_the_gold_asset(dag_bag, nightly):
+def test_segment_export_is_scheduled_on_the_publish_record_only_clv_updates(dag_bag, nightly):
+    """The export follows the complete snapshot: the publish record's event comes from clv (after the
+    CLV columns), never from label, whose gold writes would trigger it before clv and race with it."""
     export = dag_bag.dags["segment_export"]
-    gold = next(o for o in nightly.get_task("label").outlets if o.name == "gold_customer_segments")
     scheduled_on = {asset.uri for asset in export.timetable.asset_condition.objects}
-    assert scheduled_on == {gold.uri}
+    updating = [t.task_id for t in nightly.tasks if {o.uri for o in t.outlets} & scheduled_on]
+    assert updating == ["clv"]
+    assert scheduled_on == {o.uri for o in nightly.get_task("clv").outlets if o.name == "gold_published"}
     assert [t.task_id for t in export.tasks] == ["export_segments"]
 
 
@@ -201,3 +203,10 @@ def test_manual_runs_take_params(nightly):
     assert params["force_retrain"] is False and params["full_recompute"] is False and params["k"] is None
     assert params.get_param("k").schema["type"] == ["null", "integer"]
     nightly.params.validate()  # the defaults are valid
+
+
+def test_the_publish_event_names_the_snapshot_and_the_record_version():
+    from jobs.orchestration.assets import published_event
+
+    result = {"gold_published": 7, "gold_customer_segments": 12, "customers": 300}
+    assert published_event("2011-12-09", result) == {"snapshot_date": "2011-12-09", "gold_published_version": 7}

@@ -241,9 +241,9 @@ def test_dockerfile_installs_the_pyproject_pins():
         # a version written into the Dockerfile must agree with pyproject.toml
         for found in re.findall(rf"(?<![\w-]){re.escape(name)}==([\w.]+)", text, re.I):
             assert f"=={found}" == pins[name], f"Dockerfile pins {name}=={found}, pyproject {pins[name]}"
-    # the Postgres extras are pinned exactly
-    assert re.search(r"apache-airflow-providers-postgres==\d+\.\d+\.\d+", text)
-    assert re.search(r"psycopg2-binary==\d+\.\d+\.\d+", text)
+    # the Postgres drivers come with pyproject.toml's dependencies, at the lock's versions
+    assert "apache-airflow[postgres]" in {str(Requirement(d)).split("==")[0] for d in dependencies()}
+    assert {"apache-airflow-providers-postgres", "psycopg2-binary", "asyncpg"} <= set(locked_versions())
     # Delta jars resolved at build time into the ivy dir the containers use
     assert "RFM__PATHS__IVY_DIR=/opt/rfm/.ivy" in text
     assert re.search(r"^RUN python -m jobs\.adapters\.spark\b", text, re.M)
@@ -251,11 +251,67 @@ def test_dockerfile_installs_the_pyproject_pins():
         assert var in text
 
 
+LOCK = REPO / "constraints.txt"
+IMAGE_REQUIREMENTS = DOCKER / "requirements-image.txt"
+
+
+def dependencies() -> list[str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return project["dependencies"] + project["optional-dependencies"]["dev"]
+
+
+def locked_versions() -> dict[str, str]:
+    """name -> version of every line of the lock (each must be an exact pin)."""
+    from packaging.utils import canonicalize_name
+
+    found = {}
+    for line in LOCK.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", f"not an exact pin in the lock: {line}"
+            found[canonicalize_name(req.name)] = spec.version
+    return found
+
+
+def test_setup_and_the_image_install_from_the_same_lock():
+    """make setup and docker/Dockerfile install with the one constraints file; it is in the build context."""
+    makefile = (REPO / "Makefile").read_text()
+    lock_name = re.search(r"^LOCK := (\S+)$", makefile, re.M).group(1)
+    assert (REPO / lock_name) == LOCK and LOCK.is_file()
+    assert re.search(r"pip install [^\n]*-c \$\(LOCK\) -e '\.\[dev\]'", makefile), "make setup installs from the lock"
+    assert re.search(r"^\$\(INSTALLED\): [^\n]*\$\(LOCK\)", makefile, re.M), "a new lock re-installs"
+    assert re.search(r"uv pip compile pyproject.toml --extra dev docker/requirements-image.txt [^\n]*-o \$\(LOCK\)",
+                     makefile.replace("\\\n", " "))  # fmt: skip
+    text = dockerfile_text()
+    assert re.search(rf"^COPY [^\n]*\b{lock_name}\b", text, re.M)
+    installs = re.findall(r"pip install (?!--no-deps)[^\n]*", text.replace("\\\n", " "))
+    assert installs and all(f"-c {lock_name}" in line for line in installs), installs
+    assert f"!{lock_name}" in DOCKERIGNORE.read_text() and "!docker/requirements-image.txt" in DOCKERIGNORE.read_text()
+
+
+def test_every_pin_agrees_with_the_lock():
+    """The lock holds each direct pin (pyproject.toml, its dev extra, the image's extras) at that version:
+    apache-airflow above all, whose version also names the official image and its constraints."""
+    from packaging.utils import canonicalize_name
+
+    locked = locked_versions()
+    image = [ln for ln in IMAGE_REQUIREMENTS.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    for dep in dependencies() + image:
+        req = Requirement(dep)
+        name = canonicalize_name(req.name)
+        assert name in locked, f"{name} is not in the lock: run make lock"
+        assert req.specifier.contains(locked[name]), f"{name}: pinned {req.specifier}, locked {locked[name]}"
+    assert locked["apache-airflow"] == locked["apache-airflow-core"] == "3.3.2"
+
+
 def test_build_context_excludes_local_state():
     patterns = [ln.strip() for ln in DOCKERIGNORE.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     if "*" in patterns:  # allow-list style: nothing but the re-included sources
         included = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
-        assert included == {"pyproject.toml", "jobs", "app", "conf", "expectations", "dags", "plugins"}
+        assert included == {"pyproject.toml", "constraints.txt", "docker/requirements-image.txt", "jobs", "app", "conf",
+                            "expectations", "dags", "plugins"}  # fmt: skip
     else:
         for path in (".venv", ".ivy", "data", ".git"):
             assert any(p.strip("/") == path for p in patterns), path
@@ -316,7 +372,8 @@ def test_real_auth_with_persisted_users_and_secrets_from_env(rendered):
     assert not re.search(r"^\s*admin_password\s*=", ini, re.M), "the admin password comes from .env only"
     assert "database_uri = sqlite:////opt/mlflow-auth/" in ini
     assert any(str(v).startswith("mlflow-auth:/opt/mlflow-auth") for v in mlflow["volumes"])
-    assert re.search(r"apache-airflow-providers-fab==\$\{AIRFLOW_FAB_PROVIDER\}", DOCKERFILE.read_text())
+    assert re.search(r"^apache-airflow-providers-fab==", IMAGE_REQUIREMENTS.read_text(), re.M)
+    assert "-r requirements-image.txt" in DOCKERFILE.read_text()
 
 
 def test_plugins_ship_in_the_image_and_are_configured(rendered):

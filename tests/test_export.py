@@ -3,20 +3,45 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pandas as pd
+import pyarrow as pa
 import pytest
+from deltalake import DeltaTable, write_deltalake
 
-from jobs.definitions import EXPORT_COLUMNS, EXPORT_MANIFEST, LABEL_SCHEMES
+from jobs.definitions import EXPORT_CLV_COLUMNS, EXPORT_COLUMNS, EXPORT_MANIFEST, LABEL_SCHEMES
 from jobs.errors import LakeStateError
-from jobs.tools.export import export_snapshot, read_manifest, segment_lists, slug
-from tests.dashboard_fixture import SNAPSHOTS, write_gold_fixture
+from jobs.tools.export import export_snapshot, read_manifest, segment_lists, slug, snapshots_to_export
+from tests.dashboard_fixture import SEGMENTS_SCHEMA, SNAPSHOTS, customers_of, write_gold_fixture
+
+PUBLISHED_SCHEMA = pa.schema([
+    ("snapshot_date", pa.date32()), ("table_versions", pa.map_(pa.string(), pa.int64())),
+    ("published_at", pa.timestamp("us", tz="UTC")),
+])  # fmt: skip
+
+
+def publish(settings, snapshot: date, segments_version: int) -> int:
+    """Append a publish record entry (as jobs.adapters.publish writes it); returns the record's version."""
+    versions = {"gold_customer_segments": segments_version, "gold_segment_summary": segments_version,
+                "gold_segment_transitions": 0}  # fmt: skip
+    row = pa.Table.from_pylist([{"snapshot_date": snapshot, "table_versions": list(versions.items()),
+                                 "published_at": datetime.now(UTC)}], schema=PUBLISHED_SCHEMA)  # fmt: skip
+    path = str(settings.table_path("gold_published"))
+    write_deltalake(path, row, mode="append")
+    return DeltaTable(path).version()
+
+
+def segments_version(settings) -> int:
+    return DeltaTable(str(settings.table_path("gold_customer_segments"))).version()
 
 
 @pytest.fixture
 def lake(settings):
+    """The three gold snapshots (segments versions 0, 1, 2), each published at its version."""
     everyone = write_gold_fixture(settings.path("lake_dir"))
+    for version, day in enumerate(SNAPSHOTS):
+        publish(settings, day, version)
     return settings, everyone
 
 
@@ -72,9 +97,84 @@ def test_a_second_export_replaces_the_snapshot_and_leaves_no_old_files(lake):
     assert not [p for p in settings.path("exports_dir").iterdir() if p.name.startswith(".snapshot_date")]
 
 
+def append_gold(settings, customers: pd.DataFrame, clv: bool = False) -> int:
+    """Append rows to gold/customer_segments (with the clv step's columns when ``clv``); returns its version."""
+    schema = SEGMENTS_SCHEMA
+    if clv:
+        customers = customers.assign(**{column: 0.5 for column in EXPORT_CLV_COLUMNS[:-1]}, at_risk_value=False)
+        extra = [pa.field(column, pa.float64()) for column in EXPORT_CLV_COLUMNS[:-1]]
+        schema = pa.schema([*SEGMENTS_SCHEMA, *extra, pa.field(EXPORT_CLV_COLUMNS[-1], pa.bool_())])
+    table = pa.Table.from_pandas(customers[schema.names], schema=schema, preserve_index=False)
+    write_deltalake(str(settings.table_path("gold_customer_segments")), table, mode="append", schema_mode="merge",
+                    partition_by=["snapshot_date"])  # fmt: skip
+    return segments_version(settings)
+
+
+def nothing_exported(settings) -> bool:
+    return not settings.path("exports_dir").exists() or not any(settings.path("exports_dir").rglob("*"))
+
+
 def test_an_unpublished_snapshot_is_refused_and_nothing_written(lake):
     settings, _ = lake
     with pytest.raises(LakeStateError, match="2011-12-03"):
         export_snapshot(settings, date(2011, 12, 3))
     assert read_manifest(settings, date(2011, 12, 3)) is None
-    assert not settings.path("exports_dir").exists() or not any(settings.path("exports_dir").rglob("*"))
+    assert nothing_exported(settings)
+
+
+def test_gold_rows_without_a_publish_record_entry_are_not_exported(lake):
+    """A night whose label or clv step wrote gold rows but crashed before publishing is not exported."""
+    settings, _ = lake
+    day = date(2011, 12, 10)
+    append_gold(settings, customers_of(day, 30, seed=7))
+    with pytest.raises(LakeStateError, match="not published"):
+        export_snapshot(settings, day)
+    assert nothing_exported(settings)
+
+
+def test_a_lake_without_publish_records_exports_nothing(settings):
+    write_gold_fixture(settings.path("lake_dir"))
+    with pytest.raises(LakeStateError, match="not published"):
+        export_snapshot(settings, SNAPSHOTS[-1])
+    assert nothing_exported(settings)
+
+
+def test_the_export_reads_the_published_version_not_the_latest(lake):
+    """A newer, unpublished write to the snapshot's slice (a re-run in progress) is not exported."""
+    settings, everyone = lake
+    day = SNAPSHOTS[-1]
+    published = len(everyone[everyone["snapshot_date"] == day])
+    append_gold(settings, customers_of(day, 10, seed=99).assign(customer_id=lambda f: "X" + f["customer_id"]))
+    manifest = export_snapshot(settings, day)
+    assert manifest["customers"] == published and manifest["source_version"] == 2
+    assert manifest["table_versions"]["gold_customer_segments"] == 2 < segments_version(settings)
+
+
+def test_the_event_names_the_publish_record_version_to_read(lake):
+    """clv re-publishes a snapshot with its columns: the event's record version picks that publication."""
+    settings, everyone = lake
+    day = SNAPSHOTS[-1]
+    first_record = DeltaTable(str(settings.table_path("gold_published"))).version()
+    rows = customers_of(day, 120, seed=2)
+    scored_version = append_gold(settings, rows.head(40).assign(snapshot_date=date(2011, 12, 12)), clv=True)
+    second_record = publish(settings, date(2011, 12, 12), scored_version)
+    scored = export_snapshot(settings, date(2011, 12, 12), second_record)
+    assert scored["columns"] == EXPORT_COLUMNS + EXPORT_CLV_COLUMNS and scored["customers"] == 40
+    folder = settings.path("exports_dir") / "snapshot_date=2011-12-12"
+    first_file = folder / scored["files"][0]["parquet"]
+    assert list(pd.read_parquet(first_file).columns) == EXPORT_COLUMNS + EXPORT_CLV_COLUMNS
+    assert scored["table_versions"]["gold_published"] == second_record
+    with pytest.raises(LakeStateError, match="not published"):  # the older record does not hold it
+        export_snapshot(settings, date(2011, 12, 12), first_record)
+    plain = export_snapshot(settings, SNAPSHOTS[0], second_record)  # published before the CLV columns existed
+    assert plain["columns"] == EXPORT_COLUMNS
+
+
+def test_snapshots_to_export_take_each_dates_newest_publication():
+    extras = [
+        {"snapshot_date": "2011-12-09", "gold_published_version": 5},
+        {"snapshot_date": "2011-12-08", "gold_published_version": 3},
+        {"snapshot_date": "2011-12-09", "gold_published_version": 4},
+    ]
+    assert snapshots_to_export(extras) == {"2011-12-08": 3, "2011-12-09": 5}
+    assert snapshots_to_export([{"snapshot_date": "2011-12-08"}]) == {"2011-12-08": None}

@@ -148,6 +148,22 @@ def test_night_plan(recorded, champion, newest, expected) -> None:
     assert plan.reason
 
 
+@pytest.mark.parametrize(
+    ("recorded", "began", "expected"),
+    [
+        (None, None, ("retrain", None)),  # the cadence says score: forced anyway
+        ("5", None, ("retrain", None)),  # scored before by the champion, never retrained: retrain
+        (None, "6", ("resume", "6")),  # a retry of a crashed forced retrain: complete it
+        ("6", "6", ("resume", "6")),  # forced again on a retrained night: the same version, no second one
+    ],
+    ids=["not-due", "scored-before", "crashed-forced", "already-retrained"],
+)
+def test_a_forced_retrain_resumes_a_retrain_the_night_already_has(recorded, began, expected) -> None:
+    plan = plan_night(date(2011, 12, 9), recorded, "5", date(2011, 12, 8), 7, began, force_retrain=True)
+    assert (plan.kind, plan.version) == expected
+    assert "forced" in plan.reason
+
+
 def test_promotion_rule() -> None:
     class Champion:
         version = "4"

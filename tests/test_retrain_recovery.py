@@ -147,3 +147,51 @@ def test_a_version_without_tags_does_not_break_later_nights(spark, first_night, 
     client = tracking.client(settings)
     client.create_model_version(settings.model.registered_name, champion.source, champion.run_id)
     assert plan_for(spark, settings, SECOND, settings.dag.dag_id).kind == "retrain"
+
+
+# --- issue 15: the force_retrain param against the crash-resume plan ----------------------------------
+
+
+def not_due(first_night, target: Path):
+    """A copy of the first night's store where the cadence does not retrain SECOND (only a force does)."""
+    settings = copy_store(first_night, target)
+    return settings.model_copy(update={"model": settings.model.model_copy(update={"retrain_every_days": 30})})
+
+
+def versions_of(settings, night: date) -> list:
+    return [v for v in registry.trained_versions(settings) if registry.trained_on(v) == night]
+
+
+def test_a_forced_retrain_retried_after_a_crash_resumes_and_a_plain_rerun_scores_with_its_version(
+    spark, first_night, tmp_path
+) -> None:
+    settings = not_due(first_night, tmp_path)
+    assert plan_for(spark, settings, SECOND, settings.dag.dag_id).kind == "score"
+    with pytest.MonkeyPatch.context() as patch:
+        crash_in(patch, "before-alias")
+        with pytest.raises(Crash):
+            cluster_day(SECOND, settings, spark, force_retrain=True)
+    retried = cluster_day(SECOND, settings, spark, force_retrain=True)  # the task's retry keeps its params
+    trained = versions_of(settings, SECOND)
+    assert len(trained) == 1, "the forced retry registered a second version"
+    assert retried["night_type"] == "resume"
+    runs = tracking.runs_for_date(settings, settings.dag.dag_id, SECOND)
+    assert [r.info.run_id for r in runs] == [retried["mlflow_run_id"]] == [trained[0].run_id]
+
+    rerun = cluster_day(SECOND, settings, spark)  # a later re-run without the param
+    assert rerun["night_type"] == "rerun" and rerun["model_version"] == retried["model_version"]
+    assert len(versions_of(settings, SECOND)) == 1
+    assert [r.info.run_id for r in tracking.runs_for_date(settings, settings.dag.dag_id, SECOND)] == [
+        rerun["mlflow_run_id"]
+    ]
+
+
+def test_forcing_a_night_that_already_retrained_reuses_its_version_and_run(spark, first_night, tmp_path) -> None:
+    settings = not_due(first_night, tmp_path)
+    forced = cluster_day(SECOND, settings, spark, force_retrain=True)
+    assert forced["night_type"] == "retrain"
+    again = cluster_day(SECOND, settings, spark, force_retrain=True)  # the manual run triggered twice
+    assert len(versions_of(settings, SECOND)) == 1, "a second version for the night"
+    assert again["model_version"] == forced["model_version"] and again["night_type"] == "resume"
+    runs = tracking.runs_for_date(settings, settings.dag.dag_id, SECOND)
+    assert [r.info.run_id for r in runs] == [forced["mlflow_run_id"]], "a second live MLflow run for the night"

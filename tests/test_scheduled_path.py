@@ -8,8 +8,8 @@ History is backfilled up to 2011-12-07; the DAG's start and end dates (config, t
 RFM__DAG__START_DATE / END_DATE) make catch-up schedule exactly Thursday 2011-12-08, Friday
 2011-12-09 and Saturday 2011-12-10 (no trading). The test unpauses the DAG and waits for the
 **scheduled** runs; it asserts them through the REST API v2, then reads the champion alias back
-through the MLflow server and checks that `segment_export`, scheduled on the gold Asset, exported
-each night with the gold table's rows.
+through the MLflow server and checks that `segment_export`, scheduled on the publish-record Asset
+that `clv` updates, exported each night after clv, with the published gold rows and CLV columns.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.airflow]
 
 HISTORY_START, HISTORY_END = date(2011, 11, 1), date(2011, 12, 7)
 NIGHTS = [date(2011, 12, 8), date(2011, 12, 9), date(2011, 12, 10)]
-ORDER = ["wait_for_landing", "validate", "ingest_rfm", "cluster", "label", "eda_report"]
+ORDER = ["wait_for_landing", "validate", "ingest_rfm", "cluster", "label", "clv", "eda_report"]
 DAG_ID, EXPORT_DAG_ID = "rfm_segmentation", "segment_export"
 WAIT_SECONDS = 3600  # an upper bound for a loaded CI machine, not a performance assertion
 
@@ -93,6 +93,7 @@ def scheduled(prepared):
         "RFM__DAG__RETRY_DELAY_SECONDS": "5",
         "RFM__LANDING__SENSOR_POKE_SECONDS": "5",
         "RFM__CLUSTERING__K_RANGE": "[4, 5]",  # a short sweep: the test is about the path, not the search
+        "RFM__LINEAGE__TRANSPORT": str(root / "openlineage.jsonl"),  # the file transport of OpenLineage
     }
     postgres_dir = Path(tempfile.mkdtemp(prefix="rfm-pg-"))  # outside pytest's 0700 root (see services)
     with production_stack(root / "stack", pipeline_env, postgres_dir=postgres_dir) as stack:
@@ -120,7 +121,8 @@ def scheduled(prepared):
 
         exports = wait_for("exports of the three nights", exports_done, timeout=600)
         settings = settings_for(data_dir, mlflow={"tracking_uri": stack.mlflow_url})
-        yield {"runs": runs, "tasks": tasks, "exports": exports, "settings": settings, "stack": stack, "api": api}
+        yield {"runs": runs, "tasks": tasks, "exports": exports, "settings": settings, "stack": stack, "api": api,
+               "lineage": root / "openlineage.jsonl"}  # fmt: skip
     shutil.rmtree(postgres_dir, ignore_errors=True)
 
 
@@ -176,26 +178,99 @@ def test_tasks_logged_to_the_mlflow_server_and_the_champion_reads_back(scheduled
     assert champion.run_id in {tracking.runs_for_date(settings, DAG_ID, NIGHTS[0])[0].info.run_id}
 
 
-def test_segment_export_ran_after_each_night_with_the_gold_rows(scheduled):
+def test_segment_export_ran_after_each_complete_snapshot_with_the_published_rows(scheduled):
+    from jobs.adapters.publish import published_versions
+    from jobs.definitions import EXPORT_CLV_COLUMNS, EXPORT_COLUMNS
+
     settings = scheduled["settings"]
     exports = scheduled["exports"]
     assert exports and {r["state"] for r in exports} == {"success"}
     assert {r["run_type"] for r in exports} == {"asset_triggered"}
-    gold_table = DeltaTable(str(settings.table_path("gold_customer_segments")))
-    label_ends = {
-        run_id: when(next(ti for ti in tis if ti["task_id"] == "label")["end_date"])
+    published = published_versions(settings.table_path("gold_published"))
+    clv_ends = {
+        run_id: when(next(ti for ti in tis if ti["task_id"] == "clv")["end_date"])
         for run_id, tis in scheduled["tasks"].items()
     }
-    for night, run_id in zip(NIGHTS, sorted(label_ends), strict=True):
+    for night, run_id in zip(NIGHTS, sorted(clv_ends), strict=True):
         manifest = read_manifest(settings, night)
         assert manifest is not None, f"{night} was not exported"
-        assert datetime.fromisoformat(manifest["exported_at"]) >= label_ends[run_id].replace(microsecond=0)
-        gold = gold_table.to_pandas(filters=[("snapshot_date", "=", night)])
+        assert datetime.fromisoformat(manifest["exported_at"]) >= clv_ends[run_id].replace(microsecond=0)
+        version = published[night]["gold_customer_segments"]
+        assert manifest["source_version"] == version, "the published version, written by clv"
+        gold = DeltaTable(str(settings.table_path("gold_customer_segments")), version=version).to_pandas(
+            filters=[("snapshot_date", "=", night)])  # fmt: skip
         assert manifest["customers"] == len(gold) > 100
         assert manifest["rows_per_scheme"] == {"cluster": len(gold), "rfm": len(gold)}
+        assert manifest["columns"] == EXPORT_COLUMNS + EXPORT_CLV_COLUMNS, "the CLV columns are exported"
         folder = settings.path("exports_dir") / f"snapshot_date={night}"
-        exported = sum(len(pd.read_parquet(folder / f["parquet"])) for f in manifest["files"])
-        assert exported == 2 * len(gold)
+        exported = pd.concat([pd.read_parquet(folder / f["parquet"]) for f in manifest["files"]])
+        assert len(exported) == 2 * len(gold) and exported["clv_12m"].notna().all()
+
+
+def test_each_task_emitted_openlineage_events_with_its_tables_and_versions(scheduled):
+    """The lineage graph of each night: landing -> validate; landing -> ingest -> bronze/silver ->
+    cluster -> clusters -> label -> gold -> clv -> gold + publish record; versions on the Delta tables."""
+    settings = scheduled["settings"]
+    events = [json.loads(line) for line in scheduled["lineage"].read_text().splitlines() if line.strip()]
+    table = lambda name: str(settings.table_path(name))  # noqa: E731
+    landing = str(settings.path("landing_dir"))
+    for run_id in scheduled["tasks"]:
+        complete = {}
+        for event in events:
+            run_facets = event["run"].get("facets", {})
+            dag_run = run_facets.get("airflow", {}).get("dagRun", {})
+            if event["eventType"] == "COMPLETE" and dag_run.get("run_id") == run_id:
+                complete[event["job"]["name"].removeprefix(f"{DAG_ID}.")] = event
+        assert set(ORDER) <= set(complete), f"{run_id}: COMPLETE events of {sorted(complete)}"
+        io = {task: ({d["name"]: d.get("facets", {}).get("version", {}).get("datasetVersion") for d in e.get("inputs", [])},
+                     {d["name"]: d.get("facets", {}).get("version", {}).get("datasetVersion") for d in e.get("outputs", [])})
+              for task, e in complete.items()}  # fmt: skip
+        assert [name for name in io["validate"][0] if name.startswith(landing)], f"{run_id}: validate reads landing"
+        assert [name for name in io["ingest_rfm"][0] if name.startswith(landing)]
+        assert io["ingest_rfm"][1][table("bronze_transactions")] is not None
+        assert io["ingest_rfm"][1][table("silver_customer_rfm")] is not None
+        assert io["cluster"][0][table("silver_customer_rfm")] == io["ingest_rfm"][1][table("silver_customer_rfm")]
+        assert io["cluster"][1][table("silver_customer_clusters")] is not None
+        assert io["label"][0][table("silver_customer_clusters")] == io["cluster"][1][table("silver_customer_clusters")]
+        assert set(io["label"][1]) == {table(n) for n in ("gold_customer_segments", "gold_segment_summary",
+                                                          "gold_segment_transitions", "gold_published", "run_audit")}  # fmt: skip
+        assert io["clv"][0][table("gold_customer_segments")] == io["label"][1][table("gold_customer_segments")]
+        assert io["clv"][1][table("gold_published")] is not None
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_screenshots_of_the_airflow_grid_and_the_mlflow_compare_view(scheduled):
+    """Chromium against the running services: the nightly DAG's grid and the nights compared in
+    MLflow, saved as docs/airflow-grid.png and docs/mlflow-compare.png (linked from docs/operations.md)."""
+    from urllib.parse import quote
+
+    from playwright.sync_api import sync_playwright
+
+    stack, settings = scheduled["stack"], scheduled["settings"]
+    token = requests.post(f"{stack.airflow.url}/auth/token", timeout=30,
+                          json={"username": "admin", "password": stack.airflow.admin_password}).json()["access_token"]  # fmt: skip
+    runs = [tracking.runs_for_date(settings, DAG_ID, night)[0] for night in NIGHTS]
+    experiment = runs[0].info.experiment_id
+    compare = (f"{stack.mlflow_url}/#/compare-runs?runs={quote(json.dumps([r.info.run_id for r in runs]))}"
+               f"&experiments={quote(json.dumps([experiment]))}")  # fmt: skip
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        context = browser.new_context(viewport={"width": 1600, "height": 1000})
+        context.add_cookies([{"name": "_token", "value": token, "url": stack.airflow.url}])
+        page = context.new_page()
+        page.goto(f"{stack.airflow.url}/dags/{DAG_ID}")
+        page.get_by_text("eda_report").first.wait_for(timeout=120_000)  # the grid's task column
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(DOCS / "airflow-grid.png"))
+        page.goto(compare)
+        page.get_by_text("silhouette").first.wait_for(timeout=120_000)  # a metric row of the comparison
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(DOCS / "mlflow-compare.png"), full_page=True)
+        browser.close()
+    for name in ("airflow-grid.png", "mlflow-compare.png"):
+        assert (DOCS / name).stat().st_size > 20_000, name
 
 
 def test_postgres_gives_each_service_its_own_database_and_role():

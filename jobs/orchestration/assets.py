@@ -1,7 +1,8 @@
 """The Airflow Assets of the lake: one per Delta table, named after ``definitions.TABLES``.
 
 The nightly DAG declares the tables each task writes as its ``outlets``; ``segment_export`` is
-scheduled on the gold customer segments. URIs are ``file://`` URLs of the configured lake.
+scheduled on the publish record (gold/published), whose event ``clv`` emits. URIs are ``file://``
+URLs of the configured lake.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from airflow.sdk import Asset
 
 from jobs.config import Settings
-from jobs.definitions import EXPORT_SOURCE_TABLE, TABLES_WRITTEN
+from jobs.definitions import EXPORT_TRIGGER_TABLE, TABLES_WRITTEN
 
 
 def table_asset(settings: Settings, name: str) -> Asset:
@@ -23,5 +24,12 @@ def step_outlets(settings: Settings, step: str) -> list[Asset]:
 
 
 def export_trigger(settings: Settings) -> Asset:
-    """The Asset whose update schedules ``segment_export``."""
-    return table_asset(settings, EXPORT_SOURCE_TABLE)
+    """The Asset whose update schedules ``segment_export``: the publish record, updated by ``clv``
+    when a night's snapshot is complete (its event's extra names the snapshot and its versions)."""
+    return table_asset(settings, EXPORT_TRIGGER_TABLE)
+
+
+def published_event(snapshot_date: str, result: dict) -> dict:
+    """The extra of the publish record's Asset event: the snapshot and the record's version holding
+    its gold versions (``segment_export`` reads exactly those)."""
+    return {"snapshot_date": snapshot_date, "gold_published_version": int(result[EXPORT_TRIGGER_TABLE])}

@@ -21,6 +21,7 @@ from typing import Any
 
 from jobs.config import REPO_ROOT, Settings, load_settings
 from jobs.definitions import days_between
+from jobs.orchestration.lineage import airflow_env as lineage_env
 
 DAGS_FOLDER = REPO_ROOT / "dags"
 
@@ -44,6 +45,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__CORE__DAGBAG_IMPORT_ERROR_TRACEBACKS": "True",
         "NO_PROXY": "*",
+        **lineage_env(settings),
     }
 
 

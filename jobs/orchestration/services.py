@@ -35,7 +35,8 @@ from typing import Any
 
 import requests
 
-from jobs.config import REPO_ROOT
+from jobs.config import REPO_ROOT, load_settings
+from jobs.orchestration.lineage import airflow_env as lineage_env
 
 HOST = "127.0.0.1"
 PLUGINS_FOLDER = REPO_ROOT / "plugins"
@@ -392,7 +393,9 @@ def production_stack(folder: Path, pipeline_env: dict[str, str] | None = None,
         stack.callback(postgres.stop)
         mlflow = start_mlflow(postgres.url("mlflow"), folder / "mlflow-artifacts", mlflow_port, logs)
         stack.callback(mlflow.stop)
-        extra = {**(pipeline_env or {}), "RFM__MLFLOW__TRACKING_URI": mlflow_url}
+        pipeline_env = pipeline_env or {}
+        lineage = lineage_env(load_settings(), pipeline_env.get("RFM__LINEAGE__TRANSPORT"))
+        extra = {**lineage, **pipeline_env, "RFM__MLFLOW__TRACKING_URI": mlflow_url}
         config = AirflowConfig(home=folder / "airflow", db_url=postgres.url("airflow"),
                                port=airflow_port or free_port(),
                                admin_password=admin_password or secrets.token_urlsafe(12), extra_env=extra)  # fmt: skip

@@ -16,14 +16,18 @@ def run_in_task(step: Callable[..., dict[str, Any]], run_date: str, **kwargs: An
 
     from jobs.adapters.lease import step_lease, step_name
     from jobs.config import load_settings
+    from jobs.orchestration import lineage
 
     quiet_third_party_loggers()
     day = date.fromisoformat(run_date)
+    settings = load_settings()
     try:
-        with step_lease(load_settings(), step_name(step), day):
-            return step(day, **kwargs)
+        with step_lease(settings, step_name(step), day):
+            result = step(day, **kwargs)
     except PermanentError as error:
         raise AirflowFailException(f"{type(error).__name__}: {error}") from error
+    lineage.record(settings, step_name(step), day, result)  # the task's OpenLineage inputs and outputs
+    return result
 
 
 def run_step_in_task(name: str, run_date: str, **kwargs: Any) -> dict[str, Any]:

@@ -194,9 +194,22 @@ def plan_night(
     newest_trained_on: date | None,
     retrain_every_days: int,
     began_version: str | None = None,
+    force_retrain: bool = False,
 ) -> NightPlan:
     """Retrain, resume a retrain an earlier attempt began (``began_version``: registered for this
-    date), score with the champion, or re-score a date with the version that scored it before."""
+    date), score with the champion, or re-score a date with the version that scored it before.
+
+    ``force_retrain`` makes the night a retrain night; one that already has its retrain (begun or
+    completed: a retry of the forced run, or forcing a night that retrained) resumes that version,
+    so a date never gets a second version or a second live MLflow run."""
+    if force_retrain:
+        if began_version is not None:
+            return NightPlan(
+                "resume",
+                began_version,
+                f"forced retrain: version {began_version} was already registered for {run_date}",
+            )
+        return NightPlan("retrain", None, "forced (force_retrain)")
     if recorded_version is not None:
         return NightPlan("rerun", recorded_version, f"{run_date} was scored by version {recorded_version}")
     if began_version is not None:
@@ -289,7 +302,9 @@ def recorded_model_version(spark: SparkSession, settings: Settings, run_date: da
     return versions[0] if len(versions) == 1 else None
 
 
-def plan_for(spark: SparkSession, settings: Settings, run_date: date, dag_id: str) -> NightPlan:
+def plan_for(
+    spark: SparkSession, settings: Settings, run_date: date, dag_id: str, force_retrain: bool = False
+) -> NightPlan:
     current = registry.champion(settings)
     newest = registry.newest_version(settings)
     began = registry.version_for_date(settings, run_date, dag_id)
@@ -300,6 +315,7 @@ def plan_for(spark: SparkSession, settings: Settings, run_date: date, dag_id: st
         registry.trained_on(newest) if newest else None,
         settings.model.retrain_every_days,
         str(began.version) if began else None,
+        force_retrain,
     )
 
 
@@ -479,7 +495,8 @@ def cluster_day(
 ) -> dict[str, Any]:
     """Pick or train the model, score ``run_date``, log to MLflow and store cluster ids.
 
-    ``force_retrain`` (the DAG's param of a manual run) retrains whatever the plan would be.
+    ``force_retrain`` (the DAG's param of a manual run) retrains whatever the plan would be, unless
+    the date already has a version registered by this DAG: that retrain is resumed (``plan_night``).
     """
     settings = settings or load_settings()
     spark = spark or get_spark(settings)
@@ -496,11 +513,7 @@ def cluster_day(
                RUN_DATE_TAG: run_date.isoformat()}  # fmt: skip
     dag_id = lineage[DAG_TAG]
     mlflow.set_experiment(experiment_id=tracking.experiment_id(settings))
-    plan = (
-        NightPlan("retrain", None, "forced (force_retrain)")
-        if force_retrain
-        else plan_for(spark, settings, run_date, dag_id)
-    )
+    plan = plan_for(spark, settings, run_date, dag_id, force_retrain)
     promotion = None
     began = registry.version(settings, plan.version) if plan.kind == "resume" else None
     with night_run(settings, dag_id, run_date, began) as run:

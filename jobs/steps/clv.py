@@ -53,8 +53,8 @@ def plan_clv(night_type: str | None, champion: str | None, trained_tonight: str 
         return ClvPlan(False, trained_tonight, f"version {trained_tonight} was trained on this date: reused")
     if champion is None:
         return ClvPlan(True, None, "no rfm-clv champion yet: fit")
-    if night_type == "retrain":
-        return ClvPlan(True, None, "retrain night of the clustering: refit")
+    if night_type in ("retrain", "resume"):  # a resumed retrain is still the night's retrain
+        return ClvPlan(True, None, f"{night_type} night of the clustering: refit")
     return ClvPlan(False, champion, f"scored with the champion, version {champion}")
 
 
@@ -191,6 +191,7 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
         raise LakeStateError(f"{run_date}: gold customers without purchase lines in bronze, e.g. {missing}")
     scored, means = gold_frames(spark, gold, values)
     written = write_gold(spark, settings, run_date, scored, means)
+    read_versions = dict(versions)
     versions.update(written)
     label_published = (published_versions(settings.table_path("gold_published")) or {}).get(run_date, {})
     versions["gold_published"] = publish(spark, settings, run_date, {**label_published, **written})  # last
@@ -208,4 +209,5 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
         client.log_metric(run_id, name, value)
     write_audit(spark, settings, run_date, "clv", len(values), {}, versions)
     return {"run_date": run_date.isoformat(), "customers": len(values), "clv_model_version": version,
-            "plan": plan.reason, "fitted": plan.fit, "params": params.as_dict(), **metrics, **versions}  # fmt: skip
+            "plan": plan.reason, "fitted": plan.fit, "params": params.as_dict(), **metrics, **versions,
+            "read_versions": read_versions}  # fmt: skip

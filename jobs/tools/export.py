@@ -9,7 +9,9 @@ Layout under ``paths.exports_dir``::
     .versions/D-<id>/manifest.json   row counts per file, the snapshot's table versions
 
 A reader that opens ``snapshot_date=D/`` sees either the previous export or the new one, never
-a half-written folder. Reads the lake with delta-rs (no JVM).
+a half-written folder. Reads the lake with delta-rs (no JVM), and only what is published: the
+snapshot's entry in the publish record (gold/published, at the version the triggering Asset event
+names, else the latest), then gold/customer_segments at the version that entry holds.
 """
 
 from __future__ import annotations
@@ -27,9 +29,17 @@ from typing import Any
 import pandas as pd
 from deltalake import DeltaTable
 
+from jobs.adapters.publish import published_versions
 from jobs.cli import run_date_parser
 from jobs.config import Settings, load_settings
-from jobs.definitions import EXPORT_COLUMNS, EXPORT_MANIFEST, EXPORT_SOURCE_TABLE, LABEL_SCHEMES, TABLES
+from jobs.definitions import (
+    EXPORT_CLV_COLUMNS,
+    EXPORT_COLUMNS,
+    EXPORT_MANIFEST,
+    EXPORT_SOURCE_TABLE,
+    EXPORT_TRIGGER_TABLE,
+    LABEL_SCHEMES,
+)
 from jobs.errors import LakeStateError
 
 VERSIONS_DIR = ".versions"
@@ -41,33 +51,37 @@ def slug(segment: str) -> str:
 
 
 def segment_lists(gold: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-    """(label scheme, segment) -> that segment's customers (EXPORT_COLUMNS, by customer id)."""
+    """(label scheme, segment) -> that segment's customers (the export columns ``gold`` has, by customer id)."""
+    columns = export_columns(gold.columns)
     lists = {}
     for scheme, column in LABEL_SCHEMES.items():
         for segment, rows in gold.groupby(column, sort=True):
-            lists[(scheme, str(segment))] = rows[EXPORT_COLUMNS].sort_values("customer_id").reset_index(drop=True)
+            lists[(scheme, str(segment))] = rows[columns].sort_values("customer_id").reset_index(drop=True)
     return lists
 
 
-def table_versions(settings: Settings) -> dict[str, int | None]:
-    """Current Delta version of every table (None when it does not exist yet)."""
-    found = {}
-    for name in TABLES:
-        path = str(settings.table_path(name))
-        found[name] = DeltaTable(path).version() if DeltaTable.is_deltatable(path) else None
-    return found
+def export_columns(available: Any) -> list[str]:
+    """EXPORT_COLUMNS, then the predicted-value columns among ``available`` (a snapshot scored by clv)."""
+    return EXPORT_COLUMNS + [column for column in EXPORT_CLV_COLUMNS if column in set(available)]
 
 
-def read_snapshot(settings: Settings, snapshot: date) -> tuple[pd.DataFrame, int]:
-    """The gold rows of ``snapshot`` and the table version read; LakeStateError when there are none."""
-    path = str(settings.table_path(EXPORT_SOURCE_TABLE))
-    if not DeltaTable.is_deltatable(path):
-        raise LakeStateError(f"no {EXPORT_SOURCE_TABLE} table at {path}: nothing to export")
-    table = DeltaTable(path)
-    gold = table.to_pandas(filters=[("snapshot_date", "=", snapshot)], columns=EXPORT_COLUMNS)
+def snapshot_versions(settings: Settings, snapshot: date, record_version: int | None = None) -> dict[str, int]:
+    """The gold versions the publish record (at ``record_version``, else the latest) holds for ``snapshot``;
+    LakeStateError when the snapshot is not published there."""
+    published = published_versions(settings.table_path(EXPORT_TRIGGER_TABLE), record_version)
+    if not published or snapshot not in published:
+        raise LakeStateError(f"the gold snapshot of {snapshot} is not published: nothing to export")
+    return published[snapshot]
+
+
+def read_snapshot(settings: Settings, snapshot: date, version: int) -> pd.DataFrame:
+    """The gold rows of ``snapshot`` at the published ``version``; LakeStateError when there are none."""
+    table = DeltaTable(str(settings.table_path(EXPORT_SOURCE_TABLE)), version=version)
+    available = [field.name for field in table.schema().fields]
+    gold = table.to_pandas(filters=[("snapshot_date", "=", snapshot)], columns=export_columns(available))
     if gold.empty:
-        raise LakeStateError(f"no {EXPORT_SOURCE_TABLE} snapshot for {snapshot}: it is not published")
-    return gold, table.version()
+        raise LakeStateError(f"no {EXPORT_SOURCE_TABLE} rows for {snapshot} at version {version}")
+    return gold
 
 
 def write_lists(lists: dict[tuple[str, str], pd.DataFrame], folder: Path) -> list[dict[str, Any]]:
@@ -95,10 +109,15 @@ def publish(exports_dir: Path, snapshot: date, folder: Path) -> Path:
     return link
 
 
-def export_snapshot(settings: Settings, snapshot: date) -> dict[str, Any]:
-    """Write the segment lists of ``snapshot`` and its manifest; returns the manifest."""
-    gold, source_version = read_snapshot(settings, snapshot)
-    versions = table_versions(settings)
+def export_snapshot(settings: Settings, snapshot: date, record_version: int | None = None) -> dict[str, Any]:
+    """Write the segment lists of the published ``snapshot`` and its manifest; returns the manifest.
+    ``record_version``: the publish record's version to read (the Asset event's), else the latest."""
+    record_path = str(settings.table_path(EXPORT_TRIGGER_TABLE))
+    if record_version is None and DeltaTable.is_deltatable(record_path):
+        record_version = DeltaTable(record_path).version()
+    versions = snapshot_versions(settings, snapshot, record_version)
+    source_version = versions[EXPORT_SOURCE_TABLE]
+    gold = read_snapshot(settings, snapshot, source_version)
     exports_dir = settings.path("exports_dir")
     folder = exports_dir / VERSIONS_DIR / f"{snapshot.isoformat()}-{uuid.uuid4().hex[:12]}"
     folder.mkdir(parents=True)
@@ -109,7 +128,8 @@ def export_snapshot(settings: Settings, snapshot: date) -> dict[str, Any]:
             "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "source_table": EXPORT_SOURCE_TABLE,
             "source_version": source_version,
-            "table_versions": versions,
+            "columns": export_columns(gold.columns),
+            "table_versions": {**versions, EXPORT_TRIGGER_TABLE: record_version},
             "customers": len(gold),
             "rows_per_scheme": {
                 scheme: sum(f["rows"] for f in files if f["label_scheme"] == scheme) for scheme in LABEL_SCHEMES
@@ -122,6 +142,16 @@ def export_snapshot(settings: Settings, snapshot: date) -> dict[str, Any]:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return manifest
+
+
+def snapshots_to_export(extras: list[dict[str, Any]]) -> dict[str, int | None]:
+    """Snapshot date -> the newest publish-record version among the Asset events' extras, by date."""
+    latest: dict[str, int | None] = {}
+    for extra in extras:
+        day, version = extra["snapshot_date"], extra.get("gold_published_version")
+        if day not in latest or (version is not None and (latest[day] is None or version > latest[day])):
+            latest[day] = version
+    return dict(sorted(latest.items()))
 
 
 def read_manifest(settings: Settings, snapshot: date) -> dict[str, Any] | None:
