@@ -14,6 +14,7 @@ def run_in_task(step: Callable[..., dict[str, Any]], run_date: str, **kwargs: An
     """Run a step for ``run_date`` inside a task; a permanent error fails the task with no retry."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    from jobs.adapters.faults import fault_point
     from jobs.adapters.lease import step_lease, step_name
     from jobs.config import load_settings
 
@@ -21,7 +22,9 @@ def run_in_task(step: Callable[..., dict[str, Any]], run_date: str, **kwargs: An
     day = date.fromisoformat(run_date)
     try:
         with step_lease(load_settings(), step_name(step), day):
-            return step(day, **kwargs)
+            summary = step(day, **kwargs)
+            fault_point(f"after:{step_name(step)}")  # the task boundary: work done, lease held
+            return summary
     except PermanentError as error:
         raise AirflowFailException(f"{type(error).__name__}: {error}") from error
 
