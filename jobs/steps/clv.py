@@ -53,8 +53,8 @@ def plan_clv(night_type: str | None, champion: str | None, trained_tonight: str 
         return ClvPlan(False, trained_tonight, f"version {trained_tonight} was trained on this date: reused")
     if champion is None:
         return ClvPlan(True, None, "no rfm-clv champion yet: fit")
-    if night_type == "retrain":
-        return ClvPlan(True, None, "retrain night of the clustering: refit")
+    if night_type in ("retrain", "resume"):  # resume: the retry of a retrain night an earlier attempt began
+        return ClvPlan(True, None, f"{night_type} night of the clustering: refit")
     return ClvPlan(False, champion, f"scored with the champion, version {champion}")
 
 
