@@ -148,3 +148,22 @@ PROMOTION_TAG = "rfm.promotion"
 def days_between(first: date, last: date) -> list[date]:
     """Every date from ``first`` to ``last``, both included (empty when ``last`` < ``first``)."""
     return [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
+
+
+# ---------------------------------------------------------------- fault injection (jobs.adapters.faults)
+# A process whose environment names a fault point in FAULT_POINT_ENV SIGKILLs itself on reaching it;
+# FAULT_TRACE_ENV names a file each point reached is appended to (the harness finds the points that way).
+FAULT_POINT_ENV = "RFM_FAULT_POINT"
+FAULT_TRACE_ENV = "RFM_FAULT_TRACE"
+# The registry calls of a retrain night, in order; a fault point sits after each one.
+FAULT_MODEL_LOGGED = "registry:model-logged"  # the model logged to the night's run, no version yet
+FAULT_VERSION_REGISTERED = "registry:version-registered"  # the version registered (tagged), never evaluated
+FAULT_DECISION_RECORDED = "registry:decision-recorded"  # the promotion decision recorded, the alias not moved
+FAULT_ALIAS_MOVED = "registry:alias-moved"  # the alias moved (when promoted), the run not tagged
+FAULT_RUN_TAGGED = "registry:run-tagged"  # the night's run tagged with the outcome, clusters not written
+REGISTRY_FAULT_POINTS = [
+    FAULT_MODEL_LOGGED, FAULT_VERSION_REGISTERED, FAULT_DECISION_RECORDED, FAULT_ALIAS_MOVED, FAULT_RUN_TAGGED,
+]  # fmt: skip
+# The same for the CLV model of a retrain night (jobs.adapters.clv_registry).
+FAULT_CLV_REGISTERED = "clv-registry:version-registered"  # the rfm-clv version registered, the alias not moved
+FAULT_CLV_ALIAS_MOVED = "clv-registry:alias-moved"  # the rfm-clv alias moved, the gold not written

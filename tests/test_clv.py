@@ -114,6 +114,7 @@ def test_params_round_trip_through_json() -> None:
     ("night_type", "champion", "tonight", "fit", "version"),
     [
         ("retrain", "3", None, True, None),
+        ("resume", "3", None, True, None),  # the retry of a retrain night (found by fault injection)
         ("score", None, None, True, None),
         ("score", "3", None, False, "3"),
         ("rerun", "4", "3", False, "3"),

@@ -22,7 +22,15 @@ from jobs.adapters.transactions import (
     to_canonical_names,
     typed_rows,
 )
-from jobs.core.rfm import compute_rfm, considered_lines, exclusion_counts, is_purchase
+from jobs.core.rfm import (
+    compute_rfm,
+    considered_lines,
+    contributions,
+    exclusion_counts,
+    is_purchase,
+    snapshot_from_state,
+    state_from_contributions,
+)
 from jobs.definitions import CANONICAL_COLUMNS, TABLES
 from jobs.errors import LakeStateError
 from jobs.steps.ingest import ingest_day
@@ -124,6 +132,20 @@ def test_compute_rfm_snapshot_date_moves_recency_and_cut_off(spark, settings) ->
     assert set(rows) == {"100", "200", "400", "600"}
     assert rows["100"][2:5] == (1, 3, Decimal("30.00"))  # 17.50 + 12.50
     assert rows["200"][2] == 15
+
+
+# Every line fits the money type (the gate checks quantity x price per line); their sum does not.
+HUGE_SPENDER = [line(f"77{n:02d}", "21000", 99_999_999, date(2011, 3, 1), "99999999.999", "700") for n in range(20)]
+
+
+def test_a_monetary_sum_beyond_the_money_type_fails_loudly(spark, settings) -> None:
+    """With ANSI off the cast would give null and ``greatest(null, 0)`` a monetary of 0 (issue 12, item 2)."""
+    rows = frame_of(spark, [*HUGE_SPENDER, line("7800", "21000", 1, date(2011, 3, 1), "1.00", "701")])
+    with pytest.raises(Exception, match="monetary_gross does not fit decimal"):
+        compute_rfm(rows, SNAPSHOT, settings.rfm).collect()
+    state = state_from_contributions(contributions(rows, settings.rfm), settings.rfm)
+    with pytest.raises(Exception, match="does not fit decimal"):
+        snapshot_from_state(state, SNAPSHOT, settings.rfm).collect()
 
 
 # --- exclusion counts -------------------------------------------------------------------------------

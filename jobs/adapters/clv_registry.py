@@ -3,6 +3,8 @@
 A version is an ``mlflow.pyfunc`` model whose only artifact is the parameters JSON; its ``predict``
 scores a customer summary with the closed forms of ``jobs.core.clv`` (numpy/scipy, no PyMC). The
 parameters are also the version's metadata, so a night reads them without loading the model.
+A version is registered with its training date in one call, then takes the alias; a retry of the
+night that finds the date's version newer than the champion moves the alias to it (``clv_day``).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from jobs.adapters import tracking
+from jobs.adapters.faults import fault_point
 from jobs.config import Settings
 from jobs.core.clv import ClvParams, score
-from jobs.definitions import CLV_HORIZON_DAYS, CLV_MONTHS, TRAINED_ON_TAG
+from jobs.definitions import CLV_HORIZON_DAYS, CLV_MONTHS, FAULT_CLV_ALIAS_MOVED, FAULT_CLV_REGISTERED, TRAINED_ON_TAG
 
 
 class ClvModel(mlflow.pyfunc.PythonModel):
@@ -57,14 +60,23 @@ def register(settings: Settings, params: ClvParams, example: pd.DataFrame, metad
             model_config=model_config,
             signature=infer_signature(example, output),
             pip_requirements=["numpy", "scipy", "pandas"],
-            registered_model_name=conf.registered_name,
             metadata={**metadata, "params": params.as_dict(), **model_config},
         )
-    version = str(info.registered_model_version)
-    client = tracking.client(settings)
-    client.set_model_version_tag(conf.registered_name, version, TRAINED_ON_TAG, metadata["trained_on"])
-    client.set_registered_model_alias(conf.registered_name, conf.alias, version)
-    return client.get_model_version(conf.registered_name, version)
+    # the version and its training date in one registry call: a crash never leaves it untagged
+    version = str(
+        mlflow.register_model(
+            info.model_uri, conf.registered_name, tags={TRAINED_ON_TAG: metadata["trained_on"]}
+        ).version
+    )
+    fault_point(FAULT_CLV_REGISTERED)
+    move_alias(settings, version)
+    fault_point(FAULT_CLV_ALIAS_MOVED)
+    return tracking.client(settings).get_model_version(conf.registered_name, version)
+
+
+def move_alias(settings: Settings, version: str) -> None:
+    """Point the ``clv.alias`` at ``version`` (idempotent)."""
+    tracking.client(settings).set_registered_model_alias(settings.clv.registered_name, settings.clv.alias, version)
 
 
 def champion(settings: Settings) -> ModelVersion | None:

@@ -2,7 +2,8 @@
 
 Every write replaces exactly one run date's slice (``replaceWhere``), in one atomic Delta
 commit: re-running a date gives the same rows, and a crash mid-write leaves the previous
-version as it was. Tables keep the default protocol so delta-rs can read them.
+version as it was. Tables keep the default protocol so delta-rs can read them. Each write has a
+fault point between its data files and its commit (``jobs.adapters.faults.in_write``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+
+from jobs.adapters import faults
 
 WRITE_ID_PREFIX = "rfm-write:"  # commitInfo.userMetadata of every write: finds the version it committed
 
@@ -51,6 +54,7 @@ def replace_slice(frame: DataFrame, path: Path, predicate: str, partition_by: st
     )
     if not exists(spark, path):
         writer = writer.partitionBy(partition_by)
+    faults.in_write("write", frame, path, partition_by)
     writer.save(str(path))
     committed = committed_version(spark, path, write_id)
     # Delta makes no commit for a write that changes nothing (an empty frame over an empty slice):
@@ -131,6 +135,7 @@ def merge_by_key(source: DataFrame, path: Path, key: list[str], delete_flag: str
     spark = source.sparkSession
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in key)
     values = {f"`{c}`": f"s.`{c}`" for c in source.columns if c != delete_flag}
+    faults.in_write("merge", source, path)
     with commit_metadata(spark, metadata):
         (
             DeltaTable.forPath(spark, str(path))
@@ -146,6 +151,7 @@ def merge_by_key(source: DataFrame, path: Path, key: list[str], delete_flag: str
 
 def overwrite(frame: DataFrame, path: Path, metadata: str) -> int:
     """Replace the whole table with ``frame`` in one commit carrying ``metadata``; returns the version."""
+    faults.in_write("overwrite", frame, path)
     frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true").option(
         "userMetadata", metadata
     ).save(str(path))

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the dashboard imports this module: no Spark at import time
     from pyspark.sql import SparkSession
 
 GOLD_TABLES = ("gold_customer_segments", "gold_segment_summary", "gold_segment_transitions")
+PUBLISH_SCHEMA = "snapshot_date date, table_versions map<string,bigint>"
 
 
 def publish(spark: SparkSession, settings: Settings, run_date: date, versions: dict[str, int]) -> int:
@@ -32,11 +33,27 @@ def publish(spark: SparkSession, settings: Settings, run_date: date, versions: d
     if missing:
         raise ValueError(f"{run_date}: cannot publish without the versions of {missing}")
     record = spark.createDataFrame(
-        [(run_date, {name: int(versions[name]) for name in GOLD_TABLES})],
-        "snapshot_date date, table_versions map<string,bigint>",
+        [(run_date, {name: int(versions[name]) for name in GOLD_TABLES})], PUBLISH_SCHEMA
     ).withColumn("published_at", F.current_timestamp())
     predicate = f"snapshot_date = {lake.date_literal(run_date)}"
     return lake.replace_slice(record, settings.table_path("gold_published"), predicate, "snapshot_date")
+
+
+def ensure_publish_table(spark: SparkSession, settings: Settings) -> None:
+    """On a fresh lake (no gold yet), create the publish table empty before the first gold write.
+
+    Readers treat a lake without a publish table as written before publish records and read the
+    latest versions; without this, a first night killed between its gold writes would show its
+    half-written snapshot.
+    """
+    from jobs.adapters import lake
+
+    path = settings.table_path("gold_published")
+    if lake.exists(spark, path) or lake.exists(spark, settings.table_path("gold_customer_segments")):
+        return
+    spark.createDataFrame([], f"{PUBLISH_SCHEMA}, published_at timestamp").write.format("delta").partitionBy(
+        "snapshot_date"
+    ).save(str(path))
 
 
 def published_versions(path: Path | str, version: int | None = None) -> dict[date, dict[str, int]] | None:

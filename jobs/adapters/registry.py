@@ -31,9 +31,19 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 
 from jobs.adapters import tracking
+from jobs.adapters.faults import fault_point
 from jobs.config import Settings
 from jobs.core.labels import IdleAgreement
-from jobs.definitions import DAG_TAG, K_TAG, PROMOTION_TAG, RFM_MEASURES, TRAINED_ON_TAG
+from jobs.definitions import (
+    DAG_TAG,
+    FAULT_ALIAS_MOVED,
+    FAULT_DECISION_RECORDED,
+    FAULT_MODEL_LOGGED,
+    K_TAG,
+    PROMOTION_TAG,
+    RFM_MEASURES,
+    TRAINED_ON_TAG,
+)
 
 PREDICTION = "prediction"  # MLflow's signature inference expects Spark ML's default name
 
@@ -137,6 +147,7 @@ def register(
         pip_requirements=[f"pyspark=={pyspark.__version__}"],
         metadata=metadata,
     )
+    fault_point(FAULT_MODEL_LOGGED)
     version_tags = {**tags, TRAINED_ON_TAG: metadata["trained_on"], K_TAG: str(metadata["k"])}
     return mlflow.register_model(f"runs:/{info.run_id}/model", settings.model.registered_name, tags=version_tags)
 
@@ -216,5 +227,7 @@ def move_alias(settings: Settings, version: str) -> None:
 def apply_promotion(settings: Settings, promotion: Promotion) -> None:
     """Record the decision on the new version, then move the alias when it says so."""
     record_decision(settings, promotion)
+    fault_point(FAULT_DECISION_RECORDED)
     if promotion.promoted:
         move_alias(settings, promotion.new_version)
+    fault_point(FAULT_ALIAS_MOVED)

@@ -88,15 +88,15 @@ def rfm_snapshot_columns(per_customer: DataFrame, snapshot: date, rules: Rfm) ->
     ``monetary_gross``, ``monetary_cancelled`` (null: none) and top ``country``."""
     snapshot_col = F.lit(snapshot).cast("date")
     money = money_type(rules)
-    gross = F.col("monetary_gross").cast(money)
-    cancellations = F.coalesce(F.col("monetary_cancelled"), F.lit(0)).cast(money)
+    gross = to_money(F.col("monetary_gross"), rules, "monetary_gross")
+    cancellations = to_money(F.coalesce(F.col("monetary_cancelled"), F.lit(0)), rules, "monetary_cancelled")
     net = F.greatest(gross + cancellations, F.lit(0).cast(money)) if rules.net_of_cancellations else gross
     return per_customer.select(
         snapshot_col.alias("snapshot_date"),
         "customer_id",
         F.datediff(snapshot_col, "last_purchase_date").alias("recency_days"),
         F.col("frequency").cast("int").alias("frequency"),
-        net.cast(money).alias("monetary"),
+        to_money(net, rules, "monetary").alias("monetary"),
         gross.alias("monetary_gross"),
         cancellations.alias("monetary_cancelled"),
         "first_purchase_date",
@@ -109,6 +109,14 @@ def rfm_snapshot_columns(per_customer: DataFrame, snapshot: date, rules: Rfm) ->
 def money_type(rules: Rfm) -> str:
     """The exact decimal type of the snapshot's money columns."""
     return f"decimal(20,{rules.price_precision})"
+
+
+def to_money(value: Column, rules: Rfm, what: str) -> Column:
+    """``value`` cast to the money type, failing the query when a value does not fit (with ANSI
+    off, Spark's cast would turn it into null, and ``greatest(null, 0)`` a top spender into 0)."""
+    money = money_type(rules)
+    overflow = F.raise_error(F.concat(F.lit(f"{what} does not fit {money}: "), value.cast("string")))
+    return F.when(value.isNotNull() & value.cast(money).isNull(), overflow).otherwise(value.cast(money))
 
 
 def exclusion_reason(rules: Rfm) -> Column:
@@ -204,14 +212,15 @@ def contributions(lines: DataFrame, rules: Rfm, counted_before: DataFrame | None
         tagged = tagged.join(earlier, ["customer_id", "invoice"], "left").withColumn(
             "first_line", F.col("first_line") & F.col("_seen").isNull()
         )
-    money = money_type(rules)
     when_purchase = F.when(F.col("is_purchase"), F.col("transaction_date"))
     return tagged.groupBy("customer_id", "country", "transaction_date").agg(
         F.min(when_purchase).alias("first_purchase_date"),
         F.max(when_purchase).alias("last_purchase_date"),
         F.count(F.when(F.col("first_line"), F.lit(1))).cast("bigint").alias("purchase_invoices"),
-        F.sum(F.when(F.col("is_purchase"), F.col("amount"))).cast(money).alias("monetary_gross"),
-        F.sum(F.when(~F.col("is_purchase"), F.col("amount"))).cast(money).alias("monetary_cancelled"),
+        to_money(F.sum(F.when(F.col("is_purchase"), F.col("amount"))), rules, "monetary_gross").alias("monetary_gross"),
+        to_money(F.sum(F.when(~F.col("is_purchase"), F.col("amount"))), rules, "monetary_cancelled").alias(
+            "monetary_cancelled"
+        ),
     )
 
 
@@ -231,8 +240,8 @@ def state_from_contributions(contributed: DataFrame, rules: Rfm) -> DataFrame:
         F.min("first_purchase_date").alias("first_purchase_date"),
         F.max("last_purchase_date").alias("last_purchase_date"),
         F.sum("purchase_invoices").cast("bigint").alias("purchase_invoices"),
-        _sum_or_null("monetary_gross").cast(money).alias("monetary_gross"),
-        _sum_or_null("monetary_cancelled").cast(money).alias("monetary_cancelled"),
+        to_money(_sum_or_null("monetary_gross"), rules, "monetary_gross").alias("monetary_gross"),
+        to_money(_sum_or_null("monetary_cancelled"), rules, "monetary_cancelled").alias("monetary_cancelled"),
         F.max("merged_date").alias("merged_date"),
         F.min(F.when(before, F.col("first_purchase_date"))).alias("prev_first_purchase_date"),
         F.max(F.when(before, F.col("last_purchase_date"))).alias("prev_last_purchase_date"),
@@ -282,7 +291,10 @@ def merge_day(state: DataFrame, day: DataFrame, run_date: date, rules: Rfm) -> D
     # a re-run key without a contribution tonight: back to its previous state (prev unknown now)
     new = [F.when(in_day, added[m]).otherwise(F.col(f"b_{m}")) for m in STATE_MEASURES]
     types = {"purchase_invoices": "bigint", "monetary_gross": money, "monetary_cancelled": money}
-    measures = [v.cast(types.get(m, "date")).alias(m) for m, v in zip(STATE_MEASURES, new, strict=True)]
+    measures = [
+        (to_money(v, rules, m) if types.get(m) == money else v.cast(types.get(m, "date"))).alias(m)
+        for m, v in zip(STATE_MEASURES, new, strict=True)
+    ]
     prev = [F.when(in_day, F.col(f"b_{m}")).cast(types.get(m, "date")).alias(f"prev_{m}") for m in STATE_MEASURES]
     return b.select(
         *key,

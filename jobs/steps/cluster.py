@@ -36,6 +36,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.adapters import lake, registry, tracking
+from jobs.adapters.faults import fault_point
 from jobs.adapters.registry import PREDICTION
 from jobs.adapters.spark import get_spark
 from jobs.config import Clustering, Settings, load_settings
@@ -53,6 +54,8 @@ from jobs.definitions import (
     CHOSEN_TAG,
     DAG_RUN_TAG,
     DAG_TAG,
+    FAULT_RUN_TAGGED,
+    FAULT_VERSION_REGISTERED,
     INPUT_VERSION_PARAM,
     K_RULE_TAG,
     MODEL_VERSION_TAG,
@@ -450,6 +453,7 @@ def finish_retrain(version: str, promotion: registry.Promotion) -> str:
     """Tag the night's run with the outcome; returns the version that scores tonight."""
     mlflow.set_tags({PROMOTED_TAG: str(promotion.promoted).lower(), TRAINED_VERSION_TAG: version})
     mlflow.log_dict(promotion.as_dict(), "promotion/decision.json")
+    fault_point(FAULT_RUN_TAGGED)
     return version if promotion.promoted else promotion.champion_version
 
 
@@ -480,6 +484,7 @@ def retrain(
     }
     version_tags = {DAG_TAG: lineage[DAG_TAG], DAG_RUN_TAG: lineage[DAG_RUN_TAG]}
     version = str(registry.register(chosen.model, features, settings, metadata, version_tags).version)
+    fault_point(FAULT_VERSION_REGISTERED)
     promotion = promote(
         spark, settings, run_date, snapshot, features, chosen.metrics["silhouette"], version, chosen.model
     )

@@ -53,7 +53,7 @@ def plan_clv(night_type: str | None, champion: str | None, trained_tonight: str 
         return ClvPlan(False, trained_tonight, f"version {trained_tonight} was trained on this date: reused")
     if champion is None:
         return ClvPlan(True, None, "no rfm-clv champion yet: fit")
-    if night_type in ("retrain", "resume"):  # a resumed retrain is still the night's retrain
+    if night_type in ("retrain", "resume"):  # resume: the retry of a retrain night an earlier attempt began
         return ClvPlan(True, None, f"{night_type} night of the clustering: refit")
     return ClvPlan(False, champion, f"scored with the champion, version {champion}")
 
@@ -183,6 +183,8 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
         version, params = fit_and_register(settings, summary, run_id, run_date)
     else:
         version, params = plan.version, clv_registry.params_of(settings, plan.version)
+        if tonight is not None and (champion is None or int(tonight.version) > int(champion.version)):
+            clv_registry.move_alias(settings, version)  # an earlier attempt registered it and died before the alias
     scores = score(params, summary, **clv_registry.scoring_config(settings))
     segments = gold.select("customer_id", F.col("monetary").cast("double"), "cluster_label").toPandas()
     values = value_columns(segments, scores, settings.clv.at_risk_max_p_purchase)

@@ -31,7 +31,7 @@ from pyspark.sql import functions as F
 
 from jobs.adapters import lake, registry, tracking
 from jobs.adapters.audit import write_audit
-from jobs.adapters.publish import publish
+from jobs.adapters.publish import ensure_publish_table, publish
 from jobs.adapters.spark import get_spark
 from jobs.config import Settings, load_settings
 from jobs.core.features import log_feature_profile, log_feature_scale
@@ -299,6 +299,7 @@ def label_day(run_date: date, settings: Settings | None = None, spark: SparkSess
     edges = registry.metadata(settings, model_version)["quintile_edges"]
     segments = build_segments(snapshot, clusters, decision.mapping, edges, settings).cache()
     transitions = segment_transitions(previous if previous is not None else segments.limit(0), segments, previous_date)
+    ensure_publish_table(spark, settings)  # a fresh lake: readers see nothing until the first publish
     versions.update(write_gold(segments, transitions, settings, run_date))
     customers = segments.count()
     metrics = night_metrics(segments, previous, previous_date, run_date, settings.labels.cluster_labels)
