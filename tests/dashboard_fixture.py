@@ -108,24 +108,33 @@ def summary_of(customers: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def write_snapshot(lake_dir: Path, customers: pd.DataFrame) -> None:
+def segments_schema(value_columns: bool = True) -> pa.Schema:
+    """gold/customer_segments' schema; without the clv step's columns (gold written before that step
+    existed) when not ``value_columns``."""
+    from jobs.definitions import AT_RISK_VALUE, CLV_COLUMNS
+
+    value_names = {*CLV_COLUMNS.values(), AT_RISK_VALUE}
+    return SEGMENTS_SCHEMA if value_columns else pa.schema([f for f in SEGMENTS_SCHEMA if f.name not in value_names])
+
+
+def write_snapshot(lake_dir: Path, customers: pd.DataFrame, value_columns: bool = True) -> None:
     """Append one snapshot to both gold tables (partitioned by snapshot_date, like the pipeline)."""
     for name, frame, schema in (
-        ("gold/customer_segments", customers, SEGMENTS_SCHEMA),
+        ("gold/customer_segments", customers, segments_schema(value_columns)),
         ("gold/segment_summary", summary_of(customers), SUMMARY_SCHEMA),
     ):
         table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
         write_deltalake(str(lake_dir / name), table, partition_by=["snapshot_date"], mode="append")
 
 
-def write_gold_fixture(lake_dir: Path) -> pd.DataFrame:
+def write_gold_fixture(lake_dir: Path, value_columns: bool = True) -> pd.DataFrame:
     """Write the three snapshots; returns every customer row written (for independent expectations)."""
     frames = [
         customers_of(day, count, seed=i)
         for i, (day, count) in enumerate(zip(SNAPSHOTS, CUSTOMERS_PER_SNAPSHOT, strict=True))
     ]
     for frame in frames:
-        write_snapshot(lake_dir, frame)
+        write_snapshot(lake_dir, frame, value_columns)
     everyone = pd.concat(frames, ignore_index=True)
     everyone["monetary"] = everyone["monetary"].astype(float)
     return everyone

@@ -13,7 +13,7 @@ from deltalake import DeltaTable, write_deltalake
 from jobs.definitions import EXPORT_CLV_COLUMNS, EXPORT_COLUMNS, EXPORT_MANIFEST, LABEL_SCHEMES
 from jobs.errors import LakeStateError
 from jobs.tools.export import export_snapshot, read_manifest, segment_lists, slug, snapshots_to_export
-from tests.dashboard_fixture import SEGMENTS_SCHEMA, SNAPSHOTS, customers_of, write_gold_fixture
+from tests.dashboard_fixture import SNAPSHOTS, customers_of, segments_schema, write_gold_fixture
 
 PUBLISHED_SCHEMA = pa.schema([
     ("snapshot_date", pa.date32()), ("table_versions", pa.map_(pa.string(), pa.int64())),
@@ -38,8 +38,9 @@ def segments_version(settings) -> int:
 
 @pytest.fixture
 def lake(settings):
-    """The three gold snapshots (segments versions 0, 1, 2), each published at its version."""
-    everyone = write_gold_fixture(settings.path("lake_dir"))
+    """The three gold snapshots (segments versions 0, 1, 2), each published at its version; written
+    before the clv step existed (no value columns)."""
+    everyone = write_gold_fixture(settings.path("lake_dir"), value_columns=False)
     for version, day in enumerate(SNAPSHOTS):
         publish(settings, day, version)
     return settings, everyone
@@ -99,11 +100,9 @@ def test_a_second_export_replaces_the_snapshot_and_leaves_no_old_files(lake):
 
 def append_gold(settings, customers: pd.DataFrame, clv: bool = False) -> int:
     """Append rows to gold/customer_segments (with the clv step's columns when ``clv``); returns its version."""
-    schema = SEGMENTS_SCHEMA
+    schema = segments_schema(value_columns=clv)
     if clv:
         customers = customers.assign(**{column: 0.5 for column in EXPORT_CLV_COLUMNS[:-1]}, at_risk_value=False)
-        extra = [pa.field(column, pa.float64()) for column in EXPORT_CLV_COLUMNS[:-1]]
-        schema = pa.schema([*SEGMENTS_SCHEMA, *extra, pa.field(EXPORT_CLV_COLUMNS[-1], pa.bool_())])
     table = pa.Table.from_pandas(customers[schema.names], schema=schema, preserve_index=False)
     write_deltalake(str(settings.table_path("gold_customer_segments")), table, mode="append", schema_mode="merge",
                     partition_by=["snapshot_date"])  # fmt: skip
