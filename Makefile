@@ -17,7 +17,7 @@ RUN_TO ?= 2011-12-09
 # UI) or dags-test (`airflow dags test` in one process).
 RUNNER ?= backfill
 
-.PHONY: help prerequisites setup lock setup-test system-packages run rerun maintain test test-fast lint replay stability-month backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster bench-pipeline fault-injection
+.PHONY: help prerequisites setup lock setup-test system-packages run rerun maintain test test-fast lint replay stability-month backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster test-heavy bench-pipeline fault-injection
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -128,6 +128,9 @@ test-incremental-year: setup ## incremental RFM vs compute_rfm every night of th
 
 fault-injection: setup ## SIGKILL a retrain night at every fault point, re-run it, check it converged (FAULTS_ARGS="--points ...")
 	$(BIN)/python -m jobs.tools.fault_injection $(FAULTS_ARGS)
+
+test-heavy: setup-test ## the `heavy` tests CI leaves out: scheduled path (PostgreSQL + Airflow + MLflow server), Spark cluster, fault injection, real replays
+	$(BIN)/pytest --durations=0 -m heavy
 
 test-cluster: setup ## one night on a Spark standalone master + worker (127.0.0.1) started from the pip pyspark
 	$(BIN)/pytest -q tests/test_spark_cluster.py

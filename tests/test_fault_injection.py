@@ -18,7 +18,7 @@ from app.data import SegmentLake
 from jobs.definitions import FAULT_DECISION_RECORDED
 from jobs.tools import fault_injection as fi
 
-pytestmark = [pytest.mark.spark, pytest.mark.faults]
+pytestmark = [pytest.mark.spark, pytest.mark.faults, pytest.mark.heavy]
 
 NIGHT = date(2011, 12, 9)
 

@@ -20,7 +20,7 @@ from jobs.definitions import days_between
 from jobs.tools.replay import replay_nights
 from tests.conftest import settings_for
 
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.realdata, pytest.mark.heavy]
 
 FIRST_NIGHT, LAST_NIGHT = date(2011, 11, 26), date(2011, 12, 9)
 NIGHTS = days_between(FIRST_NIGHT, LAST_NIGHT)

@@ -115,6 +115,7 @@ def test_generated_history_nights_match_compute_rfm(spark, settings, tmp_path: P
 
 
 @pytest.mark.realdata
+@pytest.mark.heavy
 def test_real_month_nights_match_compute_rfm(spark, settings, real_data_path: Path) -> None:
     rows = typed_source(spark, settings, real_data_path)
     records = check_nights(spark, settings, rows, date(2011, 11, 1), date(2011, 11, 30), rerun_every=7)

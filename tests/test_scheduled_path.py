@@ -36,7 +36,7 @@ from jobs.tools.generate import generate_transactions
 from jobs.tools.split import land_days
 from tests.conftest import settings_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.airflow]
+pytestmark = [pytest.mark.e2e, pytest.mark.airflow, pytest.mark.heavy]
 
 HISTORY_START, HISTORY_END = date(2011, 11, 1), date(2011, 12, 7)
 NIGHTS = [date(2011, 12, 8), date(2011, 12, 9), date(2011, 12, 10)]

@@ -25,7 +25,7 @@ from jobs.tools.generate import generate_transactions
 from jobs.tools.split import land_days
 from tests.conftest import settings_for
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.heavy]
 
 NIGHT = date(2011, 12, 9)
 STARTUP_SECONDS = 180
