@@ -46,7 +46,6 @@ from tests.conftest import settings_for
 
 NIGHTS = [date(2011, 12, 5), date(2011, 12, 6), date(2011, 12, 7), date(2011, 12, 8)]
 RETRAIN_NIGHTS = {NIGHTS[0], NIGHTS[2]}
-LABELS = ["VIP", "Loyal", "At-Risk", "Low-Value"]
 
 
 def gold(settings, name: str, day: date) -> pd.DataFrame:
@@ -406,7 +405,7 @@ def test_a_real_refit_with_permuted_ids_keeps_every_customers_label(spark, night
         pytest.fail(f"no seed gave the same partition with permuted cluster ids: {tried}")
     refit_profile = log_feature_profile(snapshot.join(assigned.withColumnRenamed("refit", "cluster"), "customer_id"),
                                         ["cluster"], settings.clustering)  # fmt: skip
-    decision = carry_labels(refit_profile, labelled_profile, False, LABELS, settings.model.label_match_max_distance,
+    decision = carry_labels(refit_profile, labelled_profile, False, settings.labels, settings.model.label_match_max_distance,
                             log_feature_scale(snapshot, settings.clustering))  # fmt: skip
     assert all(source.startswith("matched") for source in decision.sources.values()), decision.sources
     relabelled = pairs.assign(label=pairs["refit"].map(decision.mapping))
