@@ -62,16 +62,7 @@ def compute_rfm(transactions: DataFrame, snapshot: date, rules: Rfm) -> DataFram
         lines.filter(is_cancellation(rules)).groupBy("customer_id").agg(F.sum("amount").alias("monetary_cancelled"))
     )
     revenue_by_country = purchases.groupBy("customer_id", "country").agg(F.sum("amount").alias("revenue"))
-    top_country = (
-        revenue_by_country.withColumn(
-            "rank",
-            F.row_number().over(
-                Window.partitionBy("customer_id").orderBy(F.desc("revenue"), F.asc_nulls_last("country"))
-            ),
-        )
-        .filter(F.col("rank") == 1)
-        .select("customer_id", "country")
-    )
+    top_country = main_country(revenue_by_country, "revenue")
     per_customer = purchases.groupBy("customer_id").agg(
         F.min("transaction_date").alias("first_purchase_date"),
         F.max("transaction_date").alias("last_purchase_date"),
@@ -306,19 +297,20 @@ def merge_day(state: DataFrame, day: DataFrame, run_date: date, rules: Rfm) -> D
     )
 
 
-def snapshot_from_state(state: DataFrame, snapshot: date, rules: Rfm) -> DataFrame:
-    """The silver snapshot of ``snapshot`` (``compute_rfm``'s schema) from the state through that date."""
-    buyers = state.filter(F.col("first_purchase_date").isNotNull())
-    top_country = (
-        buyers.withColumn(
-            "rank",
-            F.row_number().over(
-                Window.partitionBy("customer_id").orderBy(F.desc("monetary_gross"), F.asc_nulls_last("country"))
-            ),
-        )
+def main_country(revenue_by_country: DataFrame, revenue: str) -> DataFrame:
+    """Each customer's country: the one with the most ``revenue`` (ties: the first country by name)."""
+    order = Window.partitionBy("customer_id").orderBy(F.desc(revenue), F.asc_nulls_last("country"))
+    return (
+        revenue_by_country.withColumn("rank", F.row_number().over(order))
         .filter(F.col("rank") == 1)
         .select("customer_id", "country")
     )
+
+
+def snapshot_from_state(state: DataFrame, snapshot: date, rules: Rfm) -> DataFrame:
+    """The silver snapshot of ``snapshot`` (``compute_rfm``'s schema) from the state through that date."""
+    buyers = state.filter(F.col("first_purchase_date").isNotNull())
+    top_country = main_country(buyers, "monetary_gross")
     per_customer = (
         state.groupBy("customer_id")
         .agg(
