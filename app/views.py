@@ -308,6 +308,8 @@ def value_figure(stats: pd.DataFrame, at_risk: pd.DataFrame, colours: dict[str, 
             figure.add_box(x=[segment], q1=[s["q1"]], median=[s["median"]], q3=[s["q3"]], lowerfence=[s["min"]],
                            upperfence=[s["max"]], mean=[s["mean"]], name=segment, legendgroup=segment,
                            marker_color=colour, showlegend=col == 1, row=1, col=col)  # fmt: skip
+    for col in range(1, len(VALUE_TITLES)):  # probabilities on their whole scale: 0.9999999 reads as 1
+        figure.update_yaxes(range=[0, 1.05], row=1, col=col)
     figure.update_yaxes(type="log", row=1, col=len(VALUE_TITLES))
     flagged = int(at_risk["customers"].sum()) if not at_risk.empty else 0
     figure.update_layout(template="plotly_white", title=f"Predicted customer value per segment — {flagged:,} "
