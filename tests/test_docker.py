@@ -381,3 +381,20 @@ def test_plugins_ship_in_the_image_and_are_configured(rendered):
     assert (
         rendered["services"]["airflow-apiserver"]["environment"]["AIRFLOW__CORE__PLUGINS_FOLDER"] == "/opt/rfm/plugins"
     )
+
+
+def test_lineage_settings_are_the_ones_the_pipeline_derives_from_conf(rendered):
+    """Compose cannot run jobs.orchestration.lineage.airflow_env, so it spells out the same settings:
+    off by default; with LINEAGE_URL and LINEAGE_DISABLED=false, exactly what airflow_env gives."""
+    from jobs.orchestration.lineage import airflow_env
+    from tests.conftest import settings_for
+
+    def lineage(env: dict) -> dict:
+        return {k: str(v) for k, v in env.items() if k.startswith("AIRFLOW__OPENLINEAGE__")}
+
+    scheduler = rendered["services"]["airflow-scheduler"]["environment"]
+    assert lineage(scheduler)["AIRFLOW__OPENLINEAGE__DISABLED"] == "true"
+    url = "http://marquez:5000"
+    enabled = render({**TEST_VALUES, "LINEAGE_URL": url, "LINEAGE_DISABLED": "False"})
+    expected = airflow_env(settings_for(Path("/lake"), lineage={"transport": url}))
+    assert lineage(enabled["services"]["airflow-scheduler"]["environment"]) == expected
