@@ -1,5 +1,6 @@
 """The fault-injection suite in CI (issue 12, "The measure"): a few representative points through
-the same harness as ``make fault-injection`` (``jobs.tools.fault_injection``), which runs them all.
+the same harness as ``make fault-injection`` (``jobs.tools.fault_injection``), which runs them all:
+a task boundary, a gap between two registry calls, a Delta write killed before its commit.
 
 One scenario per module: a generated history loaded by the backfill, then one retrain night run
 clean as the reference (each step its own process, its fault points traced). Each trial restores
@@ -18,7 +19,7 @@ from app.data import SegmentLake
 from jobs.definitions import FAULT_DECISION_RECORDED
 from jobs.tools import fault_injection as fi
 
-pytestmark = [pytest.mark.spark, pytest.mark.faults, pytest.mark.heavy]
+pytestmark = [pytest.mark.spark, pytest.mark.faults]
 
 NIGHT = date(2011, 12, 9)
 
@@ -46,7 +47,7 @@ def test_the_reference_night_reaches_every_kind_of_point(scenario) -> None:
 @pytest.mark.parametrize(
     ("step", "point"),
     [
-        ("ingest", "after:ingest"),  # a task boundary: the work committed, the lease held
+        ("label", "after:label"),  # a task boundary: the work committed, the lease held
         ("cluster", FAULT_DECISION_RECORDED),  # between two registry calls: decided, the alias not moved
     ],
 )

@@ -6,13 +6,15 @@
    backfill up to the night before the warm-up nights; the warm-up nights run clean (the first
    trains the champion); then the **night under test**, a retrain night
    (``model.retrain_every_days = 1``, k fixed so the sweep is one fit), runs clean once as the
-   reference. Each of its steps runs as its own process (``python -m jobs <step> --run-date D``,
-   one process per task as the scheduler runs them) with ``RFM_FAULT_TRACE`` set: the fault points
-   each step reaches are the matrix. The lake + MLflow store is saved before every step.
+   reference, step by step with ``RFM_FAULT_TRACE`` set: the fault points each step reaches are
+   the matrix. The lake + MLflow store is saved before every step. All of this runs in one
+   process (one Spark start-up).
 2. **Trial** (``run_trial``), per (step, point): restore the state saved before the step (the
-   night ran clean up to it), run the step with ``RFM_FAULT_POINT`` set (it must die with
-   SIGKILL, return code -9), then run the night again **from the failed step** to the end, as
-   Airflow's retry of the failed task and then its downstream tasks would, without a fault.
+   night ran clean up to it), run the step in its own process (``python -m jobs <step> --run-date
+   D``, as a task runs it) with ``RFM_FAULT_POINT`` set (it must die with SIGKILL, return code
+   -9), then run the night again **from the failed step** to the end, as Airflow's retry of the
+   failed task and then its downstream tasks would, without a fault (in one process: the lake,
+   not the process, carries what the crash left).
 3. **Checks** (``check``): every Delta table reads with delta-rs; the gold business columns equal
    the reference run's; one live MLflow night run per night; the champion alias on the version
    ``silver/customer_clusters`` records for the night; one ``rfm-clv`` version trained on the
@@ -25,6 +27,7 @@ The state always lives at the same path (``<root>/work``), so the absolute paths
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import shutil
@@ -39,7 +42,7 @@ import pandas as pd
 
 from jobs.config import Settings, load_settings
 from jobs.definitions import CLV_COLUMNS, FAULT_POINT_ENV, FAULT_TRACE_ENV, TRAINED_ON_TAG
-from jobs.steps import STEPS
+from jobs.steps import STEPS, load_step
 
 NIGHT_STEPS = list(STEPS)  # validate, ingest, cluster, label, clv, eda: the DAG's order
 BUSINESS_COLUMNS = [
@@ -140,7 +143,8 @@ def prepare(
     steps: list[str] | None = None,
     seed: int = 7,
 ) -> Scenario:
-    """Generate and load the history, run the warm-up nights, then the reference night (traced)."""
+    """Generate and load the history, run the warm-up nights, then the reference night (traced),
+    in one process (``reference_night``): one Spark start-up for the whole scenario."""
     steps = steps or NIGHT_STEPS
     scenario = Scenario(root, night, warmup_nights, steps, {})
     work = scenario.work
@@ -150,26 +154,51 @@ def prepare(
     generate = ["jobs.tools.generate", "--customers", str(customers), "--days", str(days), "--seed", str(seed),
                 "--end-date", night.isoformat(), "--landing-dir", str(landing)]  # fmt: skip
     require_ok(run_module(work, generate), "generate")
-    first_night = scenario.nights()[0]
-    until = (first_night - timedelta(days=1)).isoformat()
-    require_ok(run_module(work, ["jobs.tools.backfill", "--source", str(landing), "--until", until]), "backfill")
-    for warmup in scenario.nights()[:-1]:
-        for step in steps:
-            require_ok(run_step(work, step, warmup), f"warm-up {step} {warmup}")
-    points: dict[str, list[str]] = {}
-    trace = root / "trace.txt"
-    for step in steps:
-        save_state(work, scenario.saved(step))
-        trace.unlink(missing_ok=True)
-        require_ok(run_step(work, step, night, {FAULT_TRACE_ENV: str(trace)}), f"reference {step} {night}")
-        reached = trace.read_text().split() if trace.exists() else []
-        points[step] = list(dict.fromkeys(reached))  # first occurrence order, once each
+    reference = ["jobs.tools.fault_injection", "--root", str(root), "--night", night.isoformat(),
+                 "--warmup-nights", str(warmup_nights), "--reference-steps", *steps]  # fmt: skip
+    require_ok(run_module(work, reference), "reference night")
+    points = {step: trace_points(root / f"trace-{step}.txt") for step in steps}
     scenario = Scenario(root, night, warmup_nights, steps, points)
     gold(scenario.work).to_parquet(root / "reference_gold.parquet")
     problems = check(scenario)
     if problems:
         raise RuntimeError(f"the clean reference night fails its own checks: {problems}")
     return scenario
+
+
+def trace_points(trace: Path) -> list[str]:
+    """The fault points a traced step reached, in first-reached order, once each."""
+    return list(dict.fromkeys(trace.read_text().split())) if trace.exists() else []
+
+
+def reference_night(scenario: Scenario) -> None:
+    """In this process: the backfill up to the first night, the warm-up nights, then the night under
+    test step by step, the state saved before each step and the points it reaches traced
+    (``after:<step>`` fired as the step's task fires it, inside its lease)."""
+    from jobs.adapters.faults import fault_point
+    from jobs.adapters.lease import step_lease, step_name
+    from jobs.adapters.spark import get_spark
+    from jobs.tools.backfill import backfill
+    from jobs.tools.rerun import run_one
+
+    settings = load_settings()
+    spark = get_spark(settings)
+    work = scenario.work
+    backfill(work / "landing", scenario.nights()[0] - timedelta(days=1), settings=settings, spark=spark)
+    for warmup in scenario.nights()[:-1]:
+        for name in scenario.steps:
+            run_one(load_step(name), warmup, settings, spark)
+    for name in scenario.steps:
+        save_state(work, scenario.saved(name))
+        trace = scenario.root / f"trace-{name}.txt"
+        trace.unlink(missing_ok=True)
+        os.environ[FAULT_TRACE_ENV] = str(trace)
+        step = load_step(name)
+        with step_lease(settings, step_name(step), scenario.night):
+            extra = {"spark": spark} if "spark" in inspect.signature(step).parameters else {}
+            step(scenario.night, settings=settings, **extra)
+            fault_point(f"after:{step_name(step)}")
+        del os.environ[FAULT_TRACE_ENV]
 
 
 def gold(work: Path) -> pd.DataFrame:
@@ -241,13 +270,42 @@ def inject(scenario: Scenario, step: str, point: str) -> bool:
 
 def recover(scenario: Scenario, step: str) -> dict[str, int]:
     """Run the night again from ``step`` to its end, no fault (a retry of the failed task, then its
-    downstream tasks); the return code of each step run (stops at the first failure)."""
+    downstream tasks), in one process: one Spark start-up instead of one per step. Each step holds
+    its lease as its task would. The exit code of each step run (stops at the first failure)."""
+    steps = scenario.steps[scenario.steps.index(step) :]
+    done = run_module(scenario.work, ["jobs.tools.fault_injection", "--night", scenario.night.isoformat(),
+                                      "--retry-steps", *steps])  # fmt: skip
+    if done.returncode != 0:
+        print(done.stderr[-3000:], file=sys.stderr)
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {step: done.returncode}
+
+
+def retry_night(night: date, steps: list[str]) -> dict[str, int]:
+    """In this process: ``steps`` in order for ``night``; the exit code of each (stops at the first failure)."""
+    import traceback
+
+    from jobs.adapters.spark import get_spark
+    from jobs.cli import EXIT_PERMANENT_FAILURE
+    from jobs.errors import PermanentError
+    from jobs.tools.rerun import run_one
+
+    settings = load_settings()
+    spark = get_spark(settings)
     codes: dict[str, int] = {}
-    for name in scenario.steps[scenario.steps.index(step) :]:
-        done = run_step(scenario.work, name, scenario.night)
-        codes[name] = done.returncode
-        if done.returncode != 0:
-            print(done.stderr[-3000:], file=sys.stderr)
+    for name in steps:
+        try:
+            run_one(load_step(name), night, settings, spark)
+            codes[name] = 0
+        except PermanentError:
+            traceback.print_exc()
+            codes[name] = EXIT_PERMANENT_FAILURE
+        except Exception:  # noqa: BLE001 - any failure ends the retry; its trace goes to stderr
+            traceback.print_exc()
+            codes[name] = 1
+        if codes[name] != 0:
             break
     return codes
 
@@ -287,7 +345,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-nights", type=int, default=1)
     parser.add_argument("--points", nargs="*", help="only these fault points (default: every point reached)")
     parser.add_argument("--output", type=Path, help="also write the markdown table here")
+    parser.add_argument("--retry-steps", nargs="+", choices=NIGHT_STEPS, help=argparse.SUPPRESS)  # see recover
+    parser.add_argument("--reference-steps", nargs="+", choices=NIGHT_STEPS, help=argparse.SUPPRESS)  # see prepare
     args = parser.parse_args(argv)
+    if args.reference_steps:
+        reference_night(Scenario(args.root, args.night, args.warmup_nights, args.reference_steps, {}))
+        return 0
+    if args.retry_steps:
+        codes = retry_night(args.night, args.retry_steps)
+        print(json.dumps(codes))
+        return 0 if all(code == 0 for code in codes.values()) else 1
     import tempfile
 
     root = args.root or Path(tempfile.mkdtemp(prefix="rfm-faults-"))
