@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -69,10 +70,14 @@ def replay_nights(settings: Settings, spark: SparkSession, source: Path, until: 
     rows = []
     for night in days_between(first, last):
         modelled = label_on is None or night in label_on
-        results = {name: run_step(name, night, settings, spark) for name in steps
-                   if modelled or name in EVERY_NIGHT}  # fmt: skip
+        results, seconds = {}, {}
+        for name in steps:
+            if modelled or name in EVERY_NIGHT:
+                started = time.perf_counter()
+                results[name] = run_step(name, night, settings, spark)
+                seconds[f"seconds_{name}"] = round(time.perf_counter() - started, 1)
         if modelled:
-            rows.append(night_row(night, results))
+            rows.append({**night_row(night, results), **seconds})
     return rows
 
 
