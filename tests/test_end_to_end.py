@@ -1,9 +1,11 @@
 """The real DAG, run by Airflow over generated days: a backfill run by Airflow's scheduler on a SQLite
 metadata DB (`make run`'s path; jobs.orchestration.local.run_nights).
 
-History is backfilled up to 2011-12-07; then the nights of Thursday 2011-12-08, Friday
-2011-12-09 and Saturday 2011-12-10 (no trading) run through the DAG; Saturday runs again
-(idempotence); finally a broken day must stop at validation with nothing written.
+History is backfilled up to 2011-12-08; then the nights of Friday 2011-12-09 (a retrain: the first
+champion) and Saturday 2011-12-10 (no trading, scored with the champion) run through the DAG;
+Saturday is re-run (idempotence, with `make rerun`'s in-process path: the scheduler's re-run is
+`test_make_run_twice`, a heavy test); finally a broken day must stop at validation with nothing
+written.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ from jobs.definitions import (
 from jobs.orchestration.local import run_nights
 from jobs.tools.backfill import backfill
 from jobs.tools.generate import generate_transactions
+from jobs.tools.rerun import rerun
 from jobs.tools.split import land_days
 from tests.conftest import settings_for
 
 pytestmark = pytest.mark.e2e
 
-HISTORY_END = date(2011, 12, 7)
-NIGHTS = [date(2011, 12, 8), date(2011, 12, 9), date(2011, 12, 10)]
+HISTORY_END = date(2011, 12, 8)
+NIGHTS = [date(2011, 12, 9), date(2011, 12, 10)]
 BUSINESS_COLUMNS = [
     "snapshot_date", "customer_id", "recency_days", "frequency", "monetary", "r_score", "f_score", "m_score",
     "rfm_score", "rfm_segment", "cluster", "cluster_label", "country",
@@ -101,8 +104,8 @@ def test_each_night_scores_every_customers_value(pipeline):
 
 
 def test_day_without_trading_still_advances_the_snapshot(pipeline):
-    friday = read_table(pipeline, "silver_customer_rfm", NIGHTS[1]).set_index("customer_id").sort_index()
-    saturday = read_table(pipeline, "silver_customer_rfm", NIGHTS[2]).set_index("customer_id").sort_index()
+    friday = read_table(pipeline, "silver_customer_rfm", NIGHTS[0]).set_index("customer_id").sort_index()
+    saturday = read_table(pipeline, "silver_customer_rfm", NIGHTS[1]).set_index("customer_id").sort_index()
     assert list(saturday.index) == list(friday.index)
     assert (saturday["recency_days"] == friday["recency_days"] + 1).all()
     assert (saturday["monetary"] == friday["monetary"]).all() and (saturday["frequency"] == friday["frequency"]).all()
@@ -136,12 +139,12 @@ def test_each_night_has_an_eda_report_logged_to_its_mlflow_run(pipeline):
         assert report.is_file() and "eda/report.html" in logged, f"{night}: report {report}, artifacts {logged}"
 
 
-def test_rerunning_a_night_changes_no_business_column(pipeline):
+def test_rerunning_a_night_changes_no_business_column(pipeline, spark):
     night = NIGHTS[-1]
     before = read_table(pipeline, "gold_customer_segments", night)[BUSINESS_COLUMNS].sort_values("customer_id")
     summary_before = read_table(pipeline, "gold_segment_summary", night)
     old_run = tracking.runs_for_date(pipeline, pipeline.dag.dag_id, night)[0].info.run_id
-    run_nights(pipeline, night, night)
+    rerun(night, settings=pipeline, spark=spark)
     after = read_table(pipeline, "gold_customer_segments", night)[BUSINESS_COLUMNS].sort_values("customer_id")
     pd.testing.assert_frame_equal(before.reset_index(drop=True), after.reset_index(drop=True))
     key = ["label_scheme", "segment"]
