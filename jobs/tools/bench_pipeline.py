@@ -124,6 +124,7 @@ def bench_factor(spark: SparkSession, settings: Settings, source: Path, factor: 
     lake.replace_slice(typed.filter(day), bronze, day, "transaction_date")
     incremental_s, _ = timed(lambda: load_snapshot(spark, settings, last))
     silver = settings.table_path("silver_customer_rfm")
+    night_bytes = committed_bytes(silver)
     slice_of = f"snapshot_date = {lake.date_literal(last)}"
     full_s, _ = timed(
         lambda: lake.replace_slice(
@@ -143,7 +144,24 @@ def bench_factor(spark: SparkSession, settings: Settings, source: Path, factor: 
         "incremental_silver_s": round(incremental_s, 2),
         "full_silver_s": round(full_s, 2),
         "full_over_incremental": round(full_s / max(incremental_s, 1e-9), 2),
+        "silver_night_bytes": night_bytes,
+        "state_bytes": live_bytes(settings.table_path("silver_customer_state")),
     }
+
+
+def committed_bytes(table: Path) -> int:
+    """Bytes of the data files the table's latest commit wrote (one night's snapshot for silver)."""
+    from deltalake import DeltaTable
+
+    metrics = DeltaTable(str(table)).history(1)[0].get("operationMetrics", {})
+    return int(metrics.get("numOutputBytes", 0))
+
+
+def live_bytes(table: Path) -> int:
+    """Bytes of the table's current data files."""
+    from deltalake import DeltaTable
+
+    return sum(DeltaTable(str(table)).get_add_actions(flatten=True).column("size_bytes").to_pylist())
 
 
 def run(source: Path, factors: list[int], max_rows: int | None = None, settings: Settings | None = None,
@@ -163,13 +181,13 @@ def run(source: Path, factors: list[int], max_rows: int | None = None, settings:
 def format_table(results: list[dict[str, Any]]) -> str:
     """The figures side by side, one line per factor."""
     header = f"{'factor':>6} {'rows':>10} {'customers':>9} {'spark RFM s':>11} {'duckdb s':>8} {'spark/duckdb':>12} " \
-             f"{'incr silver s':>13} {'full silver s':>13} {'full/incr':>9}"  # fmt: skip
+             f"{'incr silver s':>13} {'full silver s':>13} {'full/incr':>9} {'silver B/night':>14} {'state B':>11}"  # fmt: skip
     lines = [header]
     for r in results:
         lines.append(
             f"{r['factor']:>6} {r['rows']:>10} {r['customers']:>9} {r['spark_rfm_s']:>11} {r['duckdb_rfm_s']:>8} "
             f"{r['spark_over_duckdb']:>12} {r['incremental_silver_s']:>13} {r['full_silver_s']:>13} "
-            f"{r['full_over_incremental']:>9}"
+            f"{r['full_over_incremental']:>9} {r['silver_night_bytes']:>14} {r['state_bytes']:>11}"
         )
     return "\n".join(lines)
 
