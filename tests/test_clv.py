@@ -111,21 +111,24 @@ def test_params_round_trip_through_json() -> None:
 
 
 @pytest.mark.parametrize(
-    ("night_type", "champion", "tonight", "fit", "version"),
+    ("night_type", "champion", "tonight", "retrained", "fit", "version"),
     [
-        ("retrain", "3", None, True, None),
-        ("resume", "3", None, True, None),  # the retry of a retrain night (found by fault injection)
-        ("score", None, None, True, None),
-        ("score", "3", None, False, "3"),
-        ("rerun", "4", "3", False, "3"),
-        ("retrain", "4", "4", False, "4"),
-        ("resume", "3", None, True, None),  # a crashed retrain resumed (or a forced one re-run): still refit
-        ("resume", "4", "4", False, "4"),
+        ("retrain", "3", None, True, True, None),
+        ("resume", "3", None, True, True, None),  # the retry of a retrain night (found by fault injection)
+        ("score", None, None, False, True, None),
+        ("score", "3", None, False, False, "3"),
+        ("rerun", "4", "3", True, False, "3"),
+        ("retrain", "4", "4", True, False, "4"),
+        ("resume", "4", "4", True, False, "4"),
+        # the cluster step retried after its retrain completed (killed at after:cluster): a rerun
+        # night of a date the clustering retrained on still refits (found by fault injection)
+        ("rerun", "3", None, True, True, None),
+        ("rerun", "3", None, False, False, "3"),  # a re-run of a scoring night scores with the champion
     ],
 )
-def test_the_plan_fits_on_retrain_nights_and_reuses_a_nights_version(night_type, champion, tonight, fit,
-                                                                       version) -> None:  # fmt: skip
-    plan = plan_clv(night_type, champion, tonight)
+def test_the_plan_fits_on_retrain_dates_and_reuses_a_nights_version(night_type, champion, tonight, retrained, fit,
+                                                                     version) -> None:  # fmt: skip
+    plan = plan_clv(night_type, champion, tonight, retrained)
     assert (plan.fit, plan.version) == (fit, version), plan.reason
 
 

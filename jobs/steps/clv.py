@@ -23,7 +23,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.adapters import clv_registry, lake, tracking
+from jobs.adapters import clv_registry, lake, registry, tracking
 from jobs.adapters.audit import write_audit
 from jobs.adapters.publish import publish, published_versions
 from jobs.adapters.spark import get_spark
@@ -46,15 +46,20 @@ class ClvPlan:
     reason: str
 
 
-def plan_clv(night_type: str | None, champion: str | None, trained_tonight: str | None) -> ClvPlan:
-    """A re-run reuses the version trained on its date; a clustering retrain night (or no champion) fits;
-    other nights score with the champion."""
+def plan_clv(night_type: str | None, champion: str | None, trained_tonight: str | None,
+             clustering_retrained: bool = False) -> ClvPlan:  # fmt: skip
+    """A re-run reuses the version trained on its date; a date the clustering retrained on (or no
+    champion) fits; other nights score with the champion.
+
+    ``clustering_retrained``: a clustering version was trained on this date. A retry of the
+    cluster step after its retrain completed is a ``rerun`` night, yet the date is still a retrain
+    date (found by fault injection at ``after:cluster``)."""
     if trained_tonight is not None:
         return ClvPlan(False, trained_tonight, f"version {trained_tonight} was trained on this date: reused")
     if champion is None:
         return ClvPlan(True, None, "no rfm-clv champion yet: fit")
-    if night_type in ("retrain", "resume"):  # resume: the retry of a retrain night an earlier attempt began
-        return ClvPlan(True, None, f"{night_type} night of the clustering: refit")
+    if night_type in ("retrain", "resume") or clustering_retrained:  # resume: the retry of a begun retrain
+        return ClvPlan(True, None, f"the clustering retrained on this date ({night_type} night): refit")
     return ClvPlan(False, champion, f"scored with the champion, version {champion}")
 
 
@@ -178,7 +183,9 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
     summary = customer_summary(purchase_days(bronze, settings, run_date), run_date)
     champion = clv_registry.champion(settings)
     tonight = clv_registry.trained_on(settings, run_date.isoformat())
-    plan = plan_clv(night_type, str(champion.version) if champion else None, str(tonight.version) if tonight else None)
+    retrained = registry.version_for_date(settings, run_date, settings.dag.dag_id) is not None
+    plan = plan_clv(night_type, str(champion.version) if champion else None, str(tonight.version) if tonight else None,
+                    retrained)  # fmt: skip
     if plan.fit:
         version, params = fit_and_register(settings, summary, run_id, run_date)
     else:
