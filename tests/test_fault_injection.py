@@ -3,7 +3,7 @@ the same harness as ``make fault-injection`` (``jobs.tools.fault_injection``), w
 a task boundary, a gap between two registry calls, a Delta write killed before its commit.
 
 One scenario per module: a generated history loaded by the backfill, then one retrain night run
-clean as the reference (each step its own process, its fault points traced). Each trial restores
+clean as the reference (in one process, each step's fault points traced). Each trial restores
 the state before a step, kills the step at a point with SIGKILL, runs the night again from that
 step, and checks the state (delta-rs reads every table, gold equals the reference, one live MLflow
 run per night, the alias on the version the clusters record, the night published, no lease).

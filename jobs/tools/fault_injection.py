@@ -27,7 +27,6 @@ The state always lives at the same path (``<root>/work``), so the absolute paths
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import shutil
@@ -174,9 +173,7 @@ def trace_points(trace: Path) -> list[str]:
 def reference_night(scenario: Scenario) -> None:
     """In this process: the backfill up to the first night, the warm-up nights, then the night under
     test step by step, the state saved before each step and the points it reaches traced
-    (``after:<step>`` fired as the step's task fires it, inside its lease)."""
-    from jobs.adapters.faults import fault_point
-    from jobs.adapters.lease import step_lease, step_name
+    (``after:<step>`` fired inside the step's lease, by ``run_one``, as its task fires it)."""
     from jobs.adapters.spark import get_spark
     from jobs.tools.backfill import backfill
     from jobs.tools.rerun import run_one
@@ -193,11 +190,7 @@ def reference_night(scenario: Scenario) -> None:
         trace = scenario.root / f"trace-{name}.txt"
         trace.unlink(missing_ok=True)
         os.environ[FAULT_TRACE_ENV] = str(trace)
-        step = load_step(name)
-        with step_lease(settings, step_name(step), scenario.night):
-            extra = {"spark": spark} if "spark" in inspect.signature(step).parameters else {}
-            step(scenario.night, settings=settings, **extra)
-            fault_point(f"after:{step_name(step)}")
+        run_one(load_step(name), scenario.night, settings, spark)
         del os.environ[FAULT_TRACE_ENV]
 
 

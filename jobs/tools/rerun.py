@@ -22,6 +22,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from jobs.adapters.audit import begin_rerun, end_rerun, loaded_days
+from jobs.adapters.faults import fault_point
 from jobs.adapters.lease import step_lease, step_name
 from jobs.adapters.spark import get_spark
 from jobs.cli import EXIT_PERMANENT_FAILURE, configure_logging
@@ -58,10 +59,13 @@ def rerun(first: date, steps: list[str] | None = None, settings: Settings | None
 
 
 def run_one(step: Callable[..., dict[str, Any]], day: date, settings: Settings, spark: SparkSession) -> dict[str, Any]:
-    """A step for ``day`` under its lease, with this process's settings (and Spark session, when it takes one)."""
+    """A step for ``day`` under its lease, with this process's settings (and Spark session, when it
+    takes one); its ``after:<step>`` fault point fires inside the lease, as in ``jobs.cli.run_step``."""
     extra = {"spark": spark} if "spark" in inspect.signature(step).parameters else {}
     with step_lease(settings, step_name(step), day):
-        return step(day, settings=settings, **extra)
+        summary = step(day, settings=settings, **extra)
+        fault_point(f"after:{step_name(step)}")
+        return summary
 
 
 def main(argv: list[str] | None = None) -> int:
