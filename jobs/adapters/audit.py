@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 import pandas as pd
@@ -24,25 +25,37 @@ from jobs.errors import LakeStateError
 LOADING_STEPS = ("ingest", "backfill")  # the audit steps that load a day into bronze
 
 
-def audit_row(
-    spark: SparkSession, run_date: date, step: str, rows_in: int, excluded: dict[str, int], versions: dict[str, int],
-    input_fingerprint: str | None = None,
-) -> DataFrame:  # fmt: skip
-    """One run-audit record: what a step read (and the fingerprint of the landed bytes), left out and wrote."""
-    schema = (
-        "run_date date, step string, rows_in bigint, excluded_rows map<string,bigint>, "
-        "table_versions map<string,bigint>, recorded_at timestamp, input_fingerprint string"
-    )
-    row = (run_date, step, rows_in, excluded, versions, None, input_fingerprint)
-    return spark.createDataFrame([row], schema).withColumn("recorded_at", F.current_timestamp())
+AUDIT_SCHEMA = (
+    "run_date date, step string, rows_in bigint, excluded_rows map<string,bigint>, "
+    "table_versions map<string,bigint>, recorded_at timestamp, input_fingerprint string"
+)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """What a step read for one run date (and the fingerprint of the landed bytes), left out and wrote."""
+
+    run_date: date
+    step: str
+    rows_in: int
+    excluded: dict[str, int]
+    versions: dict[str, int]
+    input_fingerprint: str | None = None
+
+
+def audit_frame(spark: SparkSession, records: list[AuditRecord]) -> DataFrame:
+    """Run-audit rows for ``records``, stamped now: one DataFrame, however many dates (a union
+    of one-row frames per date costs minutes over a year of backfill)."""
+    rows = [(r.run_date, r.step, r.rows_in, r.excluded, r.versions, None, r.input_fingerprint) for r in records]
+    return spark.createDataFrame(rows, AUDIT_SCHEMA).withColumn("recorded_at", F.current_timestamp())
 
 
 def write_audit(spark: SparkSession, settings: Settings, run_date: date, step: str, rows_in: int,
                 excluded: dict[str, int], versions: dict[str, int], input_fingerprint: str | None = None) -> int:  # fmt: skip
     """Replace the audit record of (run date, step)."""
     predicate = f"run_date = {lake.date_literal(run_date)} AND step = '{step}'"
-    record = audit_row(spark, run_date, step, rows_in, excluded, versions, input_fingerprint)
-    return lake.replace_slice(record, settings.table_path("run_audit"), predicate, "run_date")
+    record = AuditRecord(run_date, step, rows_in, excluded, versions, input_fingerprint)
+    return lake.replace_slice(audit_frame(spark, [record]), settings.table_path("run_audit"), predicate, "run_date")
 
 
 def audited_dates(spark: SparkSession, settings: Settings, step: str = "ingest") -> set[date]:

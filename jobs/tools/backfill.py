@@ -34,7 +34,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.adapters import lake
-from jobs.adapters.audit import audit_row, gap_problem, loaded_days, rerun_from, stale_problem
+from jobs.adapters.audit import AuditRecord, audit_frame, gap_problem, loaded_days, rerun_from, stale_problem
 from jobs.adapters.expectations import (
     SuiteRunner,
     check_day,
@@ -237,15 +237,16 @@ def load_history(
         totals[row["transaction_date"]] += row["count"]
         if row["reason"] is not None:
             counts[row["transaction_date"]][row["reason"]] = row["count"]
-    records = None
+    records = []
     for day, excluded in counts.items():
         if quarantined is not None:
             excluded[QUARANTINED] = held_per_day.get(day, 0)
             totals[day] += held_per_day.get(day, 0)
-        record = audit_row(spark, day, "backfill", totals[day], excluded, {"bronze_transactions": bronze_version})
-        records = record if records is None else records.unionByName(record)
+        records.append(AuditRecord(day, "backfill", totals[day], excluded, {"bronze_transactions": bronze_version}))
     audit_predicate = f"{lake.date_range_predicate('run_date', first, until)} AND step = 'backfill'"
-    audit_version = lake.replace_slice(records, settings.table_path("run_audit"), audit_predicate, "run_date")
+    audit_version = lake.replace_slice(
+        audit_frame(spark, records), settings.table_path("run_audit"), audit_predicate, "run_date"
+    )
     rows.unpersist()
     return {"bronze_transactions": bronze_version, "run_audit": audit_version, "rows": sum(totals.values())}
 
