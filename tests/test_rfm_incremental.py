@@ -10,10 +10,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.adapters import lake
-from jobs.core.rfm import DEDUP_KEY_HOLDS_TIMESTAMP, compute_rfm
+from jobs.core.rfm import DEDUP_KEY_HOLDS_TIMESTAMP
 from jobs.steps.ingest import load_snapshot, snapshot_mode, state_through
 from jobs.tools.check_incremental import check_nights, differences, typed_source
-from jobs.tools.generate import generate_transactions
 from tests.helpers import frame_of, line
 
 pytestmark = pytest.mark.spark
@@ -100,18 +99,6 @@ def test_skipped_day_with_rows_takes_the_repair_path(spark, settings) -> None:
     assert snapshot_mode(spark, settings, lake.read(spark, bronze), date(2011, 3, 3)) == "full"
     load_snapshot(spark, settings, date(2011, 3, 3))
     assert differences(spark, settings, date(2011, 3, 3)) == 0
-
-
-def test_generated_history_nights_match_compute_rfm(spark, settings, tmp_path: Path) -> None:
-    end = date(2011, 3, 31)
-    source = tmp_path / "generated.csv"
-    generate_transactions(customers=120, days=40, seed=11, end_date=end).to_csv(source, index=False)
-    rows = typed_source(spark, settings, source)
-    records = check_nights(spark, settings, rows, end - timedelta(days=7), end, rerun_every=4)
-    assert len(records) == 8 + 2
-    assert [r for r in records if r["differences"]] == []
-    snapshot = compute_rfm(lake.read(spark, settings.table_path("bronze_transactions")), end, settings.rfm)
-    assert snapshot.count() > 50  # the comparison covered real customers
 
 
 @pytest.mark.realdata
