@@ -41,12 +41,18 @@ def typed_source(spark: SparkSession, settings: Settings, source: Path) -> DataF
     return typed_rows(parse_transactions(to_canonical_names(raw, settings), settings))
 
 
-def differences(spark: SparkSession, settings: Settings, night: date) -> int:
-    """Rows of the silver snapshot of ``night`` and of ``compute_rfm`` over bronze that differ (both ways)."""
+def differences(spark: SparkSession, settings: Settings, night: date, bronze: DataFrame | None = None) -> int:
+    """Rows of the silver snapshot of ``night`` and of ``compute_rfm`` over bronze that differ (both
+    ways); ``bronze``: the table already read (and cached) by a caller checking many nights."""
     silver = lake.read(spark, settings.table_path("silver_customer_rfm")).filter(F.col("snapshot_date") == night)
-    reference = compute_rfm(lake.read(spark, settings.table_path("bronze_transactions")), night, settings.rfm)
-    silver = silver.select(*reference.columns)
-    return silver.exceptAll(reference).count() + reference.exceptAll(silver).count()
+    if bronze is None:
+        bronze = lake.read(spark, settings.table_path("bronze_transactions"))
+    reference = compute_rfm(bronze, night, settings.rfm).cache()  # each side is compared twice
+    silver = silver.select(*reference.columns).cache()
+    differing = silver.exceptAll(reference).count() + reference.exceptAll(silver).count()
+    reference.unpersist()
+    silver.unpersist()
+    return differing
 
 
 def check_nights(spark: SparkSession, settings: Settings, rows: DataFrame, first: date, last: date,
