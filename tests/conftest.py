@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from datetime import date, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 # Before anything loads the configuration: nothing a test does may touch the real data dir.
@@ -65,3 +67,23 @@ def real_data_path() -> Path:
     if not REAL_DATA.is_file():
         pytest.skip(f"real data not present at {REAL_DATA}")
     return REAL_DATA
+
+
+REPLAY_FIRST_NIGHT, REPLAY_LAST_NIGHT = date(2011, 11, 26), date(2011, 12, 9)
+
+
+@pytest.fixture(scope="session")
+def real_replay(spark, real_data_path, tmp_path_factory) -> tuple[Settings, pd.DataFrame]:
+    """Two real weeks, every step of the DAG night by night in this process (``jobs.tools.replay``):
+    the history before them loaded in one commit, then 2011-11-26 (the first champion) through
+    12-09, 12-03 a retrain night with a champion. Its lake and MLflow store, and one row per night
+    of what the steps reported. About ten minutes on two cores: shared by every module that needs a
+    real multi-night lake (test_replay_real, test_clv_step)."""
+    from jobs.tools.replay import replay_nights
+
+    settings = settings_for(tmp_path_factory.mktemp("replay"))
+    rows = replay_nights(settings, spark, real_data_path, REPLAY_FIRST_NIGHT - timedelta(days=1), REPLAY_LAST_NIGHT)
+    table = pd.DataFrame(rows)
+    with pd.option_context("display.width", 250, "display.max_columns", None):
+        print("\n" + table.drop(columns="clv_params").round(4).to_string(index=False))
+    return settings, table

@@ -6,7 +6,8 @@ ten minutes on two cores.
 
 History up to 2011-11-25 is loaded into bronze in one commit (the backfill's load, without its
 per-day validation, which other tests cover); then each night 2011-11-26 .. 2011-12-09 is
-landed and run through every step of the DAG in this process, in order (clv and eda included).
+landed and run through every step of the DAG in this process, in order (clv and eda included):
+the session fixture ``real_replay`` (conftest), which ``test_clv_step`` shares.
 ``make replay`` runs the same nights through Airflow (README: "Labels across nights").
 """
 
@@ -17,32 +18,28 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
+from jobs.adapters import lake
 from jobs.config import Settings
 from jobs.definitions import days_between
 from jobs.tools.check_incremental import differences
-from jobs.tools.replay import replay_nights
-from tests.conftest import settings_for
+from tests.conftest import REPLAY_FIRST_NIGHT as FIRST_NIGHT
+from tests.conftest import REPLAY_LAST_NIGHT as LAST_NIGHT
 
 pytestmark = pytest.mark.realdata
 
-FIRST_NIGHT, LAST_NIGHT = date(2011, 11, 26), date(2011, 12, 9)
 NIGHTS = days_between(FIRST_NIGHT, LAST_NIGHT)
 STABILITY_GOAL = 0.99
 
 
 @pytest.fixture(scope="module")
-def replay_settings(tmp_path_factory) -> Settings:
-    return settings_for(tmp_path_factory.mktemp("replay"))
+def replay_settings(real_replay) -> Settings:
+    return real_replay[0]
 
 
 @pytest.fixture(scope="module")
-def replay(spark, real_data_path, replay_settings) -> pd.DataFrame:
-    """One row per night: what the cluster and label steps reported."""
-    settings = replay_settings
-    table = pd.DataFrame(replay_nights(settings, spark, real_data_path, FIRST_NIGHT - timedelta(days=1), LAST_NIGHT))
-    with pd.option_context("display.width", 250, "display.max_columns", None):
-        print("\n" + table.round(4).to_string(index=False))
-    return table
+def replay(real_replay) -> pd.DataFrame:
+    """One row per night: what the cluster, label and clv steps reported."""
+    return real_replay[1]
 
 
 def test_retrains_on_the_cadence_and_scores_with_the_champion_between(replay) -> None:
@@ -78,7 +75,9 @@ def test_every_step_of_the_dag_ran(replay) -> None:
 def test_every_nights_incremental_snapshot_equals_a_full_recompute(spark, replay, replay_settings) -> None:
     """Issue 13 on real nights: the silver snapshot derived from the customer state (one MERGE a
     night) equals ``compute_rfm`` over bronze, row for row, on every night of the replay."""
-    differing = {night: n for night in NIGHTS if (n := differences(spark, replay_settings, night))}
+    bronze = lake.read(spark, replay_settings.table_path("bronze_transactions")).cache()
+    differing = {night: n for night in NIGHTS if (n := differences(spark, replay_settings, night, bronze))}
+    bronze.unpersist()
     assert differing == {}, f"nights whose incremental snapshot differs from compute_rfm (rows): {differing}"
 
 

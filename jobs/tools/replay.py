@@ -51,7 +51,8 @@ def night_row(night: date, results: dict[str, dict[str, Any]]) -> dict[str, Any]
            **{f"idle_{key}": idle.get(key) for key in ("champion_changes", "candidate_changes", "relabelled")},
            "customers": labelled["customers"], **labelled["stability"]}  # fmt: skip
     if "clv" in results:
-        row["clv_model_version"] = results["clv"]["clv_model_version"]
+        clv = results["clv"]
+        row.update(clv_model_version=clv["clv_model_version"], clv_fitted=clv["fitted"], clv_params=clv["params"])
     return row
 
 
