@@ -40,8 +40,7 @@ def run_step(step: Callable[[date], dict[str, Any]], description: str, argv: Seq
     ``full`` parameter also takes ``--full`` (recompute from the whole history).
     Exit 0 on success, 2 on a permanent failure (bad input, lake state); other errors raise.
     """
-    from jobs.adapters.faults import fault_point
-    from jobs.adapters.lease import step_lease, step_name
+    from jobs.adapters.lease import run_leased
     from jobs.config import load_settings
 
     configure_logging()
@@ -51,9 +50,8 @@ def run_step(step: Callable[[date], dict[str, Any]], description: str, argv: Seq
         parser.add_argument("--full", action="store_true", help="recompute from the whole history (repair path)")
     args = parser.parse_args(argv)
     try:
-        with step_lease(load_settings(), step_name(step), args.run_date):
-            summary = step(args.run_date, full=True) if takes_full and args.full else step(args.run_date)
-            fault_point(f"after:{step_name(step)}")  # the task boundary: work done, lease held
+        options = {"full": True} if takes_full and args.full else {}
+        summary = run_leased(step, args.run_date, load_settings(), **options)
     except PermanentError as error:
         print(f"FAILED: {error}", file=sys.stderr)
         return EXIT_PERMANENT_FAILURE

@@ -133,6 +133,19 @@ def step_name(step: Callable[..., Any]) -> str:
     return step.__module__.rsplit(".", 1)[-1]
 
 
+def run_leased(step: Callable[..., dict[str, Any]], day: date, settings: Settings, /, **kwargs: Any) -> dict[str, Any]:
+    """``step(day, **kwargs)`` under its (step, day) lease (``settings`` locate it; positional, so
+    ``kwargs`` may pass the step its own ``settings``); its ``after:<step>`` fault point fires
+    once the work is done, lease still held: the task boundary every runner shares (CLI, DAG task,
+    ``make rerun``)."""
+    from jobs.adapters.faults import fault_point
+
+    with step_lease(settings, step_name(step), day):
+        summary = step(day, **kwargs)
+        fault_point(f"after:{step_name(step)}")
+    return summary
+
+
 def held_leases(lake_dir: Path) -> list[Path]:
     """Lease files present (a finished pipeline leaves none)."""
     folder = lake_dir / "_leases"

@@ -14,8 +14,7 @@ def run_in_task(step: Callable[..., dict[str, Any]], run_date: str, **kwargs: An
     """Run a step for ``run_date`` inside a task; a permanent error fails the task with no retry."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from jobs.adapters.faults import fault_point
-    from jobs.adapters.lease import step_lease, step_name
+    from jobs.adapters.lease import run_leased, step_name
     from jobs.config import load_settings
     from jobs.orchestration import lineage
 
@@ -23,9 +22,7 @@ def run_in_task(step: Callable[..., dict[str, Any]], run_date: str, **kwargs: An
     day = date.fromisoformat(run_date)
     settings = load_settings()
     try:
-        with step_lease(settings, step_name(step), day):
-            result = step(day, **kwargs)
-            fault_point(f"after:{step_name(step)}")  # the task boundary: work done, lease held
+        result = run_leased(step, day, settings, **kwargs)
     except PermanentError as error:
         raise AirflowFailException(f"{type(error).__name__}: {error}") from error
     lineage.record(settings, step_name(step), day, result)  # the task's OpenLineage inputs and outputs

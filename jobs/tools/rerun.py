@@ -22,8 +22,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from jobs.adapters.audit import begin_rerun, end_rerun, loaded_days
-from jobs.adapters.faults import fault_point
-from jobs.adapters.lease import step_lease, step_name
+from jobs.adapters.lease import run_leased
 from jobs.adapters.spark import get_spark
 from jobs.cli import EXIT_PERMANENT_FAILURE, configure_logging
 from jobs.config import Settings, load_settings
@@ -62,10 +61,7 @@ def run_one(step: Callable[..., dict[str, Any]], day: date, settings: Settings, 
     """A step for ``day`` under its lease, with this process's settings (and Spark session, when it
     takes one); its ``after:<step>`` fault point fires inside the lease, as in ``jobs.cli.run_step``."""
     extra = {"spark": spark} if "spark" in inspect.signature(step).parameters else {}
-    with step_lease(settings, step_name(step), day):
-        summary = step(day, settings=settings, **extra)
-        fault_point(f"after:{step_name(step)}")
-        return summary
+    return run_leased(step, day, settings, settings=settings, **extra)
 
 
 def main(argv: list[str] | None = None) -> int:
