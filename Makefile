@@ -129,7 +129,7 @@ test-incremental-year: setup ## incremental RFM vs compute_rfm every night of th
 fault-injection: setup ## SIGKILL a retrain night at every fault point, re-run it, check it converged (FAULTS_ARGS="--points ...")
 	$(BIN)/python -m jobs.tools.fault_injection $(FAULTS_ARGS)
 
-test-heavy: setup-test ## the `heavy` tests CI leaves out: scheduled path (PostgreSQL + Airflow + MLflow server), Spark cluster, fault injection, real replays
+test-heavy: setup-test ## the `heavy` tests CI leaves out: scheduled path (PostgreSQL + Airflow + MLflow server), Spark cluster, the real-month incremental check, `make run` twice
 	$(BIN)/pytest --durations=0 -m heavy
 
 test-cluster: setup ## one night on a Spark standalone master + worker (127.0.0.1) started from the pip pyspark
