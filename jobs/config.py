@@ -50,6 +50,7 @@ class Landing(BaseModel):
     format: Literal["csv", "parquet"]
     sensor_poke_seconds: int
     sensor_timeout_seconds: int
+    split_bytes: int = Field(gt=0)
 
 
 class Policy(BaseModel):

@@ -129,6 +129,22 @@ def test_each_file_is_mapped_by_its_own_header_and_keeps_where_each_row_came_fro
     assert raw["Customer ID"] == "17850" and raw["Invoice"] == "536365" and list(raw)[0] == "Customer ID"
 
 
+def test_a_file_larger_than_the_split_size_is_spread_and_keeps_its_row_numbers(spark, settings, tmp_path) -> None:
+    """A multi-line CSV is read in one task; above ``landing.split_bytes`` its rows are spread over
+    partitions, and ``source_row`` still counts the file's rows in file order."""
+    path = tmp_path / "large.csv"
+    lines = [f"{600000 + n},22423,ITEM {n},1,2010-12-01 10:00:00,1.00,{12000 + n},EIRE" for n in range(1, 401)]
+    path.write_text(ONLINE_RETAIL + "\n" + "\n".join(lines) + "\n")
+    small_splits = settings.model_copy(
+        update={"landing": settings.landing.model_copy(update={"split_bytes": path.stat().st_size // 3})}
+    )
+    spread_rows = read_files(spark, small_splits, [path], "csv")
+    assert spread_rows.rdd.getNumPartitions() == 4
+    assert read_files(spark, settings, [path], "csv").rdd.getNumPartitions() == 1
+    numbered = sorted((r["source_row"], r["invoice"]) for r in spread_rows.select("source_row", "invoice").collect())
+    assert numbered == [(n, str(600000 + n)) for n in range(1, 401)]
+
+
 def test_files_that_disagree_on_their_columns_are_refused(spark, settings, tmp_path) -> None:
     first = write_online_retail(tmp_path)
     short = tmp_path / "short.csv"

@@ -12,7 +12,7 @@ from datetime import date
 from functools import reduce
 from pathlib import Path
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
@@ -58,7 +58,7 @@ def read_files(
     labels = labels or [p.name for p in files]
     if not files:
         return empty_landed(spark)
-    frames = [to_canonical_names(read_file_text(spark, p, fmt, label), settings, label)
+    frames = [to_canonical_names(spread(read_file_text(spark, p, fmt, label), p, settings), settings, label)
               for p, label in zip(files, labels, strict=True)]  # fmt: skip
     first = set(frames[0].columns)
     for label, frame in zip(labels[1:], frames[1:], strict=True):
@@ -83,18 +83,27 @@ def read_file_text(spark: SparkSession, path: Path, fmt: str, label: str | None 
     """One file, every column as text, plus ``source_file`` (``label``, default its name),
     ``source_row`` (1 = the first row after the header, in file order) and ``raw_record``
     (the row's fields as read, a JSON object keyed by the file's own column names)."""
-    if fmt == "parquet":
+    if fmt == "parquet":  # the row's index within its file, whichever split reads it
         frame = read_parquet_text(spark, [str(path)], extra=[F.col("_metadata.row_index").alias("_order")])
-    else:  # multiLine CSV is read as one split per file: the id's order is the file's order
+    else:  # multiLine CSV is not splittable: one task reads the file, its ids count 0, 1, 2, ...
         frame = read_export_text(spark, [str(path)]).withColumn("_order", F.monotonically_increasing_id())
     columns = [c for c in frame.columns if c != "_order"]
     fields = [F.col(f"`{c}`") for c in columns]
     return frame.select(
         *fields,
         F.lit(label or path.name).alias(SOURCE_FILE),
-        F.row_number().over(Window.orderBy("_order")).cast("long").alias(SOURCE_ROW),
+        (F.col("_order") + 1).cast("long").alias(SOURCE_ROW),
         F.to_json(F.struct(*fields), {"ignoreNullFields": "false"}).alias(RAW_RECORD),
     )
+
+
+def spread(frame: DataFrame, path: Path, settings: Settings) -> DataFrame:
+    """``frame`` (one file's rows) hash-partitioned by ``source_row`` into pieces of about
+    ``landing.split_bytes`` of the file, so a large file read in one task (multi-line CSV) is
+    parsed, deduplicated and aggregated on every core, and no task holds the whole file.
+    A file within one piece is returned as read."""
+    pieces = -(-path.stat().st_size // settings.landing.split_bytes)
+    return frame.repartition(pieces, SOURCE_ROW) if pieces > 1 else frame
 
 
 def read_parquet_text(spark: SparkSession, paths: list[str], extra: list[Column] | None = None) -> DataFrame:

@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 
 from jobs.adapters import lake
 from jobs.adapters.spark import get_spark
-from jobs.adapters.transactions import parse_transactions, read_export_text, to_canonical_names, typed_rows
+from jobs.adapters.transactions import parse_transactions, read_files, typed_rows
 from jobs.cli import configure_logging
 from jobs.config import Settings, load_settings
 from jobs.core.rfm import compute_rfm
@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 def typed_source(spark: SparkSession, settings: Settings, source: Path) -> DataFrame:
     """Every row of an export file as typed bronze rows."""
-    raw = read_export_text(spark, [str(source)])
-    return typed_rows(parse_transactions(to_canonical_names(raw, settings), settings))
+    fmt = "parquet" if source.suffix == ".parquet" else "csv"
+    return typed_rows(parse_transactions(read_files(spark, settings, [source], fmt), settings))
 
 
 def differences(spark: SparkSession, settings: Settings, night: date, bronze: DataFrame | None = None) -> int:
