@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from datetime import date
 from pathlib import Path
 
 import duckdb
+import pytest
 
-from jobs.tools import bench_pipeline
+from jobs.steps import STEPS
+from jobs.tools import bench_night, bench_pipeline
 from jobs.tools.generate import generate_transactions
 
 
@@ -37,3 +41,37 @@ def test_bench_at_factor_one_prints_every_figure(spark, tmp_path: Path, capsys) 
                 "full_over_incremental", "silver_night_bytes", "state_bytes"):  # fmt: skip
         assert result[key] > 0, key
     assert str(result["spark_over_duckdb"]) in table
+
+
+def test_a_measured_process_reports_its_peak_memory_and_a_failure_names_its_log(tmp_path: Path) -> None:
+    """A child holding 300 MB for a second: its tree's peak RSS is at least that."""
+    hold = "import time; block = bytearray(300 * 2**20); time.sleep(1)"
+    measured = bench_night.run_measured([sys.executable, "-c", hold], dict(os.environ), tmp_path / "log")
+    assert measured.peak_rss_bytes >= 300 * 2**20 and measured.seconds >= 1
+    with pytest.raises(RuntimeError, match=f"exited 3: see {tmp_path / 'log'}"):
+        bench_night.run_measured([sys.executable, "-c", "raise SystemExit(3)"], dict(os.environ), tmp_path / "log")
+
+
+def test_a_night_is_landed_with_its_rows_only(settings, tmp_path: Path) -> None:
+    export = tmp_path / "x1.csv"
+    generate_transactions(customers=30, days=5, seed=2, end_date=date(2011, 12, 9)).to_csv(export, index=False)
+    expected = duckdb.sql(f"SELECT count(*) FROM read_csv('{export}') WHERE CAST(InvoiceDate AS DATE) = '2011-12-08'")
+    landed = bench_night.land_day_from(export, date(2011, 12, 8), settings)
+    day_dir = settings.path("landing_dir") / "date=2011-12-08"
+    assert landed == expected.fetchall()[0][0] > 0
+    assert (day_dir / settings.landing.marker).exists()
+    written = duckdb.sql(f"SELECT InvoiceDate FROM read_csv('{day_dir}/*.csv', all_varchar = true)").df()
+    assert len(written) == landed and written["InvoiceDate"].str.startswith("2011-12-08").all()
+
+
+def test_the_curve_puts_each_tasks_factors_side_by_side() -> None:
+    def figures(factor: int, scale: float) -> dict:
+        keys = ["backfill"] + [f"{kind}_{task}" for kind in bench_night.NIGHT_KINDS for task in [*STEPS, "night"]]
+        result = {f"{key}_s": 10.0 * scale for key in keys}
+        result.update({f"{key}_peak_rss_bytes": 2**30 for key in keys if not key.endswith("_night")})
+        return {**result, "factor": factor, "backfill_rows_per_s": 1000, "duckdb_read_rows_per_s": 50000}
+
+    lines = bench_night.format_curve([figures(1, 1.0), figures(10, 2.5)]).splitlines()
+    score_ingest = next(line for line in lines if line.startswith("score ingest"))
+    assert score_ingest.split() == ["score", "ingest", "10.0", "1024", "25.0", "1024", "2.5"]
+    assert "x10 1,000 (DuckDB reads 50,000)" in lines[-1]

@@ -10,7 +10,9 @@ times, on that same input and in this process:
   over the same CSV;
 - the nightly silver step of the last day: incremental (``load_snapshot``: one MERGE into the
   state, snapshot derived) vs the full recompute it replaces (``compute_rfm`` over bronze,
-  written to silver), with the history before that day already in bronze and in the state.
+  written to silver), with the history before that day already in bronze and in the state;
+- with ``--nights``, the nightly path as the scheduler runs it (``jobs.tools.bench_night``): the
+  backfill and the last two days' nights, each task its own process, wall and peak RSS per task.
 
 Wall times depend on the machine and its load: compare the ratios of one run, not seconds
 across runs. Timings never go into tests.
@@ -24,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from jobs.config import Rfm, Settings, load_settings
 from jobs.core.rfm import compute_rfm
 from jobs.core.rules import cancellation_sql, non_product_sql, purchase_sql
 from jobs.steps.ingest import load_snapshot, rebuild_state
+from jobs.tools.bench_night import bench_nights, format_curve
 from jobs.tools.check_incremental import typed_source
 
 CUSTOMER_OFFSET = 100_000
@@ -164,17 +167,26 @@ def live_bytes(table: Path) -> int:
     return sum(DeltaTable(str(table)).get_add_actions(flatten=True).column("size_bytes").to_pylist())
 
 
+def with_data_dir(settings: Settings, data_dir: Path) -> Settings:
+    return settings.model_copy(update={"paths": settings.paths.model_copy(update={"data_dir": str(data_dir)})})
+
+
 def run(source: Path, factors: list[int], max_rows: int | None = None, settings: Settings | None = None,
-        spark: SparkSession | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """Each factor in a fresh lake under a temporary data dir; one record per factor."""
+        spark: SparkSession | None = None, nights: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+    """Each factor in fresh lakes under a temporary data dir; one record per factor."""
     base = settings or load_settings()
     spark = spark or get_spark(base)
     results = []
     with tempfile.TemporaryDirectory(prefix="rfm-bench-") as work:
         for factor in factors:
-            data_dir = Path(work) / f"lake-x{factor}"
-            run_settings = base.model_copy(update={"paths": base.paths.model_copy(update={"data_dir": str(data_dir)})})
-            results.append(bench_factor(spark, run_settings, source, factor, Path(work), max_rows))
+            result = bench_factor(spark, with_data_dir(base, Path(work) / f"lake-x{factor}"), source, factor,
+                                  Path(work), max_rows)  # fmt: skip
+            if nights:
+                night_settings = with_data_dir(base, Path(work) / f"nights-x{factor}")
+                first_night = date.fromisoformat(result["night"]) - timedelta(days=1)
+                result.update(bench_nights(night_settings, Path(work) / f"x{factor}.csv", first_night, Path(work)))
+            results.append(result)
+            print(json.dumps(result), flush=True)  # a long run's figures so far
     return results
 
 
@@ -197,9 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", required=True, type=Path, help="export CSV (.csv or .csv.gz)")
     parser.add_argument("--factor", type=int, nargs="+", default=[1], help="copies of the source, e.g. 1 10")
     parser.add_argument("--max-rows", type=int, help="only the first R rows of the source (a quick check)")
+    parser.add_argument("--nights", action="store_true", help="also the backfill and two nights, task by task")
     args = parser.parse_args(argv)
-    results = run(args.source, args.factor, args.max_rows)
+    results = run(args.source, args.factor, args.max_rows, nights=args.nights)
     print(format_table(results))
+    if args.nights:
+        print(format_curve(results))
     print(json.dumps(results))
     return 0
 

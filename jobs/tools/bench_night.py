@@ -1,0 +1,146 @@
+"""The nightly path at ×N, each task as its own process (as the scheduler runs it): wall and peak RSS.
+
+Part of ``make bench-pipeline`` (``jobs.tools.bench_pipeline --nights``). For one ×N export:
+
+- **backfill**: ``python -m jobs.tools.backfill`` of the history up to the day before the first
+  night, its rows per second next to DuckDB reading the same file;
+- **nights**: the two days after it are landed (a retrain night that trains the first champion,
+  then a scoring night), then every DAG task runs as ``python -m jobs <task> --run-date D``.
+
+Each process tree (Python and its Spark JVM) is sampled every 0.2 s; its peak RSS is the largest
+sum seen. Timings never go into tests.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psutil
+
+from jobs.adapters.landing import write_day
+from jobs.config import Settings
+from jobs.steps import STEPS
+
+SAMPLE_SECONDS = 0.2
+NIGHT_KINDS = ("retrain", "score")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One process tree's wall time and peak resident memory."""
+
+    seconds: float
+    peak_rss_bytes: int
+
+
+def tree_rss(process: psutil.Process) -> int:
+    """Resident bytes of a process and all its descendants now (those that exit meanwhile count 0)."""
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            total += member.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def run_measured(command: list[str], env: dict[str, str], log: Path) -> Measured:
+    """Run ``command`` to its end, sampling its tree's RSS; a non-zero exit raises, naming the log."""
+    with log.open("ab") as out:
+        started = time.perf_counter()
+        process = psutil.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        peak = 0
+        while process.poll() is None:
+            try:
+                peak = max(peak, tree_rss(process))
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(SAMPLE_SECONDS)
+        code = process.wait()
+        seconds = time.perf_counter() - started
+    if code != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {code}: see {log}")
+    return Measured(round(seconds, 1), peak)
+
+
+def duckdb_read_seconds(path: Path) -> tuple[float, int]:
+    """DuckDB reading every row of the CSV as text: (seconds, rows)."""
+    literal = "'" + str(path).replace("'", "''") + "'"
+    with duckdb.connect() as con:
+        started = time.perf_counter()
+        (rows,) = con.execute(f"SELECT count(*) FROM read_csv({literal}, header = true, all_varchar = true)").fetchone()
+        return time.perf_counter() - started, rows
+
+
+def land_day_from(path: Path, day: date, settings: Settings) -> int:
+    """The day's rows of the export CSV written to the landing folder with its marker; returns its rows."""
+    literal = "'" + str(path).replace("'", "''") + "'"
+    with duckdb.connect() as con:
+        rows = con.execute(
+            f"SELECT * FROM read_csv({literal}, header = true, all_varchar = true) WHERE InvoiceDate LIKE ?",
+            [f"{day.isoformat()}%"],
+        ).df()
+    write_day(settings.path("landing_dir"), day, rows, settings.landing.marker, "csv")
+    return len(rows)
+
+
+def bench_nights(settings: Settings, export: Path, first_night: date, work: Path) -> dict[str, Any]:
+    """Backfill up to the day before ``first_night``, then that night (retrain) and the next (score)."""
+    env = {**os.environ, "RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))}
+    log = work / f"{export.stem}-nights.log"
+    history_end = first_night - timedelta(days=1)
+    duck_s, duck_rows = duckdb_read_seconds(export)
+    backfill = run_measured(
+        [sys.executable, "-m", "jobs.tools.backfill", "--source", str(export), "--until", history_end.isoformat()],
+        env, log,
+    )  # fmt: skip
+    figures: dict[str, Any] = {
+        "backfill_s": backfill.seconds,
+        "backfill_rows_per_s": round(duck_rows / backfill.seconds),
+        "duckdb_read_rows_per_s": round(duck_rows / max(duck_s, 1e-9)),
+        "backfill_peak_rss_bytes": backfill.peak_rss_bytes,
+    }
+    for kind, night in zip(NIGHT_KINDS, (first_night, first_night + timedelta(days=1)), strict=True):
+        figures[f"{kind}_night"] = night.isoformat()
+        figures[f"{kind}_rows"] = land_day_from(export, night, settings)
+        for task in STEPS:
+            measured = run_measured([sys.executable, "-m", "jobs", task, "--run-date", night.isoformat()], env, log)
+            figures[f"{kind}_{task}_s"] = measured.seconds
+            figures[f"{kind}_{task}_peak_rss_bytes"] = measured.peak_rss_bytes
+        figures[f"{kind}_night_s"] = round(sum(figures[f"{kind}_{task}_s"] for task in STEPS), 1)
+    return figures
+
+
+def format_curve(results: list[dict[str, Any]]) -> str:
+    """Per task: seconds and peak RSS (MB) at each factor, and seconds as a ratio to the first factor."""
+    factors = [r["factor"] for r in results]
+    header = f"{'task':<18}" + "".join(f"{'x' + str(f) + ' s':>10}{'MB':>7}" for f in factors)
+    header += "".join(f"{'x' + str(f) + '/x' + str(factors[0]):>10}" for f in factors[1:])
+    lines = [header]
+    rows = [("backfill", "backfill")] + [
+        (f"{kind} {task}", f"{kind}_{task}") for kind in NIGHT_KINDS for task in [*STEPS, "night"]
+    ]
+    for name, key in rows:
+        line = f"{name:<18}"
+        for r in results:
+            rss = r.get(f"{key}_peak_rss_bytes")
+            line += f"{r[f'{key}_s']:>10}{(round(rss / 2**20) if rss else ''):>7}"
+        base = results[0][f"{key}_s"]
+        line += "".join(f"{round(r[f'{key}_s'] / max(base, 1e-9), 2):>10}" for r in results[1:])
+        lines.append(line)
+    lines.append(
+        "backfill rows/s: "
+        + ", ".join(
+            f"x{r['factor']} {r['backfill_rows_per_s']:,} (DuckDB reads {r['duckdb_read_rows_per_s']:,})"
+            for r in results
+        )  # fmt: skip
+    )
+    return "\n".join(lines)
