@@ -13,7 +13,7 @@ import pytest
 
 from jobs.adapters import lake
 from jobs.adapters.audit import audited_dates
-from jobs.adapters.expectations import read_latest_report
+from jobs.adapters.expectations import data_docs_site, day_page, read_latest_report
 from jobs.adapters.landing import data_files, fingerprint, write_day
 from jobs.config import Policy
 from jobs.definitions import TABLES
@@ -94,6 +94,23 @@ def test_good_day_passes(spark, settings, naming: str, extra: list[list[str]]) -
     files = data_files(settings.path("landing_dir"), DAY, settings.landing.format)
     assert report.landing_fingerprint == fingerprint(files)
     assert json.loads(Path(report.result_file).read_text())["great_expectations"]["success"] is True
+
+
+def test_a_night_renders_its_own_data_docs_page_and_the_index_only(spark, settings) -> None:
+    """Re-rendering every kept result each night would grow with the history."""
+    land(settings, named(good_rows()))
+    validate_day(DAY, settings, spark)
+    first_page = day_page(settings, DAY)
+    rendered = first_page.stat().st_mtime_ns
+    next_day = date(2011, 3, 2)
+    next_rows = good_rows().assign(invoice_date=lambda f: f["invoice_date"].str.replace("2011-03-01", "2011-03-02"))
+    next_rows["invoice_date"] = next_rows["invoice_date"].str.replace("3/1/2011", "3/2/2011")
+    land(settings, named(next_rows), next_day)
+    validate_day(next_day, settings, spark)
+    assert day_page(settings, next_day) is not None
+    assert first_page.stat().st_mtime_ns == rendered, "the earlier day's page was rendered again"
+    index = (data_docs_site(settings) / "index.html").read_text()
+    assert DAY.isoformat() in index and next_day.isoformat() in index
 
 
 def test_day_without_rows_passes(spark, settings) -> None:

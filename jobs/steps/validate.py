@@ -49,7 +49,7 @@ def validate_day(day: date, settings: Settings | None = None, spark: SparkSessio
     frame, pinned = read_pinned(spark, settings, day)
     runner = SuiteRunner(settings)
     report = check_day(runner, frame, day, pinned)
-    runner.build_data_docs()
+    runner.build_data_docs([day])
     raise_if_failed([report])
     return {k: v for k, v in asdict(report).items() if k not in ("failures", "quarantined")}
 
