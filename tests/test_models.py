@@ -46,6 +46,7 @@ from tests.conftest import settings_for
 
 NIGHTS = [date(2011, 12, 5), date(2011, 12, 6), date(2011, 12, 7), date(2011, 12, 8)]
 RETRAIN_NIGHTS = {NIGHTS[0], NIGHTS[2]}
+SWEEP = [3, 6]  # one k below min_k (4), three eligible: the rule has something to reject and to choose
 
 
 def gold(settings, name: str, day: date) -> pd.DataFrame:
@@ -71,7 +72,7 @@ def transactions(spark, tmp_path_factory):
 @pytest.fixture(scope="module")
 def nights(spark, transactions, tmp_path_factory):
     """Silver snapshots, then cluster + label each night; returns settings and each step's summary."""
-    settings = settings_for(tmp_path_factory.mktemp("models"), model={"retrain_every_days": 2})
+    settings = settings_for(tmp_path_factory.mktemp("models"), model={"retrain_every_days": 2}, clustering={"k_range": SWEEP})
     for night in NIGHTS:
         lake.replace_slice(
             compute_rfm(transactions, night, settings.rfm),
@@ -231,8 +232,8 @@ def test_retrain_night_logs_the_sweep_as_child_runs(nights) -> None:
         assert cluster["night_type"] == "retrain"
         parent = night_run(settings, night)
         children = tracking.child_runs(settings, parent.info.run_id)
-        assert sorted(int(c.data.params["k"]) for c in children) == list(range(2, 9))
-        names = {frozenset(c.data.metrics) - {f"cluster_size_{i}" for i in range(8)} for c in children}
+        assert sorted(int(c.data.params["k"]) for c in children) == list(range(SWEEP[0], SWEEP[1] + 1))
+        names = {frozenset(c.data.metrics) - {f"cluster_size_{i}" for i in range(SWEEP[1])} for c in children}
         assert len(names) == 1, "every k logs the same metric names"
         assert {"silhouette", "davies_bouldin", "kmeans_cost", "min_cluster_share", "training_seconds"} <= set(*names)
         for child in children:
