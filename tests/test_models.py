@@ -72,7 +72,9 @@ def transactions(spark, tmp_path_factory):
 @pytest.fixture(scope="module")
 def nights(spark, transactions, tmp_path_factory):
     """Silver snapshots, then cluster + label each night; returns settings and each step's summary."""
-    settings = settings_for(tmp_path_factory.mktemp("models"), model={"retrain_every_days": 2}, clustering={"k_range": SWEEP})
+    settings = settings_for(
+        tmp_path_factory.mktemp("models"), model={"retrain_every_days": 2}, clustering={"k_range": SWEEP}
+    )
     for night in NIGHTS:
         lake.replace_slice(
             compute_rfm(transactions, night, settings.rfm),
