@@ -6,12 +6,13 @@ from __future__ import annotations
 from jobs.config import Rfm
 
 
-def _quoted(value: str) -> str:
+def sql_string(value: str) -> str:
+    """``value`` as a SQL string literal (single quotes doubled), for Spark SQL and DuckDB."""
     return "'" + value.replace("'", "''") + "'"
 
 
 def _starts_with_any(column: str, prefixes: list[str]) -> str:
-    tests = [f"substr({column}, 1, {len(prefix)}) = {_quoted(prefix)}" for prefix in prefixes]
+    tests = [f"substr({column}, 1, {len(prefix)}) = {sql_string(prefix)}" for prefix in prefixes]
     return "(" + " OR ".join(tests) + ")" if tests else "FALSE"
 
 
@@ -32,5 +33,5 @@ def cancellation_sql(rules: Rfm) -> str:
 
 def non_product_sql(rules: Rfm) -> str:
     """A charge, not a product: postage, fees, manual lines (``rfm.non_product_stock_codes``)."""
-    codes = ", ".join(_quoted(c) for c in rules.non_product_stock_codes)
+    codes = ", ".join(sql_string(c) for c in rules.non_product_stock_codes)
     return f"stock_code IN ({codes})" if codes else "FALSE"

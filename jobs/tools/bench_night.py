@@ -27,6 +27,7 @@ import psutil
 
 from jobs.adapters.landing import write_day
 from jobs.config import Settings
+from jobs.core.rules import sql_string
 from jobs.steps import STEPS
 
 SAMPLE_SECONDS = 0.2
@@ -73,19 +74,19 @@ def run_measured(command: list[str], env: dict[str, str], log: Path) -> Measured
 
 def duckdb_read_seconds(path: Path) -> tuple[float, int]:
     """DuckDB reading every row of the CSV as text: (seconds, rows)."""
-    literal = "'" + str(path).replace("'", "''") + "'"
     with duckdb.connect() as con:
         started = time.perf_counter()
-        (rows,) = con.execute(f"SELECT count(*) FROM read_csv({literal}, header = true, all_varchar = true)").fetchone()
+        (rows,) = con.execute(
+            f"SELECT count(*) FROM read_csv({sql_string(str(path))}, header = true, all_varchar = true)"
+        ).fetchone()
         return time.perf_counter() - started, rows
 
 
 def land_day_from(path: Path, day: date, settings: Settings) -> int:
     """The day's rows of the export CSV written to the landing folder with its marker; returns its rows."""
-    literal = "'" + str(path).replace("'", "''") + "'"
     with duckdb.connect() as con:
         rows = con.execute(
-            f"SELECT * FROM read_csv({literal}, header = true, all_varchar = true) WHERE InvoiceDate LIKE ?",
+            f"SELECT * FROM read_csv({sql_string(str(path))}, header = true, all_varchar = true) WHERE InvoiceDate LIKE ?",
             [f"{day.isoformat()}%"],
         ).df()
     write_day(settings.path("landing_dir"), day, rows, settings.landing.marker, "csv")

@@ -38,7 +38,7 @@ from jobs.adapters import lake
 from jobs.adapters.spark import get_spark
 from jobs.config import Rfm, Settings, load_settings
 from jobs.core.rfm import compute_rfm
-from jobs.core.rules import cancellation_sql, non_product_sql, purchase_sql
+from jobs.core.rules import cancellation_sql, non_product_sql, purchase_sql, sql_string
 from jobs.steps.ingest import load_snapshot, rebuild_state
 from jobs.tools.bench_night import bench_nights, format_curve
 from jobs.tools.check_incremental import typed_source
@@ -46,16 +46,12 @@ from jobs.tools.check_incremental import typed_source
 CUSTOMER_OFFSET = 100_000
 
 
-def _literal(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
 def build_copies(source: Path, factor: int, target: Path, max_rows: int | None = None) -> int:
     """Write the ×``factor`` CSV of ``source`` (first ``max_rows`` rows when given); returns its rows."""
     limit = f"LIMIT {int(max_rows)}" if max_rows else ""
     query = f"""
         COPY (
-            WITH raw AS (SELECT * FROM read_csv({_literal(source)}, header = true, all_varchar = true) {limit}),
+            WITH raw AS (SELECT * FROM read_csv({sql_string(str(source))}, header = true, all_varchar = true) {limit}),
             copies AS (SELECT range AS i FROM range({int(factor)}))
             SELECT InvoiceNo || CASE WHEN {int(factor)} = 1 THEN '' ELSE CAST(i AS VARCHAR) END AS InvoiceNo,
                    StockCode, Description, Quantity, InvoiceDate, UnitPrice,
@@ -64,11 +60,11 @@ def build_copies(source: Path, factor: int, target: Path, max_rows: int | None =
                    END AS CustomerID,
                    Country
             FROM raw CROSS JOIN copies
-        ) TO {_literal(target)} (HEADER, DELIMITER ',')
+        ) TO {sql_string(str(target))} (HEADER, DELIMITER ',')
     """
     with duckdb.connect() as con:
         con.execute(query)
-        count = f"SELECT count(*) FROM read_csv({_literal(target)}, header = true, all_varchar = true)"
+        count = f"SELECT count(*) FROM read_csv({sql_string(str(target))}, header = true, all_varchar = true)"
         return con.execute(count).fetchone()[0]
 
 
@@ -76,7 +72,7 @@ def duckdb_rfm_sql(rules: Rfm, snapshot: date, path: Path) -> str:
     """RFM per customer as of ``snapshot`` over a CSV export, with the shared rule predicates."""
     dedup = "SELECT DISTINCT * FROM typed" if rules.drop_exact_duplicates else "SELECT * FROM typed"
     return f"""
-        WITH raw AS (SELECT * FROM read_csv({_literal(path)}, header = true, all_varchar = true)),
+        WITH raw AS (SELECT * FROM read_csv({sql_string(str(path))}, header = true, all_varchar = true)),
         typed AS (
             SELECT InvoiceNo AS invoice, StockCode AS stock_code, Description AS description,
                    CAST(Quantity AS INTEGER) AS quantity, CAST(UnitPrice AS DECIMAL(18, 3)) AS price,

@@ -25,20 +25,20 @@ from pyspark.sql import functions as F
 
 from jobs.adapters import lake
 from jobs.adapters.spark import get_spark
-from jobs.adapters.transactions import parse_transactions, read_files, typed_rows
+from jobs.adapters.transactions import parse_transactions, typed_rows
 from jobs.cli import configure_logging
 from jobs.config import Settings, load_settings
 from jobs.core.rfm import compute_rfm
 from jobs.definitions import days_between
 from jobs.steps.ingest import load_snapshot, rebuild_state
+from jobs.tools.backfill import read_source
 
 log = logging.getLogger(__name__)
 
 
 def typed_source(spark: SparkSession, settings: Settings, source: Path) -> DataFrame:
     """Every row of an export file as typed bronze rows."""
-    fmt = "parquet" if source.suffix == ".parquet" else "csv"
-    return typed_rows(parse_transactions(read_files(spark, settings, [source], fmt), settings))
+    return typed_rows(parse_transactions(read_source(spark, source, settings=settings), settings))
 
 
 def differences(spark: SparkSession, settings: Settings, night: date, bronze: DataFrame | None = None) -> int:
