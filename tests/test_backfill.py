@@ -9,10 +9,10 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.adapters import lake
+from jobs.adapters.customer_state import state_through
 from jobs.core.rfm import compute_rfm, snapshot_from_state
 from jobs.definitions import TABLES
 from jobs.errors import PermanentError
-from jobs.steps.ingest import state_through
 from jobs.tools import backfill as backfill_tool
 from jobs.tools.backfill import backfill
 from jobs.tools.generate import main as generate

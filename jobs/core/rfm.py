@@ -147,7 +147,8 @@ def exclusion_counts(day_rows: DataFrame, rules: Rfm) -> dict[str, int]:
 #
 # The per-customer state (``silver/customer_state``) holds, per (customer_id, country), what
 # ``compute_rfm`` aggregates: first/last purchase date, purchase invoices, gross and cancelled
-# amounts. A night adds the day's contribution in one MERGE; the snapshot of D is a pure
+# amounts; and what the customer-value summary needs: purchase days and the gross of the key's
+# first purchase day. A night adds the day's contribution in one MERGE; the snapshot of D is a pure
 # function of the state through D. ``merged_date`` and the ``prev_*`` columns (the key's state
 # before its latest contribution) let a re-run of the latest date replace, not add, its
 # contribution. See docs/design-decisions.md ("Incremental RFM").
@@ -159,6 +160,8 @@ STATE_MEASURES = [
     "purchase_invoices",
     "monetary_gross",
     "monetary_cancelled",
+    "purchase_days",
+    "first_day_gross",
 ]
 STATE_COLUMNS = [
     *STATE_KEY,
@@ -175,13 +178,17 @@ DEDUP_KEY_HOLDS_TIMESTAMP = "invoice_date" in CANONICAL_COLUMNS
 def state_schema(rules: Rfm) -> str:
     """The DDL schema of the state table."""
     money = money_type(rules)
-    measures = f"first_purchase_date date, last_purchase_date date, purchase_invoices bigint, monetary_gross {money}, monetary_cancelled {money}"  # noqa: E501
+    measures = (
+        "first_purchase_date date, last_purchase_date date, purchase_invoices bigint, "
+        f"monetary_gross {money}, monetary_cancelled {money}, purchase_days bigint, first_day_gross {money}"
+    )
     prev = ", ".join(f"prev_{part}" for part in measures.split(", "))
     return f"customer_id string, country string, {measures}, merged_date date, {prev}, prev_merged_date date"
 
 
 def contributions(lines: DataFrame, rules: Rfm, counted_before: DataFrame | None = None) -> DataFrame:
-    """Per (customer_id, country, transaction_date): the day's purchase dates, invoices, gross, cancelled.
+    """Per (customer_id, country, transaction_date): the day's purchase dates, invoices, gross, cancelled,
+    purchase day and first-day gross (``STATE_MEASURES``).
 
     ``lines`` are typed transactions of one day or of many (exact duplicates are dropped here,
     per day: duplicates share their timestamp). An invoice counts once per customer: at its
@@ -204,7 +211,7 @@ def contributions(lines: DataFrame, rules: Rfm, counted_before: DataFrame | None
             "first_line", F.col("first_line") & F.col("_seen").isNull()
         )
     when_purchase = F.when(F.col("is_purchase"), F.col("transaction_date"))
-    return tagged.groupBy("customer_id", "country", "transaction_date").agg(
+    per_key = tagged.groupBy("customer_id", "country", "transaction_date").agg(
         F.min(when_purchase).alias("first_purchase_date"),
         F.max(when_purchase).alias("last_purchase_date"),
         F.count(F.when(F.col("first_line"), F.lit(1))).cast("bigint").alias("purchase_invoices"),
@@ -212,6 +219,15 @@ def contributions(lines: DataFrame, rules: Rfm, counted_before: DataFrame | None
         to_money(F.sum(F.when(~F.col("is_purchase"), F.col("amount"))), rules, "monetary_cancelled").alias(
             "monetary_cancelled"
         ),
+    )
+    # a customer buying in two countries on one day has one purchase day: the first country's key counts it
+    bought = F.col("first_purchase_date").isNotNull()
+    buyer_day = Window.partitionBy("customer_id", "transaction_date").orderBy(
+        F.desc(bought), F.asc_nulls_last("country")
+    )
+    counts_day = bought & (F.row_number().over(buyer_day) == 1)
+    return per_key.withColumns(
+        {"purchase_days": F.when(counts_day, 1).otherwise(0).cast("bigint"), "first_day_gross": F.col("monetary_gross")}
     )
 
 
@@ -223,16 +239,22 @@ def _sum_or_null(column: str, condition: Column | None = None) -> Column:
 def state_from_contributions(contributed: DataFrame, rules: Rfm) -> DataFrame:
     """The state (``STATE_COLUMNS``) of every key from all its contributions (the repair path)."""
     money = money_type(rules)
-    latest = contributed.withColumn(
-        "merged_date", F.max("transaction_date").over(Window.partitionBy(*(F.col(k) for k in STATE_KEY)))
-    )
+    key = Window.partitionBy(*(F.col(k) for k in STATE_KEY))
     before = F.col("transaction_date") < F.col("merged_date")
+    latest = contributed.withColumn("merged_date", F.max("transaction_date").over(key)).withColumns(
+        {"first_day": F.min("first_purchase_date").over(key),
+         "prev_first_day": F.min(F.when(before, F.col("first_purchase_date"))).over(key)}
+    )  # fmt: skip
+    on_first_day = F.col("transaction_date") == F.col("first_day")
+    on_prev_first_day = before & (F.col("transaction_date") == F.col("prev_first_day"))
     return latest.groupBy(*STATE_KEY).agg(
         F.min("first_purchase_date").alias("first_purchase_date"),
         F.max("last_purchase_date").alias("last_purchase_date"),
         F.sum("purchase_invoices").cast("bigint").alias("purchase_invoices"),
         to_money(_sum_or_null("monetary_gross"), rules, "monetary_gross").alias("monetary_gross"),
         to_money(_sum_or_null("monetary_cancelled"), rules, "monetary_cancelled").alias("monetary_cancelled"),
+        F.sum("purchase_days").cast("bigint").alias("purchase_days"),
+        _sum_or_null("first_day_gross", on_first_day).cast(money).alias("first_day_gross"),
         F.max("merged_date").alias("merged_date"),
         F.min(F.when(before, F.col("first_purchase_date"))).alias("prev_first_purchase_date"),
         F.max(F.when(before, F.col("last_purchase_date"))).alias("prev_last_purchase_date"),
@@ -241,6 +263,8 @@ def state_from_contributions(contributed: DataFrame, rules: Rfm) -> DataFrame:
         .alias("prev_purchase_invoices"),
         _sum_or_null("monetary_gross", before).cast(money).alias("prev_monetary_gross"),
         _sum_or_null("monetary_cancelled", before).cast(money).alias("prev_monetary_cancelled"),
+        F.coalesce(F.sum(F.when(before, F.col("purchase_days"))), F.lit(0)).cast("bigint").alias("prev_purchase_days"),
+        _sum_or_null("first_day_gross", on_prev_first_day).cast(money).alias("prev_first_day_gross"),
         F.max(F.when(before, F.col("transaction_date"))).alias("prev_merged_date"),
     )
 
@@ -249,6 +273,18 @@ def _add(left: str, right: str) -> Column:
     """Null + null = null (no amount yet), else the sum with nulls as 0."""
     a, b = F.col(left), F.col(right)
     return F.when(a.isNull() & b.isNull(), None).otherwise(F.coalesce(a, F.lit(0)) + F.coalesce(b, F.lit(0)))
+
+
+def first_day_gross() -> Column:
+    """The merged key's first-day gross: the day's when it buys before (or without) the base's first
+    purchase day, both added on the same day, else the base's."""
+    base_first, day_first = F.col("b_first_purchase_date"), F.col("s_first_purchase_date")
+    return (
+        F.when(day_first.isNull(), F.col("b_first_day_gross"))
+        .when(base_first.isNull() | (day_first < base_first), F.col("s_first_day_gross"))
+        .when(day_first == base_first, _add("b_first_day_gross", "s_first_day_gross"))
+        .otherwise(F.col("b_first_day_gross"))
+    )
 
 
 def merge_day(state: DataFrame, day: DataFrame, run_date: date, rules: Rfm) -> DataFrame:
@@ -277,11 +313,15 @@ def merge_day(state: DataFrame, day: DataFrame, run_date: date, rules: Rfm) -> D
         + F.coalesce(F.col("s_purchase_invoices"), F.lit(0)),
         "monetary_gross": _add("b_monetary_gross", "s_monetary_gross"),
         "monetary_cancelled": _add("b_monetary_cancelled", "s_monetary_cancelled"),
+        "purchase_days": F.coalesce(F.col("b_purchase_days"), F.lit(0))
+        + F.coalesce(F.col("s_purchase_days"), F.lit(0)),
+        "first_day_gross": first_day_gross(),
     }
     key = [F.when(in_day, F.col(f"s_{k}")).otherwise(F.col(f"t_{k}")).alias(k) for k in STATE_KEY]
     # a re-run key without a contribution tonight: back to its previous state (prev unknown now)
     new = [F.when(in_day, added[m]).otherwise(F.col(f"b_{m}")) for m in STATE_MEASURES]
-    types = {"purchase_invoices": "bigint", "monetary_gross": money, "monetary_cancelled": money}
+    types = {"purchase_invoices": "bigint", "purchase_days": "bigint", "monetary_gross": money,
+             "monetary_cancelled": money, "first_day_gross": money}  # fmt: skip
     measures = [
         (to_money(v, rules, m) if types.get(m) == money else v.cast(types.get(m, "date"))).alias(m)
         for m, v in zip(STATE_MEASURES, new, strict=True)
@@ -323,3 +363,36 @@ def snapshot_from_state(state: DataFrame, snapshot: date, rules: Rfm) -> DataFra
         .filter(F.col("first_purchase_date").isNotNull())
     )
     return rfm_snapshot_columns(per_customer.join(top_country, "customer_id", "left"), snapshot, rules)
+
+
+def value_summary(state: DataFrame, as_of: date) -> DataFrame:
+    """The customer-value summary of every buyer from the state through ``as_of``: the columns and
+    library convention of ``jobs.core.clv.customer_summary`` (its reference over purchase lines).
+
+    Purchase days add up over a customer's countries (each day counted by one key); the repeat
+    days' mean spend is the gross beyond the first purchase day over the repeat days.
+    """
+    buyers = state.filter(F.col("first_purchase_date").isNotNull())
+    customer_first = F.min("first_purchase_date").over(Window.partitionBy("customer_id"))
+    per_customer = (
+        buyers.withColumn("customer_first", customer_first)
+        .groupBy("customer_id")
+        .agg(
+            F.sum("purchase_days").alias("purchase_days"),
+            F.min("first_purchase_date").alias("first"),
+            F.max("last_purchase_date").alias("last"),
+            F.sum("monetary_gross").alias("gross"),
+            F.sum(F.when(F.col("first_purchase_date") == F.col("customer_first"), F.col("first_day_gross"))).alias(
+                "first_gross"
+            ),
+        )
+    )
+    repeats = F.col("purchase_days") - 1
+    repeat_mean = (F.col("gross") - F.col("first_gross")).cast("double") / repeats
+    return per_customer.select(
+        "customer_id",
+        repeats.cast("double").alias("frequency"),
+        F.datediff("last", "first").cast("double").alias("recency"),
+        F.datediff(F.lit(as_of).cast("date"), "first").cast("double").alias("T"),
+        F.when(repeats > 0, repeat_mean).otherwise(F.lit(0.0)).alias("monetary_value"),
+    )

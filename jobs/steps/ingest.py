@@ -11,7 +11,6 @@ MERGE into ``silver/customer_state``.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import date, timedelta
 from typing import Any
@@ -21,6 +20,7 @@ from pyspark.sql import functions as F
 
 from jobs.adapters import lake
 from jobs.adapters.audit import require_continuity, write_audit
+from jobs.adapters.customer_state import state_through, watermark
 from jobs.adapters.expectations import ValidationReport, read_latest_report
 from jobs.adapters.landing import data_files, fingerprint
 from jobs.adapters.quarantine import quarantine_keys, split_quarantined, write_quarantine
@@ -139,26 +139,18 @@ def write_daily_tables(spark: SparkSession, settings: Settings, first: date, las
 
 # ---------------------------------------------------------------- incremental RFM: the customer state
 
-STATE_METADATA_KEY = "state_through"
-
-
-def state_through(spark: SparkSession, settings: Settings) -> date | None:
-    """The date through which the state holds every bronze row (its watermark), None without a state."""
-    metadata = lake.latest_metadata(spark, settings.table_path("silver_customer_state"))
-    if metadata is None:
-        return None
-    return date.fromisoformat(json.loads(metadata)[STATE_METADATA_KEY])
-
-
-def _watermark(day: date) -> str:
-    return json.dumps({STATE_METADATA_KEY: day.isoformat()})
-
 
 def snapshot_mode(spark: SparkSession, settings: Settings, bronze: DataFrame, run_date: date) -> str:
     """``incremental`` when the state is through ``run_date - 1`` (or through ``run_date``: a
     re-run) with no bronze rows between its watermark and ``run_date``; ``full`` otherwise (no
-    state yet, a re-run of a date older than the state, or skipped days with rows)."""
+    state yet, a state without today's columns, a re-run of a date older than the state, or skipped
+    days with rows)."""
     through = state_through(spark, settings)
+    if through is not None:
+        missing = set(STATE_COLUMNS) - set(lake.read(spark, settings.table_path("silver_customer_state")).columns)
+        if missing:
+            log.warning("the state lacks %s (an older version wrote it): rebuilding it from bronze", sorted(missing))
+            return "full"
     if through is None or through > run_date:
         log.warning("state through %s cannot take %s incrementally: recomputing from bronze", through, run_date)
         return "full"
@@ -191,7 +183,7 @@ def merge_state(spark: SparkSession, settings: Settings, bronze: DataFrame, run_
     day_rows = bronze.filter(F.col("transaction_date") == F.lit(run_date))
     day = contributions(day_rows, settings.rfm, counted_before(bronze, day_rows, run_date, settings.rfm))
     changes = merge_day(lake.read(spark, path), day, run_date, settings.rfm)
-    return lake.merge_by_key(changes, path, STATE_KEY, "delete", _watermark(run_date))
+    return lake.merge_by_key(changes, path, STATE_KEY, "delete", watermark(run_date))
 
 
 def rebuild_state(spark: SparkSession, settings: Settings, bronze: DataFrame) -> int:
@@ -202,9 +194,7 @@ def rebuild_state(spark: SparkSession, settings: Settings, bronze: DataFrame) ->
         latest = date.min
     else:
         state = state_from_contributions(contributions(bronze, settings.rfm), settings.rfm)
-    return lake.overwrite(
-        state.select(*STATE_COLUMNS), settings.table_path("silver_customer_state"), _watermark(latest)
-    )
+    return lake.overwrite(state.select(*STATE_COLUMNS), settings.table_path("silver_customer_state"), watermark(latest))
 
 
 def ingest_day(
