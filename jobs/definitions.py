@@ -45,7 +45,7 @@ TABLES_READ = {
     "ingest": ["silver_customer_state"],
     "cluster": ["silver_customer_rfm"],
     "label": ["silver_customer_rfm", "silver_customer_clusters", "gold_customer_segments"],
-    "clv": ["bronze_transactions", "gold_customer_segments"],
+    "clv": ["silver_customer_state", "bronze_transactions", "gold_customer_segments"],  # state, or bronze on a re-run
     "eda": ["gold_customer_segments", "gold_segment_summary", "silver_daily_sales", "silver_daily_orders_by_hour",
             "silver_daily_country", "silver_daily_product"],
 }  # fmt: skip

@@ -19,12 +19,14 @@ DAY = date(2011, 12, 9)
 
 def test_step_lineage_reads_and_writes_tables_with_their_versions(settings):
     table = lambda name: str(settings.table_path(name))  # noqa: E731
-    clv = step_lineage(settings, "clv", DAY, {"bronze_transactions": 10, "gold_customer_segments": 13,
+    clv = step_lineage(settings, "clv", DAY, {"silver_customer_state": 10, "gold_customer_segments": 13,
                                               "gold_segment_summary": 7, "gold_published": 5,
-                                              "read_versions": {"bronze_transactions": 10,
+                                              "read_versions": {"silver_customer_state": 10,
                                                                 "gold_customer_segments": 12}})  # fmt: skip
     assert [(r.path, r.version) for r in clv.inputs] == [
-        (table("bronze_transactions"), 10), (table("gold_customer_segments"), 12)]  # fmt: skip
+        (table("silver_customer_state"), 10), (table("gold_customer_segments"), 12)], "bronze was not read"  # fmt: skip
+    rerun = step_lineage(settings, "clv", DAY, {"read_versions": {"bronze_transactions": 9}})
+    assert [(r.path, r.version) for r in rerun.inputs] == [(table("bronze_transactions"), 9)]
     assert [(r.path, r.version) for r in clv.outputs] == [
         (table("gold_customer_segments"), 13), (table("gold_segment_summary"), 7), (table("gold_published"), 5),
         (table("run_audit"), None)]  # fmt: skip

@@ -21,7 +21,7 @@ import pytest
 from jobs.adapters import lake
 from jobs.config import Settings
 from jobs.definitions import days_between
-from jobs.tools.check_incremental import differences
+from jobs.tools.check_incremental import differences, value_differences
 from tests.conftest import REPLAY_FIRST_NIGHT as FIRST_NIGHT
 from tests.conftest import REPLAY_LAST_NIGHT as LAST_NIGHT
 
@@ -79,6 +79,23 @@ def test_every_nights_incremental_snapshot_equals_a_full_recompute(spark, replay
     differing = {night: n for night in NIGHTS if (n := differences(spark, replay_settings, night, bronze))}
     bronze.unpersist()
     assert differing == {}, f"nights whose incremental snapshot differs from compute_rfm (rows): {differing}"
+
+
+def test_every_nights_customer_value_summary_comes_from_the_state_and_equals_the_reference(
+    spark, replay, replay_settings
+) -> None:
+    """The clv step reads the customer state the night's ingest merged (never all of bronze), and the
+    BG/NBD summary it derives equals ``customer_summary`` over bronze's purchase lines, every night."""
+    assert replay["clv_state_version"].notna().all(), f"nights whose clv read bronze:\n{replay[['night', 'kind']]}"
+    bronze = lake.read(spark, replay_settings.table_path("bronze_transactions")).cache()
+    state_path = replay_settings.table_path("silver_customer_state")
+    differing = {}
+    for night, version in zip(replay["night"], replay["clv_state_version"], strict=True):
+        state = lake.read(spark, state_path, int(version))
+        if n := value_differences(spark, replay_settings, night, bronze, state):
+            differing[night] = n
+    bronze.unpersist()
+    assert differing == {}, f"nights whose value summary differs from the reference (customers): {differing}"
 
 
 def test_customers_grow_only_on_trading_days(replay) -> None:

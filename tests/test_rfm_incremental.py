@@ -10,9 +10,11 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.adapters import lake
-from jobs.core.rfm import DEDUP_KEY_HOLDS_TIMESTAMP
-from jobs.steps.ingest import load_snapshot, snapshot_mode, state_through
-from jobs.tools.check_incremental import check_nights, differences, typed_source
+from jobs.adapters.customer_state import holds_through, state_through
+from jobs.core.rfm import DEDUP_KEY_HOLDS_TIMESTAMP, value_summary
+from jobs.steps.clv import state_of
+from jobs.steps.ingest import load_snapshot, snapshot_mode
+from jobs.tools.check_incremental import check_nights, differences, typed_source, value_differences
 from tests.helpers import frame_of, line
 
 pytestmark = pytest.mark.spark
@@ -54,7 +56,7 @@ def test_dedup_key_holds_the_timestamp() -> None:
 def test_hand_made_nights_match_compute_rfm_with_reruns(spark, settings) -> None:
     rows = frame_of(spark, LINES)
     records = check_nights(spark, settings, rows, date(2011, 2, 28), date(2011, 3, 6), rerun_every=3)
-    assert [r for r in records if r["differences"]] == []
+    assert [r for r in records if r["differences"] or r["value_differences"]] == []
     assert sum(r["run"] == 2 for r in records) == 2  # re-runs happened
     silver = lake.read(spark, settings.table_path("silver_customer_rfm"))
     on = {r["customer_id"]: r for r in silver.filter(F.col("snapshot_date") == date(2011, 3, 5)).collect()}
@@ -62,6 +64,18 @@ def test_hand_made_nights_match_compute_rfm_with_reruns(spark, settings) -> None
     assert on["800"]["country"] == "Spain" and on["900"]["country"] is None
     first = silver.filter(F.col("snapshot_date") == date(2011, 3, 1)).filter("customer_id = '800'").first()
     assert first["country"] == "Belgium"  # tie 10.00 / 10.00: by name
+    # the clv step's summary from the state, merged up to 03-05; 03-06 has no rows: the state holds it too
+    bronze = lake.read(spark, settings.table_path("bronze_transactions"))
+    assert state_through(spark, settings) == date(2011, 3, 5)
+    assert holds_through(spark, settings, bronze, date(2011, 3, 6))
+    assert not holds_through(spark, settings, bronze, date(2011, 3, 4)), "the state moved past 03-04"
+    state, read = state_of(spark, settings, date(2011, 3, 6))
+    assert list(read) == ["silver_customer_state"]
+    value = {r["customer_id"]: r.asDict() for r in value_summary(state, date(2011, 3, 6)).collect()}
+    # 800: Spain and Belgium on 03-01 are one purchase day (gross 20.00), then 0.50 on 03-04
+    assert value["800"] == {"customer_id": "800", "frequency": 1.0, "recency": 3.0, "T": 5.0, "monetary_value": 0.5}
+    # 100: 17.50 on 03-01, 4.00 on 03-02 (the invoice spanning days), 2.50 in France on 03-05
+    assert value["100"] == {"customer_id": "100", "frequency": 2.0, "recency": 4.0, "T": 5.0, "monetary_value": 3.25}
 
 
 def test_rerun_with_changed_day_and_older_rerun_converge(spark, settings) -> None:
@@ -74,18 +88,19 @@ def test_rerun_with_changed_day_and_older_rerun_converge(spark, settings) -> Non
     lake.replace_slice(changed, bronze, f"transaction_date = {lake.date_literal(day)}", "transaction_date")
     assert snapshot_mode(spark, settings, lake.read(spark, bronze), day) == "incremental"
     load_snapshot(spark, settings, day)
-    assert differences(spark, settings, day) == 0
+    assert differences(spark, settings, day) == 0 and value_differences(spark, settings, day) == 0
     # a re-run of an older date than the state's: the repair path, then nights go on incrementally
     assert snapshot_mode(spark, settings, lake.read(spark, bronze), date(2011, 3, 2)) == "full"
     load_snapshot(spark, settings, date(2011, 3, 2))
     assert differences(spark, settings, date(2011, 3, 2)) == 0
+    assert value_differences(spark, settings, date(2011, 3, 2)) == 0, "the state moved past 03-02: from bronze"
     assert state_through(spark, settings) == day
     nxt = day + timedelta(days=1)
     lake.replace_slice(rows.filter(F.col("transaction_date") == nxt), bronze,
                        f"transaction_date = {lake.date_literal(nxt)}", "transaction_date")  # fmt: skip
     assert snapshot_mode(spark, settings, lake.read(spark, bronze), nxt) == "incremental"
     load_snapshot(spark, settings, nxt)
-    assert differences(spark, settings, nxt) == 0
+    assert differences(spark, settings, nxt) == 0 and value_differences(spark, settings, nxt) == 0
 
 
 def test_skipped_day_with_rows_takes_the_repair_path(spark, settings) -> None:
@@ -107,4 +122,4 @@ def test_real_month_nights_match_compute_rfm(spark, settings, real_data_path: Pa
     rows = typed_source(spark, settings, real_data_path)
     records = check_nights(spark, settings, rows, date(2011, 11, 1), date(2011, 11, 30), rerun_every=7)
     assert len(records) == 30 + 4
-    assert [r for r in records if r["differences"]] == []
+    assert [r for r in records if r["differences"] or r["value_differences"]] == []

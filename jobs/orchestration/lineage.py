@@ -54,13 +54,16 @@ def _version(value: Any) -> int | None:
 
 def step_lineage(settings: Settings, step: str, run_date: date, result: dict[str, Any]) -> StepLineage:
     """Inputs and outputs of ``step`` from its result (versions keyed by table name; ``read_versions``
-    for a table the step also writes: the plain key then holds the written version)."""
+    for a table the step also writes: the plain key then holds the written version). A step that
+    reports ``read_versions`` lists only the declared inputs it read (clv: the state, or bronze)."""
     from jobs.adapters.landing import day_dir
 
     written = TABLES_WRITTEN.get(step, []) + TABLES_ALSO_WRITTEN.get(step, [])
     read_versions = result.get("read_versions") or {}
     inputs = [TableRef(str(day_dir(settings.path("landing_dir"), run_date)))] if step in READS_LANDING else []
     for name in TABLES_READ.get(step, []):
+        if read_versions and name not in read_versions and name not in result:
+            continue  # a step that reports what it read did not read this table tonight
         version = read_versions.get(name, None if name in written else result.get(name))
         inputs.append(TableRef(str(settings.table_path(name)), _version(version)))
     outputs = [TableRef(str(settings.table_path(name)), _version(result.get(name))) for name in written]

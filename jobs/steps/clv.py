@@ -1,9 +1,10 @@
 """Step 5 — predicted customer value: P(alive), P(purchase) and expected purchases in 90 days, 12-month CLV.
 
-Extract: bronze purchase lines up to the run date (one amount per customer and purchase day) and
-the run date's gold segments, at pinned versions.
-Transform: the BG/NBD + Gamma-Gamma summary (``jobs.core.clv.customer_summary``: library convention,
-repeat purchase *days*); on a retrain night of the clustering (or while ``rfm-clv`` has no champion)
+Extract: the customer state through the run date (``silver/customer_state``, which the night's
+ingest merged; rebuilt from bronze up to the run date when the state has moved past it) and the
+run date's gold segments, at pinned versions. Nothing scans the history on a normal night.
+Transform: the BG/NBD + Gamma-Gamma summary (``jobs.core.rfm.value_summary``: library convention,
+repeat purchase *days*; ``jobs.core.clv.customer_summary`` is its reference); on a retrain night of the clustering (or while ``rfm-clv`` has no champion)
 MAP fits with pymc-marketing, registered as a new ``rfm-clv`` version that takes the champion alias;
 every night the champion's parameters score every customer in closed form (numpy/scipy).
 Load: ``p_alive``, ``p_purchase_90d``, ``expected_purchases_90d``, ``clv_12m`` and the
@@ -13,6 +14,7 @@ gold/segment_summary; per-label distributions into the night's MLflow run.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -25,16 +27,19 @@ from pyspark.sql import functions as F
 
 from jobs.adapters import clv_registry, lake, registry, tracking
 from jobs.adapters.audit import write_audit
+from jobs.adapters.customer_state import holds_through
 from jobs.adapters.publish import publish, published_versions
 from jobs.adapters.spark import get_spark
 from jobs.config import Settings, load_settings
-from jobs.core.clv import ClvParams, at_risk_value, customer_summary, fit_params, score
-from jobs.core.rfm import considered_lines, is_purchase
+from jobs.core.clv import ClvParams, at_risk_value, fit_params, score
+from jobs.core.rfm import considered_lines, contributions, is_purchase, state_from_contributions, value_summary
 from jobs.definitions import AT_RISK_VALUE, CLV_COLUMNS, LABEL_SCHEMES, NIGHT_TYPE_TAG
 from jobs.errors import LakeStateError
 
 GOLD_CLV_COLUMNS = [*CLV_COLUMNS.values(), AT_RISK_VALUE]
 SUMMARY_MEANS = {f"mean_{column}": column for column in CLV_COLUMNS.values()}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,8 @@ def plan_clv(night_type: str | None, champion: str | None, trained_tonight: str 
 
 
 def purchase_days(bronze: DataFrame, settings: Settings, run_date: date) -> pd.DataFrame:
-    """customer_id, purchase_date, amount: the purchase lines' spend per customer and day up to ``run_date``."""
+    """customer_id, purchase_date, amount: the purchase lines' spend per customer and day up to ``run_date``
+    (the input of the reference summary, ``jobs.core.clv.customer_summary``)."""
     lines = considered_lines(bronze.filter(F.col("transaction_date") <= F.lit(run_date).cast("date")), settings.rfm)
     return (
         lines.filter(is_purchase(settings.rfm))
@@ -97,19 +103,36 @@ def distribution_by_label(values: pd.DataFrame) -> dict[str, dict[str, dict[str,
     return out
 
 
+def pinned(spark: SparkSession, settings: Settings, name: str) -> tuple[DataFrame, int]:
+    """Table ``name`` at its current version, and that version; a missing table is a ``LakeStateError``."""
+    path = settings.table_path(name)
+    version = lake.current_version(spark, path)
+    if version is None:
+        raise LakeStateError(f"no {name} table at {path}: run the earlier steps first")
+    return lake.read(spark, path, version), version
+
+
+def state_of(spark: SparkSession, settings: Settings, run_date: date) -> tuple[DataFrame, dict[str, int]]:
+    """The customer state through ``run_date`` and the version read: the state table when it holds
+    bronze through the run date and no later day (every night, after its ingest), else rebuilt from
+    bronze up to the run date (a re-run of a date the state has moved past: the same sums)."""
+    bronze, version = pinned(spark, settings, "bronze_transactions")
+    if holds_through(spark, settings, bronze, run_date):
+        state, state_version = pinned(spark, settings, "silver_customer_state")
+        return state, {"silver_customer_state": state_version}
+    log.warning("the customer state is not the one of %s: summing bronze up to that date", run_date)
+    lines = bronze.filter(F.col("transaction_date") <= F.lit(run_date).cast("date"))
+    return state_from_contributions(contributions(lines, settings.rfm), settings.rfm), {"bronze_transactions": version}
+
+
 def extract(spark: SparkSession, settings: Settings, run_date: date) -> tuple[DataFrame, DataFrame, dict[str, int]]:
-    """Bronze (all of it: history matters) and the run date's gold segments, at pinned versions."""
-    frames, versions = [], {}
-    for name in ("bronze_transactions", "gold_customer_segments"):
-        path = settings.table_path(name)
-        versions[name] = lake.current_version(spark, path)
-        if versions[name] is None:
-            raise LakeStateError(f"no {name} table at {path}: run the earlier steps first")
-        frames.append(lake.read(spark, path, versions[name]))
-    gold = frames[1].filter(F.col("snapshot_date") == F.lit(run_date).cast("date")).drop(*GOLD_CLV_COLUMNS)
+    """The customer state through the run date and the run date's gold segments, at pinned versions."""
+    state, versions = state_of(spark, settings, run_date)
+    segments, versions["gold_customer_segments"] = pinned(spark, settings, "gold_customer_segments")
+    gold = segments.filter(F.col("snapshot_date") == F.lit(run_date).cast("date")).drop(*GOLD_CLV_COLUMNS)
     if gold.isEmpty():
         raise LakeStateError(f"no gold segments for {run_date}: run the label step first")
-    return frames[0], gold, versions
+    return state, gold, versions
 
 
 def night_run(gold: DataFrame, settings: Settings) -> tuple[str, str | None]:
@@ -178,9 +201,9 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
     """Fit (retrain nights) and score the predicted value of every customer of ``run_date``."""
     settings = settings or load_settings()
     spark = spark or get_spark(settings)
-    bronze, gold, versions = extract(spark, settings, run_date)
+    state, gold, versions = extract(spark, settings, run_date)
     run_id, night_type = night_run(gold, settings)
-    summary = customer_summary(purchase_days(bronze, settings, run_date), run_date)
+    summary = value_summary(state, run_date).toPandas().sort_values("customer_id", ignore_index=True)
     champion = clv_registry.champion(settings)
     tonight = clv_registry.trained_on(settings, run_date.isoformat())
     retrained = registry.version_for_date(settings, run_date, settings.dag.dag_id) is not None
@@ -197,7 +220,7 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
     values = value_columns(segments, scores, settings.clv.at_risk_max_p_purchase)
     if values[CLV_COLUMNS["clv"]].isna().any():
         missing = values.loc[values[CLV_COLUMNS["clv"]].isna(), "customer_id"].head(5).tolist()
-        raise LakeStateError(f"{run_date}: gold customers without purchase lines in bronze, e.g. {missing}")
+        raise LakeStateError(f"{run_date}: gold customers without purchases in the customer state, e.g. {missing}")
     scored, means = gold_frames(spark, gold, values)
     written = write_gold(spark, settings, run_date, scored, means)
     read_versions = dict(versions)

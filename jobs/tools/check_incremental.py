@@ -5,7 +5,8 @@
 Loads the source's days before ``D1`` into bronze and builds the customer state from them
 (the repair path), then for every night D of [D1, D2]: writes D's bronze partition, derives
 the silver snapshot of D incrementally (one MERGE into the state) and compares it, row for
-row and column for column, with ``compute_rfm`` over bronze. Every ``N``-th night is run
+row and column for column, with ``compute_rfm`` over bronze, and the customer-value summary the
+clv step reads from the state with ``customer_summary`` over bronze's purchase lines. Every ``N``-th night is run
 twice (a re-run must converge). Prints one line per night and exits 1 on any difference.
 """
 
@@ -20,6 +21,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -28,8 +30,10 @@ from jobs.adapters.spark import get_spark
 from jobs.adapters.transactions import parse_transactions, typed_rows
 from jobs.cli import configure_logging
 from jobs.config import Settings, load_settings
-from jobs.core.rfm import compute_rfm
+from jobs.core.clv import SUMMARY_COLUMNS, customer_summary
+from jobs.core.rfm import compute_rfm, value_summary
 from jobs.definitions import days_between
+from jobs.steps.clv import purchase_days, state_of
 from jobs.steps.ingest import load_snapshot, rebuild_state
 from jobs.tools.backfill import read_source
 
@@ -55,6 +59,25 @@ def differences(spark: SparkSession, settings: Settings, night: date, bronze: Da
     return differing
 
 
+def value_differences(spark: SparkSession, settings: Settings, night: date, bronze: DataFrame | None = None,
+                      state: DataFrame | None = None) -> int:  # fmt: skip
+    """Customers whose value summary from ``state`` (default: as the clv step derives it, ``state_of``:
+    the state, or bronze for a date the state has moved past) differs from ``customer_summary`` over
+    bronze (relative 1e-9: the reference averages floats, the state subtracts exact decimals); a
+    customer on one side only counts once."""
+    if bronze is None:
+        bronze = lake.read(spark, settings.table_path("bronze_transactions"))
+    if state is None:
+        state, _ = state_of(spark, settings, night)
+    ours = value_summary(state, night).toPandas().set_index("customer_id").sort_index()
+    reference = customer_summary(purchase_days(bronze, settings, night), night).set_index("customer_id").sort_index()
+    if not ours.index.equals(reference.index):
+        return len(ours.index.symmetric_difference(reference.index))
+    columns = SUMMARY_COLUMNS[1:]
+    close = np.isclose(ours[columns].to_numpy(), reference[columns].to_numpy(), rtol=1e-9, atol=1e-9)
+    return int((~close.all(axis=1)).sum())
+
+
 def check_nights(spark: SparkSession, settings: Settings, rows: DataFrame, first: date, last: date,
                  rerun_every: int = 0) -> list[dict[str, Any]]:  # fmt: skip
     """History before ``first`` into bronze and the state, then every night compared; one record per run."""
@@ -73,7 +96,7 @@ def check_nights(spark: SparkSession, settings: Settings, rows: DataFrame, first
             load_snapshot(spark, settings, night)
             seconds = time.monotonic() - started
             record = {"night": night.isoformat(), "run": run + 1, "differences": differences(spark, settings, night),
-                      "seconds": round(seconds, 1)}  # fmt: skip
+                      "value_differences": value_differences(spark, settings, night), "seconds": round(seconds, 1)}  # fmt: skip
             log.info("%s", record)
             records.append(record)
     rows.unpersist()
@@ -92,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = get_spark(settings)
     rows = typed_source(spark, settings, args.source)
     records = check_nights(spark, settings, rows, args.first, args.last, args.rerun_every)
-    bad = [r for r in records if r["differences"]]
+    bad = [r for r in records if r["differences"] or r["value_differences"]]
     print(json.dumps({"nights": len({r["night"] for r in records}), "runs": len(records), "failed": bad}, indent=2))
     return 1 if bad else 0
 

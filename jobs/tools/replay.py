@@ -52,7 +52,8 @@ def night_row(night: date, results: dict[str, dict[str, Any]]) -> dict[str, Any]
            "customers": labelled["customers"], **labelled["stability"]}  # fmt: skip
     if "clv" in results:
         clv = results["clv"]
-        row.update(clv_model_version=clv["clv_model_version"], clv_fitted=clv["fitted"], clv_params=clv["params"])
+        row.update(clv_model_version=clv["clv_model_version"], clv_fitted=clv["fitted"], clv_params=clv["params"],
+                   clv_state_version=clv["read_versions"].get("silver_customer_state"))  # fmt: skip
     return row
 
 
