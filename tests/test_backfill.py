@@ -108,7 +108,7 @@ def test_backfill_validates_chunk_by_chunk_and_builds_state_and_daily_tables(spa
         settings.path("data_dir").glob(".backfill-staging-*")
     )
     # the state and the daily tables of the history are there: the first night can merge into them
-    assert state_through(spark, settings) == END
+    assert state_through(settings) == END
     state = lake.read(spark, settings.table_path("silver_customer_state"))
     derived = snapshot_from_state(state, END, settings.rfm)
     reference = compute_rfm(bronze, END, settings.rfm)
@@ -130,4 +130,4 @@ def test_backfill_with_a_bad_day_writes_nothing(spark, tmp_path) -> None:
     with pytest.raises(PermanentError, match=last.name[5:]):
         backfill(landing, END, settings=settings, spark=spark, chunk_rows=100)
     for name in TABLES:
-        assert lake.current_version(spark, settings.table_path(name)) is None, name
+        assert lake.current_version(settings.table_path(name)) is None, name

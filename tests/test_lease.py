@@ -100,7 +100,7 @@ def test_a_write_returns_the_version_it_committed_not_the_latest(spark, tmp_path
 
     monkeypatch.setattr(DataFrameWriter, "save", save_then_another_writer_commits)
     assert write(D) == 1
-    assert lake.current_version(spark, path) == 2
+    assert lake.current_version(path) == 2
 
 
 def test_a_write_that_changes_nothing_returns_the_current_version(spark, tmp_path) -> None:
@@ -116,4 +116,4 @@ def test_a_write_that_changes_nothing_returns_the_current_version(spark, tmp_pat
     empty = spark.createDataFrame([], "d date, x int")
     other_day = f"d = {lake.date_literal(D + timedelta(days=1))}"
     assert lake.replace_slice(empty, path, other_day, "d") == 0
-    assert lake.current_version(spark, path) == 0
+    assert lake.current_version(path) == 0

@@ -320,7 +320,7 @@ def test_ingest_refuses_changed_or_unvalidated_input(spark, settings) -> None:
     with pytest.raises(LakeStateError, match="no passing validation"):
         ingest_day(next_day, settings, spark)
     for name in TABLES:
-        assert lake.current_version(spark, settings.table_path(name)) is None, name
+        assert lake.current_version(settings.table_path(name)) is None, name
 
 
 def test_crash_mid_write_leaves_previous_version_intact(spark, settings) -> None:
@@ -328,7 +328,7 @@ def test_crash_mid_write_leaves_previous_version_intact(spark, settings) -> None
     validate_day(LAKE_DAY, settings, spark)
     ingest_day(LAKE_DAY, settings, spark)
     path = settings.table_path("bronze_transactions")
-    version, before = lake.current_version(spark, path), table_rows(spark, settings, "bronze_transactions")
+    version, before = lake.current_version(path), table_rows(spark, settings, "bronze_transactions")
 
     def crash_on_lantern(description):  # local: shipped to the Python worker by value
         if description == "WHITE METAL LANTERN":
@@ -346,5 +346,5 @@ def test_crash_mid_write_leaves_previous_version_intact(spark, settings) -> None
     with pytest.raises(Exception, match="simulated crash mid-write"):
         lake.replace_slice(replacement, path, f"transaction_date = {lake.date_literal(LAKE_DAY)}", "transaction_date")
 
-    assert lake.current_version(spark, path) == version
+    assert lake.current_version(path) == version
     assert table_rows(spark, settings, "bronze_transactions") == before

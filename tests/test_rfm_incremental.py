@@ -66,9 +66,9 @@ def test_hand_made_nights_match_compute_rfm_with_reruns(spark, settings) -> None
     assert first["country"] == "Belgium"  # tie 10.00 / 10.00: by name
     # the clv step's summary from the state, merged up to 03-05; 03-06 has no rows: the state holds it too
     bronze = lake.read(spark, settings.table_path("bronze_transactions"))
-    assert state_through(spark, settings) == date(2011, 3, 5)
-    assert holds_through(spark, settings, bronze, date(2011, 3, 6))
-    assert not holds_through(spark, settings, bronze, date(2011, 3, 4)), "the state moved past 03-04"
+    assert state_through(settings) == date(2011, 3, 5)
+    assert holds_through(settings, bronze, date(2011, 3, 6))
+    assert not holds_through(settings, bronze, date(2011, 3, 4)), "the state moved past 03-04"
     state, read = state_of(spark, settings, date(2011, 3, 6))
     assert list(read) == ["silver_customer_state"]
     value = {r["customer_id"]: r.asDict() for r in value_summary(state, date(2011, 3, 6)).collect()}
@@ -94,7 +94,7 @@ def test_rerun_with_changed_day_and_older_rerun_converge(spark, settings) -> Non
     load_snapshot(spark, settings, date(2011, 3, 2))
     assert differences(spark, settings, date(2011, 3, 2)) == 0
     assert value_differences(spark, settings, date(2011, 3, 2)) == 0, "the state moved past 03-02: from bronze"
-    assert state_through(spark, settings) == day
+    assert state_through(settings) == day
     nxt = day + timedelta(days=1)
     lake.replace_slice(rows.filter(F.col("transaction_date") == nxt), bronze,
                        f"transaction_date = {lake.date_literal(nxt)}", "transaction_date")  # fmt: skip

@@ -61,7 +61,7 @@ def land(settings, rows: pd.DataFrame, day: date = DAY) -> Path:
 def assert_nothing_downstream(spark, settings, day: date = DAY) -> None:
     """No Delta table, no MLflow run, and the ingest step refuses the day."""
     for name in TABLES:
-        assert lake.current_version(spark, settings.table_path(name)) is None, name
+        assert lake.current_version(settings.table_path(name)) is None, name
     db = settings.path("mlflow_dir") / "mlflow.db"
     if db.exists():
         from mlflow.tracking import MlflowClient
@@ -506,7 +506,7 @@ def test_a_file_rewritten_while_ingesting_is_not_loaded(spark, settings, monkeyp
     with pytest.raises(LandingChangedError, match="changed after validation"):
         ingest_day(DAY, settings, spark)
     for name in TABLES:
-        assert lake.current_version(spark, settings.table_path(name)) is None, name
+        assert lake.current_version(settings.table_path(name)) is None, name
 
 
 @pytest.mark.realdata

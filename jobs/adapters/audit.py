@@ -66,7 +66,7 @@ def audited_dates(spark: SparkSession, settings: Settings, step: str = "ingest")
 def loaded_days(spark: SparkSession, settings: Settings) -> dict[date, str]:
     """Every day a writer loaded into bronze, with the writer (``ingest`` wins over ``backfill``)."""
     path = settings.table_path("run_audit")
-    if not lake.exists(spark, path):
+    if not lake.exists(path):
         return {}
     rows = lake.read(spark, path).filter(F.col("step").isin(*LOADING_STEPS)).select("run_date", "step").collect()
     loaded: dict[date, str] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.adapters import lake
@@ -20,9 +20,9 @@ from jobs.config import Settings
 STATE_METADATA_KEY = "state_through"
 
 
-def state_through(spark: SparkSession, settings: Settings) -> date | None:
+def state_through(settings: Settings) -> date | None:
     """The date through which the state holds every bronze row, None without a state."""
-    metadata = lake.latest_metadata(spark, settings.table_path("silver_customer_state"))
+    metadata = lake.latest_metadata(settings.table_path("silver_customer_state"))
     if metadata is None:
         return None
     return date.fromisoformat(json.loads(metadata)[STATE_METADATA_KEY])
@@ -33,10 +33,10 @@ def watermark(day: date) -> str:
     return json.dumps({STATE_METADATA_KEY: day.isoformat()})
 
 
-def holds_through(spark: SparkSession, settings: Settings, bronze: DataFrame, day: date) -> bool:
+def holds_through(settings: Settings, bronze: DataFrame, day: date) -> bool:
     """The state holds every bronze row through ``day`` and none after: its watermark is ``day``, or
     earlier with no bronze rows after it up to ``day`` (days without trading)."""
-    through = state_through(spark, settings)
+    through = state_through(settings)
     if through is None or through > day:
         return False
     after = F.col("transaction_date").between(F.lit(through + timedelta(days=1)), F.lit(day))

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
+import deltalake
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -22,19 +23,19 @@ from jobs.adapters import faults
 WRITE_ID_PREFIX = "rfm-write:"  # commitInfo.userMetadata of every write: finds the version it committed
 
 
-def exists(spark: SparkSession, path: Path) -> bool:
-    from delta.tables import DeltaTable
+def _log(path: Path | str) -> deltalake.DeltaTable:
+    """The table's commit log, read by delta-rs without its file list: versions and commit metadata
+    in milliseconds, no Spark job."""
+    return deltalake.DeltaTable(str(path), without_files=True)
 
-    return DeltaTable.isDeltaTable(spark, str(path))
+
+def exists(path: Path | str) -> bool:
+    return deltalake.DeltaTable.is_deltatable(str(path))
 
 
-def current_version(spark: SparkSession, path: Path) -> int | None:
+def current_version(path: Path | str) -> int | None:
     """Latest committed version, or None when the table does not exist yet."""
-    from delta.tables import DeltaTable
-
-    if not exists(spark, path):
-        return None
-    return int(DeltaTable.forPath(spark, str(path)).history(1).select("version").first()[0])
+    return _log(path).version() if exists(path) else None
 
 
 def replace_slice(frame: DataFrame, path: Path, predicate: str, partition_by: str) -> int:
@@ -43,7 +44,6 @@ def replace_slice(frame: DataFrame, path: Path, predicate: str, partition_by: st
 
     New columns are added to the table's schema (additive evolution); nothing is dropped.
     """
-    spark = frame.sparkSession
     write_id = f"{WRITE_ID_PREFIX}{uuid.uuid4().hex}"
     writer = (
         frame.write.format("delta")
@@ -52,31 +52,23 @@ def replace_slice(frame: DataFrame, path: Path, predicate: str, partition_by: st
         .option("mergeSchema", "true")
         .option("userMetadata", write_id)
     )
-    if not exists(spark, path):
+    if not exists(path):
         writer = writer.partitionBy(partition_by)
     faults.in_write("write", frame, path, partition_by)
     writer.save(str(path))
-    committed = committed_version(spark, path, write_id)
+    committed = committed_version(path, write_id)
     # Delta makes no commit for a write that changes nothing (an empty frame over an empty slice):
     # the table already is what the write asked for.
-    return committed if committed is not None else current_version(spark, path)
+    return committed if committed is not None else current_version(path)
 
 
-def committed_version(spark: SparkSession, path: Path, write_id: str, search: int = 100) -> int | None:
+def committed_version(path: Path | str, write_id: str, search: int = 100) -> int | None:
     """The version whose commit carries ``write_id`` as its user metadata (among the latest
     ``search``); None when no commit does."""
-    from delta.tables import DeltaTable
-
-    found = (
-        DeltaTable.forPath(spark, str(path))
-        .history(search)
-        .filter(F.col("userMetadata") == write_id)
-        .select("version")
-        .collect()
-    )
+    found = [c["version"] for c in _log(path).history(search) if c.get("userMetadata") == write_id]
     if len(found) > 1:
         raise RuntimeError(f"{path}: {len(found)} commits carry write id {write_id} among the latest {search}")
-    return int(found[0]["version"]) if found else None
+    return int(found[0]) if found else None
 
 
 def read(spark: SparkSession, path: Path, version: int | None = None) -> DataFrame:
@@ -90,7 +82,7 @@ def read(spark: SparkSession, path: Path, version: int | None = None) -> DataFra
 def latest_slice_before(spark: SparkSession, path: Path, day: date) -> tuple[DataFrame | None, date | None]:
     """The latest ``snapshot_date`` slice of the table at ``path`` before ``day`` (partition-pruned),
     or (None, None) when there is none."""
-    if not exists(spark, path):
+    if not exists(path):
         return None, None
     table = read(spark, path)
     found = table.filter(F.col("snapshot_date") < F.lit(day).cast("date")).agg(F.max("snapshot_date")).first()[0]
@@ -126,27 +118,34 @@ def commit_metadata(spark: SparkSession, metadata: str) -> Iterator[None]:
             spark.conf.set(COMMIT_METADATA_CONF, previous)
 
 
+def sql_path(path: Path | str) -> str:
+    """The table at ``path`` as a Spark SQL identifier (``delta.`path```)."""
+    return "delta.`" + str(path).replace("`", "``") + "`"
+
+
 def merge_by_key(source: DataFrame, path: Path, key: list[str], delete_flag: str, metadata: str) -> int:
     """One Delta MERGE of ``source`` into ``path`` on ``key`` (null-safe): rows flagged
     ``delete_flag`` delete their match, the others update or insert every column; the commit
-    carries ``metadata``. Returns the new version."""
-    from delta.tables import DeltaTable
-
+    carries ``metadata``. Returns the new version. Plain SQL: it runs over Spark Connect too."""
     spark = source.sparkSession
+    view = f"merge_source_{uuid.uuid4().hex}"
+    columns = [f"`{c}`" for c in source.columns if c != delete_flag]
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in key)
-    values = {f"`{c}`": f"s.`{c}`" for c in source.columns if c != delete_flag}
+    statement = (
+        f"MERGE INTO {sql_path(path)} AS t USING {view} AS s ON {condition} "
+        f"WHEN MATCHED AND s.`{delete_flag}` THEN DELETE "
+        f"WHEN MATCHED THEN UPDATE SET {', '.join(f't.{c} = s.{c}' for c in columns)} "
+        f"WHEN NOT MATCHED AND NOT s.`{delete_flag}` THEN INSERT ({', '.join(columns)}) "
+        f"VALUES ({', '.join(f's.{c}' for c in columns)})"
+    )
     faults.in_write("merge", source, path)
-    with commit_metadata(spark, metadata):
-        (
-            DeltaTable.forPath(spark, str(path))
-            .alias("t")
-            .merge(source.alias("s"), condition)
-            .whenMatchedDelete(condition=f"s.`{delete_flag}`")
-            .whenMatchedUpdate(set=values)
-            .whenNotMatchedInsert(condition=f"NOT s.`{delete_flag}`", values=values)
-            .execute()
-        )
-    return current_version(spark, path)
+    source.createOrReplaceTempView(view)
+    try:
+        with commit_metadata(spark, metadata):
+            spark.sql(statement)
+    finally:
+        spark.catalog.dropTempView(view)
+    return current_version(path)
 
 
 def overwrite(frame: DataFrame, path: Path, metadata: str) -> int:
@@ -155,21 +154,12 @@ def overwrite(frame: DataFrame, path: Path, metadata: str) -> int:
     frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true").option(
         "userMetadata", metadata
     ).save(str(path))
-    return current_version(spark=frame.sparkSession, path=path)
+    return current_version(path)
 
 
-def latest_metadata(spark: SparkSession, path: Path, depth: int = 100) -> str | None:
+def latest_metadata(path: Path | str, depth: int = 100) -> str | None:
     """The ``userMetadata`` of the newest commit (of the last ``depth``) that has one, or None."""
-    from delta.tables import DeltaTable
-
-    if not exists(spark, path):
+    if not exists(path):
         return None
-    row = (
-        DeltaTable.forPath(spark, str(path))
-        .history(depth)
-        .filter("userMetadata IS NOT NULL")
-        .orderBy(F.desc("version"))
-        .select("userMetadata")
-        .first()
-    )
-    return None if row is None else row[0]
+    commits = sorted(_log(path).history(depth), key=lambda c: c["version"], reverse=True)
+    return next((c["userMetadata"] for c in commits if c.get("userMetadata") is not None), None)

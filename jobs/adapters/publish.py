@@ -49,7 +49,7 @@ def ensure_publish_table(spark: SparkSession, settings: Settings) -> None:
     from jobs.adapters import lake
 
     path = settings.table_path("gold_published")
-    if lake.exists(spark, path) or lake.exists(spark, settings.table_path("gold_customer_segments")):
+    if lake.exists(path) or lake.exists(settings.table_path("gold_customer_segments")):
         return
     spark.createDataFrame([], f"{PUBLISH_SCHEMA}, published_at timestamp").write.format("delta").partitionBy(
         "snapshot_date"

@@ -285,7 +285,7 @@ def _pyplot():
 def extract_snapshot(spark: SparkSession, settings: Settings, run_date: date) -> tuple[DataFrame, int]:
     """The run date's RFM snapshot and the silver version it was read at."""
     path = settings.table_path("silver_customer_rfm")
-    version = lake.current_version(spark, path)
+    version = lake.current_version(path)
     if version is None:
         raise LakeStateError(f"no silver RFM table at {path}: run the ingest step first")
     snapshot = lake.read(spark, path, version).filter(F.col("snapshot_date") == F.lit(run_date).cast("date"))
@@ -295,7 +295,7 @@ def extract_snapshot(spark: SparkSession, settings: Settings, run_date: date) ->
 def recorded_model_version(spark: SparkSession, settings: Settings, run_date: date) -> str | None:
     """The model version that scored ``run_date`` before, if any."""
     path = settings.table_path("silver_customer_clusters")
-    if not lake.exists(spark, path):
+    if not lake.exists(path):
         return None
     clusters = lake.read(spark, path)
     if "model_version" not in clusters.columns:

@@ -106,7 +106,7 @@ def distribution_by_label(values: pd.DataFrame) -> dict[str, dict[str, dict[str,
 def pinned(spark: SparkSession, settings: Settings, name: str) -> tuple[DataFrame, int]:
     """Table ``name`` at its current version, and that version; a missing table is a ``LakeStateError``."""
     path = settings.table_path(name)
-    version = lake.current_version(spark, path)
+    version = lake.current_version(path)
     if version is None:
         raise LakeStateError(f"no {name} table at {path}: run the earlier steps first")
     return lake.read(spark, path, version), version
@@ -117,7 +117,7 @@ def state_of(spark: SparkSession, settings: Settings, run_date: date) -> tuple[D
     bronze through the run date and no later day (every night, after its ingest), else rebuilt from
     bronze up to the run date (a re-run of a date the state has moved past: the same sums)."""
     bronze, version = pinned(spark, settings, "bronze_transactions")
-    if holds_through(spark, settings, bronze, run_date):
+    if holds_through(settings, bronze, run_date):
         state, state_version = pinned(spark, settings, "silver_customer_state")
         return state, {"silver_customer_state": state_version}
     log.warning("the customer state is not the one of %s: summing bronze up to that date", run_date)
@@ -184,7 +184,7 @@ def write_gold(spark: SparkSession, settings: Settings, run_date: date, scored: 
     predicate = f"snapshot_date = {lake.date_literal(run_date)}"
     summary_path = settings.table_path("gold_segment_summary")
     summary = (
-        lake.read(spark, summary_path, lake.current_version(spark, summary_path))
+        lake.read(spark, summary_path, lake.current_version(summary_path))
         .filter(F.col("snapshot_date") == F.lit(run_date).cast("date"))
         .drop(*SUMMARY_MEANS, "at_risk_value_customers")
         .join(means, ["label_scheme", "segment"], "left")

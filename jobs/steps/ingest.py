@@ -94,7 +94,7 @@ def load_snapshot(spark: SparkSession, settings: Settings, run_date: date, full:
     from bronze, the repair path.
     """
     bronze_path = settings.table_path("bronze_transactions")
-    bronze_version = lake.current_version(spark, bronze_path)
+    bronze_version = lake.current_version(bronze_path)
     bronze = lake.read(spark, bronze_path, bronze_version)
     mode = "full" if full or not settings.rfm.incremental else snapshot_mode(spark, settings, bronze, run_date)
     if mode == "full":
@@ -145,7 +145,7 @@ def snapshot_mode(spark: SparkSession, settings: Settings, bronze: DataFrame, ru
     re-run) with no bronze rows between its watermark and ``run_date``; ``full`` otherwise (no
     state yet, a state without today's columns, a re-run of a date older than the state, or skipped
     days with rows)."""
-    through = state_through(spark, settings)
+    through = state_through(settings)
     if through is not None:
         missing = set(STATE_COLUMNS) - set(lake.read(spark, settings.table_path("silver_customer_state")).columns)
         if missing:

@@ -175,7 +175,7 @@ def extract_inputs(
     frames, versions = [], {}
     for name in ("silver_customer_rfm", "silver_customer_clusters"):
         path = settings.table_path(name)
-        versions[name] = lake.current_version(spark, path)
+        versions[name] = lake.current_version(path)
         if versions[name] is None:
             raise LakeStateError(f"no {name} table at {path}: run the earlier steps first")
         frames.append(lake.read(spark, path, versions[name]).filter(day))

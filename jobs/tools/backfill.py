@@ -200,7 +200,7 @@ def require_backfill_allowed(
 def bronze_unchanged(spark: SparkSession, settings: Settings, rows: DataFrame, first: date, until: date) -> bool:
     """Whether bronze already holds exactly ``rows`` for ``first``..``until`` (as a multiset)."""
     path = settings.table_path("bronze_transactions")
-    if not lake.exists(spark, path):
+    if not lake.exists(path):
         return rows.isEmpty()
     current = lake.read(spark, path).filter(F.col("transaction_date").between(F.lit(first), F.lit(until)))
     current = current.select(*rows.columns) if set(rows.columns) <= set(current.columns) else None
