@@ -30,6 +30,14 @@ def commit(version: int, operation: str, predicate: str | None = None) -> dict:
     return {"version": version, "operation": operation, "operationParameters": {"predicate": predicate}}
 
 
+def test_retention_properties_keep_the_files_and_the_commit_log_for_the_retention() -> None:
+    from jobs.tools.maintain import retention_properties
+
+    assert retention_properties(168) == {"delta.deletedFileRetentionDuration": "interval 168 hours"}
+    assert retention_properties(40 * 24) == {"delta.deletedFileRetentionDuration": "interval 960 hours",
+                                             "delta.logRetentionDuration": "interval 41 days"}  # fmt: skip
+
+
 def test_a_snapshot_moves_forward_only_past_compactions_and_writes_of_other_dates() -> None:
     history = [
         commit(4, "WRITE", f"snapshot_date = DATE'{D2.isoformat()}'"),
@@ -70,6 +78,10 @@ def test_optimize_and_vacuum_keep_every_recorded_version_and_delete_the_rest(spa
     assert kept.kept_from_version == versions[recorded][2], "D1 is outside the 2-day window: its version is not kept"
     assert kept.retention_hours >= 1
     assert kept.after.active_files < kept.before.active_files, "OPTIMIZE compacts each date into one file"
+    properties = spark.sql(f"DESCRIBE DETAIL {lake.sql_path(recorded)}").first()["properties"]
+    assert properties["delta.deletedFileRetentionDuration"] == f"interval {kept.retention_hours} hours", (
+        "VACUUM keeps what the table property says (Delta 4 ignores a RETAIN argument other than 0 hours)"
+    )
     for version in versions[recorded][2:]:
         assert sorted(lake.read(spark, recorded, version).collect()) == expected[version], f"version {version} kept"
     assert sorted(lake.read(spark, recorded).collect()) == expected[versions[recorded][3]], "data unchanged"

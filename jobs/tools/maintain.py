@@ -105,7 +105,7 @@ def version_references(spark: SparkSession, settings: Settings) -> list[tuple[da
     references: list[tuple[date, str, int]] = []
     for name in PINNING_TABLES:
         path = settings.table_path(name)
-        if not lake.exists(spark, path):
+        if not lake.exists(path):
             continue
         date_column = "run_date" if name == "run_audit" else "snapshot_date"
         rows = lake.read(spark, path).select(F.col(date_column).alias("day"), F.explode("table_versions")).collect()
@@ -129,19 +129,15 @@ def mlflow_references(settings: Settings) -> list[tuple[date, str, int]]:
 
 def commits(spark: SparkSession, path: Path) -> list[dict[str, Any]]:
     """The table's commit history: version, timestamp (UTC), operation and its parameters."""
-    from delta.tables import DeltaTable
-
-    history = (
-        DeltaTable.forPath(spark, str(path))
-        .history()
-        .select("version", "timestamp", "operation", "operationParameters")
-    )
-    return [row.asDict() for row in history.collect()]
+    history = spark.sql(f"DESCRIBE HISTORY {lake.sql_path(path)}")
+    return [
+        row.asDict() for row in history.select("version", "timestamp", "operation", "operationParameters").collect()
+    ]
 
 
 def file_count(spark: SparkSession, path: Path) -> FileCount:
     on_disk = [f for f in path.rglob("*.parquet") if "_delta_log" not in f.parts]
-    active = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").select("numFiles").first()[0]
+    active = spark.sql(f"DESCRIBE DETAIL {lake.sql_path(path)}").select("numFiles").first()[0]
     return FileCount(len(on_disk), sum(f.stat().st_size for f in on_disk), int(active))
 
 
@@ -154,7 +150,7 @@ def repin_expired_snapshots(
     """Re-pin published snapshots older than the window to the oldest kept gold versions where their
     rows did not change; a snapshot that cannot move keeps its version (returned as kept)."""
     path = settings.table_path("gold_published")
-    if window_start is None or not lake.exists(spark, path):
+    if window_start is None or not lake.exists(path):
         return kept
     kept = dict(kept)
     history = {name: commits(spark, settings.table_path(name)) for name in TABLES if name.startswith("gold_")}
@@ -184,8 +180,6 @@ def repin_expired_snapshots(
 def maintain_table(spark: SparkSession, settings: Settings, name: str, kept_version: int | None,
                    now: datetime | None = None) -> TableReport:  # fmt: skip
     """OPTIMIZE then VACUUM one table, keeping ``kept_version`` and every later one."""
-    from delta.tables import DeltaTable
-
     path = settings.table_path(name)
     before = file_count(spark, path)
     history = {commit["version"]: commit["timestamp"] for commit in commits(spark, path)}
@@ -193,20 +187,31 @@ def maintain_table(spark: SparkSession, settings: Settings, name: str, kept_vers
     if kept_commit is not None:
         kept_commit = kept_commit.replace(tzinfo=UTC)
     hours = retention_hours(kept_commit, now or datetime.now(UTC), settings.maintenance.min_retention_hours)
-    table = DeltaTable.forPath(spark, str(path))
-    keep_log_days(spark, path, hours)
-    table.optimize().executeCompaction()
-    table.vacuum(hours)
+    set_retention(spark, path, hours)
+    spark.sql(f"OPTIMIZE {lake.sql_path(path)}")
+    spark.sql(f"VACUUM {lake.sql_path(path)}")
     return TableReport(name, kept_version, hours, before, file_count(spark, path))
 
 
-def keep_log_days(spark: SparkSession, path: Path, hours: float) -> None:
-    """Time travel also needs the commit log: extend ``delta.logRetentionDuration`` past the retention."""
+def retention_properties(hours: int) -> dict[str, str]:
+    """The table properties VACUUM and time travel keep ``hours`` of history by.
+
+    VACUUM takes its retention from ``delta.deletedFileRetentionDuration``: Delta 4 ignores a
+    ``RETAIN`` argument other than 0 hours (``spark.databricks.delta.vacuum.retentionWindowIgnore.enabled``,
+    on by default; it only logs a warning), which would fall back to 7 days. Time travel also needs
+    the commit log: ``delta.logRetentionDuration`` is extended past the retention when needed.
+    """
+    properties = {"delta.deletedFileRetentionDuration": f"interval {hours} hours"}
     days = math.ceil(hours / 24) + 1
     if days > DELTA_LOG_DEFAULT_DAYS:
-        spark.sql(
-            f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.logRetentionDuration' = 'interval {days} days')"
-        )
+        properties["delta.logRetentionDuration"] = f"interval {days} days"
+    return properties
+
+
+def set_retention(spark: SparkSession, path: Path, hours: int) -> None:
+    """Set ``retention_properties`` on the table (one metadata commit)."""
+    assignments = ", ".join(f"'{key}' = '{value}'" for key, value in retention_properties(hours).items())
+    spark.sql(f"ALTER TABLE {lake.sql_path(path)} SET TBLPROPERTIES ({assignments})")
 
 
 def maintain(settings: Settings, spark: SparkSession, now: datetime | None = None) -> list[TableReport]:
@@ -221,7 +226,7 @@ def maintain(settings: Settings, spark: SparkSession, now: datetime | None = Non
         return [
             maintain_table(spark, settings, name, kept.get(name), now)
             for name in TABLES
-            if lake.exists(spark, settings.table_path(name))
+            if lake.exists(settings.table_path(name))
         ]
     finally:
         spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "true")
