@@ -20,8 +20,12 @@ it decided (None: not evaluated yet).
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -46,6 +50,8 @@ from jobs.definitions import (
 )
 
 PREDICTION = "prediction"  # MLflow's signature inference expects Spark ML's default name
+MODEL_ARTIFACT = "model"  # the run artifact folder of the pipeline model
+SPARK_MODEL_DATA = "sparkml"  # its Spark ML save, where mlflow.spark puts it
 
 
 @dataclass(frozen=True)
@@ -135,21 +141,43 @@ def register(
 ) -> ModelVersion:
     """Log ``model`` to the active run with its signature and metadata, and register it with its
     training date, k and ``tags`` set in the same registry call."""
-    import pyspark
     from mlflow.models import infer_signature
 
     inputs = features.select(*RFM_MEASURES).limit(5)
     signature = infer_signature(inputs.toPandas(), model.transform(inputs).select(PREDICTION).toPandas())
-    info = mlflow.spark.log_model(
-        model,
-        artifact_path="model",  # mlflow 3.17.2's Spark flavour has no `name=` (the other flavours do)
-        signature=signature,
-        pip_requirements=[f"pyspark=={pyspark.__version__}"],
-        metadata=metadata,
-    )
+    with staging_dir(settings) as folder:
+        save_spark_flavour(model, folder / MODEL_ARTIFACT, signature, metadata)
+        mlflow.log_artifacts(str(folder / MODEL_ARTIFACT), MODEL_ARTIFACT)
     fault_point(FAULT_MODEL_LOGGED)
     version_tags = {**tags, TRAINED_ON_TAG: metadata["trained_on"], K_TAG: str(metadata["k"])}
-    return mlflow.register_model(f"runs:/{info.run_id}/model", settings.model.registered_name, tags=version_tags)
+    run_id = mlflow.active_run().info.run_id
+    return mlflow.register_model(f"runs:/{run_id}/{MODEL_ARTIFACT}", settings.model.registered_name, tags=version_tags)
+
+
+@contextmanager
+def staging_dir(settings: Settings) -> Iterator[Path]:
+    """A temporary folder under the data folder: the Spark driver (a Connect server too) and this
+    process both see it."""
+    root = settings.path("data_dir") / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix="model-") as folder:
+        yield Path(folder)
+
+
+def save_spark_flavour(model: PipelineModel, folder: Path, signature: Any, metadata: dict[str, Any]) -> None:
+    """``mlflow.spark.save_model``'s layout (``sparkml/`` and an MLmodel with the spark and pyfunc
+    flavours, so ``mlflow.spark.load_model`` reads it), written by Spark ML itself: mlflow 3.17.2's
+    own save copies through the driver's JVM, which a Spark Connect client does not have."""
+    import pyspark
+    from mlflow.models import Model
+
+    model.write().overwrite().save(str(folder / SPARK_MODEL_DATA))
+    description = Model(signature=signature, metadata=metadata)
+    description.add_flavor("spark", pyspark_version=pyspark.__version__, model_data=SPARK_MODEL_DATA,
+                           model_class="pyspark.ml.pipeline.PipelineModel")  # fmt: skip
+    mlflow.pyfunc.add_to_model(description, loader_module="mlflow.spark", data=SPARK_MODEL_DATA)
+    description.save(str(folder / "MLmodel"))
+    (folder / "requirements.txt").write_text(f"pyspark=={pyspark.__version__}\n")
 
 
 def version_uri(settings: Settings, version: str) -> str:
@@ -161,9 +189,12 @@ def champion_uri(settings: Settings) -> str:
 
 
 def load(settings: Settings, version: str) -> PipelineModel:
-    """The Spark pipeline model of a registered version."""
+    """The Spark pipeline model of a registered version (read whole by Spark ML before the staged
+    copy goes; works over Spark Connect as well)."""
     tracking.client(settings)
-    return mlflow.spark.load_model(version_uri(settings, version))
+    with staging_dir(settings) as folder:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=version_uri(settings, version), dst_path=str(folder))
+        return PipelineModel.load(str(Path(local) / SPARK_MODEL_DATA))
 
 
 def metadata(settings: Settings, version: str) -> dict[str, Any]:
