@@ -41,6 +41,7 @@ def run_step(step: Callable[[date], dict[str, Any]], description: str, argv: Seq
     Exit 0 on success, 2 on a permanent failure (bad input, lake state); other errors raise.
     """
     from jobs.adapters.lease import run_leased
+    from jobs.adapters.spark import end_remote_session
     from jobs.config import load_settings
 
     configure_logging()
@@ -55,6 +56,8 @@ def run_step(step: Callable[[date], dict[str, Any]], description: str, argv: Seq
     except PermanentError as error:
         print(f"FAILED: {error}", file=sys.stderr)
         return EXIT_PERMANENT_FAILURE
+    finally:
+        end_remote_session()
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -94,6 +94,8 @@ class Spark(BaseModel):
     delta_version: str
     scala_binary: str
     conf: dict[str, str | int | float | bool]
+    remote: str | None = None  # sc://host:port of a Spark Connect server holding the driver; None: one per process
+    connect_port: int = Field(default=15002, ge=1, le=65535)  # where `python -m jobs.adapters.spark serve` listens
 
 
 class Clustering(BaseModel):

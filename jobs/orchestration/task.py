@@ -15,6 +15,7 @@ def run_in_task(step: Callable[..., dict[str, Any]], run_date: str, **kwargs: An
     from airflow.sdk.exceptions import AirflowFailException
 
     from jobs.adapters.lease import run_leased, step_name
+    from jobs.adapters.spark import end_remote_session
     from jobs.config import load_settings
     from jobs.orchestration import lineage
 
@@ -25,6 +26,8 @@ def run_in_task(step: Callable[..., dict[str, Any]], run_date: str, **kwargs: An
         result = run_leased(step, day, settings, **kwargs)
     except PermanentError as error:
         raise AirflowFailException(f"{type(error).__name__}: {error}") from error
+    finally:
+        end_remote_session()
     lineage.record(settings, step_name(step), day, result)  # the task's OpenLineage inputs and outputs
     return result
 
