@@ -33,11 +33,12 @@ SERVICES = {
     "airflow-triggerer",
     "spark-master",
     "spark-worker",
+    "spark-connect",
     "mlflow",
     "dashboard",
 }
 ONE_OFF = {"airflow-init"}  # runs to completion: no healthcheck
-LAKE_USERS = ["airflow-scheduler", "spark-master", "spark-worker", "mlflow", "dashboard"]
+LAKE_USERS = ["airflow-scheduler", "spark-master", "spark-worker", "spark-connect", "mlflow", "dashboard"]
 LAKE_PATH = "/opt/rfm/data"
 
 # Every `${VAR:?message}` in the compose file is a value that must be supplied.
@@ -178,8 +179,15 @@ def test_airflow_and_pipeline_settings(rendered):
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/rfm/dags"
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
     assert str(env["AIRFLOW__CORE__PARALLELISM"]) == "4"
-    assert env["RFM__SPARK__MASTER"] == "spark://spark-master:7077"
+    assert env["RFM__SPARK__REMOTE"] == "sc://spark-connect:15002", "the tasks are Spark Connect clients"
+    assert "RFM__SPARK__MASTER" not in env, "no driver in the Airflow containers"
     assert env["RFM__MLFLOW__TRACKING_URI"] == "http://mlflow:5000"
+    connect = services["spark-connect"]
+    assert connect["environment"]["RFM__SPARK__MASTER"] == "spark://spark-master:7077"
+    assert (
+        connect["command"][:4] == ["python", "-m", "jobs.adapters.spark", "--serve"] and "15002" in connect["command"]
+    )
+    assert services["airflow-scheduler"]["depends_on"]["spark-connect"]["condition"] == "service_healthy"
     for name in ("airflow-apiserver", "airflow-dag-processor", "airflow-triggerer"):
         assert services[name]["environment"] == env, f"{name} must share the Airflow settings"
     init_env = services["airflow-init"]["environment"]
@@ -317,7 +325,7 @@ def test_build_context_excludes_local_state():
             assert any(p.strip("/") == path for p in patterns), path
 
 
-LAKE_WRITERS = {"airflow-scheduler", "spark-worker", "mlflow"}  # the steps' driver, executors, artifacts
+LAKE_WRITERS = {"airflow-scheduler", "spark-connect", "spark-worker", "mlflow"}  # tasks, driver, executors, artifacts
 
 
 def lake_read_only(service: dict) -> list[bool]:

@@ -15,6 +15,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -126,13 +128,39 @@ def scheduler_backfill(settings: Settings, first: date, last: date) -> None:
     The api-server (on a free loopback port) starts alone: it cancels a backfill an interrupted
     run left active, unpauses the DAG and creates the backfill (SQLite refuses that while a
     scheduler writes). Then the scheduler runs it; the DAG is paused again at the end.
-    ``dag.end_date`` is ``last`` meanwhile, so the scheduler creates no other run. Raises
+    ``dag.end_date`` is ``last`` meanwhile, so the scheduler creates no other run. The tasks are
+    clients of a Spark Connect server started for the run (one driver, not one per task). Raises
     RuntimeError naming the night when a run fails.
     """
+    home = settings.path("airflow_home")
+    extra = {"RFM__PATHS__DATA_DIR": str(settings.path("data_dir")), "RFM__DAG__END_DATE": last.isoformat()}
+    with spark_connect_for_tasks(settings, home / "services", extra) as remote:
+        backfill_with_scheduler(settings, first, last, {**extra, "RFM__SPARK__REMOTE": remote})
+
+
+@contextmanager
+def spark_connect_for_tasks(settings: Settings, logs: Path, env: dict[str, str]) -> Iterator[str]:
+    """A Spark Connect server for the tasks of a run, stopped afterwards; yields its URL. With
+    ``spark.remote`` configured already, that server is used and nothing is started."""
+    from jobs.orchestration import services as svc
+
+    if settings.spark.remote:
+        yield settings.spark.remote
+        return
+    port = svc.free_port()
+    print(f"Starting a Spark Connect server for the tasks on {svc.connect_url(port)} ...", flush=True)
+    server = svc.start_spark_connect(port, logs, env)
+    try:
+        yield svc.connect_url(port)
+    finally:
+        server.stop()
+
+
+def backfill_with_scheduler(settings: Settings, first: date, last: date, extra: dict[str, str]) -> None:
+    """``scheduler_backfill`` with the tasks' environment ``extra``."""
     from jobs.orchestration import services as svc
 
     home = settings.path("airflow_home")
-    extra = {"RFM__PATHS__DATA_DIR": str(settings.path("data_dir")), "RFM__DAG__END_DATE": last.isoformat()}
     config = svc.AirflowConfig(home=home, db_url=f"sqlite:///{home / 'airflow.db'}", port=svc.free_port(),
                                admin_password=persisted_secret(home / "admin-password"), extra_env=extra)  # fmt: skip
     dag_id = settings.dag.dag_id

@@ -210,6 +210,28 @@ def start_mlflow(db_url: str, artifacts: Path, port: int, logs: Path) -> Process
     return proc
 
 
+# ------------------------------------------------------------------------------ Spark Connect
+def port_open(port: int, host: str = HOST) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def start_spark_connect(port: int, logs: Path, env: dict[str, str] | None = None) -> Process:
+    """A Spark Connect server holding the driver on 127.0.0.1:``port`` (``jobs.adapters.spark --serve``);
+    waits until it accepts connections. Tasks reach it with ``RFM__SPARK__REMOTE``."""
+    cmd = [sys.executable, "-m", "jobs.adapters.spark", "--serve", "--port", str(port)]
+    proc = Process.start("spark-connect", cmd, logs / "spark-connect.log", {**os.environ, **(env or {})}, REPO_ROOT)
+    wait_until("Spark Connect", lambda: port_open(port), 300, [proc])
+    return proc
+
+
+def connect_url(port: int) -> str:
+    return f"sc://{HOST}:{port}"
+
+
 # ------------------------------------------------------------------------------ Airflow
 @dataclass
 class AirflowConfig:
@@ -358,6 +380,7 @@ class Stack:
     postgres: Postgres
     airflow: AirflowConfig
     mlflow_url: str
+    spark_url: str
     processes: list[Process]
 
     def describe(self) -> str:
@@ -365,6 +388,7 @@ class Stack:
         lines = [
             f"Airflow UI/API   {self.airflow.url}   user {ADMIN_USER!r}, password {self.airflow.admin_password!r}",
             f"MLflow UI        {self.mlflow_url}   (no auth on loopback)",
+            f"Spark Connect    {self.spark_url}   (the tasks' driver)",
             f"PostgreSQL       {HOST}:{pg.port}   socket dir {pg.folder}",
         ]
         lines += [f"  database {db:<8} {pg.url(db)}" for db in pg.databases]
@@ -377,7 +401,9 @@ class Stack:
 def production_stack(folder: Path, pipeline_env: dict[str, str] | None = None,
                      admin_password: str | None = None, airflow_port: int | None = None,
                      mlflow_port: int | None = None, postgres_dir: Path | None = None) -> Iterator[Stack]:  # fmt: skip
-    """PostgreSQL, MLflow server and Airflow under ``folder``, stopped (in reverse) on exit.
+    """PostgreSQL, MLflow server, a Spark Connect server and Airflow under ``folder``, stopped (in
+    reverse) on exit. The tasks connect to the Spark Connect server: the driver is not in the
+    scheduler's (or a task's) process.
 
     ``pipeline_env`` (``RFM__…`` variables) goes to every Airflow process, so the DAG and its
     tasks see it; the MLflow tracking URI is set to the server started here. ``postgres_dir``
@@ -394,11 +420,15 @@ def production_stack(folder: Path, pipeline_env: dict[str, str] | None = None,
         mlflow = start_mlflow(postgres.url("mlflow"), folder / "mlflow-artifacts", mlflow_port, logs)
         stack.callback(mlflow.stop)
         pipeline_env = pipeline_env or {}
+        spark_port = free_port()
+        spark = start_spark_connect(spark_port, logs, pipeline_env)
+        stack.callback(spark.stop)
         lineage = lineage_env(load_settings(), pipeline_env.get("RFM__LINEAGE__TRANSPORT"))
-        extra = {**lineage, **pipeline_env, "RFM__MLFLOW__TRACKING_URI": mlflow_url}
+        extra = {**lineage, **pipeline_env, "RFM__MLFLOW__TRACKING_URI": mlflow_url,
+                 "RFM__SPARK__REMOTE": connect_url(spark_port)}  # fmt: skip
         config = AirflowConfig(home=folder / "airflow", db_url=postgres.url("airflow"),
                                port=airflow_port or free_port(),
                                admin_password=admin_password or secrets.token_urlsafe(12), extra_env=extra)  # fmt: skip
         procs = start_airflow(config, logs)
         stack.callback(stop_all, procs)
-        yield Stack(postgres, config, mlflow_url, [mlflow, *procs])
+        yield Stack(postgres, config, mlflow_url, connect_url(spark_port), [mlflow, spark, *procs])
