@@ -135,8 +135,8 @@ test-heavy: setup-test ## the `heavy` tests CI leaves out: scheduled path (Postg
 test-cluster: setup ## one night on a Spark standalone master + worker (127.0.0.1) started from the pip pyspark
 	$(BIN)/pytest -q tests/test_spark_cluster.py
 
-bench-pipeline: setup ## Spark RFM vs DuckDB, incremental vs full silver, backfill and nights task by task (wall, peak RSS) at xN of the real file: make bench-pipeline FACTORS="1 10 100"
-	RFM__PATHS__DATA_DIR="$$(mktemp -d)" $(BIN)/python -m jobs.tools.bench_pipeline --source "$(REAL_DATA)" --factor $(FACTORS) --nights
+bench-pipeline: setup ## Spark RFM vs DuckDB, incremental vs full silver, backfill and nights task by task (wall, peak RSS) at xN of the real file: make bench-pipeline FACTORS="1 10 100" [CONNECT=1: tasks as Spark Connect clients]
+	RFM__PATHS__DATA_DIR="$$(mktemp -d)" $(BIN)/python -m jobs.tools.bench_pipeline --source "$(REAL_DATA)" --factor $(FACTORS) --nights $(if $(CONNECT),--connect)
 
 clean: ## remove run outputs (data dir: landing, lake, validation, MLflow, Airflow home)
 	rm -rf data spark-warehouse metastore_db derby.log .pytest_cache

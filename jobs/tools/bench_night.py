@@ -8,7 +8,10 @@ Part of ``make bench-pipeline`` (``jobs.tools.bench_pipeline --nights``). For on
   then a scoring night), then every DAG task runs as ``python -m jobs <task> --run-date D``.
 
 Each process tree (Python and its Spark JVM) is sampled every 0.2 s; its peak RSS is the largest
-sum seen. Timings never go into tests.
+sum seen. With ``connect`` the nights' tasks are Spark Connect clients of one server started after
+the backfill (``jobs.adapters.spark --serve``, as ``make prod-local`` and compose run them); the
+server's peak RSS (the kernel's high-water mark of its processes) is reported beside the tasks'.
+Timings never go into tests.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import psutil
 from jobs.adapters.landing import write_day
 from jobs.config import Settings
 from jobs.core.rules import sql_string
+from jobs.orchestration.services import connect_url, free_port, start_spark_connect
 from jobs.steps import STEPS
 
 SAMPLE_SECONDS = 0.2
@@ -93,8 +97,23 @@ def land_day_from(path: Path, day: date, settings: Settings) -> int:
     return len(rows)
 
 
-def bench_nights(settings: Settings, export: Path, first_night: date, work: Path) -> dict[str, Any]:
-    """Backfill up to the day before ``first_night``, then that night (retrain) and the next (score)."""
+def peak_rss_of_tree(process: psutil.Process) -> int:
+    """The sum of the kernel's resident high-water marks (VmHWM) of a process and its descendants."""
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            status = Path(f"/proc/{member.pid}/status").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+    return total
+
+
+def bench_nights(
+    settings: Settings, export: Path, first_night: date, work: Path, connect: bool = False
+) -> dict[str, Any]:
+    """Backfill up to the day before ``first_night``, then that night (retrain) and the next (score);
+    ``connect``: the nights' tasks as clients of one Spark Connect server."""
     env = {**os.environ, "RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))}
     log = work / f"{export.stem}-nights.log"
     history_end = first_night - timedelta(days=1)
@@ -108,7 +127,25 @@ def bench_nights(settings: Settings, export: Path, first_night: date, work: Path
         "backfill_rows_per_s": round(duck_rows / backfill.seconds),
         "duckdb_read_rows_per_s": round(duck_rows / max(duck_s, 1e-9)),
         "backfill_peak_rss_bytes": backfill.peak_rss_bytes,
+        "driver": "spark-connect" if connect else "per task",
     }
+    server = None
+    if connect:
+        port = free_port()
+        server = start_spark_connect(port, work / "services", env)
+        env = {**env, "RFM__SPARK__REMOTE": connect_url(port)}
+    try:
+        run_nights(settings, export, first_night, env, log, figures)
+    finally:
+        if server is not None:
+            figures["connect_server_peak_rss_bytes"] = peak_rss_of_tree(psutil.Process(server.popen.pid))
+            server.stop()
+    return figures
+
+
+def run_nights(settings: Settings, export: Path, first_night: date, env: dict[str, str], log: Path,
+               figures: dict[str, Any]) -> None:  # fmt: skip
+    """Land and run the retrain night and the scoring night task by task, recording into ``figures``."""
     for kind, night in zip(NIGHT_KINDS, (first_night, first_night + timedelta(days=1)), strict=True):
         figures[f"{kind}_night"] = night.isoformat()
         figures[f"{kind}_rows"] = land_day_from(export, night, settings)
@@ -117,7 +154,6 @@ def bench_nights(settings: Settings, export: Path, first_night: date, work: Path
             figures[f"{kind}_{task}_s"] = measured.seconds
             figures[f"{kind}_{task}_peak_rss_bytes"] = measured.peak_rss_bytes
         figures[f"{kind}_night_s"] = round(sum(figures[f"{kind}_{task}_s"] for task in STEPS), 1)
-    return figures
 
 
 def format_curve(results: list[dict[str, Any]]) -> str:
@@ -144,4 +180,8 @@ def format_curve(results: list[dict[str, Any]]) -> str:
             for r in results
         )  # fmt: skip
     )
+    servers = [r for r in results if r.get("connect_server_peak_rss_bytes")]
+    if servers:
+        lines.append("Spark Connect server peak RSS: " + ", ".join(
+            f"x{r['factor']} {round(r['connect_server_peak_rss_bytes'] / 2**20)} MB" for r in servers))  # fmt: skip
     return "\n".join(lines)

@@ -168,7 +168,7 @@ def with_data_dir(settings: Settings, data_dir: Path) -> Settings:
 
 
 def run(source: Path, factors: list[int], max_rows: int | None = None, settings: Settings | None = None,
-        spark: SparkSession | None = None, nights: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+        spark: SparkSession | None = None, nights: bool = False, connect: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     """Each factor in fresh lakes under a temporary data dir; one record per factor."""
     base = settings or load_settings()
     spark = spark or get_spark(base)
@@ -180,7 +180,8 @@ def run(source: Path, factors: list[int], max_rows: int | None = None, settings:
             if nights:
                 night_settings = with_data_dir(base, Path(work) / f"nights-x{factor}")
                 first_night = date.fromisoformat(result["night"]) - timedelta(days=1)
-                result.update(bench_nights(night_settings, Path(work) / f"x{factor}.csv", first_night, Path(work)))
+                result.update(bench_nights(night_settings, Path(work) / f"x{factor}.csv", first_night, Path(work),
+                                           connect))  # fmt: skip
             results.append(result)
             print(json.dumps(result), flush=True)  # a long run's figures so far
     return results
@@ -206,8 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--factor", type=int, nargs="+", default=[1], help="copies of the source, e.g. 1 10")
     parser.add_argument("--max-rows", type=int, help="only the first R rows of the source (a quick check)")
     parser.add_argument("--nights", action="store_true", help="also the backfill and two nights, task by task")
+    parser.add_argument("--connect", action="store_true", help="--nights: the tasks as Spark Connect clients")
     args = parser.parse_args(argv)
-    results = run(args.source, args.factor, args.max_rows, nights=args.nights)
+    results = run(args.source, args.factor, args.max_rows, nights=args.nights, connect=args.connect)
     print(format_table(results))
     if args.nights:
         print(format_curve(results))
