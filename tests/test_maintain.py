@@ -19,9 +19,10 @@ def test_kept_versions_are_the_oldest_named_within_the_window() -> None:
     assert oldest_kept_versions(references, window_start=date(2012, 1, 1)) == {}
 
 
-def test_retention_covers_the_oldest_kept_commit_in_whole_hours_and_never_goes_below_the_minimum() -> None:
-    assert retention_hours(NOW - timedelta(days=10), NOW, minimum_hours=168) == 241  # rounded up, with a margin
-    assert retention_hours(NOW - timedelta(hours=2), NOW, minimum_hours=168) == 168
+def test_retention_covers_the_oldest_kept_commit_until_the_next_run_in_whole_hours() -> None:
+    # age 240 h (+ 5 min clock margin) + 168 h until the next weekly run, rounded up
+    assert retention_hours(NOW - timedelta(days=10), NOW, minimum_hours=168) == 409
+    assert retention_hours(NOW - timedelta(hours=2), NOW, minimum_hours=168) == 171
     assert retention_hours(None, NOW, minimum_hours=24) == 24
     assert retention_hours(NOW - timedelta(seconds=10), NOW, minimum_hours=0) == 1
 
@@ -90,5 +91,6 @@ def test_optimize_and_vacuum_keep_every_recorded_version_and_delete_the_rest(spa
     assert swept.kept_from_version is None and swept.retention_hours == 0, "no record names this table"
     assert swept.after.files == swept.after.active_files < swept.before.files, "only the current files remain"
     assert sorted(lake.read(spark, unrecorded).collect()) == latest
-    with pytest.raises(Exception, match="FileNotFound|does not exist|FILE_NOT_EXIST"):
+    # gone: Delta now refuses time travel beyond the table's retention (its files are deleted too, above)
+    with pytest.raises(Exception, match="TIME_TRAVEL_BEYOND_DELETED_FILE_RETENTION|FileNotFound|FILE_NOT_EXIST"):
         lake.read(spark, unrecorded, versions[unrecorded][0]).collect()

@@ -24,9 +24,8 @@ WRITE_ID_PREFIX = "rfm-write:"  # commitInfo.userMetadata of every write: finds 
 
 
 def _log(path: Path | str) -> deltalake.DeltaTable:
-    """The table's commit log, read by delta-rs without its file list: versions and commit metadata
-    in milliseconds, no Spark job."""
-    return deltalake.DeltaTable(str(path), without_files=True)
+    """The table's commit log, read by delta-rs: versions and commit metadata in milliseconds, no Spark job."""
+    return deltalake.DeltaTable(str(path))
 
 
 def exists(path: Path | str) -> bool:

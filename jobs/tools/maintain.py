@@ -75,12 +75,15 @@ def oldest_kept_versions(references: Iterable[tuple[date, str, int]], window_sta
 
 
 def retention_hours(oldest_kept_commit: datetime | None, now: datetime, minimum_hours: float) -> int:
-    """VACUUM's retention in whole hours (Delta truncates fractions): the age of the oldest kept
-    version's commit, rounded up, so that version's files stay."""
+    """The retention in whole hours (Delta truncates fractions): the age of the oldest kept version's
+    commit plus ``minimum_hours``, rounded up. Delta 4 refuses to time travel to a version older
+    than the retention (``vacuum.enforceTimeTravelWithinDeletedFileRetentionDuration``), files or
+    not, so the kept versions must stay inside it until the next run (``minimum_hours`` ≥ the
+    weekly schedule), not only today."""
     if oldest_kept_commit is None:
         return math.ceil(minimum_hours)
     age = (now - oldest_kept_commit + CLOCK_MARGIN).total_seconds() / 3600
-    return math.ceil(max(minimum_hours, age))
+    return math.ceil(age + minimum_hours)
 
 
 def slice_untouched(commits: list[dict[str, Any]], day: date, after: int, through: int) -> bool:
