@@ -33,11 +33,13 @@ def watermark(day: date) -> str:
     return json.dumps({STATE_METADATA_KEY: day.isoformat()})
 
 
+def has_rows_between(bronze: DataFrame, first: date, last: date) -> bool:
+    """Whether bronze has rows dated ``first``..``last`` (partition-pruned; False when first > last)."""
+    return first <= last and not bronze.filter(F.col("transaction_date").between(first, last)).limit(1).isEmpty()
+
+
 def holds_through(settings: Settings, bronze: DataFrame, day: date) -> bool:
     """The state holds every bronze row through ``day`` and none after: its watermark is ``day``, or
     earlier with no bronze rows after it up to ``day`` (days without trading)."""
     through = state_through(settings)
-    if through is None or through > day:
-        return False
-    after = F.col("transaction_date").between(F.lit(through + timedelta(days=1)), F.lit(day))
-    return through == day or bronze.filter(after).limit(1).isEmpty()
+    return through is not None and through <= day and not has_rows_between(bronze, through + timedelta(days=1), day)

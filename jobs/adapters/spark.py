@@ -88,6 +88,7 @@ def connect_session(settings: Settings) -> SparkSession:
     for key, value in settings.spark.conf.items():
         if key.startswith(SESSION_CONF_PREFIXES):
             builder = builder.config(key, conf_value(value))
+    atexit.unregister(end_remote_session)  # registered once, however many sessions the process asks for
     atexit.register(end_remote_session)  # any entry point: ended before the interpreter shuts down
     return builder.getOrCreate()
 
@@ -107,10 +108,15 @@ def end_remote_session() -> None:
         session.stop()
 
 
-def server_command(settings: Settings, host: str, port: int) -> list[str]:
-    """``spark-submit`` of the Spark Connect server (in the pip pyspark) with the Delta jars and the conf."""
+def pyspark_home() -> Path:
+    """The pip pyspark's folder: its SPARK_HOME, with ``bin/spark-submit`` and the jars."""
     import pyspark
 
+    return Path(pyspark.__file__).parent
+
+
+def server_command(settings: Settings, host: str, port: int) -> list[str]:
+    """``spark-submit`` of the Spark Connect server (in the pip pyspark) with the Delta jars and the conf."""
     jars = delta_jars(settings)
     if not jars:
         raise SystemExit("Delta jars not cached yet: run `make setup`")
@@ -122,7 +128,7 @@ def server_command(settings: Settings, host: str, port: int) -> list[str]:
         "spark.log.level": "WARN",  # as get_spark's sessions; INFO logs every request
         **{key: conf_value(value) for key, value in settings.spark.conf.items()},
     }
-    command = [str(Path(pyspark.__file__).parent / "bin" / "spark-submit"), "--master", settings.spark.master,
+    command = [str(pyspark_home() / "bin" / "spark-submit"), "--master", settings.spark.master,
                "--name", f"{settings.spark.app_name}-connect", "--class", CONNECT_SERVER_CLASS,
                "--jars", ",".join(str(j) for j in jars)]  # fmt: skip
     for key, value in conf.items():
@@ -132,9 +138,7 @@ def server_command(settings: Settings, host: str, port: int) -> list[str]:
 
 def server_env() -> dict[str, str]:
     """The server's environment: this pyspark as SPARK_HOME, this interpreter for Python workers."""
-    import pyspark
-
-    return {**os.environ, "SPARK_HOME": str(Path(pyspark.__file__).parent), "PYSPARK_PYTHON": sys.executable}
+    return {**os.environ, "SPARK_HOME": str(pyspark_home()), "PYSPARK_PYTHON": sys.executable}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from jobs.adapters import lake
 from jobs.adapters.audit import require_continuity, write_audit
-from jobs.adapters.customer_state import state_through, watermark
+from jobs.adapters.customer_state import has_rows_between, state_through, watermark
 from jobs.adapters.expectations import ValidationReport, read_latest_report
 from jobs.adapters.landing import data_files, fingerprint
 from jobs.adapters.quarantine import quarantine_keys, split_quarantined, write_quarantine
@@ -154,8 +154,7 @@ def snapshot_mode(spark: SparkSession, settings: Settings, bronze: DataFrame, ru
     if through is None or through > run_date:
         log.warning("state through %s cannot take %s incrementally: recomputing from bronze", through, run_date)
         return "full"
-    gap = F.col("transaction_date").between(F.lit(through + timedelta(days=1)), F.lit(run_date - timedelta(days=1)))
-    if through < run_date - timedelta(days=1) and not bronze.filter(gap).limit(1).isEmpty():
+    if has_rows_between(bronze, through + timedelta(days=1), run_date - timedelta(days=1)):
         log.warning("bronze has rows after the state's %s and before %s: recomputing from bronze", through, run_date)
         return "full"
     return "incremental"
