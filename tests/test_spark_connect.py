@@ -29,7 +29,7 @@ from jobs.tools.generate import generate_transactions
 from jobs.tools.split import land_days
 from tests.conftest import settings_for
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.heavy]  # in CI, test_scheduled_path runs its tasks the same way
 
 LAST_NIGHT = date(2011, 12, 9)
 NIGHTS = (LAST_NIGHT - timedelta(days=1), LAST_NIGHT)
