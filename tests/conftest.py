@@ -14,6 +14,7 @@ import pytest
 os.environ.setdefault("RFM__PATHS__DATA_DIR", tempfile.mkdtemp(prefix="rfm-tests-"))
 
 from jobs.config import REPO_ROOT, Settings, load_settings  # noqa: E402
+from jobs.definitions import days_between  # noqa: E402
 
 FAST_ONLY = os.environ.get("RFM_TESTS_FAST") == "1"
 if FAST_ONLY:  # `make test-fast`: a test that starts Spark without the `spark` marker fails loudly
@@ -44,11 +45,27 @@ def settings(tmp_path: Path) -> Settings:
     return settings_for(tmp_path)
 
 
+# `make test` runs two workers (pytest-xdist, `--dist loadgroup --no-loadscope-reorder`): a test
+# module is one unit of work, so its module fixtures are built once; the modules sharing the real
+# replay share a unit; the longest units start first, so neither worker idles at the end.
+SHARED_UNITS = {"test_replay_real": "real_replay", "test_clv_step": "real_replay"}
+LONGEST_FIRST = ["real_replay", "test_end_to_end", "test_scheduled_path", "test_fault_injection"]
+
+
+def unit_of(item: pytest.Item) -> str:
+    """The xdist unit of work of a test: its module, or the group of modules sharing a fixture."""
+    return SHARED_UNITS.get(item.path.stem, item.path.stem)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that uses the Spark session carries the ``spark`` marker."""
+    """Every test that uses the Spark session carries the ``spark`` marker; every test its unit of
+    work (``xdist_group``), the longest units first."""
     for item in items:
         if "spark" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.spark)
+        item.add_marker(pytest.mark.xdist_group(unit_of(item)))
+    rank = {unit: index for index, unit in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(unit_of(item), len(rank)))  # stable: module order kept otherwise
 
 
 @pytest.fixture(scope="session")
@@ -70,19 +87,23 @@ def real_data_path() -> Path:
 
 
 REPLAY_FIRST_NIGHT, REPLAY_LAST_NIGHT = date(2011, 11, 26), date(2011, 12, 9)
+REPLAY_MONTH_FIRST_NIGHT = date(2011, 11, 10)  # a real month of nights: 11-10 .. 12-09
 
 
 @pytest.fixture(scope="session")
 def real_replay(spark, real_data_path, tmp_path_factory) -> tuple[Settings, pd.DataFrame]:
-    """Two real weeks, every step of the DAG night by night in this process (``jobs.tools.replay``):
-    the history before them loaded in one commit, then 2011-11-26 (the first champion) through
-    12-09, 12-03 a retrain night with a champion. Its lake and MLflow store, and one row per night
-    of what the steps reported. About ten minutes on two cores: shared by every module that needs a
-    real multi-night lake (test_replay_real, test_clv_step)."""
+    """A real month, night by night in this process (``jobs.tools.replay``): the history before it
+    loaded in one commit; validate and ingest every night from 2011-11-10 (the RFM snapshots of the
+    month); every step of the DAG on the last two weeks, 2011-11-26 (the first champion) through
+    12-09, 12-03 a retrain night with a champion. Its lake and MLflow store, and one row per
+    modelled night of what the steps reported. Shared by every module that needs a real
+    multi-night lake (test_replay_real, test_clv_step: one xdist unit)."""
     from jobs.tools.replay import replay_nights
 
     settings = settings_for(tmp_path_factory.mktemp("replay"))
-    rows = replay_nights(settings, spark, real_data_path, REPLAY_FIRST_NIGHT - timedelta(days=1), REPLAY_LAST_NIGHT)
+    modelled = set(days_between(REPLAY_FIRST_NIGHT, REPLAY_LAST_NIGHT))
+    rows = replay_nights(settings, spark, real_data_path, REPLAY_MONTH_FIRST_NIGHT - timedelta(days=1),
+                         REPLAY_LAST_NIGHT, label_on=modelled)  # fmt: skip
     table = pd.DataFrame(rows)
     with pd.option_context("display.width", 250, "display.max_columns", None):
         print("\n" + table.drop(columns="clv_params").round(4).to_string(index=False))

@@ -1,4 +1,4 @@
-"""The clv step over the real two-week replay (the session fixture ``real_replay``): fit on the
+"""The clv step over the real replay's last two weeks (the session fixture ``real_replay``): fit on the
 retrain nights 2011-11-26 and 12-03, the champion in between, re-runs reuse their night's
 version, every gold customer scored, per-segment means in the summary."""
 
