@@ -62,7 +62,7 @@ run: setup ## end to end on generated data: history, then the DAG for RUN_FROM..
 	$(BIN)/python -m jobs.tools.summary --run-date $(RUN_TO)
 
 test: setup-test lint ## lint, then the test suite (unit, Spark, validation, DAG, end to end, browser); `heavy` tests have their own targets
-	$(BIN)/pytest --durations=15 -m "not heavy" -n 2 --dist loadgroup --no-loadscope-reorder
+	$(BIN)/pytest --durations=15 -m "not heavy" -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: setup ## seconds, not minutes: no Spark, no Airflow, no browser (config, rules, landing, dashboard data)
 	RFM_TESTS_FAST=1 $(BIN)/pytest -q -m "not spark and not airflow and not e2e and not browser and not realdata"
@@ -129,7 +129,7 @@ test-incremental-year: setup ## incremental RFM vs compute_rfm every night of th
 fault-injection: setup ## SIGKILL a retrain night at every fault point, re-run it, check it converged (FAULTS_ARGS="--points ...")
 	$(BIN)/python -m jobs.tools.fault_injection $(FAULTS_ARGS)
 
-test-heavy: setup-test ## the `heavy` tests CI leaves out: scheduled path (PostgreSQL + Airflow + MLflow server), Spark cluster, the real-month incremental check, `make run` twice
+test-heavy: setup-test ## the `heavy` tests CI leaves out: Spark cluster, tasks one by one as Spark Connect clients, the real-month incremental check with re-runs, `make run` twice
 	$(BIN)/pytest --durations=0 -m heavy
 
 test-cluster: setup ## one night on a Spark standalone master + worker (127.0.0.1) started from the pip pyspark

@@ -45,27 +45,40 @@ def settings(tmp_path: Path) -> Settings:
     return settings_for(tmp_path)
 
 
-# `make test` runs two workers (pytest-xdist, `--dist loadgroup --no-loadscope-reorder`): a test
+# `make test` runs two workers (pytest-xdist, `--dist loadfile --no-loadscope-reorder`): a test
 # module is one unit of work, so its module fixtures are built once; the modules sharing the real
 # replay share a unit; the longest units start first, so neither worker idles at the end.
 SHARED_UNITS = {"test_replay_real": "real_replay", "test_clv_step": "real_replay"}
 LONGEST_FIRST = ["real_replay", "test_end_to_end", "test_scheduled_path", "test_fault_injection"]
 
 
-def unit_of(item: pytest.Item) -> str:
-    """The xdist unit of work of a test: its module, or the group of modules sharing a fixture."""
-    return SHARED_UNITS.get(item.path.stem, item.path.stem)
+def unit_of(module: str) -> str:
+    """The unit of work of a test module (its name), or of the modules sharing a fixture."""
+    return SHARED_UNITS.get(module, module)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that uses the Spark session carries the ``spark`` marker; every test its unit of
-    work (``xdist_group``), the longest units first."""
+    """Every test that uses the Spark session carries the ``spark`` marker; the longest units first."""
     for item in items:
         if "spark" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.spark)
-        item.add_marker(pytest.mark.xdist_group(unit_of(item)))
     rank = {unit: index for index, unit in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(unit_of(item), len(rank)))  # stable: module order kept otherwise
+    items.sort(key=lambda item: rank.get(unit_of(item.path.stem), len(rank)))  # stable: the order otherwise kept
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadfile``, with the modules of one unit (``SHARED_UNITS``) on one worker. (Not
+    ``xdist_group`` marks: xdist 3.8 cannot apply them under pytest 9, pytest-xdist#1386.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ModuleUnits(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(Path(nodeid.split("::", 1)[0]).stem)
+
+    return ModuleUnits(config, log)
 
 
 @pytest.fixture(scope="session")
