@@ -92,9 +92,9 @@ maintain: setup ## compact (OPTIMIZE) and VACUUM the lake, keeping every recentl
 airflow: setup ## Airflow UI/API on 127.0.0.1:8080 over this dags folder (Ctrl-C stops it)
 	$(BIN)/python -m jobs.orchestration airflow
 
-prod-local: setup ## the production path on 127.0.0.1: PostgreSQL, MLflow server, Airflow scheduler/dag-processor/triggerer/api-server (Ctrl-C stops all)
+prod-local: setup ## the production path on 127.0.0.1: PostgreSQL, MLflow server, Spark Connect, Airflow scheduler/dag-processor/triggerer/api-server (Ctrl-C stops all) [SPARK_CLUSTER=1: Spark on a standalone master + worker]
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "PostgreSQL is needed: make system-packages (apt-get install postgresql)"; exit 1; }
-	$(BIN)/python -m jobs.orchestration prod-local
+	$(BIN)/python -m jobs.orchestration prod-local $(if $(SPARK_CLUSTER),--spark-cluster)
 
 mlflow-ui: setup ## MLflow tracking UI on 127.0.0.1:5000 over the pipeline's store
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \

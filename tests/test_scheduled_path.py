@@ -1,9 +1,10 @@
 """The production path, for real: the scheduler runs the nightly DAG on PostgreSQL, tasks log to an MLflow server.
 
 Started and stopped here, all on 127.0.0.1 (jobs/orchestration/services.py, as `make prod-local`):
-PostgreSQL (one database and role for Airflow, one for MLflow), `mlflow server`, a Spark Connect
-server holding the driver, and Airflow's api-server, scheduler, dag-processor and triggerer with
-the LocalExecutor. The Airflow processes run with ``SPARK_HOME`` pointing nowhere, so a task that
+PostgreSQL (one database and role for Airflow, one for MLflow), `mlflow server`, a Spark
+standalone master and worker, a Spark Connect server holding the driver on that master (the
+compose shape), and Airflow's api-server, scheduler, dag-processor and triggerer with the
+LocalExecutor. The Airflow processes run with ``SPARK_HOME`` pointing nowhere, so a task that
 tried to start a driver of its own would fail: every Spark call goes through the Connect server.
 
 History is backfilled up to 2011-12-03; the DAG's start and end dates (config, through
@@ -102,7 +103,7 @@ def scheduled(prepared):
         "SPARK_HOME": str(root / "no-spark-here"),  # no task can start a driver: Spark Connect only
     }
     postgres_dir = Path(tempfile.mkdtemp(prefix="rfm-pg-"))  # outside pytest's 0700 root (see services)
-    with production_stack(root / "stack", pipeline_env, postgres_dir=postgres_dir) as stack:
+    with production_stack(root / "stack", pipeline_env, postgres_dir=postgres_dir, spark_cluster=True) as stack:
         api = AirflowApi(stack.airflow)
         wait_for("both DAGs parsed", lambda: {d["dag_id"] for d in api.get("/dags")["dags"]} >= {DAG_ID, EXPORT_DAG_ID},
                  timeout=600, every=2)  # fmt: skip
@@ -168,6 +169,21 @@ def test_tasks_ran_in_order_each_in_its_own_process(scheduled):
     assert os.getpid() not in pids
     for proc in scheduled["stack"].processes:
         assert proc.popen.pid not in pids, f"a task ran inside {proc.name}"
+
+
+def test_the_nights_spark_work_ran_on_the_standalone_cluster(scheduled):
+    """The Connect server is an application of the standalone master, with the worker's cores; in
+    standalone mode the driver runs no task, so every night's Spark work (Delta writes included)
+    ran in its executors on the worker, and the Delta classes reached them."""
+    from jobs.config import load_settings
+
+    cluster = scheduled["stack"].spark_cluster
+    apps = [a for a in cluster.state()["activeapps"] if a["name"] == f"{load_settings().spark.app_name}-connect"]
+    assert len(apps) == 1 and apps[0]["cores"] >= 1, cluster.state()["activeapps"]
+    executor_logs = list((cluster.work_dir / apps[0]["id"]).glob("*/stderr"))
+    assert executor_logs, "no executor of the Connect server ran on the worker"
+    logs = "".join(path.read_text(errors="replace") for path in executor_logs)
+    assert "ClassNotFoundException" not in logs
 
 
 def test_tasks_logged_to_the_mlflow_server_and_the_champion_reads_back(scheduled):

@@ -23,7 +23,7 @@ import pytest
 from deltalake import DeltaTable
 
 from jobs.config import REPO_ROOT
-from jobs.orchestration.services import connect_url, free_port, start_spark_connect
+from jobs.orchestration.services import spark_connect_server
 from jobs.steps import STEPS
 from jobs.tools.generate import generate_transactions
 from jobs.tools.split import land_days
@@ -37,12 +37,8 @@ NIGHTS = (LAST_NIGHT - timedelta(days=1), LAST_NIGHT)
 
 @pytest.fixture
 def connect_server(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    process = start_spark_connect(port, tmp_path / "logs")
-    try:
-        yield connect_url(port)
-    finally:
-        process.stop()
+    with spark_connect_server(tmp_path / "logs") as server:
+        yield server.url
 
 
 def run_task(task: str, night: date, env: dict[str, str]) -> tuple[float, dict]:

@@ -147,13 +147,9 @@ def spark_connect_for_tasks(settings: Settings, logs: Path, env: dict[str, str])
     if settings.spark.remote:
         yield settings.spark.remote
         return
-    port = svc.free_port()
-    print(f"Starting a Spark Connect server for the tasks on {svc.connect_url(port)} ...", flush=True)
-    server = svc.start_spark_connect(port, logs, env)
-    try:
-        yield svc.connect_url(port)
-    finally:
-        server.stop()
+    print("Starting a Spark Connect server for the tasks ...", flush=True)
+    with svc.spark_connect_server(logs, env) as server:
+        yield server.url
 
 
 def backfill_with_scheduler(settings: Settings, first: date, last: date, extra: dict[str, str]) -> None:
@@ -290,15 +286,17 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def prod_local(settings: Settings, airflow_port: int, mlflow_port: int) -> None:
-    """Start the production set on loopback over this data dir, print how to use it, stop it on Ctrl-C."""
+def prod_local(settings: Settings, airflow_port: int, mlflow_port: int, spark_cluster: bool = False) -> None:
+    """Start the production set on loopback over this data dir, print how to use it, stop it on Ctrl-C
+    (``spark_cluster``: the Spark Connect server on a standalone master and worker)."""
     from jobs.orchestration.services import production_stack
 
     folder = settings.path("data_dir") / "prod-local"
     password = persisted_secret(folder / "airflow-admin-password")
     print(f"Starting PostgreSQL, MLflow and Airflow under {folder} (a minute or two) ...", flush=True)
     pipeline_env = {"RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))}
-    with production_stack(folder, pipeline_env, password, airflow_port, mlflow_port) as stack:
+    with production_stack(folder, pipeline_env, password, airflow_port, mlflow_port,
+                          spark_cluster=spark_cluster) as stack:  # fmt: skip
         print(stack.describe(), "\nDAGs start paused: unpause them in the UI. Ctrl-C stops everything.", flush=True)
         wait_for_interrupt()
 
@@ -317,12 +315,13 @@ def main(argv: list[str] | None = None) -> int:
     prod = commands.add_parser("prod-local", help="PostgreSQL + MLflow server + Airflow components on loopback")
     prod.add_argument("--airflow-port", type=int, default=8080)
     prod.add_argument("--mlflow-port", type=int, default=5000)
+    prod.add_argument("--spark-cluster", action="store_true", help="run Spark on a standalone master and worker")
     args = parser.parse_args(argv)
     settings = load_settings()
     if args.command == "airflow":
         standalone(settings)
     elif args.command == "prod-local":
-        prod_local(settings, args.airflow_port, args.mlflow_port)
+        prod_local(settings, args.airflow_port, args.mlflow_port, args.spark_cluster)
     elif args.command == "nights":
         run_nights(settings, args.first, args.last, args.runner)
     else:

@@ -8,6 +8,8 @@ stopping one stops its workers too; every listener binds 127.0.0.1:
   port, one database and role for the Airflow metadata, one for MLflow. PostgreSQL refuses to
   run as root, so under root it runs as the ``postgres`` OS user.
 - ``mlflow server`` on its database, artifacts proxied from a local folder.
+- a Spark Connect server holding the driver of every task; optionally on a Spark standalone
+  master and worker (the pip pyspark's ``spark-class``), as in the compose shape.
 - ``airflow api-server``, ``scheduler``, ``dag-processor`` and ``triggerer`` with the
   LocalExecutor. The scheduler and triggerer run with ``--skip-serve-logs``: Airflow 3.3 binds
   their log servers to every interface with no setting to change it, and on one host the
@@ -232,6 +234,68 @@ def connect_url(port: int) -> str:
     return f"sc://{HOST}:{port}"
 
 
+@dataclass
+class ConnectServer:
+    url: str  # sc://127.0.0.1:<port>: the value of RFM__SPARK__REMOTE
+    process: Process
+
+
+@contextmanager
+def spark_connect_server(logs: Path, env: dict[str, str] | None = None) -> Iterator[ConnectServer]:
+    """A Spark Connect server on a free loopback port for the duration of the block."""
+    port = free_port()
+    process = start_spark_connect(port, logs, env)
+    try:
+        yield ConnectServer(connect_url(port), process)
+    finally:
+        process.stop()
+
+
+# ------------------------------------------------------------------------------ Spark standalone
+@dataclass
+class SparkStandalone:
+    """A Spark standalone master and one worker on loopback."""
+
+    url: str  # spark://127.0.0.1:<port>: the value of spark.master
+    ui: str  # the master's web UI; its state as JSON at /json/
+    work_dir: Path  # the worker's folder: one sub-folder per application, with its executors' logs
+    processes: list[Process]
+
+    def state(self) -> dict[str, Any]:
+        return requests.get(f"{self.ui}/json/", timeout=5).json()
+
+    def stop(self) -> None:
+        stop_all(self.processes)
+
+
+def start_spark_standalone(folder: Path, cores: int = 2, memory: str = "2g") -> SparkStandalone:
+    """A master and one worker (``cores``, ``memory``) from the pip pyspark, bound to 127.0.0.1;
+    waits until the worker has registered."""
+    from jobs.adapters.spark import pyspark_home
+
+    spark_class = str(pyspark_home() / "bin" / "spark-class")
+    env = {**os.environ, "SPARK_HOME": str(pyspark_home()), "SPARK_LOCAL_IP": HOST, "SPARK_NO_DAEMONIZE": "1",
+           "PYSPARK_PYTHON": sys.executable}  # fmt: skip
+    master_port, master_ui, worker_port, worker_ui = (free_port() for _ in range(4))
+    url, ui, work_dir = f"spark://{HOST}:{master_port}", f"http://{HOST}:{master_ui}", folder / "spark-worker"
+    master = Process.start("spark-master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", HOST,
+                                            "--port", str(master_port), "--webui-port", str(master_ui)],
+                           folder / "services" / "spark-master.log", env)  # fmt: skip
+    cluster = SparkStandalone(url, ui, work_dir, [master])
+    try:
+        wait_until("the Spark master", lambda: port_open(master_port), 180, [master])
+        cluster.processes.append(Process.start(
+            "spark-worker", [spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host", HOST,
+                             "--port", str(worker_port), "--webui-port", str(worker_ui), "--cores", str(cores),
+                             "--memory", memory, "--work-dir", str(work_dir)],
+            folder / "services" / "spark-worker.log", env))  # fmt: skip
+        wait_until("a Spark worker to register", lambda: cluster.state()["aliveworkers"] >= 1, 180, cluster.processes)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
 # ------------------------------------------------------------------------------ Airflow
 @dataclass
 class AirflowConfig:
@@ -382,6 +446,7 @@ class Stack:
     mlflow_url: str
     spark_url: str
     processes: list[Process]
+    spark_cluster: SparkStandalone | None = None
 
     def describe(self) -> str:
         pg = self.postgres
@@ -391,6 +456,8 @@ class Stack:
             f"Spark Connect    {self.spark_url}   (the tasks' driver)",
             f"PostgreSQL       {HOST}:{pg.port}   socket dir {pg.folder}",
         ]
+        if self.spark_cluster:
+            lines.insert(3, f"Spark master     {self.spark_cluster.url}   UI {self.spark_cluster.ui}")
         lines += [f"  database {db:<8} {pg.url(db)}" for db in pg.databases]
         lines += [f"Logs             {self.airflow.home / 'services'}",
                   f"Tasks log to MLflow at RFM__MLFLOW__TRACKING_URI={self.mlflow_url}"]  # fmt: skip
@@ -400,10 +467,13 @@ class Stack:
 @contextmanager
 def production_stack(folder: Path, pipeline_env: dict[str, str] | None = None,
                      admin_password: str | None = None, airflow_port: int | None = None,
-                     mlflow_port: int | None = None, postgres_dir: Path | None = None) -> Iterator[Stack]:  # fmt: skip
+                     mlflow_port: int | None = None, postgres_dir: Path | None = None,
+                     spark_cluster: bool = False) -> Iterator[Stack]:  # fmt: skip
     """PostgreSQL, MLflow server, a Spark Connect server and Airflow under ``folder``, stopped (in
     reverse) on exit. The tasks connect to the Spark Connect server: the driver is not in the
-    scheduler's (or a task's) process.
+    scheduler's (or a task's) process. ``spark_cluster``: the Connect server's master is a
+    standalone master and worker started here (``spark.master`` through ``RFM__SPARK__MASTER``),
+    otherwise ``spark.master`` from the config (``local[2]``).
 
     ``pipeline_env`` (``RFM__…`` variables) goes to every Airflow process, so the DAG and its
     tasks see it; the MLflow tracking URI is set to the server started here. ``postgres_dir``
@@ -419,16 +489,19 @@ def production_stack(folder: Path, pipeline_env: dict[str, str] | None = None,
         stack.callback(postgres.stop)
         mlflow = start_mlflow(postgres.url("mlflow"), folder / "mlflow-artifacts", mlflow_port, logs)
         stack.callback(mlflow.stop)
-        pipeline_env = pipeline_env or {}
-        spark_port = free_port()
-        spark = start_spark_connect(spark_port, logs, pipeline_env)
-        stack.callback(spark.stop)
+        pipeline_env = dict(pipeline_env or {})
+        cluster = None
+        if spark_cluster:
+            cluster = start_spark_standalone(folder)
+            stack.callback(cluster.stop)
+            pipeline_env["RFM__SPARK__MASTER"] = cluster.url
+        spark = stack.enter_context(spark_connect_server(logs, pipeline_env))
         lineage = lineage_env(load_settings(), pipeline_env.get("RFM__LINEAGE__TRANSPORT"))
         extra = {**lineage, **pipeline_env, "RFM__MLFLOW__TRACKING_URI": mlflow_url,
-                 "RFM__SPARK__REMOTE": connect_url(spark_port)}  # fmt: skip
+                 "RFM__SPARK__REMOTE": spark.url}  # fmt: skip
         config = AirflowConfig(home=folder / "airflow", db_url=postgres.url("airflow"),
                                port=airflow_port or free_port(),
                                admin_password=admin_password or secrets.token_urlsafe(12), extra_env=extra)  # fmt: skip
         procs = start_airflow(config, logs)
         stack.callback(stop_all, procs)
-        yield Stack(postgres, config, mlflow_url, connect_url(spark_port), [mlflow, spark, *procs])
+        yield Stack(postgres, config, mlflow_url, spark.url, [mlflow, spark.process, *procs], cluster)

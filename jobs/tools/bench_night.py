@@ -31,7 +31,7 @@ import psutil
 from jobs.adapters.landing import write_day
 from jobs.config import Settings
 from jobs.core.rules import sql_string
-from jobs.orchestration.services import connect_url, free_port, start_spark_connect
+from jobs.orchestration.services import spark_connect_server
 from jobs.steps import STEPS
 
 SAMPLE_SECONDS = 0.2
@@ -129,17 +129,14 @@ def bench_nights(
         "backfill_peak_rss_bytes": backfill.peak_rss_bytes,
         "driver": "spark-connect" if connect else "per task",
     }
-    server = None
-    if connect:
-        port = free_port()
-        server = start_spark_connect(port, work / "services", env)
-        env = {**env, "RFM__SPARK__REMOTE": connect_url(port)}
-    try:
+    if not connect:
         run_nights(settings, export, first_night, env, log, figures)
-    finally:
-        if server is not None:
-            figures["connect_server_peak_rss_bytes"] = peak_rss_of_tree(psutil.Process(server.popen.pid))
-            server.stop()
+        return figures
+    with spark_connect_server(work / "services", env) as server:
+        try:
+            run_nights(settings, export, first_night, {**env, "RFM__SPARK__REMOTE": server.url}, log, figures)
+        finally:
+            figures["connect_server_peak_rss_bytes"] = peak_rss_of_tree(psutil.Process(server.process.popen.pid))
     return figures
 
 
