@@ -43,13 +43,15 @@ def test_bench_at_factor_one_prints_every_figure(spark, tmp_path: Path, capsys) 
     assert str(result["spark_over_duckdb"]) in table
 
 
-def test_a_measured_process_reports_its_peak_memory_and_a_failure_names_its_log(tmp_path: Path) -> None:
-    """A child holding 300 MB for a second: its tree's peak RSS is at least that."""
+def test_a_measured_process_reports_its_peak_memory_and_a_failure_shows_its_log(tmp_path: Path) -> None:
+    """A child holding 300 MB for a second: its tree's peak RSS is at least that. A failing child:
+    the error carries the end of its log (the bench's folder is deleted when the run ends)."""
     hold = "import time; block = bytearray(300 * 2**20); time.sleep(1)"
     measured = bench_night.run_measured([sys.executable, "-c", hold], dict(os.environ), tmp_path / "log")
     assert measured.peak_rss_bytes >= 300 * 2**20 and measured.seconds >= 1
-    with pytest.raises(RuntimeError, match=f"exited 3: see {tmp_path / 'log'}"):
-        bench_night.run_measured([sys.executable, "-c", "raise SystemExit(3)"], dict(os.environ), tmp_path / "log")
+    fail = "import sys; print('the cause', file=sys.stderr); raise SystemExit(3)"
+    with pytest.raises(RuntimeError, match=f"exited 3; the end of {tmp_path / 'log'}:\n(.|\n)*the cause"):
+        bench_night.run_measured([sys.executable, "-c", fail], dict(os.environ), tmp_path / "log")
 
 
 def test_a_night_is_landed_with_its_rows_only(settings, tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from jobs.orchestration.services import spark_connect_server
 from jobs.steps import STEPS
 
 SAMPLE_SECONDS = 0.2
+LOG_TAIL_CHARS = 6000
 NIGHT_KINDS = ("retrain", "score")
 
 
@@ -58,7 +59,8 @@ def tree_rss(process: psutil.Process) -> int:
 
 
 def run_measured(command: list[str], env: dict[str, str], log: Path) -> Measured:
-    """Run ``command`` to its end, sampling its tree's RSS; a non-zero exit raises, naming the log."""
+    """Run ``command`` to its end, sampling its tree's RSS; a non-zero exit raises with the log's
+    tail (the log lives in the bench's temporary folder, deleted when the run ends)."""
     with log.open("ab") as out:
         started = time.perf_counter()
         process = psutil.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -72,7 +74,8 @@ def run_measured(command: list[str], env: dict[str, str], log: Path) -> Measured
         code = process.wait()
         seconds = time.perf_counter() - started
     if code != 0:
-        raise RuntimeError(f"{' '.join(command)} exited {code}: see {log}")
+        tail = log.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+        raise RuntimeError(f"{' '.join(command)} exited {code}; the end of {log}:\n{tail}")
     return Measured(round(seconds, 1), peak)
 
 
@@ -150,6 +153,8 @@ def run_nights(settings: Settings, export: Path, first_night: date, env: dict[st
             measured = run_measured([sys.executable, "-m", "jobs", task, "--run-date", night.isoformat()], env, log)
             figures[f"{kind}_{task}_s"] = measured.seconds
             figures[f"{kind}_{task}_peak_rss_bytes"] = measured.peak_rss_bytes
+            print(f"{kind} night {night}: {task} {measured.seconds} s, peak RSS "
+                  f"{measured.peak_rss_bytes / 1e6:,.0f} MB", flush=True)  # fmt: skip
         figures[f"{kind}_night_s"] = round(sum(figures[f"{kind}_{task}_s"] for task in STEPS), 1)
 
 

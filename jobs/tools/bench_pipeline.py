@@ -177,6 +177,7 @@ def run(source: Path, factors: list[int], max_rows: int | None = None, settings:
         for factor in factors:
             result = bench_factor(spark, with_data_dir(base, Path(work) / f"lake-x{factor}"), source, factor,
                                   Path(work), max_rows)  # fmt: skip
+            print(json.dumps(result), flush=True)  # the in-process figures, before the long part
             if nights:
                 night_settings = with_data_dir(base, Path(work) / f"nights-x{factor}")
                 first_night = date.fromisoformat(result["night"]) - timedelta(days=1)
