@@ -49,9 +49,17 @@ ADMIN_USER = "admin"
 
 def free_port() -> int:
     """A TCP port free on the loopback interface right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports free on the loopback interface right now (bound together, so
+    never the same port twice)."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 def venv_bin(name: str) -> str:
@@ -221,19 +229,6 @@ def port_open(port: int, host: str = HOST) -> bool:
         return False
 
 
-def start_spark_connect(port: int, logs: Path, env: dict[str, str] | None = None) -> Process:
-    """A Spark Connect server holding the driver on 127.0.0.1:``port`` (``jobs.adapters.spark --serve``);
-    waits until it accepts connections. Tasks reach it with ``RFM__SPARK__REMOTE``."""
-    cmd = [sys.executable, "-m", "jobs.adapters.spark", "--serve", "--port", str(port)]
-    proc = Process.start("spark-connect", cmd, logs / "spark-connect.log", {**os.environ, **(env or {})}, REPO_ROOT)
-    wait_until("Spark Connect", lambda: port_open(port), 300, [proc])
-    return proc
-
-
-def connect_url(port: int) -> str:
-    return f"sc://{HOST}:{port}"
-
-
 @dataclass
 class ConnectServer:
     url: str  # sc://127.0.0.1:<port>: the value of RFM__SPARK__REMOTE
@@ -242,11 +237,15 @@ class ConnectServer:
 
 @contextmanager
 def spark_connect_server(logs: Path, env: dict[str, str] | None = None) -> Iterator[ConnectServer]:
-    """A Spark Connect server on a free loopback port for the duration of the block."""
+    """A Spark Connect server holding the driver (``jobs.adapters.spark --serve``) on a free loopback
+    port for the duration of the block, once it accepts connections. Tasks reach it with
+    ``RFM__SPARK__REMOTE`` set to its ``url``."""
     port = free_port()
-    process = start_spark_connect(port, logs, env)
+    cmd = [sys.executable, "-m", "jobs.adapters.spark", "--serve", "--port", str(port)]
+    process = Process.start("spark-connect", cmd, logs / "spark-connect.log", {**os.environ, **(env or {})}, REPO_ROOT)
     try:
-        yield ConnectServer(connect_url(port), process)
+        wait_until("Spark Connect", lambda: port_open(port), 300, [process])
+        yield ConnectServer(f"sc://{HOST}:{port}", process)
     finally:
         process.stop()
 
@@ -276,7 +275,7 @@ def start_spark_standalone(folder: Path, cores: int = 2, memory: str = "2g") -> 
     spark_class = str(pyspark_home() / "bin" / "spark-class")
     env = {**os.environ, "SPARK_HOME": str(pyspark_home()), "SPARK_LOCAL_IP": HOST, "SPARK_NO_DAEMONIZE": "1",
            "PYSPARK_PYTHON": sys.executable}  # fmt: skip
-    master_port, master_ui, worker_port, worker_ui = (free_port() for _ in range(4))
+    master_port, master_ui, worker_port, worker_ui = free_ports(4)
     url, ui, work_dir = f"spark://{HOST}:{master_port}", f"http://{HOST}:{master_ui}", folder / "spark-worker"
     master = Process.start("spark-master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", HOST,
                                             "--port", str(master_port), "--webui-port", str(master_ui)],
