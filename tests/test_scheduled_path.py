@@ -186,6 +186,46 @@ def test_the_nights_spark_work_ran_on_the_standalone_cluster(scheduled):
     assert "ClassNotFoundException" not in logs
 
 
+# Run in its own process: a Connect client session marks the whole interpreter as remote (pyspark's is_remote).
+LARGE_FRAME_ROUND_TRIP = """
+import json, sys
+from pyspark.sql.connect.session import SparkSession
+from jobs.adapters.spark import from_pandas
+spark = SparkSession.builder.remote(sys.argv[1]).create()
+try:
+    frame = spark.range(100_000).selectExpr("cast(id as string) as customer_id", "cast(id as double) as x").toPandas()
+    out = {"chunks": frame["customer_id"].array._pa_array.num_chunks}
+    try:
+        spark.createDataFrame(frame, schema="customer_id string, x double").count()
+        out["plain"] = "ok"
+    except TypeError as error:
+        out["plain"] = str(error)
+    back = from_pandas(spark, frame, "customer_id string, x double")
+    out["rows"] = back.count()
+    out["mismatches"] = back.filter("cast(customer_id as double) != x").count()
+    print(json.dumps(out))
+finally:
+    spark.stop()
+"""
+
+
+def test_a_large_pandas_frame_goes_back_to_spark_over_connect(scheduled):
+    """clv hands its scored pandas frame back to Spark. From about 10 k customers, ``toPandas()``
+    over Connect gives strings backed by a multi-chunk Arrow array, which pyspark 4.1.4's
+    ``createDataFrame`` rejects (``make bench-pipeline FACTORS=10 CONNECT=1`` failed there);
+    ``from_pandas`` hands them over as objects."""
+    done = subprocess.run([sys.executable, "-c", LARGE_FRAME_ROUND_TRIP, scheduled["stack"].spark_url],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["chunks"] > 1, f"the frame is not multi-chunk, so it proves nothing: {out}"
+    assert out["rows"] == 100_000 and out["mismatches"] == 0, out
+    assert "ChunkedArray" in out["plain"], (
+        f"plain createDataFrame now takes a multi-chunk column ({out}): pyspark has the SPARK-46776 fix, "
+        "so jobs.adapters.spark.from_pandas can go"
+    )
+
+
 def test_tasks_logged_to_the_mlflow_server_and_the_champion_reads_back(scheduled):
     settings = scheduled["settings"]
     champion = registry.champion(settings)  # through http://127.0.0.1:<port>

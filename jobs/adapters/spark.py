@@ -22,7 +22,8 @@ import os
 import sys
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
 
 from jobs.config import Settings, load_settings
 
@@ -91,6 +92,16 @@ def connect_session(settings: Settings) -> SparkSession:
     atexit.unregister(end_remote_session)  # registered once, however many sessions the process asks for
     atexit.register(end_remote_session)  # any entry point: ended before the interpreter shuts down
     return builder.getOrCreate()
+
+
+def from_pandas(spark: SparkSession, frame: pd.DataFrame, schema: str) -> DataFrame:
+    """``spark.createDataFrame(frame, schema)``, with pandas' Arrow-backed columns handed over as
+    NumPy objects. ``toPandas()`` of a large result gives pandas 3 strings backed by a multi-chunk
+    Arrow array, which pyspark 4.1's Arrow path (always taken over Spark Connect) rejects:
+    ``Cannot convert pyarrow.lib.ChunkedArray to pyarrow.lib.Array`` (SPARK-46776, fixed upstream by apache/spark#56157)."""
+    arrow_backed = {name: object for name, dtype in frame.dtypes.items()
+                    if isinstance(dtype, (pd.StringDtype, pd.ArrowDtype))}  # fmt: skip
+    return spark.createDataFrame(frame.astype(arrow_backed), schema=schema)
 
 
 def end_remote_session() -> None:

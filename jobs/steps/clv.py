@@ -29,7 +29,7 @@ from jobs.adapters import clv_registry, lake, registry, tracking
 from jobs.adapters.audit import write_audit
 from jobs.adapters.customer_state import holds_through
 from jobs.adapters.publish import publish, published_versions
-from jobs.adapters.spark import get_spark
+from jobs.adapters.spark import from_pandas, get_spark
 from jobs.config import Settings, load_settings
 from jobs.core.clv import ClvParams, at_risk_value, fit_params, score
 from jobs.core.rfm import considered_lines, contributions, is_purchase, state_from_contributions, value_summary
@@ -167,7 +167,7 @@ def gold_frames(spark: SparkSession, gold: DataFrame, values: pd.DataFrame) -> t
     schema = (
         "customer_id string, " + ", ".join(f"{c} double" for c in CLV_COLUMNS.values()) + f", {AT_RISK_VALUE} boolean"
     )
-    scored = gold.join(spark.createDataFrame(values, schema=schema), "customer_id", "left")
+    scored = gold.join(from_pandas(spark, values, schema), "customer_id", "left")
     per_scheme = [
         scored.groupBy(F.col(column).alias("segment"))
         .agg(*[F.avg(c).alias(name) for name, c in SUMMARY_MEANS.items()],
