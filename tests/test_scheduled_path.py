@@ -35,6 +35,7 @@ import requests
 from deltalake import DeltaTable
 
 from jobs.adapters import registry, tracking
+from jobs.config import REPO_ROOT
 from jobs.definitions import NIGHT_TYPE_TAG, days_between
 from jobs.orchestration.services import AirflowApi, ServerBusy, production_stack
 from jobs.tools.export import read_manifest
@@ -215,7 +216,7 @@ def test_a_large_pandas_frame_goes_back_to_spark_over_connect(scheduled):
     ``createDataFrame`` rejects (``make bench-pipeline FACTORS=10 CONNECT=1`` failed there);
     ``from_pandas`` hands them over as objects."""
     done = subprocess.run([sys.executable, "-c", LARGE_FRAME_ROUND_TRIP, scheduled["stack"].spark_url],
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["chunks"] > 1, f"the frame is not multi-chunk, so it proves nothing: {out}"

@@ -183,8 +183,8 @@ def run(source: Path, factors: list[int], max_rows: int | None = None, settings:
                 first_night = date.fromisoformat(result["night"]) - timedelta(days=1)
                 result.update(bench_nights(night_settings, Path(work) / f"x{factor}.csv", first_night, Path(work),
                                            connect))  # fmt: skip
+                print(json.dumps(result), flush=True)  # with the nights: a long run's figures so far
             results.append(result)
-            print(json.dumps(result), flush=True)  # a long run's figures so far
     return results
 
 
