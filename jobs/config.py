@@ -96,6 +96,8 @@ class Spark(BaseModel):
     conf: dict[str, str | int | float | bool]
     remote: str | None = None  # sc://host:port of a Spark Connect server holding the driver; None: one per process
     connect_port: int = Field(default=15002, ge=1, le=65535)  # where `python -m jobs.adapters.spark serve` listens
+    connect_max_retries: int = Field(default=6, ge=0)  # a Connect client's retries of a failed call
+    connect_max_backoff_seconds: float = Field(default=10, gt=0)  # its longest wait between two
 
 
 class Clustering(BaseModel):

@@ -227,6 +227,36 @@ def test_a_large_pandas_frame_goes_back_to_spark_over_connect(scheduled):
     )
 
 
+TASK_SESSION = """
+import json
+from jobs.adapters.spark import connect_session
+from jobs.config import load_settings
+spark = connect_session(load_settings())
+try:
+    print(json.dumps({"partitions": spark.conf.get("spark.sql.shuffle.partitions"), "rows": spark.range(10).count(),
+                      "policies": [[p.max_retries, p.max_backoff] for p in spark.client.get_retry_policies()]}))
+finally:
+    spark.stop()
+"""
+
+
+def test_a_task_session_carries_its_session_conf_and_the_bounded_retry_policy(scheduled):
+    """``connect_session`` installs the retry policy before its first call, then sets the conf's
+    session-level keys through it: a value the server was not started with reaches the session."""
+    from jobs.config import load_settings
+
+    spark_conf = load_settings().spark
+    env = {**os.environ, "RFM__SPARK__REMOTE": scheduled["stack"].spark_url,
+           "RFM__SPARK__CONF": json.dumps({"spark.sql.shuffle.partitions": 7})}  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", TASK_SESSION], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert spark_conf.conf["spark.sql.shuffle.partitions"] != 7, "the override must differ from the server's value"
+    assert out["partitions"] == "7" and out["rows"] == 10, out
+    assert out["policies"] == [[spark_conf.connect_max_retries, round(spark_conf.connect_max_backoff_seconds * 1000)]]
+
+
 def test_tasks_logged_to_the_mlflow_server_and_the_champion_reads_back(scheduled):
     settings = scheduled["settings"]
     champion = registry.champion(settings)  # through http://127.0.0.1:<port>

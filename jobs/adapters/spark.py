@@ -21,11 +21,15 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
 from jobs.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from pyspark.sql.connect.client.retries import RetryPolicy
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
@@ -84,14 +88,38 @@ def get_spark(settings: Settings | None = None, app_name: str | None = None) -> 
 
 
 def connect_session(settings: Settings) -> SparkSession:
-    """A Spark Connect client session of ``spark.remote``, with the session-level part of the conf."""
+    """A Spark Connect client session of ``spark.remote``, with the session-level part of the conf
+    and a bounded retry policy (``connect_retry_policy``) installed before its first call."""
+    client_only = SparkSession.builder.remote(settings.spark.remote).getOrCreate()  # no call to the server yet
+    client_only.client.set_retry_policies([connect_retry_policy(settings)])
     builder = SparkSession.builder.remote(settings.spark.remote)
     for key, value in settings.spark.conf.items():
         if key.startswith(SESSION_CONF_PREFIXES):
             builder = builder.config(key, conf_value(value))
     atexit.unregister(end_remote_session)  # registered once, however many sessions the process asks for
     atexit.register(end_remote_session)  # any entry point: ended before the interpreter shuts down
-    return builder.getOrCreate()
+    return builder.getOrCreate()  # the same session, its conf now set through the bounded client
+
+
+def connect_retry_policy(settings: Settings) -> RetryPolicy:
+    """pyspark's default Connect retry policy with ``spark.connect_max_retries`` and
+    ``spark.connect_max_backoff_seconds``. Its own defaults keep a client whose server is gone
+    retrying for about 10 minutes, a task holding its slot all that time; with the conf's bound it
+    fails within ``retry_budget_seconds`` and Airflow retries it."""
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+
+    return DefaultPolicy(max_retries=settings.spark.connect_max_retries,
+                         max_backoff=round(settings.spark.connect_max_backoff_seconds * 1000))  # fmt: skip
+
+
+def retry_budget_seconds(policy: RetryPolicy) -> float:
+    """The longest a call can wait under ``policy`` before it gives up: every backoff at its
+    maximum jitter (``RetryPolicyState.next_attempt``), server-sent delays aside."""
+    waits, wait = [], float(policy.initial_backoff)
+    for _ in range(policy.max_retries):
+        waits.append(wait + (policy.jitter if wait >= policy.min_jitter_threshold else 0))
+        wait = min(float(policy.max_backoff), wait * policy.backoff_multiplier)
+    return sum(waits) / 1000
 
 
 def from_pandas(spark: SparkSession, frame: pd.DataFrame, schema: str) -> DataFrame:
