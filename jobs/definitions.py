@@ -138,6 +138,9 @@ TASK_TAG = "airflow.task_id"
 PARAM_TAG_PREFIX = "airflow.param."  # + a DAG param's name: the manual run's choices, on the night's MLflow run
 # MLflow run params that name the table version a night read (lake maintenance keeps those versions).
 INPUT_VERSION_PARAM = "input_version"
+CLV_MODEL_VERSION_PARAM = "clv_model_version"  # the rfm-clv version a night scored with (every night)
+CLV_PARAM_PREFIX = "clv_"  # + a BG/NBD / Gamma-Gamma parameter: the values that version holds
+CLV_TOTAL_METRIC = "clv_12m_total"  # the night's predicted 12-month value of all its customers
 TABLE_VERSION_PARAMS = {"silver_customer_rfm": INPUT_VERSION_PARAM}
 # Tags of a registered model version.
 TRAINED_ON_TAG = "rfm.trained_on"

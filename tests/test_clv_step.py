@@ -12,8 +12,9 @@ from deltalake import DeltaTable
 
 from jobs.adapters import clv_registry, lake, tracking
 from jobs.core.clv import customer_summary
-from jobs.definitions import AT_RISK_VALUE, CLV_COLUMNS, days_between
+from jobs.definitions import AT_RISK_VALUE, CLV_COLUMNS, CLV_MODEL_VERSION_PARAM, CLV_PARAM_PREFIX, days_between
 from jobs.steps.clv import clv_day, purchase_days
+from jobs.tools.compare import comparison_table, night_runs
 from tests.conftest import REPLAY_FIRST_NIGHT, REPLAY_LAST_NIGHT
 
 pytestmark = pytest.mark.realdata
@@ -44,6 +45,20 @@ def test_fits_on_retrain_nights_and_scores_with_the_champion_between(nights) -> 
         fitted_on = RETRAIN_NIGHTS[1] if night >= RETRAIN_NIGHTS[1] else RETRAIN_NIGHTS[0]
         assert rows.loc[night, "clv_params"] == rows.loc[fitted_on, "clv_params"], f"{night} scores with the champion"
     assert rows.loc[RETRAIN_NIGHTS[1], "clv_params"] != rows.loc[RETRAIN_NIGHTS[0], "clv_params"], "a refit"
+
+
+def test_every_nights_run_holds_the_clv_version_and_parameters_it_scored_with(nights) -> None:
+    """Scoring nights too, so analysts compare every night's CLV in MLflow."""
+    settings, rows = nights
+    for night in NIGHTS:
+        (run_id,) = gold(settings, "gold_customer_segments", night)["mlflow_run_id"].unique()
+        params = tracking.client(settings).get_run(run_id).data.params
+        assert params.get(CLV_MODEL_VERSION_PARAM) == rows.loc[night, "clv_model_version"], night
+        logged = {name.removeprefix(CLV_PARAM_PREFIX): float(value) for name, value in params.items()
+                  if name.startswith(CLV_PARAM_PREFIX) and name != CLV_MODEL_VERSION_PARAM}  # fmt: skip
+        assert logged == pytest.approx(rows.loc[night, "clv_params"]), night
+    compared = comparison_table(night_runs(settings, last=len(NIGHTS))).set_index("date")
+    assert compared["clv_model_version"].to_dict() == {n.isoformat(): rows.loc[n, "clv_model_version"] for n in NIGHTS}
 
 
 def test_every_gold_customer_gets_a_value(nights) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.entities import Param
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -33,7 +34,15 @@ from jobs.adapters.spark import from_pandas, get_spark
 from jobs.config import Settings, load_settings
 from jobs.core.clv import ClvParams, at_risk_value, fit_params, score
 from jobs.core.rfm import considered_lines, contributions, is_purchase, state_from_contributions, value_summary
-from jobs.definitions import AT_RISK_VALUE, CLV_COLUMNS, LABEL_SCHEMES, NIGHT_TYPE_TAG
+from jobs.definitions import (
+    AT_RISK_VALUE,
+    CLV_COLUMNS,
+    CLV_MODEL_VERSION_PARAM,
+    CLV_PARAM_PREFIX,
+    CLV_TOTAL_METRIC,
+    LABEL_SCHEMES,
+    NIGHT_TYPE_TAG,
+)
 from jobs.errors import LakeStateError
 
 GOLD_CLV_COLUMNS = [*CLV_COLUMNS.values(), AT_RISK_VALUE]
@@ -153,13 +162,33 @@ def fit_and_register(settings: Settings, summary: pd.DataFrame, run_id: str, run
     seconds = time.perf_counter() - started
     repeaters = int((summary["frequency"] > 0).sum())
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_params({f"clv_{name}": value for name, value in params.as_dict().items()})
+        mlflow.log_params(logged_params(params))
         mlflow.log_metrics({"clv_fit_seconds": seconds, "clv_fit_customers": len(summary),
                             "clv_fit_repeat_customers": repeaters})  # fmt: skip
         metadata = {"trained_on": run_date.isoformat(), "customers": len(summary), "repeat_customers": repeaters,
                     "fit": "pymc-marketing MAP, default priors", "frequency": "repeat purchase days"}  # fmt: skip
         version = clv_registry.register(settings, params, summary.head(5), metadata)
     return str(version.version), params
+
+
+def logged_params(params: ClvParams) -> dict[str, str]:
+    """The CLV parameters as the night's MLflow run holds them."""
+    return {f"{CLV_PARAM_PREFIX}{name}": str(value) for name, value in params.as_dict().items()}
+
+
+def log_night_params(settings: Settings, run_id: str, version: str, params: ClvParams) -> None:
+    """The version the night scored with and its parameters, on the night's run whatever its type,
+    so analysts compare every night's CLV in MLflow. Params already there (a retrain's fit, an
+    earlier attempt) are kept: MLflow params cannot change."""
+    client = tracking.client(settings)
+    already = client.get_run(run_id).data.params
+    wanted = {CLV_MODEL_VERSION_PARAM: version, **logged_params(params)}
+    differing = sorted(name for name, value in wanted.items() if already.get(name, value) != value)
+    if differing:
+        log.warning("run %s already holds other values of %s: kept (see clv/customer_value.json)", run_id, differing)
+    missing = [Param(name, value) for name, value in wanted.items() if name not in already]
+    if missing:
+        client.log_batch(run_id, params=missing)
 
 
 def gold_frames(spark: SparkSession, gold: DataFrame, values: pd.DataFrame) -> tuple[DataFrame, DataFrame]:
@@ -228,13 +257,14 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
     label_published = (published_versions(settings.table_path("gold_published")) or {}).get(run_date, {})
     versions["gold_published"] = publish(spark, settings, run_date, {**label_published, **written})  # last
     by_label = distribution_by_label(values.merge(segments[["customer_id", "cluster_label"]], on="customer_id"))
+    log_night_params(settings, run_id, version, params)
     client = tracking.client(settings)
     client.log_dict(run_id, {"plan": plan.reason, "version": version, "params": params.as_dict(),
                              "by_cluster_label": by_label}, "clv/customer_value.json")  # fmt: skip
     metrics = {
         "clv_p_alive_min": float(values["p_alive"].min()),
         "clv_p_purchase_90d_median": float(values["p_purchase_90d"].median()),
-        "clv_12m_total": float(values["clv_12m"].sum()),
+        CLV_TOTAL_METRIC: float(values["clv_12m"].sum()),
         "at_risk_value_customers": float(values[AT_RISK_VALUE].sum()),
     }
     for name, value in metrics.items():

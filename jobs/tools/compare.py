@@ -4,7 +4,8 @@
 
 One row per night run (superseded runs left out), newest first: date, retrain or scoring night,
 algorithm, k, model version, whether a retrain took the alias, silhouette, Davies–Bouldin,
-cluster sizes, cluster-label shares and the label stability against the previous snapshot.
+cluster sizes, cluster-label shares, the label stability against the previous snapshot, and the
+CLV model version the night scored with and its 12-month total.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from mlflow.entities import Run
 from jobs.adapters import tracking
 from jobs.config import Settings, load_settings
 from jobs.definitions import (
+    CLV_MODEL_VERSION_PARAM,
+    CLV_TOTAL_METRIC,
     NIGHT_TYPE_TAG,
     PROMOTED_TAG,
     RUN_DATE_TAG,
@@ -68,6 +71,8 @@ def comparison_table(runs: list[Run]) -> pd.DataFrame:
                 "stability_cluster": metrics.get("label_stability_cluster"),
                 "stability_rfm": metrics.get("label_stability_rfm"),
                 "ari_cluster": metrics.get("ari_cluster"),
+                "clv_model_version": params.get(CLV_MODEL_VERSION_PARAM),
+                "clv_12m_total": metrics.get(CLV_TOTAL_METRIC),
                 "run_id": run.info.run_id,
             }
         )
