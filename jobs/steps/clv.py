@@ -22,6 +22,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow import MlflowClient
 from mlflow.entities import Param
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -176,11 +177,10 @@ def logged_params(params: ClvParams) -> dict[str, str]:
     return {f"{CLV_PARAM_PREFIX}{name}": str(value) for name, value in params.as_dict().items()}
 
 
-def log_night_params(settings: Settings, run_id: str, version: str, params: ClvParams) -> None:
+def log_night_params(client: MlflowClient, run_id: str, version: str, params: ClvParams) -> None:
     """The version the night scored with and its parameters, on the night's run whatever its type,
     so analysts compare every night's CLV in MLflow. Params already there (a retrain's fit, an
     earlier attempt) are kept: MLflow params cannot change."""
-    client = tracking.client(settings)
     already = client.get_run(run_id).data.params
     wanted = {CLV_MODEL_VERSION_PARAM: version, **logged_params(params)}
     differing = sorted(name for name, value in wanted.items() if already.get(name, value) != value)
@@ -257,8 +257,8 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
     label_published = (published_versions(settings.table_path("gold_published")) or {}).get(run_date, {})
     versions["gold_published"] = publish(spark, settings, run_date, {**label_published, **written})  # last
     by_label = distribution_by_label(values.merge(segments[["customer_id", "cluster_label"]], on="customer_id"))
-    log_night_params(settings, run_id, version, params)
     client = tracking.client(settings)
+    log_night_params(client, run_id, version, params)
     client.log_dict(run_id, {"plan": plan.reason, "version": version, "params": params.as_dict(),
                              "by_cluster_label": by_label}, "clv/customer_value.json")  # fmt: skip
     metrics = {
