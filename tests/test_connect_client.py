@@ -13,10 +13,12 @@ import socket
 import subprocess
 import sys
 
-from pyspark.sql.connect.client.retries import DefaultPolicy
+from pyspark.sql.connect.client.retries import DefaultPolicy, RetryPolicy
 
-from jobs.adapters.spark import connect_retry_policy, retry_budget_seconds
+from jobs.adapters.spark import connect_retry_policy
 from jobs.config import REPO_ROOT, load_settings
+
+SHORT_BACKOFF_SECONDS = 2.0  # the server-less client's cap between retries, in the test and its subprocess
 
 # Its own process: a Connect session marks the whole interpreter as remote (pyspark's is_remote).
 CONNECT_WITHOUT_SERVER = """
@@ -34,6 +36,16 @@ print(json.dumps({"seconds": time.perf_counter() - started, "error": error}))
 """
 
 
+def retry_budget_seconds(policy: RetryPolicy) -> float:
+    """The longest a call can wait under ``policy`` before it gives up: every backoff at its
+    maximum jitter (pyspark's ``RetryPolicyState.next_attempt``), server-sent delays aside."""
+    waits, wait = [], float(policy.initial_backoff)
+    for _ in range(policy.max_retries):
+        waits.append(wait + (policy.jitter if wait >= policy.min_jitter_threshold else 0))
+        wait = min(float(policy.max_backoff), wait * policy.backoff_multiplier)
+    return sum(waits) / 1000
+
+
 def unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -48,12 +60,12 @@ def test_the_configured_retry_budget_is_seconds_where_pysparks_default_is_ten_mi
 
 def test_a_client_without_a_server_fails_within_the_retry_budget():
     """With the conf's retries and a shorter backoff (about 9 s instead of 26 s of CI time)."""
-    backoff = {"RFM__SPARK__CONNECT_MAX_BACKOFF_SECONDS": "2"}
-    settings = load_settings().model_copy(update={"spark": load_settings().spark.model_copy(
-        update={"connect_max_backoff_seconds": 2.0})})  # fmt: skip
-    policy = connect_retry_policy(settings)
+    settings = load_settings()
+    spark_conf = settings.spark.model_copy(update={"connect_max_backoff_seconds": SHORT_BACKOFF_SECONDS})
+    policy = connect_retry_policy(settings.model_copy(update={"spark": spark_conf}))
     budget = retry_budget_seconds(policy)
-    env = {**os.environ, **backoff, "RFM__SPARK__REMOTE": f"sc://127.0.0.1:{unused_port()}"}
+    env = {**os.environ, "RFM__SPARK__CONNECT_MAX_BACKOFF_SECONDS": str(SHORT_BACKOFF_SECONDS),
+           "RFM__SPARK__REMOTE": f"sc://127.0.0.1:{unused_port()}"}  # fmt: skip
     done = subprocess.run([sys.executable, "-c", CONNECT_WITHOUT_SERVER], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=budget + 120)  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]

@@ -35,7 +35,7 @@ import requests
 from deltalake import DeltaTable
 
 from jobs.adapters import registry, tracking
-from jobs.config import REPO_ROOT
+from jobs.config import REPO_ROOT, load_settings
 from jobs.definitions import NIGHT_TYPE_TAG, days_between
 from jobs.orchestration.services import AirflowApi, ServerBusy, production_stack
 from jobs.tools.export import read_manifest
@@ -176,8 +176,6 @@ def test_the_nights_spark_work_ran_on_the_standalone_cluster(scheduled):
     """The Connect server is an application of the standalone master, with the worker's cores; in
     standalone mode the driver runs no task, so every night's Spark work (Delta writes included)
     ran in its executors on the worker, and the Delta classes reached them."""
-    from jobs.config import load_settings
-
     cluster = scheduled["stack"].spark_cluster
     apps = [a for a in cluster.state()["activeapps"] if a["name"] == f"{load_settings().spark.app_name}-connect"]
     assert len(apps) == 1 and apps[0]["cores"] >= 1, cluster.state()["activeapps"]
@@ -243,8 +241,6 @@ finally:
 def test_a_task_session_carries_its_session_conf_and_the_bounded_retry_policy(scheduled):
     """``connect_session`` installs the retry policy before its first call, then sets the conf's
     session-level keys through it: a value the server was not started with reaches the session."""
-    from jobs.config import load_settings
-
     spark_conf = load_settings().spark
     env = {**os.environ, "RFM__SPARK__REMOTE": scheduled["stack"].spark_url,
            "RFM__SPARK__CONF": json.dumps({"spark.sql.shuffle.partitions": 7})}  # fmt: skip

@@ -105,21 +105,11 @@ def connect_retry_policy(settings: Settings) -> RetryPolicy:
     """pyspark's default Connect retry policy with ``spark.connect_max_retries`` and
     ``spark.connect_max_backoff_seconds``. Its own defaults keep a client whose server is gone
     retrying for about 10 minutes, a task holding its slot all that time; with the conf's bound it
-    fails within ``retry_budget_seconds`` and Airflow retries it."""
+    fails within about 26 s and Airflow retries it."""
     from pyspark.sql.connect.client.retries import DefaultPolicy
 
     return DefaultPolicy(max_retries=settings.spark.connect_max_retries,
                          max_backoff=round(settings.spark.connect_max_backoff_seconds * 1000))  # fmt: skip
-
-
-def retry_budget_seconds(policy: RetryPolicy) -> float:
-    """The longest a call can wait under ``policy`` before it gives up: every backoff at its
-    maximum jitter (``RetryPolicyState.next_attempt``), server-sent delays aside."""
-    waits, wait = [], float(policy.initial_backoff)
-    for _ in range(policy.max_retries):
-        waits.append(wait + (policy.jitter if wait >= policy.min_jitter_threshold else 0))
-        wait = min(float(policy.max_backoff), wait * policy.backoff_multiplier)
-    return sum(waits) / 1000
 
 
 def from_pandas(spark: SparkSession, frame: pd.DataFrame, schema: str) -> DataFrame:
