@@ -53,9 +53,19 @@ def settings_at(data_dir: Path) -> Settings:
 def build_real_lake(data_dir: Path) -> None:
     """The real pipeline over the UCI file (``jobs.tools.replay``, in its own process: the app never
     imports Spark): history to BACKFILL_UNTIL, then day by day, labelled on LABELLED_DATES."""
-    command = [sys.executable, "-m", "jobs.tools.replay", "--source", str(REAL_DATA), "--until",
-               BACKFILL_UNTIL.isoformat(), "--to", LABELLED_DATES[-1].isoformat(),
-               "--label-on", *(d.isoformat() for d in LABELLED_DATES)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "jobs.tools.replay",
+        "--source",
+        str(REAL_DATA),
+        "--until",
+        BACKFILL_UNTIL.isoformat(),
+        "--to",
+        LABELLED_DATES[-1].isoformat(),
+        "--label-on",
+        *(d.isoformat() for d in LABELLED_DATES),
+    ]
     subprocess.run(command, check=True, env={**os.environ, "RFM__PATHS__DATA_DIR": str(data_dir)})
 
 
@@ -70,15 +80,19 @@ def scale_lake(source: Settings, target: Settings, factor: int, seed: int = 7) -
         copies = pa.concat_tables([real] * factor)
         n, copy = copies.num_rows, np.repeat(np.arange(factor), real.num_rows)
         jitter = {
-            "customer_id": pa.array([f"{c}-{k:03d}" for c, k in zip(copies["customer_id"].to_pylist(), copy, strict=True)]),
-            "recency_days": pa.array(np.maximum(copies["recency_days"].to_numpy() + rng.integers(-3, 4, n), 0), pa.int32()),
+            "customer_id": pa.array(
+                [f"{c}-{k:03d}" for c, k in zip(copies["customer_id"].to_pylist(), copy, strict=True)]
+            ),
+            "recency_days": pa.array(
+                np.maximum(copies["recency_days"].to_numpy() + rng.integers(-3, 4, n), 0), pa.int32()
+            ),
             "frequency": pa.array(
                 np.maximum(np.rint(copies["frequency"].to_numpy() * rng.uniform(0.8, 1.25, n)), 1).astype("int64")
             ),
             "monetary": pa.array(
                 np.round(copies["monetary"].to_numpy().astype(float) * rng.lognormal(0, 0.1, n), 3)
             ).cast(pa.decimal128(20, 3)),
-        }  # fmt: skip
+        }
         for name, values in jitter.items():
             copies = copies.set_column(copies.schema.get_field_index(name), name, values)
         write_deltalake(
@@ -118,9 +132,13 @@ class CallbackTimer:
             return [{**i, "value": values.get(f"{i['id']}.{i['property']}")} for i in spec[kind]]
 
         outputs = [dict(zip(("id", "property"), o.rsplit(".", 1), strict=True)) for o in output.strip(".").split("...")]
-        body = {"output": output, "outputs": outputs if output.startswith("..") else outputs[0],
-                "inputs": items("inputs"), "state": items("state"),
-                "changedPropIds": [f"{i['id']}.{i['property']}" for i in spec["inputs"]]}  # fmt: skip
+        body = {
+            "output": output,
+            "outputs": outputs if output.startswith("..") else outputs[0],
+            "inputs": items("inputs"),
+            "state": items("state"),
+            "changedPropIds": [f"{i['id']}.{i['property']}" for i in spec["inputs"]],
+        }
         response, elapsed = timed_ms(
             lambda: self.client.post("/_dash-update-component", data=json.dumps(body), content_type="application/json")
         )
@@ -147,13 +165,22 @@ def filter_combinations(segment_lake: SegmentLake, count: int, seed: int = 11) -
     for day, scheme, country in itertools.product(dates, ("cluster", "rfm"), COUNTRIES):
         for segment in [None, *segment_lake.segments(scheme, day)[:2]]:
             earlier = [d for d in dates if d < day]
-            combos.append({
-                "snapshot-date.value": day.isoformat(), "scheme.value": scheme, "segment.value": segment,
-                "country.value": country, "log-scale.value": ["log"],
-                "migration-from.value": earlier[-1].isoformat() if earlier else None,
-                "customer-grid.getRowsRequest": {"startRow": 0, "endRow": 100, "filterModel": {},
-                                                 "sortModel": [{"colId": "monetary", "sort": "desc"}]},
-            })  # fmt: skip
+            combos.append(
+                {
+                    "snapshot-date.value": day.isoformat(),
+                    "scheme.value": scheme,
+                    "segment.value": segment,
+                    "country.value": country,
+                    "log-scale.value": ["log"],
+                    "migration-from.value": earlier[-1].isoformat() if earlier else None,
+                    "customer-grid.getRowsRequest": {
+                        "startRow": 0,
+                        "endRow": 100,
+                        "filterModel": {},
+                        "sortModel": [{"colId": "monetary", "sort": "desc"}],
+                    },
+                }
+            )
     random.Random(seed).shuffle(combos)
     return combos[:count]
 
@@ -172,8 +199,13 @@ def time_callbacks(settings: Settings, combos: list[dict[str, Any]]) -> dict[str
     times["customer page (rows 5000-5100)"] = {
         "warm": [timer.call(VIEW_CALLBACKS["customer page"], deep) for _ in range(10)]
     }
-    everyone = {**combos[0], "segment.value": None, "country.value": None, "download-button.n_clicks": 1,
-                "customer-grid.getRowsRequest": {"filterModel": {}, "sortModel": []}}  # fmt: skip
+    everyone = {
+        **combos[0],
+        "segment.value": None,
+        "country.value": None,
+        "download-button.n_clicks": 1,
+        "customer-grid.getRowsRequest": {"filterModel": {}, "sortModel": []},
+    }
     times["CSV download (whole snapshot)"] = {"warm": [timer.call(DOWNLOAD, everyone) for _ in range(3)]}
     return times
 

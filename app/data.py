@@ -32,18 +32,37 @@ from jobs.definitions import AT_RISK_VALUE, CLV_COLUMNS, GONE_CUSTOMER, LABEL_SC
 VALUE_COLUMNS = {**{column: pa.float64() for column in CLV_COLUMNS.values()}, AT_RISK_VALUE: pa.bool_()}
 VALUE_MEASURES = [CLV_COLUMNS["p_alive"], CLV_COLUMNS["p_purchase"], CLV_COLUMNS["clv"]]  # the value view's boxes
 CUSTOMER_COLUMNS = [
-    "customer_id", "country", "recency_days", "frequency", "monetary", "r_score", "f_score", "m_score",
-    "rfm_score", "rfm_segment", "cluster", "cluster_label", "first_purchase_date", "last_purchase_date", "tenure_days",
+    "customer_id",
+    "country",
+    "recency_days",
+    "frequency",
+    "monetary",
+    "r_score",
+    "f_score",
+    "m_score",
+    "rfm_score",
+    "rfm_segment",
+    "cluster",
+    "cluster_label",
+    "first_purchase_date",
+    "last_purchase_date",
+    "tenure_days",
     *VALUE_COLUMNS,
-]  # fmt: skip
+]
 
 # AG Grid filter model → SQL; the value is bound as a parameter, never pasted.
 _COMPARISONS = {
-    "equals": "{c} = ?", "notEqual": "{c} <> ?", "lessThan": "{c} < ?", "lessThanOrEqual": "{c} <= ?",
-    "greaterThan": "{c} > ?", "greaterThanOrEqual": "{c} >= ?",
-    "contains": "contains(lower({c}), lower(?))", "notContains": "NOT contains(lower({c}), lower(?))",
-    "startsWith": "starts_with(lower({c}), lower(?))", "endsWith": "ends_with(lower({c}), lower(?))",
-}  # fmt: skip
+    "equals": "{c} = ?",
+    "notEqual": "{c} <> ?",
+    "lessThan": "{c} < ?",
+    "lessThanOrEqual": "{c} <= ?",
+    "greaterThan": "{c} > ?",
+    "greaterThanOrEqual": "{c} >= ?",
+    "contains": "contains(lower({c}), lower(?))",
+    "notContains": "NOT contains(lower({c}), lower(?))",
+    "startsWith": "starts_with(lower({c}), lower(?))",
+    "endsWith": "ends_with(lower({c}), lower(?))",
+}
 
 
 class InvalidInput(ValueError):
@@ -73,8 +92,13 @@ class Filters:
 class SegmentLake:
     """Read-only access to ``gold/customer_segments`` and ``gold/segment_summary``."""
 
-    def __init__(self, segments_path: Path, summary_path: Path, segment_order: dict[str, list[str]],
-                 published_path: Path | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        segments_path: Path,
+        summary_path: Path,
+        segment_order: dict[str, list[str]],
+        published_path: Path | None = None,
+    ) -> None:
         self.segments_path, self.summary_path = str(segments_path), str(summary_path)
         self.published_path = str(published_path) if published_path else None
         self._table_names = {self.segments_path: "gold_customer_segments", self.summary_path: "gold_segment_summary"}
@@ -142,8 +166,9 @@ class SegmentLake:
         """The view columns of one snapshot; the value columns as nulls where the table has none yet."""
         table = DeltaTable(self.segments_path, version=version)
         present = {field.name for field in table.schema().fields}
-        rows = table.to_pyarrow_table(filters=[("snapshot_date", "=", day)],
-                                      columns=[c for c in CUSTOMER_COLUMNS if c in present])  # fmt: skip
+        rows = table.to_pyarrow_table(
+            filters=[("snapshot_date", "=", day)], columns=[c for c in CUSTOMER_COLUMNS if c in present]
+        )
         for column, kind in VALUE_COLUMNS.items():
             if column not in present:
                 rows = rows.append_column(column, pa.nulls(rows.num_rows, kind))
@@ -249,8 +274,16 @@ class SegmentLake:
         Without a country this is the summary table (shares of the whole snapshot); with one it is
         computed from the customers of that country (shares within the country).
         """
-        columns = ["segment", "customers", "customer_share", "revenue_share", "mean_recency_days",
-                   "mean_frequency", "mean_monetary", "monetary_total"]  # fmt: skip
+        columns = [
+            "segment",
+            "customers",
+            "customer_share",
+            "revenue_share",
+            "mean_recency_days",
+            "mean_frequency",
+            "mean_monetary",
+            "monetary_total",
+        ]
         if filters.country:
             frame = self._overview_of_country(filters)
         else:
@@ -324,12 +357,24 @@ class SegmentLake:
             params,
             segments=table,
         )
-        return pd.DataFrame([
-            {"segment": row["segment"], "measure": m, "customers": row["customers"], "min": row[f"{m}_min"],
-             "q1": row[f"{m}_q"][0], "median": row[f"{m}_q"][1], "q3": row[f"{m}_q"][2], "max": row[f"{m}_max"],
-             "mean": row[f"{m}_mean"]}
-            for row in wide.to_dict("records") for m in measures if row[f"{m}_count"] > 0
-        ])  # fmt: skip
+        return pd.DataFrame(
+            [
+                {
+                    "segment": row["segment"],
+                    "measure": m,
+                    "customers": row["customers"],
+                    "min": row[f"{m}_min"],
+                    "q1": row[f"{m}_q"][0],
+                    "median": row[f"{m}_q"][1],
+                    "q3": row[f"{m}_q"][2],
+                    "max": row[f"{m}_max"],
+                    "mean": row[f"{m}_mean"],
+                }
+                for row in wide.to_dict("records")
+                for m in measures
+                if row[f"{m}_count"] > 0
+            ]
+        )
 
     def value_stats(self, filters: Filters) -> pd.DataFrame:
         """The predicted value per segment: box statistics of P(alive), P(purchase in the horizon) and
@@ -378,8 +423,18 @@ class SegmentLake:
             edges = bin_edges(values.min(), values.max(), positive.min() if log_spaced else None, bins)
             index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, bins - 1)
             counts = np.bincount(segment_codes * bins + index, minlength=len(names) * bins).reshape(len(names), bins)
-            frames += [pd.DataFrame({"segment": names[c], "measure": measure, "bin_start": edges[:-1],
-                                     "bin_end": edges[1:], "customers": counts[c]}) for c in present]  # fmt: skip
+            frames += [
+                pd.DataFrame(
+                    {
+                        "segment": names[c],
+                        "measure": measure,
+                        "bin_start": edges[:-1],
+                        "bin_end": edges[1:],
+                        "customers": counts[c],
+                    }
+                )
+                for c in present
+            ]
         return pd.concat(frames, ignore_index=True)
 
     def _read_numeric(self, version: int, day: date) -> dict[str, Any]:
@@ -408,8 +463,9 @@ class SegmentLake:
         )
         return points, total
 
-    def migration(self, scheme: str, earlier: date, later: date, segment: str | None = None,
-                  country: str | None = None) -> pd.DataFrame:  # fmt: skip
+    def migration(
+        self, scheme: str, earlier: date, later: date, segment: str | None = None, country: str | None = None
+    ) -> pd.DataFrame:
         """Customers and monetary value moving from their ``earlier`` segment to their ``later`` one.
 
         Every customer of either snapshot counts once: absent earlier → source ``new``, absent
@@ -443,8 +499,14 @@ class SegmentLake:
             after=self._snapshot(version, later),
         )
 
-    def customer_page(self, filters: Filters, start: int, end: int, sort_model: list[dict] | None = None,
-                      filter_model: dict | None = None) -> tuple[list[dict], int]:  # fmt: skip
+    def customer_page(
+        self,
+        filters: Filters,
+        start: int,
+        end: int,
+        sort_model: list[dict] | None = None,
+        filter_model: dict | None = None,
+    ) -> tuple[list[dict], int]:
         """Rows ``start``..``end`` of the filtered, sorted customers (JSON-ready) and how many match."""
         table = self.snapshot(filters.snapshot_date)
         if table is None:
@@ -460,8 +522,9 @@ class SegmentLake:
         ).to_arrow_table()
         return rows.to_pylist(), total
 
-    def customer_csv(self, filters: Filters, sort_model: list[dict] | None = None,
-                     filter_model: dict | None = None) -> bytes:  # fmt: skip
+    def customer_csv(
+        self, filters: Filters, sort_model: list[dict] | None = None, filter_model: dict | None = None
+    ) -> bytes:
         """Every customer in the filter (dashboard filters and the table's column filters) as CSV."""
         table = self.snapshot(filters.snapshot_date)
         if table is None:
@@ -490,8 +553,11 @@ class SegmentLake:
             "last_purchase_date": "last_purchase_date::VARCHAR AS last_purchase_date",
         }
         columns = ", ".join(c if exact else shown.get(c, c) for c in CUSTOMER_COLUMNS)
-        order = [f"{s['colId']} {'DESC' if s.get('sort') == 'desc' else 'ASC'}" for s in sort_model or []
-                 if s.get("colId") in CUSTOMER_COLUMNS]  # fmt: skip
+        order = [
+            f"{s['colId']} {'DESC' if s.get('sort') == 'desc' else 'ASC'}"
+            for s in sort_model or []
+            if s.get("colId") in CUSTOMER_COLUMNS
+        ]
         return f"SELECT {columns} FROM segments WHERE {where} ORDER BY {', '.join([*order, 'customer_id'])}"
 
 

@@ -42,16 +42,27 @@ FILTERS = [
     Input("country", "value"),
 ]
 GRID_COLUMNS = [  # field, header, filter kind
-    ("customer_id", "Customer", "text"), ("country", "Country", "text"), ("cluster_label", "Cluster label", "text"),
-    ("rfm_segment", "RFM segment", "text"), ("recency_days", "Recency (days)", "number"),
-    ("frequency", "Frequency", "number"), ("monetary", "Monetary", "number"), ("clv_12m", "CLV 12 m", "number"),
-    ("p_purchase_90d", "P(purchase 90 d)", "number"), ("at_risk_value", "At-risk value", "none"),
+    ("customer_id", "Customer", "text"),
+    ("country", "Country", "text"),
+    ("cluster_label", "Cluster label", "text"),
+    ("rfm_segment", "RFM segment", "text"),
+    ("recency_days", "Recency (days)", "number"),
+    ("frequency", "Frequency", "number"),
+    ("monetary", "Monetary", "number"),
+    ("clv_12m", "CLV 12 m", "number"),
+    ("p_purchase_90d", "P(purchase 90 d)", "number"),
+    ("at_risk_value", "At-risk value", "none"),
     ("r_score", "R", "number"),
-    ("f_score", "F", "number"), ("m_score", "M", "number"), ("rfm_score", "RFM", "text"),
-    ("cluster", "Cluster", "number"), ("first_purchase_date", "First purchase", "text"),
-    ("last_purchase_date", "Last purchase", "text"), ("tenure_days", "Tenure (days)", "number"),
-    ("p_alive", "P(alive)", "number"), ("expected_purchases_90d", "Purchases 90 d", "number"),
-]  # fmt: skip
+    ("f_score", "F", "number"),
+    ("m_score", "M", "number"),
+    ("rfm_score", "RFM", "text"),
+    ("cluster", "Cluster", "number"),
+    ("first_purchase_date", "First purchase", "text"),
+    ("last_purchase_date", "Last purchase", "text"),
+    ("tenure_days", "Tenure (days)", "number"),
+    ("p_alive", "P(alive)", "number"),
+    ("expected_purchases_90d", "Purchases 90 d", "number"),
+]
 
 
 def create_app(segment_lake: SegmentLake, config: Dashboard, warm_up: bool = True) -> Dash:
@@ -151,7 +162,7 @@ def layout(segment_lake: SegmentLake, config: Dashboard) -> html.Div:
                         ],
                     ),
                 ],
-            ),  # fmt: skip
+            ),
         ],
         className="page",
     )
@@ -167,11 +178,11 @@ def filter_bar(dates: list[date]) -> html.Div:
                     dcc.Dropdown(id="snapshot-date", options=date_options(dates), value=latest, clearable=False),
                 ],
                 className="filter",
-            ),  # fmt: skip
+            ),
             html.Label(
                 ["Labels", dcc.RadioItems(id="scheme", options=SCHEME_OPTIONS, value="cluster", inline=True)],
                 className="filter",
-            ),  # fmt: skip
+            ),
             html.Label(["Segment", dcc.Dropdown(id="segment", placeholder="All segments")], className="filter"),
             html.Label(["Country", dcc.Dropdown(id="country", placeholder="All countries")], className="filter"),
         ],
@@ -193,7 +204,7 @@ def customer_grid(page_size: int) -> dag.AgGrid:
                 **({"valueFormatter": {"function": VALUE_FORMATS[name]}} if name in VALUE_FORMATS else {}),
             }
             for name, header, kind in GRID_COLUMNS
-        ],  # fmt: skip
+        ],
         defaultColDef={"sortable": True, "resizable": True, "floatingFilter": True, "minWidth": 110},
         dashGridOptions={"cacheBlockSize": page_size, "maxBlocksInCache": 20, "rowBuffer": 0},
         style={"height": "560px"},
@@ -246,10 +257,19 @@ def overview_cards(overview: pd.DataFrame) -> list[html.Div]:
 def sizes_figure(sizes: pd.DataFrame, colours: dict[str, str]) -> go.Figure:
     figure = go.Figure()
     for segment, rows in sizes.groupby("segment", sort=False):
-        figure.add_scatter(x=[d.isoformat() for d in rows["snapshot_date"]], y=rows["customers"], name=segment,
-                           mode="lines+markers", line_color=colours.get(segment))  # fmt: skip
-    figure.update_layout(title="Segment sizes over the snapshots", yaxis_title="customers", template="plotly_white",
-                         xaxis_type="category")  # fmt: skip
+        figure.add_scatter(
+            x=[d.isoformat() for d in rows["snapshot_date"]],
+            y=rows["customers"],
+            name=segment,
+            mode="lines+markers",
+            line_color=colours.get(segment),
+        )
+    figure.update_layout(
+        title="Segment sizes over the snapshots",
+        yaxis_title="customers",
+        template="plotly_white",
+        xaxis_type="category",
+    )
     return figure
 
 
@@ -259,8 +279,9 @@ def distribution_layout(log: bool) -> dict:
     grid = make_subplots(
         rows=2, cols=3, subplot_titles=[MEASURE_TITLES[m] for m in RFM_MEASURES] * 2, vertical_spacing=0.12
     )
-    grid.update_layout(template="plotly_white", title="R, F and M per segment (box whiskers: min–max)",
-                       yaxis_title="customers")  # fmt: skip
+    grid.update_layout(
+        template="plotly_white", title="R, F and M per segment (box whiskers: min–max)", yaxis_title="customers"
+    )
     if log:
         grid.update_xaxes(type="log", col=2, row=1).update_xaxes(type="log", col=3, row=1)
         grid.update_yaxes(type="log", col=2, row=2).update_yaxes(type="log", col=3, row=2)
@@ -280,16 +301,38 @@ def distribution_figure(histograms: pd.DataFrame, boxes: pd.DataFrame, colours: 
         for segment, colour in colours.items():
             bins = hist.get((measure, segment))
             if bins is not None:
-                traces.append({"type": "scatter", "x": [*bins["bin_start"], bins["bin_end"].iloc[-1]],
-                               "y": [*bins["customers"], 0], "line": {"shape": "hv", "color": colour},
-                               "name": segment, "legendgroup": segment, "showlegend": col == 1,
-                               "xaxis": f"x{top}", "yaxis": f"y{top}"})  # fmt: skip
+                traces.append(
+                    {
+                        "type": "scatter",
+                        "x": [*bins["bin_start"], bins["bin_end"].iloc[-1]],
+                        "y": [*bins["customers"], 0],
+                        "line": {"shape": "hv", "color": colour},
+                        "name": segment,
+                        "legendgroup": segment,
+                        "showlegend": col == 1,
+                        "xaxis": f"x{top}",
+                        "yaxis": f"y{top}",
+                    }
+                )
             if stats is not None and (measure, segment) in stats.index:
                 s = stats.loc[(measure, segment)]
-                traces.append({"type": "box", "x": [segment], "q1": [s["q1"]], "median": [s["median"]],
-                               "q3": [s["q3"]], "lowerfence": [s["min"]], "upperfence": [s["max"]], "name": segment,
-                               "legendgroup": segment, "showlegend": False, "marker": {"color": colour},
-                               "xaxis": f"x{bottom}", "yaxis": f"y{bottom}"})  # fmt: skip
+                traces.append(
+                    {
+                        "type": "box",
+                        "x": [segment],
+                        "q1": [s["q1"]],
+                        "median": [s["median"]],
+                        "q3": [s["q3"]],
+                        "lowerfence": [s["min"]],
+                        "upperfence": [s["max"]],
+                        "name": segment,
+                        "legendgroup": segment,
+                        "showlegend": False,
+                        "marker": {"color": colour},
+                        "xaxis": f"x{bottom}",
+                        "yaxis": f"y{bottom}",
+                    }
+                )
     return {"data": traces, "layout": distribution_layout(log)}
 
 
@@ -305,15 +348,30 @@ def value_figure(stats: pd.DataFrame, at_risk: pd.DataFrame, colours: dict[str, 
             if (measure, segment) not in rows.index:
                 continue
             s = rows.loc[(measure, segment)]
-            figure.add_box(x=[segment], q1=[s["q1"]], median=[s["median"]], q3=[s["q3"]], lowerfence=[s["min"]],
-                           upperfence=[s["max"]], mean=[s["mean"]], name=segment, legendgroup=segment,
-                           marker_color=colour, showlegend=col == 1, row=1, col=col)  # fmt: skip
+            figure.add_box(
+                x=[segment],
+                q1=[s["q1"]],
+                median=[s["median"]],
+                q3=[s["q3"]],
+                lowerfence=[s["min"]],
+                upperfence=[s["max"]],
+                mean=[s["mean"]],
+                name=segment,
+                legendgroup=segment,
+                marker_color=colour,
+                showlegend=col == 1,
+                row=1,
+                col=col,
+            )
     for col in range(1, len(VALUE_TITLES)):  # probabilities on their whole scale: 0.9999999 reads as 1
         figure.update_yaxes(range=[0, 1.05], row=1, col=col)
     figure.update_yaxes(type="log", row=1, col=len(VALUE_TITLES))
     flagged = int(at_risk["customers"].sum()) if not at_risk.empty else 0
-    figure.update_layout(template="plotly_white", title=f"Predicted customer value per segment — {flagged:,} "
-                         "at-risk-value customers (win-back list: Customers tab)")  # fmt: skip
+    figure.update_layout(
+        template="plotly_white",
+        title=f"Predicted customer value per segment — {flagged:,} "
+        "at-risk-value customers (win-back list: Customers tab)",
+    )
     return figure
 
 
@@ -327,13 +385,30 @@ def cluster_figure(points: pd.DataFrame, total: int, colours: dict[str, str], ma
     by_segment = dict(tuple(points.groupby("segment"))) if len(points) else {}
     for segment in [s for s in colours if s in by_segment]:
         rows = by_segment[segment]
-        figure.add_scatter(x=rows["recency_days"], y=rows["monetary"], mode="markers", name=segment,
-                           marker={"color": colours[segment], "size": rows["frequency"], "sizemode": "area",
-                                   "sizeref": size_ref, "sizemin": 3, "opacity": 0.6},
-                           customdata=rows[["customer_id", "frequency"]],
-                           hovertemplate="%{customdata[0]}<br>R %{x} d · F %{customdata[1]} · M %{y:,.2f}")  # fmt: skip
-    figure.update_layout(title=title, xaxis_title="recency (days)", yaxis_title="monetary (log)", yaxis_type="log",
-                         template="plotly_white", legend_itemsizing="constant")  # fmt: skip
+        figure.add_scatter(
+            x=rows["recency_days"],
+            y=rows["monetary"],
+            mode="markers",
+            name=segment,
+            marker={
+                "color": colours[segment],
+                "size": rows["frequency"],
+                "sizemode": "area",
+                "sizeref": size_ref,
+                "sizemin": 3,
+                "opacity": 0.6,
+            },
+            customdata=rows[["customer_id", "frequency"]],
+            hovertemplate="%{customdata[0]}<br>R %{x} d · F %{customdata[1]} · M %{y:,.2f}",
+        )
+    figure.update_layout(
+        title=title,
+        xaxis_title="recency (days)",
+        yaxis_title="monetary (log)",
+        yaxis_type="log",
+        template="plotly_white",
+        legend_itemsizing="constant",
+    )
     return figure
 
 
@@ -343,22 +418,33 @@ def migration_figure(flows: pd.DataFrame, earlier: str, later: str, colours: dic
     targets = list(dict.fromkeys(flows["target"]))
     labels = [f"{s} ({earlier})" if s != NEW_CUSTOMER else f"new since {earlier}" for s in sources]
     labels += [f"{t} ({later})" if t != GONE_CUSTOMER else f"not in {later}" for t in targets]
-    figure = go.Figure(go.Sankey(
-        node={"label": labels, "color": [colours.get(n, "rgb(187, 187, 187)") for n in sources + targets], "pad": 12},
-        link={"source": [sources.index(s) for s in flows["source"]],
-              "target": [len(sources) + targets.index(t) for t in flows["target"]],
-              "value": flows["customers"].tolist(), "customdata": flows["monetary"].tolist(),
-              "color": [translucent(colours.get(s, "rgb(187, 187, 187)")) for s in flows["source"]],
-              "hovertemplate": "%{value:,} customers · monetary %{customdata:,.2f}<extra></extra>"},
-    ))  # fmt: skip
+    figure = go.Figure(
+        go.Sankey(
+            node={
+                "label": labels,
+                "color": [colours.get(n, "rgb(187, 187, 187)") for n in sources + targets],
+                "pad": 12,
+            },
+            link={
+                "source": [sources.index(s) for s in flows["source"]],
+                "target": [len(sources) + targets.index(t) for t in flows["target"]],
+                "value": flows["customers"].tolist(),
+                "customdata": flows["monetary"].tolist(),
+                "color": [translucent(colours.get(s, "rgb(187, 187, 187)")) for s in flows["source"]],
+                "hovertemplate": "%{value:,} customers · monetary %{customdata:,.2f}<extra></extra>",
+            },
+        )
+    )
     figure.update_layout(title=f"Customers moving between segments, {earlier} → {later}", template="plotly_white")
     return figure
 
 
 def migration_table(flows: pd.DataFrame) -> html.Table:
     header = html.Tr([html.Th(h) for h in ("from", "to", "customers", "monetary")])
-    rows = [html.Tr([html.Td(r.source), html.Td(r.target), html.Td(f"{r.customers:,}"), html.Td(f"{r.monetary:,.2f}")])
-            for r in flows.itertuples()]  # fmt: skip
+    rows = [
+        html.Tr([html.Td(r.source), html.Td(r.target), html.Td(f"{r.customers:,}"), html.Td(f"{r.monetary:,.2f}")])
+        for r in flows.itertuples()
+    ]
     return html.Table([html.Thead(header), html.Tbody(rows)], className="migration-table")
 
 
@@ -403,8 +489,13 @@ def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard, 
     def colours(scheme: str, day: date) -> dict[str, str]:
         return segment_colours(segment_lake.segments(scheme, day))
 
-    @app.callback(Output("snapshot-date", "options"), Output("snapshot-date", "value"),
-                  Input("url", "search"), Input("refresh", "n_intervals"), State("snapshot-date", "value"))  # fmt: skip
+    @app.callback(
+        Output("snapshot-date", "options"),
+        Output("snapshot-date", "value"),
+        Input("url", "search"),
+        Input("refresh", "n_intervals"),
+        State("snapshot-date", "value"),
+    )
     def snapshot_choices(search: str | None, _: int | None, current: str | None):
         """Snapshot dates (new ones appear without a restart); ``?date=`` picks one, even without data."""
         if warm_up:
@@ -415,8 +506,14 @@ def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard, 
             options.append({"label": f"{requested} (no data)", "value": requested})
         return options, requested or current
 
-    @app.callback(Output("segment", "options"), Output("segment", "value"), Output("country", "options"),
-                  Input("snapshot-date", "value"), Input("scheme", "value"), State("segment", "value"))  # fmt: skip
+    @app.callback(
+        Output("segment", "options"),
+        Output("segment", "value"),
+        Output("country", "options"),
+        Input("snapshot-date", "value"),
+        Input("scheme", "value"),
+        State("segment", "value"),
+    )
     def filter_choices(day: str | None, scheme: str, segment: str | None):
         filters = filters_of(day, scheme, None, None)
         if filters is None:
@@ -451,8 +548,9 @@ def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard, 
             return message_figure(f"No data for {day}")
         log_scale = "log" in (log or [])
         histograms = segment_lake.histograms(filters, log_scale=log_scale)
-        return distribution_figure(histograms, segment_lake.box_stats(filters), colours(scheme, filters.snapshot_date),
-                                   log_scale)  # fmt: skip
+        return distribution_figure(
+            histograms, segment_lake.box_stats(filters), colours(scheme, filters.snapshot_date), log_scale
+        )
 
     @app.callback(Output("cluster-chart", "figure"), *FILTERS)
     def clusters(day, scheme, segment, country):
@@ -462,8 +560,12 @@ def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard, 
         points, total = segment_lake.scatter_points(filters, config.scatter_max_points)
         return cluster_figure(points, total, colours(scheme, filters.snapshot_date), config.scatter_max_points)
 
-    @app.callback(Output("migration-from", "options"), Output("migration-from", "value"),
-                  Input("snapshot-date", "value"), State("migration-from", "value"))  # fmt: skip
+    @app.callback(
+        Output("migration-from", "options"),
+        Output("migration-from", "value"),
+        Input("snapshot-date", "value"),
+        State("migration-from", "value"),
+    )
     def migration_choices(day: str | None, current: str | None):
         """Earlier snapshots to compare with; the one just before the chosen snapshot by default."""
         earlier = [d for d in segment_lake.snapshot_dates() if day and d.isoformat() < day]
@@ -471,16 +573,21 @@ def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard, 
         values = [o["value"] for o in options]
         return options, current if current in values else (values[0] if values else None)
 
-    @app.callback(Output("migration-chart", "figure"), Output("migration-table", "children"), *FILTERS,
-                  Input("migration-from", "value"))  # fmt: skip
+    @app.callback(
+        Output("migration-chart", "figure"),
+        Output("migration-table", "children"),
+        *FILTERS,
+        Input("migration-from", "value"),
+    )
     def migration(day, scheme, segment, country, earlier):
         filters = filters_of(day, scheme, segment, country)
         if filters is None:
             return message_figure(f"No data for {day}"), None
         if not earlier:
             return message_figure(f"No snapshot before {day} to compare with"), None
-        flows = segment_lake.migration(scheme, date.fromisoformat(earlier), filters.snapshot_date, filters.segment,
-                                       filters.country)  # fmt: skip
+        flows = segment_lake.migration(
+            scheme, date.fromisoformat(earlier), filters.snapshot_date, filters.segment, filters.country
+        )
         figure = migration_figure(flows, earlier, day, colours(scheme, filters.snapshot_date))
         return figure, migration_table(flows)
 
@@ -489,8 +596,11 @@ def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard, 
         filters = filters_of(day, scheme, segment, country)
         if filters is None:
             return message_figure(f"No data for {day}")
-        return value_figure(segment_lake.value_stats(filters), segment_lake.at_risk_counts(filters),
-                            colours(scheme, filters.snapshot_date))  # fmt: skip
+        return value_figure(
+            segment_lake.value_stats(filters),
+            segment_lake.at_risk_counts(filters),
+            colours(scheme, filters.snapshot_date),
+        )
 
     app.clientside_callback(
         ClientsideFunction(namespace="segmentExplorer", function_name="purgeGrid"),
@@ -506,10 +616,13 @@ def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard, 
             return filters
         return Filters(filters.snapshot_date, filters.scheme, filters.segment, filters.country, at_risk_only=True)
 
-    @app.callback(Output("customer-grid", "getRowsResponse"), Output("customer-count", "children"),
-                  Input("customer-grid", "getRowsRequest"), *[State(i.component_id, i.component_property)
-                                                               for i in FILTERS],
-                  State("at-risk-only", "value"))  # fmt: skip
+    @app.callback(
+        Output("customer-grid", "getRowsResponse"),
+        Output("customer-count", "children"),
+        Input("customer-grid", "getRowsRequest"),
+        *[State(i.component_id, i.component_property) for i in FILTERS],
+        State("at-risk-only", "value"),
+    )
     def customer_rows(request, day, scheme, segment, country, at_risk):
         """One block of rows for the grid, with the dashboard filters and the grid's sort and filters."""
         filters = table_filters(day, scheme, segment, country, at_risk)
@@ -518,15 +631,20 @@ def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard, 
         if filters is None:
             return {"rowData": [], "rowCount": 0}, f"No data for {day}"
         start, end = page_bounds(request, config.page_size)
-        rows, total = segment_lake.customer_page(filters, start, end,
-                                                 request.get("sortModel"), request.get("filterModel"))  # fmt: skip
+        rows, total = segment_lake.customer_page(
+            filters, start, end, request.get("sortModel"), request.get("filterModel")
+        )
         shown = "at-risk-value customers" if filters.at_risk_only else "customers"
         return {"rowData": rows, "rowCount": total}, f"{total:,} {shown}"
 
-    @app.callback(Output("download", "data"), Input("download-button", "n_clicks"),
-                  *[State(i.component_id, i.component_property) for i in FILTERS],
-                  State("customer-grid", "getRowsRequest"), State("at-risk-only", "value"),
-                  prevent_initial_call=True)  # fmt: skip
+    @app.callback(
+        Output("download", "data"),
+        Input("download-button", "n_clicks"),
+        *[State(i.component_id, i.component_property) for i in FILTERS],
+        State("customer-grid", "getRowsRequest"),
+        State("at-risk-only", "value"),
+        prevent_initial_call=True,
+    )
     def download(_, day, scheme, segment, country, request, at_risk):
         filters = table_filters(day, scheme, segment, country, at_risk)
         if filters is None:

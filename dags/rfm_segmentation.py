@@ -100,8 +100,13 @@ with DAG(
 
         lineage = {DAG_TAG: dag_run.dag_id, DAG_RUN_TAG: dag_run.run_id, TASK_TAG: ti.task_id}
         lineage |= {f"{PARAM_TAG_PREFIX}{name}": str(value) for name, value in params.items()}
-        result = run_step_in_task("cluster", ds, lineage=lineage, settings=with_fixed_k(settings, params["k"]),
-                                  force_retrain=params["force_retrain"])  # fmt: skip
+        result = run_step_in_task(
+            "cluster",
+            ds,
+            lineage=lineage,
+            settings=with_fixed_k(settings, params["k"]),
+            force_retrain=params["force_retrain"],
+        )
         push_mlflow_link(ti, settings, result["mlflow_run_id"])
         log_lines(cluster_lines(result, *sweep_rows(settings, result["mlflow_run_id"])))
         return result

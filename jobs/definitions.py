@@ -29,8 +29,14 @@ TABLES = {
 # DAG step -> the tables it writes (the DAG declares them as Airflow Asset outlets).
 TABLES_WRITTEN = {
     "ingest": [
-        "quarantine_transactions", "bronze_transactions", "silver_customer_state", "silver_customer_rfm",
-        "silver_daily_sales", "silver_daily_orders_by_hour", "silver_daily_country", "silver_daily_product",
+        "quarantine_transactions",
+        "bronze_transactions",
+        "silver_customer_state",
+        "silver_customer_rfm",
+        "silver_daily_sales",
+        "silver_daily_orders_by_hour",
+        "silver_daily_country",
+        "silver_daily_product",
         "run_audit",
     ],
     "cluster": ["silver_customer_clusters"],
@@ -38,7 +44,7 @@ TABLES_WRITTEN = {
     # Asset event emitted) only when clv has added its columns and published again.
     "label": ["gold_customer_segments", "gold_segment_summary", "gold_segment_transitions"],
     "clv": ["gold_customer_segments", "gold_segment_summary", "gold_published"],
-}  # fmt: skip
+}
 # DAG step -> the Delta tables it reads (OpenLineage inputs, jobs/orchestration/lineage.py); validate and
 # ingest also read the day's landing folder. A version is reported where the step's result holds one.
 TABLES_READ = {
@@ -46,9 +52,15 @@ TABLES_READ = {
     "cluster": ["silver_customer_rfm"],
     "label": ["silver_customer_rfm", "silver_customer_clusters", "gold_customer_segments"],
     "clv": ["silver_customer_state", "bronze_transactions", "gold_customer_segments"],  # state, or bronze on a re-run
-    "eda": ["gold_customer_segments", "gold_segment_summary", "silver_daily_sales", "silver_daily_orders_by_hour",
-            "silver_daily_country", "silver_daily_product"],
-}  # fmt: skip
+    "eda": [
+        "gold_customer_segments",
+        "gold_segment_summary",
+        "silver_daily_sales",
+        "silver_daily_orders_by_hour",
+        "silver_daily_country",
+        "silver_daily_product",
+    ],
+}
 READS_LANDING = ("validate", "ingest")
 # Tables a step writes without declaring them as Asset outlets (no Asset event): OpenLineage outputs only.
 # label's publish record is provisional (clv publishes the complete snapshot); label and clv append audit rows.
@@ -59,9 +71,19 @@ EXPORT_TRIGGER_TABLE = "gold_published"
 EXPORT_SOURCE_TABLE = "gold_customer_segments"
 # Columns of the per-segment customer lists marketing tools import (segment_export).
 EXPORT_COLUMNS = [
-    "customer_id", "country", "recency_days", "frequency", "monetary", "r_score", "f_score", "m_score",
-    "rfm_score", "cluster_label", "rfm_segment", "snapshot_date",
-]  # fmt: skip
+    "customer_id",
+    "country",
+    "recency_days",
+    "frequency",
+    "monetary",
+    "r_score",
+    "f_score",
+    "m_score",
+    "rfm_score",
+    "cluster_label",
+    "rfm_segment",
+    "snapshot_date",
+]
 EXPORT_MANIFEST = "manifest.json"
 # XCom keys the DAG tasks push for the Airflow UI's extra links (plugins/rfm_links.py).
 MLFLOW_RUN_URL_KEY, DATA_DOCS_URL_KEY = "mlflow_run_url", "data_docs_url"
@@ -165,8 +187,12 @@ FAULT_DECISION_RECORDED = "registry:decision-recorded"  # the promotion decision
 FAULT_ALIAS_MOVED = "registry:alias-moved"  # the alias moved (when promoted), the run not tagged
 FAULT_RUN_TAGGED = "registry:run-tagged"  # the night's run tagged with the outcome, clusters not written
 REGISTRY_FAULT_POINTS = [
-    FAULT_MODEL_LOGGED, FAULT_VERSION_REGISTERED, FAULT_DECISION_RECORDED, FAULT_ALIAS_MOVED, FAULT_RUN_TAGGED,
-]  # fmt: skip
+    FAULT_MODEL_LOGGED,
+    FAULT_VERSION_REGISTERED,
+    FAULT_DECISION_RECORDED,
+    FAULT_ALIAS_MOVED,
+    FAULT_RUN_TAGGED,
+]
 # The same for the CLV model of a retrain night (jobs.adapters.clv_registry).
 FAULT_CLV_REGISTERED = "clv-registry:version-registered"  # the rfm-clv version registered, the alias not moved
 FAULT_CLV_ALIAS_MOVED = "clv-registry:alias-moved"  # the rfm-clv alias moved, the gold not written

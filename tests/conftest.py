@@ -115,8 +115,14 @@ def real_replay(spark, real_data_path, tmp_path_factory) -> tuple[Settings, pd.D
 
     settings = settings_for(tmp_path_factory.mktemp("replay"))
     modelled = set(days_between(REPLAY_FIRST_NIGHT, REPLAY_LAST_NIGHT))
-    rows = replay_nights(settings, spark, real_data_path, REPLAY_MONTH_FIRST_NIGHT - timedelta(days=1),
-                         REPLAY_LAST_NIGHT, label_on=modelled)  # fmt: skip
+    rows = replay_nights(
+        settings,
+        spark,
+        real_data_path,
+        REPLAY_MONTH_FIRST_NIGHT - timedelta(days=1),
+        REPLAY_LAST_NIGHT,
+        label_on=modelled,
+    )
     table = pd.DataFrame(rows)
     with pd.option_context("display.width", 250, "display.max_columns", None):
         print("\n" + table.drop(columns="clv_params").round(4).to_string(index=False))

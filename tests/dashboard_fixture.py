@@ -27,21 +27,46 @@ CLUSTER_LABELS = ["VIP", "Loyal", "At-Risk", "Low-Value"]
 RFM_SEGMENTS = ["Champions", "Loyal", "Potential Loyalist", "New", "At Risk", "Hibernating", "Lost"]
 COUNTRIES = ["United Kingdom", "France", "Germany", "EIRE"]
 
-SEGMENTS_SCHEMA = pa.schema([
-    ("snapshot_date", pa.date32()), ("customer_id", pa.string()), ("recency_days", pa.int32()),
-    ("frequency", pa.int32()), ("monetary", pa.decimal128(20, 3)), ("r_score", pa.int32()),
-    ("f_score", pa.int32()), ("m_score", pa.int32()), ("rfm_score", pa.string()), ("rfm_segment", pa.string()),
-    ("cluster", pa.int32()), ("cluster_label", pa.string()), ("country", pa.string()),
-    ("first_purchase_date", pa.date32()), ("last_purchase_date", pa.date32()), ("tenure_days", pa.int32()),
-    ("mlflow_run_id", pa.string()), ("p_alive", pa.float64()), ("p_purchase_90d", pa.float64()),
-    ("expected_purchases_90d", pa.float64()), ("clv_12m", pa.float64()), ("at_risk_value", pa.bool_()),
-])  # fmt: skip
-SUMMARY_SCHEMA = pa.schema([
-    ("snapshot_date", pa.date32()), ("label_scheme", pa.string()), ("segment", pa.string()),
-    ("customers", pa.int64()), ("customer_share", pa.float64()), ("mean_recency_days", pa.float64()),
-    ("mean_frequency", pa.float64()), ("mean_monetary", pa.float64()), ("monetary_total", pa.decimal128(30, 3)),
-    ("revenue_share", pa.float64()),
-])  # fmt: skip
+SEGMENTS_SCHEMA = pa.schema(
+    [
+        ("snapshot_date", pa.date32()),
+        ("customer_id", pa.string()),
+        ("recency_days", pa.int32()),
+        ("frequency", pa.int32()),
+        ("monetary", pa.decimal128(20, 3)),
+        ("r_score", pa.int32()),
+        ("f_score", pa.int32()),
+        ("m_score", pa.int32()),
+        ("rfm_score", pa.string()),
+        ("rfm_segment", pa.string()),
+        ("cluster", pa.int32()),
+        ("cluster_label", pa.string()),
+        ("country", pa.string()),
+        ("first_purchase_date", pa.date32()),
+        ("last_purchase_date", pa.date32()),
+        ("tenure_days", pa.int32()),
+        ("mlflow_run_id", pa.string()),
+        ("p_alive", pa.float64()),
+        ("p_purchase_90d", pa.float64()),
+        ("expected_purchases_90d", pa.float64()),
+        ("clv_12m", pa.float64()),
+        ("at_risk_value", pa.bool_()),
+    ]
+)
+SUMMARY_SCHEMA = pa.schema(
+    [
+        ("snapshot_date", pa.date32()),
+        ("label_scheme", pa.string()),
+        ("segment", pa.string()),
+        ("customers", pa.int64()),
+        ("customer_share", pa.float64()),
+        ("mean_recency_days", pa.float64()),
+        ("mean_frequency", pa.float64()),
+        ("mean_monetary", pa.float64()),
+        ("monetary_total", pa.decimal128(30, 3)),
+        ("revenue_share", pa.float64()),
+    ]
+)
 
 
 def customers_of(snapshot: date, count: int, seed: int) -> pd.DataFrame:
@@ -53,24 +78,27 @@ def customers_of(snapshot: date, count: int, seed: int) -> pd.DataFrame:
     tenure = recency + rng.integers(0, 60, n)
     scores = rng.integers(1, 6, (n, 3))
     cluster = rng.integers(0, 4, n)
-    frame = pd.DataFrame({
-        "snapshot_date": snapshot,
-        "customer_id": ids,
-        "recency_days": recency.astype("int32"),
-        "frequency": rng.geometric(0.3, n).astype("int32"),
-        "monetary": [Decimal(f"{v:.3f}") for v in rng.lognormal(6, 1.2, n)],
-        "r_score": scores[:, 0].astype("int32"), "f_score": scores[:, 1].astype("int32"),
-        "m_score": scores[:, 2].astype("int32"),
-        "rfm_score": ["".join(map(str, row)) for row in scores],
-        "rfm_segment": rng.choice(RFM_SEGMENTS, n),
-        "cluster": cluster.astype("int32"),
-        "cluster_label": [CLUSTER_LABELS[c] for c in cluster],
-        "country": rng.choice(COUNTRIES, n, p=[0.6, 0.2, 0.15, 0.05]),
-        "first_purchase_date": [snapshot - timedelta(days=int(t)) for t in tenure],
-        "last_purchase_date": [snapshot - timedelta(days=int(r)) for r in recency],
-        "tenure_days": tenure.astype("int32"),
-        "mlflow_run_id": f"run-{snapshot:%Y%m%d}",
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "snapshot_date": snapshot,
+            "customer_id": ids,
+            "recency_days": recency.astype("int32"),
+            "frequency": rng.geometric(0.3, n).astype("int32"),
+            "monetary": [Decimal(f"{v:.3f}") for v in rng.lognormal(6, 1.2, n)],
+            "r_score": scores[:, 0].astype("int32"),
+            "f_score": scores[:, 1].astype("int32"),
+            "m_score": scores[:, 2].astype("int32"),
+            "rfm_score": ["".join(map(str, row)) for row in scores],
+            "rfm_segment": rng.choice(RFM_SEGMENTS, n),
+            "cluster": cluster.astype("int32"),
+            "cluster_label": [CLUSTER_LABELS[c] for c in cluster],
+            "country": rng.choice(COUNTRIES, n, p=[0.6, 0.2, 0.15, 0.05]),
+            "first_purchase_date": [snapshot - timedelta(days=int(t)) for t in tenure],
+            "last_purchase_date": [snapshot - timedelta(days=int(r)) for r in recency],
+            "tenure_days": tenure.astype("int32"),
+            "mlflow_run_id": f"run-{snapshot:%Y%m%d}",
+        }
+    )
     return with_value(frame, rng)
 
 
@@ -95,13 +123,15 @@ def summary_of(customers: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for scheme, column in LABEL_SCHEMES.items():
         grouped = customers.assign(money=money).groupby(column)
-        frame = pd.DataFrame({
-            "customers": grouped.size(),
-            "mean_recency_days": grouped["recency_days"].mean(),
-            "mean_frequency": grouped["frequency"].mean(),
-            "mean_monetary": grouped["money"].mean(),
-            "monetary_total": grouped["monetary"].apply(lambda s: sum(s, Decimal(0))),
-        }).reset_index(names="segment")  # fmt: skip
+        frame = pd.DataFrame(
+            {
+                "customers": grouped.size(),
+                "mean_recency_days": grouped["recency_days"].mean(),
+                "mean_frequency": grouped["frequency"].mean(),
+                "mean_monetary": grouped["money"].mean(),
+                "monetary_total": grouped["monetary"].apply(lambda s: sum(s, Decimal(0))),
+            }
+        ).reset_index(names="segment")
         frame["customer_share"] = frame["customers"] / len(customers)
         frame["revenue_share"] = frame["monetary_total"].astype(float) / money.sum()
         frames.append(frame.assign(label_scheme=scheme, snapshot_date=customers["snapshot_date"].iloc[0]))

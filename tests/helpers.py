@@ -56,8 +56,17 @@ UK = "United Kingdom"
 
 def line(invoice, stock, quantity, day: date, price, customer, country=UK, description="ITEM", hour=10) -> tuple:
     """One typed bronze row (the transaction date is the invoice's day)."""
-    return (invoice, stock, description, quantity, datetime.combine(day, time(hour)), Decimal(price), customer,
-            country, day)  # fmt: skip
+    return (
+        invoice,
+        stock,
+        description,
+        quantity,
+        datetime.combine(day, time(hour)),
+        Decimal(price),
+        customer,
+        country,
+        day,
+    )
 
 
 def frame_of(spark, rows: list[tuple]):

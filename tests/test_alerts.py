@@ -48,8 +48,13 @@ def use(monkeypatch, settings, url: str | None):
 
 def task_context(task_id: str, exception: Exception) -> dict:
     ti = SimpleNamespace(task_id=task_id, log_url=f"http://127.0.0.1:8080/dags/rfm_segmentation/runs/r/tasks/{task_id}")
-    return {"dag": SimpleNamespace(dag_id="rfm_segmentation"), "ds": D.isoformat(), "ti": ti, "task_instance": ti,
-            "exception": exception}  # fmt: skip
+    return {
+        "dag": SimpleNamespace(dag_id="rfm_segmentation"),
+        "ds": D.isoformat(),
+        "ti": ti,
+        "task_instance": ti,
+        "exception": exception,
+    }
 
 
 def test_a_failed_validation_posts_the_failed_expectations(monkeypatch, settings, receiver) -> None:

@@ -37,8 +37,16 @@ def test_bench_at_factor_one_prints_every_figure(spark, tmp_path: Path, capsys) 
     table, figures = lines[-2], lines[-1]
     (result,) = json.loads(figures)
     assert result["customers"] == result["duckdb_customers"] > 0, "Spark and DuckDB RFM disagree on the customers"
-    for key in ("spark_rfm_s", "duckdb_rfm_s", "spark_over_duckdb", "incremental_silver_s", "full_silver_s",
-                "full_over_incremental", "silver_night_bytes", "state_bytes"):  # fmt: skip
+    for key in (
+        "spark_rfm_s",
+        "duckdb_rfm_s",
+        "spark_over_duckdb",
+        "incremental_silver_s",
+        "full_silver_s",
+        "full_over_incremental",
+        "silver_night_bytes",
+        "state_bytes",
+    ):
         assert result[key] > 0, key
     assert str(result["spark_over_duckdb"]) in table
 

@@ -58,11 +58,19 @@ def test_summary_equals_the_librarys() -> None:
 
     rng = np.random.default_rng(4)
     days = pd.to_datetime("2011-01-01") + pd.to_timedelta(rng.integers(0, 340, 400), unit="D")
-    lines = pd.DataFrame({"customer_id": rng.integers(0, 60, 400).astype(str), "purchase_date": days.date,
-                          "amount": rng.gamma(2.0, 50.0, 400).round(2)})  # fmt: skip
+    lines = pd.DataFrame(
+        {
+            "customer_id": rng.integers(0, 60, 400).astype(str),
+            "purchase_date": days.date,
+            "amount": rng.gamma(2.0, 50.0, 400).round(2),
+        }
+    )
     ours = customer_summary(lines, AS_OF).sort_values("customer_id").reset_index(drop=True)
-    theirs = rfm_summary(lines, "customer_id", "purchase_date", "amount", observation_period_end=str(AS_OF),
-                         time_unit="D").sort_values("customer_id").reset_index(drop=True)  # fmt: skip
+    theirs = (
+        rfm_summary(lines, "customer_id", "purchase_date", "amount", observation_period_end=str(AS_OF), time_unit="D")
+        .sort_values("customer_id")
+        .reset_index(drop=True)
+    )
     pd.testing.assert_frame_equal(ours, theirs[ours.columns], check_dtype=False)
 
 
@@ -80,8 +88,15 @@ def test_closed_forms_equal_the_librarys_predictions(params: ClvParams) -> None:
     T = rng.uniform(10, 300, 200).round()
     recency = (T * rng.uniform(0, 1, 200)).round()
     frequency = np.where(recency > 0, rng.integers(1, 15, 200), 0).astype(float)
-    data = pd.DataFrame({"customer_id": range(200), "frequency": frequency, "recency": recency, "T": T,
-                         "monetary_value": np.where(frequency > 0, rng.gamma(2, 100, 200), 0.0)})  # fmt: skip
+    data = pd.DataFrame(
+        {
+            "customer_id": range(200),
+            "frequency": frequency,
+            "recency": recency,
+            "T": T,
+            "monetary_value": np.where(frequency > 0, rng.gamma(2, 100, 200), 0.0),
+        }
+    )
     bg = clv.BetaGeoModel()
     bg.build_model(data[["customer_id", "frequency", "recency", "T"]])
     bg.idata = az.from_dict(posterior={k: np.array([[getattr(params, k)]]) for k in ("r", "alpha", "a", "b")})
@@ -94,13 +109,16 @@ def test_closed_forms_equal_the_librarys_predictions(params: ClvParams) -> None:
 
     x, t_x, age = data["frequency"], data["recency"], data["T"]
     np.testing.assert_allclose(p_alive(params, x, t_x, age), lib(bg.expected_probability_alive(data=data)), rtol=1e-12)
-    np.testing.assert_allclose(expected_purchases(params, x, t_x, age, 90),
-                               lib(bg.expected_purchases(data=data, future_t=90)), rtol=1e-12)  # fmt: skip
-    np.testing.assert_allclose(p_no_purchase(params, x, t_x, age, 90),
-                               lib(bg.expected_probability_no_purchase(t=90, data=data)), rtol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        expected_purchases(params, x, t_x, age, 90), lib(bg.expected_purchases(data=data, future_t=90)), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        p_no_purchase(params, x, t_x, age, 90), lib(bg.expected_probability_no_purchase(t=90, data=data)), rtol=1e-12
+    )
     ours = score(params, data, horizon_days=90, months=12, monthly_discount_rate=0.01, days_per_month=30)
-    theirs = gg.expected_customer_lifetime_value(transaction_model=bg, data=data.copy(), future_t=12,
-                                                 discount_rate=0.01, time_unit="D")  # fmt: skip
+    theirs = gg.expected_customer_lifetime_value(
+        transaction_model=bg, data=data.copy(), future_t=12, discount_rate=0.01, time_unit="D"
+    )
     np.testing.assert_allclose(ours["clv"], lib(theirs), rtol=1e-10)
     assert ours["p_alive"].min() < 0.9, "these parameters exercise P(alive) away from 1"
 
@@ -126,8 +144,9 @@ def test_params_round_trip_through_json() -> None:
         ("rerun", "3", None, False, False, "3"),  # a re-run of a scoring night scores with the champion
     ],
 )
-def test_the_plan_fits_on_retrain_dates_and_reuses_a_nights_version(night_type, champion, tonight, retrained, fit,
-                                                                     version) -> None:  # fmt: skip
+def test_the_plan_fits_on_retrain_dates_and_reuses_a_nights_version(
+    night_type, champion, tonight, retrained, fit, version
+) -> None:
     plan = plan_clv(night_type, champion, tonight, retrained)
     assert (plan.fit, plan.version) == (fit, version), plan.reason
 

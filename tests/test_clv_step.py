@@ -54,8 +54,11 @@ def test_every_nights_run_holds_the_clv_version_and_parameters_it_scored_with(ni
         (run_id,) = gold(settings, "gold_customer_segments", night)["mlflow_run_id"].unique()
         params = tracking.client(settings).get_run(run_id).data.params
         assert params.get(CLV_MODEL_VERSION_PARAM) == rows.loc[night, "clv_model_version"], night
-        logged = {name.removeprefix(CLV_PARAM_PREFIX): float(value) for name, value in params.items()
-                  if name.startswith(CLV_PARAM_PREFIX) and name != CLV_MODEL_VERSION_PARAM}  # fmt: skip
+        logged = {
+            name.removeprefix(CLV_PARAM_PREFIX): float(value)
+            for name, value in params.items()
+            if name.startswith(CLV_PARAM_PREFIX) and name != CLV_MODEL_VERSION_PARAM
+        }
         assert logged == pytest.approx(rows.loc[night, "clv_params"]), night
     compared = comparison_table(night_runs(settings, last=len(NIGHTS))).set_index("date")
     assert compared["clv_model_version"].to_dict() == {n.isoformat(): rows.loc[n, "clv_model_version"] for n in NIGHTS}

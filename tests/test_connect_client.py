@@ -64,14 +64,24 @@ def test_a_client_without_a_server_fails_within_the_retry_budget():
     spark_conf = settings.spark.model_copy(update={"connect_max_backoff_seconds": SHORT_BACKOFF_SECONDS})
     policy = connect_retry_policy(settings.model_copy(update={"spark": spark_conf}))
     budget = retry_budget_seconds(policy)
-    env = {**os.environ, "RFM__SPARK__CONNECT_MAX_BACKOFF_SECONDS": str(SHORT_BACKOFF_SECONDS),
-           "RFM__SPARK__REMOTE": f"sc://127.0.0.1:{unused_port()}"}  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", CONNECT_WITHOUT_SERVER], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=budget + 120)  # fmt: skip
+    env = {
+        **os.environ,
+        "RFM__SPARK__CONNECT_MAX_BACKOFF_SECONDS": str(SHORT_BACKOFF_SECONDS),
+        "RFM__SPARK__REMOTE": f"sc://127.0.0.1:{unused_port()}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", CONNECT_WITHOUT_SERVER],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=budget + 120,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["error"] and "UNAVAILABLE" in out["error"], out
-    backoffs_without_jitter = retry_budget_seconds(DefaultPolicy(max_retries=policy.max_retries,
-                                                   max_backoff=policy.max_backoff, jitter=0))  # fmt: skip
+    backoffs_without_jitter = retry_budget_seconds(
+        DefaultPolicy(max_retries=policy.max_retries, max_backoff=policy.max_backoff, jitter=0)
+    )
     assert out["seconds"] >= backoffs_without_jitter, f"it gave up before retrying {policy.max_retries} times: {out}"
     assert out["seconds"] <= budget + 15, f"it retried past the budget of {budget:.1f} s: {out}"

@@ -27,8 +27,12 @@ ROWS = [
     line("C536004", "85123A", -2, D2, "2.55", "17850", description="WHITE HEART", hour=12),
     line("536005", "22728", 5, D2, "0.00", "12583", "France", description="ALARM CLOCK", hour=12),
 ]
-KEYS = {"sales": ["transaction_date"], "weekday_hour": ["transaction_date", "hour_start"],
-        "country": ["transaction_date", "country"], "product": ["transaction_date", "stock_code", "description"]}  # fmt: skip
+KEYS = {
+    "sales": ["transaction_date"],
+    "weekday_hour": ["transaction_date", "hour_start"],
+    "country": ["transaction_date", "country"],
+    "product": ["transaction_date", "stock_code", "description"],
+}
 
 
 def normalised(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -46,8 +46,9 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
 
 def serve(data_dir: Path) -> tuple[str, Callable[[], None]]:
     """Start the app over ``data_dir`` on a free loopback port; returns its URL and a stop function."""
-    settings = settings_for(data_dir, dashboard={"scatter_max_points": SCATTER_LIMIT, "page_size": 50,
-                                                 "refresh_seconds": REFRESH_SECONDS})  # fmt: skip
+    settings = settings_for(
+        data_dir, dashboard={"scatter_max_points": SCATTER_LIMIT, "page_size": 50, "refresh_seconds": REFRESH_SECONDS}
+    )
     app = create_app(SegmentLake.from_settings(settings), settings.dashboard)
     server = make_server("127.0.0.1", 0, app.server, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -110,8 +111,10 @@ def open_view(page: Page, label: str) -> None:
 
 def card_counts(page: Page) -> dict[str, int]:
     cards = page.query_selector_all(".card")
-    return {c.get_attribute("data-segment"): int(c.query_selector(".card-customers").inner_text().replace(",", ""))
-            for c in cards}  # fmt: skip
+    return {
+        c.get_attribute("data-segment"): int(c.query_selector(".card-customers").inner_text().replace(",", ""))
+        for c in cards
+    }
 
 
 def traces(page: Page, graph: str) -> list[dict]:
@@ -133,8 +136,10 @@ def test_overview_follows_every_filter(page: Page, url: str, customers: pd.DataF
     last = customers[customers["snapshot_date"] == SNAPSHOTS[-1]]
     eventually(lambda: card_counts(page), counts(last, "cluster_label"))
     sizes = customers.groupby(["cluster_label", "snapshot_date"]).size()
-    eventually(lambda: {t["name"]: t["y"] for t in traces(page, "sizes-chart")},
-               {s: sizes[s].tolist() for s in sizes.index.levels[0]})  # fmt: skip
+    eventually(
+        lambda: {t["name"]: t["y"] for t in traces(page, "sizes-chart")},
+        {s: sizes[s].tolist() for s in sizes.index.levels[0]},
+    )
 
     choose(page, "snapshot-date", FIRST)
     first = customers[customers["snapshot_date"] == SNAPSHOTS[0]]
@@ -166,8 +171,10 @@ def test_distributions_per_segment_with_log_toggle(page: Page, url: str, custome
         return {t["name"]: int(sum(t["y"])) for t in shown}  # recency histograms, one line per segment
 
     eventually(histogram_totals, expected)
-    eventually(lambda: sorted(t["name"] for t in traces(page, "distribution-chart") if t["type"] == "box"),
-               sorted(list(expected) * 3))  # fmt: skip
+    eventually(
+        lambda: sorted(t["name"] for t in traces(page, "distribution-chart") if t["type"] == "box"),
+        sorted(list(expected) * 3),
+    )
     log_axis = "() => document.querySelector('#distribution-chart .js-plotly-plot')._fullLayout.xaxis3.type"
     eventually(lambda: page.evaluate(log_axis), "log")
     page.uncheck('#log-scale input[value="log"]')

@@ -61,8 +61,9 @@ def test_snapshot_dates_countries_and_segments(segment_lake: SegmentLake, custom
 def test_overview_from_the_summary_table(segment_lake: SegmentLake, customers: pd.DataFrame) -> None:
     overview = segment_lake.overview(Filters(LAST, "rfm")).set_index("segment")
     rows = on(customers, LAST)
-    expected = rows.groupby("rfm_segment").agg(customers=("customer_id", "size"), money=("monetary", "sum"),
-                                               mean_frequency=("frequency", "mean"))  # fmt: skip
+    expected = rows.groupby("rfm_segment").agg(
+        customers=("customer_id", "size"), money=("monetary", "sum"), mean_frequency=("frequency", "mean")
+    )
     assert overview["customers"].to_dict() == expected["customers"].to_dict()
     assert overview["customer_share"].sum() == pytest.approx(1)
     for segment, row in expected.iterrows():
@@ -152,10 +153,17 @@ def test_migration_counts_every_customer_once(segment_lake: SegmentLake, custome
 
 def test_customer_page_sorts_filters_and_pages(segment_lake: SegmentLake, customers: pd.DataFrame) -> None:
     filters = Filters(LAST, "rfm", country="United Kingdom")
-    grid_filter = {"monetary": {"filterType": "number", "type": "greaterThan", "filter": 300},
-                   "customer_id": {"filterType": "text", "operator": "OR", "conditions": [
-                       {"filterType": "text", "type": "endsWith", "filter": "1"},
-                       {"filterType": "text", "type": "endsWith", "filter": "2"}]}}  # fmt: skip
+    grid_filter = {
+        "monetary": {"filterType": "number", "type": "greaterThan", "filter": 300},
+        "customer_id": {
+            "filterType": "text",
+            "operator": "OR",
+            "conditions": [
+                {"filterType": "text", "type": "endsWith", "filter": "1"},
+                {"filterType": "text", "type": "endsWith", "filter": "2"},
+            ],
+        },
+    }
     expected = on(customers, LAST, country="United Kingdom")
     expected = expected[(expected["monetary"] > 300) & expected["customer_id"].str[-1].isin(["1", "2"])]
     expected = expected.sort_values(["recency_days", "customer_id"], ascending=[False, True])
@@ -207,8 +215,13 @@ def test_a_lake_without_value_columns_shows_them_empty(tmp_path: Path) -> None:
     old_schema = pa.schema([f for f in SEGMENTS_SCHEMA if f.name not in VALUE_COLUMNS])
     old = customers_of(LAST, 30, seed=3)[old_schema.names]
     segments = lake_dir / "gold" / "customer_segments"
-    write_deltalake(str(segments), pa.Table.from_pandas(old, schema=old_schema, preserve_index=False),
-                    partition_by=["snapshot_date"], mode="overwrite", schema_mode="overwrite")  # fmt: skip
+    write_deltalake(
+        str(segments),
+        pa.Table.from_pandas(old, schema=old_schema, preserve_index=False),
+        partition_by=["snapshot_date"],
+        mode="overwrite",
+        schema_mode="overwrite",
+    )
     segment_lake = SegmentLake.from_settings(settings_for(tmp_path))
     rows, total = segment_lake.customer_page(Filters(LAST), 0, 10)
     assert total == len(old) and rows[0]["clv_12m"] is None and rows[0]["at_risk_value"] is None
@@ -248,16 +261,20 @@ def grid_request(day: str, scheme: str, start: int, end: int) -> dict:
     """The body Dash POSTs for one block of the customer grid."""
     return {
         "output": "..customer-grid.getRowsResponse...customer-count.children..",
-        "outputs": [{"id": "customer-grid", "property": "getRowsResponse"},
-                    {"id": "customer-count", "property": "children"}],
+        "outputs": [
+            {"id": "customer-grid", "property": "getRowsResponse"},
+            {"id": "customer-count", "property": "children"},
+        ],
         "inputs": [{"id": "customer-grid", "property": "getRowsRequest", "value": {"startRow": start, "endRow": end}}],
-        "state": [{"id": "snapshot-date", "property": "value", "value": day},
-                  {"id": "scheme", "property": "value", "value": scheme},
-                  {"id": "segment", "property": "value", "value": None},
-                  {"id": "country", "property": "value", "value": None},
-                  {"id": "at-risk-only", "property": "value", "value": []}],
+        "state": [
+            {"id": "snapshot-date", "property": "value", "value": day},
+            {"id": "scheme", "property": "value", "value": scheme},
+            {"id": "segment", "property": "value", "value": None},
+            {"id": "country", "property": "value", "value": None},
+            {"id": "at-risk-only", "property": "value", "value": []},
+        ],
         "changedPropIds": ["customer-grid.getRowsRequest"],
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture(scope="module")
@@ -340,9 +357,14 @@ def publish_record(lake_dir: Path, day: date) -> None:
     import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
 
-    versions = {name: DeltaTable(str(lake_dir / path)).version() for name, path in
-                (("gold_customer_segments", "gold/customer_segments"), ("gold_segment_summary", "gold/segment_summary"),
-                 ("gold_segment_transitions", "gold/customer_segments"))}  # fmt: skip
+    versions = {
+        name: DeltaTable(str(lake_dir / path)).version()
+        for name, path in (
+            ("gold_customer_segments", "gold/customer_segments"),
+            ("gold_segment_summary", "gold/segment_summary"),
+            ("gold_segment_transitions", "gold/customer_segments"),
+        )
+    }
     schema = pa.schema([("snapshot_date", pa.date32()), ("table_versions", pa.map_(pa.string(), pa.int64()))])
     table = pa.Table.from_pylist([{"snapshot_date": day, "table_versions": list(versions.items())}], schema=schema)
     write_deltalake(str(lake_dir / "gold" / "published"), table, partition_by=["snapshot_date"], mode="append")

@@ -79,9 +79,16 @@ def rendered() -> dict:
 
 def test_compose_file_follows_the_compose_specification():
     done = subprocess.run(
-        [str(Path(sys.executable).with_name("check-jsonschema")), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            str(Path(sys.executable).with_name("check-jsonschema")),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(COMPOSE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     raw = yaml.safe_load(COMPOSE.read_text())
     assert raw["name"] == "rfm-segmentation" and "version" not in raw, "Compose v2: a project name, no version"
@@ -91,9 +98,16 @@ def test_schema_validation_catches_a_broken_file(tmp_path):
     broken = tmp_path / "compose.yml"
     broken.write_text(COMPOSE.read_text().replace("condition: service_healthy", "condition: when_ready", 1))
     done = subprocess.run(
-        [str(Path(sys.executable).with_name("check-jsonschema")), "--builtin-schema", "vendor.compose-spec", str(broken)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            str(Path(sys.executable).with_name("check-jsonschema")),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(broken),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1 and "when_ready" in done.stdout, done.stdout
 
 
@@ -290,8 +304,10 @@ def test_setup_and_the_image_install_from_the_same_lock():
     assert (REPO / lock_name) == LOCK and LOCK.is_file()
     assert re.search(r"pip install [^\n]*-c \$\(LOCK\) -e '\.\[dev\]'", makefile), "make setup installs from the lock"
     assert re.search(r"^\$\(INSTALLED\): [^\n]*\$\(LOCK\)", makefile, re.M), "a new lock re-installs"
-    assert re.search(r"uv pip compile pyproject.toml --extra dev docker/requirements-image.txt [^\n]*-o \$\(LOCK\)",
-                     makefile.replace("\\\n", " "))  # fmt: skip
+    assert re.search(
+        r"uv pip compile pyproject.toml --extra dev docker/requirements-image.txt [^\n]*-o \$\(LOCK\)",
+        makefile.replace("\\\n", " "),
+    )
     text = dockerfile_text()
     assert re.search(rf"^COPY [^\n]*\b{lock_name}\b", text, re.M)
     installs = re.findall(r"pip install (?!--no-deps)[^\n]*", text.replace("\\\n", " "))
@@ -318,8 +334,17 @@ def test_build_context_excludes_local_state():
     patterns = [ln.strip() for ln in DOCKERIGNORE.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     if "*" in patterns:  # allow-list style: nothing but the re-included sources
         included = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
-        assert included == {"pyproject.toml", "constraints.txt", "docker/requirements-image.txt", "jobs", "app", "conf",
-                            "expectations", "dags", "plugins"}  # fmt: skip
+        assert included == {
+            "pyproject.toml",
+            "constraints.txt",
+            "docker/requirements-image.txt",
+            "jobs",
+            "app",
+            "conf",
+            "expectations",
+            "dags",
+            "plugins",
+        }
     else:
         for path in (".venv", ".ivy", "data", ".git"):
             assert any(p.strip("/") == path for p in patterns), path

@@ -23,9 +23,14 @@ from jobs.steps import eda
 
 RUN_DATE = date(2011, 12, 9)  # a Friday
 CHARTS = {
-    "revenue_orders.png", "orders_weekday_hour.png", "top_countries.png", "top_products.png",
-    "rfm_distributions.png", "segment_shares.png", "rfm_correlation.png",
-}  # fmt: skip
+    "revenue_orders.png",
+    "orders_weekday_hour.png",
+    "top_countries.png",
+    "top_products.png",
+    "rfm_distributions.png",
+    "segment_shares.png",
+    "rfm_correlation.png",
+}
 
 # invoice, stock_code, description, quantity, invoice_date, price, customer_id, country
 LINES = [
@@ -167,8 +172,11 @@ def test_segment_shares_put_the_biggest_revenue_first_per_scheme():
     )
     shares = eda.segment_shares(summary)
     assert list(zip(shares["label_scheme"], shares["segment"], strict=True)) == [
-        ("cluster", "VIP"), ("cluster", "Low-Value"), ("rfm", "Champions"), ("rfm", "Lost"),
-    ]  # fmt: skip
+        ("cluster", "VIP"),
+        ("cluster", "Low-Value"),
+        ("rfm", "Champions"),
+        ("rfm", "Lost"),
+    ]
 
 
 # ---------------------------------------------------------------- the step on a Delta lake + MLflow

@@ -37,9 +37,20 @@ pytestmark = pytest.mark.e2e
 HISTORY_END = date(2011, 12, 8)
 NIGHTS = [date(2011, 12, 9), date(2011, 12, 10)]
 BUSINESS_COLUMNS = [
-    "snapshot_date", "customer_id", "recency_days", "frequency", "monetary", "r_score", "f_score", "m_score",
-    "rfm_score", "rfm_segment", "cluster", "cluster_label", "country",
-]  # fmt: skip
+    "snapshot_date",
+    "customer_id",
+    "recency_days",
+    "frequency",
+    "monetary",
+    "r_score",
+    "f_score",
+    "m_score",
+    "rfm_score",
+    "rfm_segment",
+    "cluster",
+    "cluster_label",
+    "country",
+]
 
 
 def read_table(settings, name: str, day: date | None = None) -> pd.DataFrame:
@@ -201,10 +212,20 @@ def test_a_step_runs_alone_through_spark_submit(pipeline):
         "RFM__PATHS__DATA_DIR": str(pipeline.path("data_dir")),
     }
     done = subprocess.run(
-        [str(venv_bin / "spark-submit"), "--jars", jars.stdout.strip(), str(REPO_ROOT / "jobs" / "__main__.py"),
-         "label", "--run-date", night.isoformat()],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            str(venv_bin / "spark-submit"),
+            "--jars",
+            jars.stdout.strip(),
+            str(REPO_ROOT / "jobs" / "__main__.py"),
+            "label",
+            "--run-date",
+            night.isoformat(),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert f'"run_date": "{night}"' in done.stdout
     after = read_table(pipeline, "gold_customer_segments", night)[BUSINESS_COLUMNS].sort_values("customer_id")

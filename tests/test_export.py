@@ -15,18 +15,26 @@ from jobs.errors import LakeStateError
 from jobs.tools.export import export_snapshot, read_manifest, segment_lists, slug, snapshots_to_export
 from tests.dashboard_fixture import SNAPSHOTS, customers_of, segments_schema, write_gold_fixture
 
-PUBLISHED_SCHEMA = pa.schema([
-    ("snapshot_date", pa.date32()), ("table_versions", pa.map_(pa.string(), pa.int64())),
-    ("published_at", pa.timestamp("us", tz="UTC")),
-])  # fmt: skip
+PUBLISHED_SCHEMA = pa.schema(
+    [
+        ("snapshot_date", pa.date32()),
+        ("table_versions", pa.map_(pa.string(), pa.int64())),
+        ("published_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
 
 
 def publish(settings, snapshot: date, segments_version: int) -> int:
     """Append a publish record entry (as jobs.adapters.publish writes it); returns the record's version."""
-    versions = {"gold_customer_segments": segments_version, "gold_segment_summary": segments_version,
-                "gold_segment_transitions": 0}  # fmt: skip
-    row = pa.Table.from_pylist([{"snapshot_date": snapshot, "table_versions": list(versions.items()),
-                                 "published_at": datetime.now(UTC)}], schema=PUBLISHED_SCHEMA)  # fmt: skip
+    versions = {
+        "gold_customer_segments": segments_version,
+        "gold_segment_summary": segments_version,
+        "gold_segment_transitions": 0,
+    }
+    row = pa.Table.from_pylist(
+        [{"snapshot_date": snapshot, "table_versions": list(versions.items()), "published_at": datetime.now(UTC)}],
+        schema=PUBLISHED_SCHEMA,
+    )
     path = str(settings.table_path("gold_published"))
     write_deltalake(path, row, mode="append")
     return DeltaTable(path).version()
@@ -104,8 +112,13 @@ def append_gold(settings, customers: pd.DataFrame, clv: bool = False) -> int:
     if clv:
         customers = customers.assign(**{column: 0.5 for column in EXPORT_CLV_COLUMNS[:-1]}, at_risk_value=False)
     table = pa.Table.from_pandas(customers[schema.names], schema=schema, preserve_index=False)
-    write_deltalake(str(settings.table_path("gold_customer_segments")), table, mode="append", schema_mode="merge",
-                    partition_by=["snapshot_date"])  # fmt: skip
+    write_deltalake(
+        str(settings.table_path("gold_customer_segments")),
+        table,
+        mode="append",
+        schema_mode="merge",
+        partition_by=["snapshot_date"],
+    )
     return segments_version(settings)
 
 

@@ -39,9 +39,12 @@ def test_the_reference_night_reaches_every_kind_of_point(scenario) -> None:
     )
     registry_points = [p for p in points["cluster"] if p.startswith("registry:")]
     assert registry_points == [
-        "registry:model-logged", "registry:version-registered", "registry:decision-recorded",
-        "registry:alias-moved", "registry:run-tagged",
-    ]  # fmt: skip
+        "registry:model-logged",
+        "registry:version-registered",
+        "registry:decision-recorded",
+        "registry:alias-moved",
+        "registry:run-tagged",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -23,9 +23,18 @@ FEATURES = ["recency_days", "frequency", "monetary"]
 SNAPSHOT_SCHEMA = "snapshot_date date, customer_id string, recency_days int, frequency int, monetary decimal(20,3)"
 DAY = date(2011, 12, 9)
 SEGMENT_NAMES = {
-    "Champions", "Loyal", "Potential Loyalist", "New", "Promising", "Need Attention",
-    "About to Sleep", "At Risk", "Can't Lose", "Hibernating", "Lost",
-}  # fmt: skip
+    "Champions",
+    "Loyal",
+    "Potential Loyalist",
+    "New",
+    "Promising",
+    "Need Attention",
+    "About to Sleep",
+    "At Risk",
+    "Can't Lose",
+    "Hibernating",
+    "Lost",
+}
 
 
 # --- cluster labels -------------------------------------------------------------------------------
@@ -129,12 +138,19 @@ def test_the_guard_allows_a_recent_low_value_cluster_to_beat_a_lapsed_at_risk_on
 
 def test_the_guard_swaps_a_low_value_cluster_that_dominates_a_loyal_one(settings) -> None:
     # Centroids put cluster 0 nearest Low-Value and cluster 2 nearest Loyal, yet 0 is better in R, F and M.
-    clusters = REAL_K4.assign(mean_recency_days=[20.0, 229.67, 41.81, 14.6], mean_frequency=[5.0, 1.47, 4.35, 16.0],
-                              mean_monetary=[1600.0, 412.7, 1589.12, 9076.55])  # fmt: skip
+    clusters = REAL_K4.assign(
+        mean_recency_days=[20.0, 229.67, 41.81, 14.6],
+        mean_frequency=[5.0, 1.47, 4.35, 16.0],
+        mean_monetary=[1600.0, 412.7, 1589.12, 9076.55],
+    )
     mapping = {0: "Low-Value", 1: "At-Risk", 2: "Loyal", 3: "VIP"}
     assert dominance_violations(clusters, mapping, settings.labels) == [(0, 2)]
-    assert profile_label_map(clusters, UNIT_SCALE, settings.labels) == {0: "Loyal", 1: "At-Risk", 2: "Low-Value",
-                                                                          3: "VIP"}  # fmt: skip
+    assert profile_label_map(clusters, UNIT_SCALE, settings.labels) == {
+        0: "Loyal",
+        1: "At-Risk",
+        2: "Low-Value",
+        3: "VIP",
+    }
 
 
 @pytest.mark.parametrize("k", range(2, 9))

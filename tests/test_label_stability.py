@@ -212,13 +212,24 @@ def test_the_stability_table_reports_each_night_type_apart() -> None:
     from jobs.tools.replay import stability_table
 
     def night(day: int, kind: str, kept: float, changed: int, promoted=None, relabelled=None) -> dict:
-        return {"night": date(2011, 8, day), "kind": kind, "version": "1", "promoted": promoted,
-                "idle_relabelled": relabelled, "stability_population": 3000.0,
-                "label_stability_cluster": kept, "label_changes_cluster": float(changed)}  # fmt: skip
+        return {
+            "night": date(2011, 8, day),
+            "kind": kind,
+            "version": "1",
+            "promoted": promoted,
+            "idle_relabelled": relabelled,
+            "stability_population": 3000.0,
+            "label_stability_cluster": kept,
+            "label_changes_cluster": float(changed),
+        }
 
-    rows = [{"night": date(2011, 8, 11), "kind": "retrain", "version": "1", "promoted": True, "idle_relabelled": None},
-            night(12, "score", 0.995, 15), night(13, "score", 0.999, 3),
-            night(18, "retrain", 0.997, 9, False, 140), night(25, "retrain", 0.990, 30, True, 25)]  # fmt: skip
+    rows = [
+        {"night": date(2011, 8, 11), "kind": "retrain", "version": "1", "promoted": True, "idle_relabelled": None},
+        night(12, "score", 0.995, 15),
+        night(13, "score", 0.999, 3),
+        night(18, "retrain", 0.997, 9, False, 140),
+        night(25, "retrain", 0.990, 30, True, 25),
+    ]
     table = stability_table(rows)
     assert "| score | 2 | 99.50%–99.90% | 3–15 |" in table
     assert "| retrain (champion kept) | 1 | 99.70%–99.70% | 9–9 |" in table

@@ -83,11 +83,14 @@ def test_a_parquet_file_is_readable(tmp_path: Path) -> None:
     ("pattern", "good", "bad"),
     [
         ("quantity_regex", ["6", "-12", " 24 ", "999999999"], ["６", "٣", "1.5", "", "1e3", "1234567890"]),
-        ("price_regex", ["2.55", "-11062.06", "0", "999999999999999.999"],
-         ["２.５５", "12345678901234567.5", "1000000000000000", "1.2345", ".5", "1e3"]),
+        (
+            "price_regex",
+            ["2.55", "-11062.06", "0", "999999999999999.999"],
+            ["２.５５", "12345678901234567.5", "1000000000000000", "1.2345", ".5", "1e3"],
+        ),
         ("customer_id_regex", ["17850", "13085.0"], ["１７８５０", "N/A", "17850x"]),
     ],
-)  # fmt: skip
+)
 def test_number_patterns_mean_ascii_digits(settings, pattern: str, good: list[str], bad: list[str]) -> None:
     regex = re.compile(number_patterns(settings)[pattern])
     assert [v for v in good if not regex.search(v)] == []

@@ -53,8 +53,17 @@ def write_lease(tmp_path, pid: int, expires: datetime) -> None:
     path = lease_path(tmp_path, "ingest", D)
     path.parent.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC)
-    path.write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "token": "old",
-                                "acquired_at": now.isoformat(), "expires_at": expires.isoformat()}))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "host": socket.gethostname(),
+                "pid": pid,
+                "token": "old",
+                "acquired_at": now.isoformat(),
+                "expires_at": expires.isoformat(),
+            }
+        )
+    )
 
 
 def test_a_lease_of_a_dead_process_is_broken(tmp_path) -> None:

@@ -35,8 +35,10 @@ def test_retention_properties_keep_the_files_and_the_commit_log_for_the_retentio
     from jobs.tools.maintain import retention_properties
 
     assert retention_properties(168) == {"delta.deletedFileRetentionDuration": "interval 168 hours"}
-    assert retention_properties(40 * 24) == {"delta.deletedFileRetentionDuration": "interval 960 hours",
-                                             "delta.logRetentionDuration": "interval 41 days"}  # fmt: skip
+    assert retention_properties(40 * 24) == {
+        "delta.deletedFileRetentionDuration": "interval 960 hours",
+        "delta.logRetentionDuration": "interval 41 days",
+    }
 
 
 def test_a_snapshot_moves_forward_only_past_compactions_and_writes_of_other_dates() -> None:
@@ -66,8 +68,10 @@ def test_optimize_and_vacuum_keep_every_recorded_version_and_delete_the_rest(spa
         frame = spark.range(6).selectExpr(f"DATE'{day.isoformat()}' AS sales_date", f"id + {value} AS revenue")
         return lake.replace_slice(frame.repartition(3), path, f"sales_date = {lake.date_literal(day)}", "sales_date")
 
-    versions = {path: [write(path, D1, 0), write(path, D1, 100), write(path, D2, 200), write(path, D3, 300)]
-                for path in (recorded, unrecorded)}  # fmt: skip
+    versions = {
+        path: [write(path, D1, 0), write(path, D1, 100), write(path, D2, 200), write(path, D3, 300)]
+        for path in (recorded, unrecorded)
+    }
     for day, version in ((D1, versions[recorded][1]), (D2, versions[recorded][2]), (D3, versions[recorded][3])):
         write_audit(spark, settings, day, "ingest", 6, {}, {"silver_daily_sales": version})
     expected = {v: sorted(lake.read(spark, recorded, v).collect()) for v in versions[recorded]}

@@ -15,18 +15,37 @@ from jobs.config import REPO_ROOT
 pytestmark = [pytest.mark.e2e, pytest.mark.heavy]
 
 BUSINESS_COLUMNS = [
-    "snapshot_date", "customer_id", "recency_days", "frequency", "monetary", "r_score", "f_score", "m_score",
-    "rfm_score", "rfm_segment", "cluster", "cluster_label", "country",
-]  # fmt: skip
+    "snapshot_date",
+    "customer_id",
+    "recency_days",
+    "frequency",
+    "monetary",
+    "r_score",
+    "f_score",
+    "m_score",
+    "rfm_score",
+    "rfm_segment",
+    "cluster",
+    "cluster_label",
+    "country",
+]
 
 
 def make_run(data_dir) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RFM__PATHS__DATA_DIR": str(data_dir), "RFM__GENERATOR__CUSTOMERS": "300",
-           "RFM__GENERATOR__DAYS": "60"}  # fmt: skip
+    env = {
+        **os.environ,
+        "RFM__PATHS__DATA_DIR": str(data_dir),
+        "RFM__GENERATOR__CUSTOMERS": "300",
+        "RFM__GENERATOR__DAYS": "60",
+    }
     return subprocess.run(
         ["make", "run", "RUN_FROM=2011-12-08", "RUN_TO=2011-12-09"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=3000,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3000,
+    )
 
 
 def gold(data_dir) -> pd.DataFrame:

@@ -177,11 +177,13 @@ def test_promotion_rule() -> None:
 
 
 def test_idle_agreement_counts_ageing_and_model_changes_apart() -> None:
-    idle = pd.DataFrame({
-        "previous_label":  ["VIP", "VIP",   "Loyal", "Loyal",   "At-Risk"],
-        "champion_label":  ["VIP", "Loyal", "Loyal", "Loyal",   "At-Risk"],
-        "candidate_label": ["VIP", "Loyal", "Loyal", "At-Risk", "Low-Value"],
-    })  # fmt: skip
+    idle = pd.DataFrame(
+        {
+            "previous_label": ["VIP", "VIP", "Loyal", "Loyal", "At-Risk"],
+            "champion_label": ["VIP", "Loyal", "Loyal", "Loyal", "At-Risk"],
+            "candidate_label": ["VIP", "Loyal", "Loyal", "At-Risk", "Low-Value"],
+        }
+    )
     agreement = idle_agreement(idle, "2011-12-08")
     assert (agreement.idle_customers, agreement.champion_changes, agreement.candidate_changes) == (5, 1, 3)
     assert agreement.relabelled == 2 and agreement.relabelled_share == pytest.approx(0.4)
@@ -203,8 +205,14 @@ def test_a_refit_that_relabels_idle_customers_needs_a_clearly_better_fit() -> No
     reshuffle = decide(0.53, idle(11))
     assert not reshuffle.promoted
     assert "11 of 1000 idle customers (1.10%)" in reshuffle.reason and "not clearly better" in reshuffle.reason
-    assert reshuffle.idle == {"previous_snapshot": "2011-12-08", "idle_customers": 1000, "champion_changes": 3,
-                              "candidate_changes": 14, "relabelled": 11, "relabelled_share": 0.011}  # fmt: skip
+    assert reshuffle.idle == {
+        "previous_snapshot": "2011-12-08",
+        "idle_customers": 1000,
+        "champion_changes": 3,
+        "candidate_changes": 14,
+        "relabelled": 11,
+        "relabelled_share": 0.011,
+    }
     clearly_better = decide(0.55, idle(200))
     assert clearly_better.promoted and "clearly better" in clearly_better.reason
     assert decide(0.49, None).promoted, "no previous snapshot: the silhouette alone decides"
@@ -371,8 +379,11 @@ def test_the_champion_loaded_in_a_fresh_process_gives_the_same_labels(spark, nig
     env = {**os.environ, "RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))}
     done = subprocess.run(
         [sys.executable, "-c", SCORE_IN_FRESH_PROCESS, str(tmp_path / "features"), str(tmp_path / "scored.csv")],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     fresh = pd.read_csv(tmp_path / "scored.csv", dtype={"customer_id": str})
     segments = gold(settings, "gold_customer_segments", night)
@@ -392,8 +403,9 @@ def test_a_real_refit_with_permuted_ids_keeps_every_customers_label(spark, night
     snapshot = lake.read(spark, settings.table_path("silver_customer_rfm")).filter(F.col("snapshot_date") == night)
     features = feature_frame(snapshot, settings.clustering).cache()
     labelled = gold(settings, "gold_customer_segments", night)
-    labelled_profile = log_feature_profile(spark.createDataFrame(labelled), ["cluster", "cluster_label"],
-                                           settings.clustering)  # fmt: skip
+    labelled_profile = log_feature_profile(
+        spark.createDataFrame(labelled), ["cluster", "cluster_label"], settings.clustering
+    )
     tried = []
     for seed in range(1, 40):
         refit = fit_candidate(features, settings.clustering.model_copy(update={"seed": seed}), k)
@@ -406,10 +418,17 @@ def test_a_real_refit_with_permuted_ids_keeps_every_customers_label(spark, night
             break
     else:
         pytest.fail(f"no seed gave the same partition with permuted cluster ids: {tried}")
-    refit_profile = log_feature_profile(snapshot.join(assigned.withColumnRenamed("refit", "cluster"), "customer_id"),
-                                        ["cluster"], settings.clustering)  # fmt: skip
-    decision = carry_labels(refit_profile, labelled_profile, False, settings.labels, settings.model.label_match_max_distance,
-                            log_feature_scale(snapshot, settings.clustering))  # fmt: skip
+    refit_profile = log_feature_profile(
+        snapshot.join(assigned.withColumnRenamed("refit", "cluster"), "customer_id"), ["cluster"], settings.clustering
+    )
+    decision = carry_labels(
+        refit_profile,
+        labelled_profile,
+        False,
+        settings.labels,
+        settings.model.label_match_max_distance,
+        log_feature_scale(snapshot, settings.clustering),
+    )
     assert all(source.startswith("matched") for source in decision.sources.values()), decision.sources
     relabelled = pairs.assign(label=pairs["refit"].map(decision.mapping))
     assert len(relabelled) == len(labelled) > 100

@@ -17,10 +17,15 @@ from jobs.orchestration.task import step_kwargs, with_fixed_k
 from tests.conftest import settings_for
 
 CLUSTER_RESULT = {
-    "run_date": "2011-12-08", "night_type": "retrain", "plan": "no champion yet", "model_version": "1", "k": 4,
-    "silhouette": 0.4123, "mlflow_run_id": "abc",
+    "run_date": "2011-12-08",
+    "night_type": "retrain",
+    "plan": "no champion yet",
+    "model_version": "1",
+    "k": 4,
+    "silhouette": 0.4123,
+    "mlflow_run_id": "abc",
     "promotion": {"promoted": True, "reason": "no champion yet", "new_version": "1"},
-}  # fmt: skip
+}
 
 
 def test_mlflow_links_follow_the_tracking_server_or_the_configured_ui(tmp_path):
@@ -53,10 +58,18 @@ def test_cluster_summary_says_what_was_chosen_and_why():
     assert lines[0] == "night 2011-12-08: retrain (no champion yet)"
     assert lines[1].startswith("  k=4") and lines[1].endswith("<- chosen") and "k=5" in lines[2]
     assert "version 1 promoted (no champion yet)" in "\n".join(lines)
-    idle = {"previous_snapshot": "2011-12-07", "idle_customers": 4000, "champion_changes": 9,
-            "candidate_changes": 170, "relabelled": 165, "relabelled_share": 0.04125}  # fmt: skip
-    refused = {**CLUSTER_RESULT, "promotion": {"promoted": False, "reason": "relabels 4.12%", "new_version": "2",
-                                               "idle": idle}}  # fmt: skip
+    idle = {
+        "previous_snapshot": "2011-12-07",
+        "idle_customers": 4000,
+        "champion_changes": 9,
+        "candidate_changes": 170,
+        "relabelled": 165,
+        "relabelled_share": 0.04125,
+    }
+    refused = {
+        **CLUSTER_RESULT,
+        "promotion": {"promoted": False, "reason": "relabels 4.12%", "new_version": "2", "idle": idle},
+    }
     text = "\n".join(cluster_lines(refused, sweep, None))
     assert "version 2 not promoted (relabels 4.12%)" in text
     assert "idle customers since 2011-12-07: 4000; label changes by ageing (champion) 9" in text
@@ -66,14 +79,23 @@ def test_cluster_summary_says_what_was_chosen_and_why():
 
 
 def test_label_summary_lists_the_mapping():
-    result = {"run_date": "2011-12-08", "customers": 300, "model_version": "1", "previous_snapshot": None,
-              "cluster_labels": {"0": "VIP", "1": "Loyal", "2": "At-Risk", "3": "Low-Value"},
-              "label_note": "ranked by centroid value", "stability": {"label_stability": 0.97, "note": "x"}}  # fmt: skip
+    result = {
+        "run_date": "2011-12-08",
+        "customers": 300,
+        "model_version": "1",
+        "previous_snapshot": None,
+        "cluster_labels": {"0": "VIP", "1": "Loyal", "2": "At-Risk", "3": "Low-Value"},
+        "label_note": "ranked by centroid value",
+        "stability": {"label_stability": 0.97, "note": "x"},
+    }
     lines = label_lines(result)
     assert "  cluster 0 -> VIP" in lines and "  why: ranked by centroid value" in lines
     assert lines[-1] == "  stability: label_stability=0.970" and 5 <= len(lines) <= 10
-    retrained = {**result, "idle_change_cause": "model change (version 1 -> 2; ...)",
-                 "stability": {"label_changes_cluster": 12.0}}  # fmt: skip
+    retrained = {
+        **result,
+        "idle_change_cause": "model change (version 1 -> 2; ...)",
+        "stability": {"label_changes_cluster": 12.0},
+    }
     assert "  idle customers' label changes 12 by: model change (version 1 -> 2; ...)" in label_lines(retrained)
 
 
@@ -104,8 +126,10 @@ def test_free_port_is_on_loopback():
 
 @pytest.mark.airflow
 def test_the_links_plugin_loads_with_both_links():
-    code = "import sys; sys.path.insert(0, 'plugins'); import rfm_links as m; p = m.RfmLinksPlugin; " \
-           "print(sorted(l.name for l in p.global_operator_extra_links), p.fastapi_apps[0]['url_prefix'])"  # fmt: skip
+    code = (
+        "import sys; sys.path.insert(0, 'plugins'); import rfm_links as m; p = m.RfmLinksPlugin; "
+        "print(sorted(l.name for l in p.global_operator_extra_links), p.fastapi_apps[0]['url_prefix'])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
     assert out.stdout.strip() == "['Data Docs', 'MLflow run'] /data-docs", out.stderr[-2000:]
 
@@ -122,8 +146,16 @@ class FakeApi:
         answer = self.script.pop(0)
         if answer == "busy":
             raise ServerBusy("GET: 503 database is locked")
-        runs = [{"logical_date": f"{day}T00:00:00Z", "state": state, "dag_run_id": f"backfill__{day}",
-                 "start_date": "s", "end_date": "e"} for day, state in answer.items()]  # fmt: skip
+        runs = [
+            {
+                "logical_date": f"{day}T00:00:00Z",
+                "state": state,
+                "dag_run_id": f"backfill__{day}",
+                "start_date": "s",
+                "end_date": "e",
+            }
+            for day, state in answer.items()
+        ]
         return {"dag_runs": runs}
 
 
@@ -138,8 +170,14 @@ def test_following_a_backfill_reports_each_night_and_stops_at_a_failure(monkeypa
     from jobs.orchestration import local
 
     monkeypatch.setattr("time.sleep", lambda s: None)
-    api = FakeApi(["busy", {"2011-12-08": "running"}, {"2011-12-08": "success", "2011-12-09": "running"},
-                   {"2011-12-08": "success", "2011-12-09": "success"}])  # fmt: skip
+    api = FakeApi(
+        [
+            "busy",
+            {"2011-12-08": "running"},
+            {"2011-12-08": "success", "2011-12-09": "running"},
+            {"2011-12-08": "success", "2011-12-09": "success"},
+        ]
+    )
     local.follow_backfill(api, "rfm", date(2011, 12, 8), date(2011, 12, 9), [Alive()])
     out = capsys.readouterr().out
     assert "== night 2011-12-08: success" in out and "== night 2011-12-09: success" in out

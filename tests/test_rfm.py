@@ -77,23 +77,67 @@ TRANSACTIONS = [
     line("7001", "21000", 1, date(2011, 3, 7), "0.00", "700"),
     line("A7002", "21000", 1, date(2011, 3, 7), "20.00", "700"),
 ]
-COLUMNS = ["snapshot_date", "customer_id", "recency_days", "frequency", "monetary", "monetary_gross",
-           "monetary_cancelled", "first_purchase_date", "last_purchase_date", "tenure_days", "country"]  # fmt: skip
+COLUMNS = [
+    "snapshot_date",
+    "customer_id",
+    "recency_days",
+    "frequency",
+    "monetary",
+    "monetary_gross",
+    "monetary_cancelled",
+    "first_purchase_date",
+    "last_purchase_date",
+    "tenure_days",
+    "country",
+]
 EXPECTED_NET = {
     # 100: gross 3*2.50 + 1*10.00 + 2*1.25 = 20.00; cancelled -1*2.50 = -2.50; net 17.50
     #      purchase invoices {1001, 1003}; last 2011-03-10 (recency 0), first 2011-03-01 (tenure 9)
     #      revenue UK 17.50 > France 2.50
-    "100": (SNAPSHOT, "100", 0, 2, Decimal("17.500"), Decimal("20.000"), Decimal("-2.500"),
-            date(2011, 3, 1), date(2011, 3, 10), 9, UK),
+    "100": (
+        SNAPSHOT,
+        "100",
+        0,
+        2,
+        Decimal("17.500"),
+        Decimal("20.000"),
+        Decimal("-2.500"),
+        date(2011, 3, 1),
+        date(2011, 3, 10),
+        9,
+        UK,
+    ),
     # 200: gross 1*100.00 + 4*5.00 + 10*3.333 = 153.33; cancelled -10*3.333 = -33.33; net 120.00
     #      invoices {2001, 2002, 2003}; last 2011-02-25 -> 13 days; first 2011-02-01 -> 27 + 10 = 37 days
     #      revenue Germany 100.00 > UK 53.33
-    "200": (SNAPSHOT, "200", 13, 3, Decimal("120.000"), Decimal("153.330"), Decimal("-33.330"),
-            date(2011, 2, 1), date(2011, 2, 25), 37, "Germany"),
+    "200": (
+        SNAPSHOT,
+        "200",
+        13,
+        3,
+        Decimal("120.000"),
+        Decimal("153.330"),
+        Decimal("-33.330"),
+        date(2011, 2, 1),
+        date(2011, 2, 25),
+        37,
+        "Germany",
+    ),
     # 400: gross 1*5.00 = 5.00; cancelled -3*5.00 = -15.00; net max(-10.00, 0) = 0
-    "400": (SNAPSHOT, "400", 8, 1, Decimal("0.000"), Decimal("5.000"), Decimal("-15.000"),
-            date(2011, 3, 2), date(2011, 3, 2), 8, UK),
-}  # fmt: skip
+    "400": (
+        SNAPSHOT,
+        "400",
+        8,
+        1,
+        Decimal("0.000"),
+        Decimal("5.000"),
+        Decimal("-15.000"),
+        date(2011, 3, 2),
+        date(2011, 3, 2),
+        8,
+        UK,
+    ),
+}
 
 
 def snapshot_rows(frame: DataFrame) -> dict[str, tuple]:
@@ -109,8 +153,10 @@ def test_compute_rfm_matches_hand_computed_values(spark, settings) -> None:
     result = compute_rfm(frame_of(spark, TRANSACTIONS), SNAPSHOT, settings.rfm)
     assert result.columns == COLUMNS
     assert {f.name: f.dataType.simpleString() for f in result.schema.fields if f.name.startswith("monetary")} == {
-        "monetary": "decimal(20,3)", "monetary_gross": "decimal(20,3)", "monetary_cancelled": "decimal(20,3)",
-    }  # fmt: skip
+        "monetary": "decimal(20,3)",
+        "monetary_gross": "decimal(20,3)",
+        "monetary_cancelled": "decimal(20,3)",
+    }
     rows = snapshot_rows(result)
     assert rows == EXPECTED_NET
     # Decimal equality ignores the exponent: check the digits too (exact, 3 decimals, no float).
@@ -277,7 +323,7 @@ LANDED = [
     ["C540003", "22423", "REGENCY CAKESTAND 3 TIER", "-1", "2011-03-01 10:15:00", "12.75", "13085", UK],
     ["540004", "POST", "POSTAGE", "1", "2011-03-01 11:00:00", "18", "12662", "Germany"],
     ["540005", "21730", "GLASS STAR FROSTED, T-LIGHT HOLDER", "12", "2011-03-01 12:30:00", "4.25", "", UK],
-]  # fmt: skip
+]
 
 
 def land(settings, day: date = LAKE_DAY, rows: list[list[str]] = LANDED) -> Path:

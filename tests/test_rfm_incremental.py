@@ -96,8 +96,12 @@ def test_rerun_with_changed_day_and_older_rerun_converge(spark, settings) -> Non
     assert value_differences(spark, settings, date(2011, 3, 2)) == 0, "the state moved past 03-02: from bronze"
     assert state_through(settings) == day
     nxt = day + timedelta(days=1)
-    lake.replace_slice(rows.filter(F.col("transaction_date") == nxt), bronze,
-                       f"transaction_date = {lake.date_literal(nxt)}", "transaction_date")  # fmt: skip
+    lake.replace_slice(
+        rows.filter(F.col("transaction_date") == nxt),
+        bronze,
+        f"transaction_date = {lake.date_literal(nxt)}",
+        "transaction_date",
+    )
     assert snapshot_mode(spark, settings, lake.read(spark, bronze), nxt) == "incremental"
     load_snapshot(spark, settings, nxt)
     assert differences(spark, settings, nxt) == 0 and value_differences(spark, settings, nxt) == 0

@@ -80,10 +80,19 @@ def prepared(tmp_path_factory):
     land_days(frame, settings.path("landing_dir"), HISTORY_START, NIGHTS[-1], settings.landing.marker)
     env = {**os.environ, "RFM__PATHS__DATA_DIR": str(data_dir)}
     subprocess.run(
-        [sys.executable, "-m", "jobs.tools.backfill", "--source", str(settings.path("landing_dir")),
-         "--until", HISTORY_END.isoformat()],
-        env=env, check=True, timeout=1800,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "jobs.tools.backfill",
+            "--source",
+            str(settings.path("landing_dir")),
+            "--until",
+            HISTORY_END.isoformat(),
+        ],
+        env=env,
+        check=True,
+        timeout=1800,
+    )
     return root, data_dir
 
 
@@ -106,8 +115,12 @@ def scheduled(prepared):
     postgres_dir = Path(tempfile.mkdtemp(prefix="rfm-pg-"))  # outside pytest's 0700 root (see services)
     with production_stack(root / "stack", pipeline_env, postgres_dir=postgres_dir, spark_cluster=True) as stack:
         api = AirflowApi(stack.airflow)
-        wait_for("both DAGs parsed", lambda: {d["dag_id"] for d in api.get("/dags")["dags"]} >= {DAG_ID, EXPORT_DAG_ID},
-                 timeout=600, every=2)  # fmt: skip
+        wait_for(
+            "both DAGs parsed",
+            lambda: {d["dag_id"] for d in api.get("/dags")["dags"]} >= {DAG_ID, EXPORT_DAG_ID},
+            timeout=600,
+            every=2,
+        )
         api.unpause(EXPORT_DAG_ID)
         api.unpause(DAG_ID)
 
@@ -124,13 +137,24 @@ def scheduled(prepared):
         def exports_done():
             done = [r for r in api.dag_runs(EXPORT_DAG_ID) if r["state"] in ("success", "failed")]
             exported = {m["snapshot_date"] for m in (read_manifest(settings_for(data_dir), n) for n in NIGHTS) if m}
-            return done if len(exported) == len(NIGHTS) and not [r for r in api.dag_runs(EXPORT_DAG_ID)
-                                                                 if r["state"] in ("queued", "running")] else None  # fmt: skip
+            return (
+                done
+                if len(exported) == len(NIGHTS)
+                and not [r for r in api.dag_runs(EXPORT_DAG_ID) if r["state"] in ("queued", "running")]
+                else None
+            )
 
         exports = wait_for("the nights' exports", exports_done, timeout=900)
         settings = settings_for(data_dir, mlflow={"tracking_uri": stack.mlflow_url})
-        yield {"runs": runs, "tasks": tasks, "exports": exports, "settings": settings, "stack": stack, "api": api,
-               "lineage": root / "openlineage.jsonl"}  # fmt: skip
+        yield {
+            "runs": runs,
+            "tasks": tasks,
+            "exports": exports,
+            "settings": settings,
+            "stack": stack,
+            "api": api,
+            "lineage": root / "openlineage.jsonl",
+        }
     shutil.rmtree(postgres_dir, ignore_errors=True)
 
 
@@ -213,8 +237,13 @@ def test_a_large_pandas_frame_goes_back_to_spark_over_connect(scheduled):
     over Connect gives strings backed by a multi-chunk Arrow array, which pyspark 4.1.4's
     ``createDataFrame`` rejects (``make bench-pipeline FACTORS=10 CONNECT=1`` failed there);
     ``from_pandas`` hands them over as objects."""
-    done = subprocess.run([sys.executable, "-c", LARGE_FRAME_ROUND_TRIP, scheduled["stack"].spark_url],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", LARGE_FRAME_ROUND_TRIP, scheduled["stack"].spark_url],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["chunks"] > 1, f"the frame is not multi-chunk, so it proves nothing: {out}"
@@ -242,10 +271,14 @@ def test_a_task_session_carries_its_session_conf_and_the_bounded_retry_policy(sc
     """``connect_session`` installs the retry policy before its first call, then sets the conf's
     session-level keys through it: a value the server was not started with reaches the session."""
     spark_conf = load_settings().spark
-    env = {**os.environ, "RFM__SPARK__REMOTE": scheduled["stack"].spark_url,
-           "RFM__SPARK__CONF": json.dumps({"spark.sql.shuffle.partitions": 7})}  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", TASK_SESSION], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    env = {
+        **os.environ,
+        "RFM__SPARK__REMOTE": scheduled["stack"].spark_url,
+        "RFM__SPARK__CONF": json.dumps({"spark.sql.shuffle.partitions": 7}),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", TASK_SESSION], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert spark_conf.conf["spark.sql.shuffle.partitions"] != 7, "the override must differ from the server's value"
@@ -289,7 +322,8 @@ def test_segment_export_ran_after_each_complete_snapshot_with_the_published_rows
         version = published[night]["gold_customer_segments"]
         assert manifest["source_version"] == version, "the published version, written by clv"
         gold = DeltaTable(str(settings.table_path("gold_customer_segments")), version=version).to_pandas(
-            filters=[("snapshot_date", "=", night)])  # fmt: skip
+            filters=[("snapshot_date", "=", night)]
+        )
         assert manifest["customers"] == len(gold) > 100
         assert manifest["rows_per_scheme"] == {"cluster": len(gold), "rfm": len(gold)}
         assert manifest["columns"] == EXPORT_COLUMNS + EXPORT_CLV_COLUMNS, "the CLV columns are exported"
@@ -313,9 +347,13 @@ def test_each_task_emitted_openlineage_events_with_its_tables_and_versions(sched
             if event["eventType"] == "COMPLETE" and dag_run.get("run_id") == run_id:
                 complete[event["job"]["name"].removeprefix(f"{DAG_ID}.")] = event
         assert set(ORDER) <= set(complete), f"{run_id}: COMPLETE events of {sorted(complete)}"
-        io = {task: ({d["name"]: d.get("facets", {}).get("version", {}).get("datasetVersion") for d in e.get("inputs", [])},
-                     {d["name"]: d.get("facets", {}).get("version", {}).get("datasetVersion") for d in e.get("outputs", [])})
-              for task, e in complete.items()}  # fmt: skip
+        io = {
+            task: (
+                {d["name"]: d.get("facets", {}).get("version", {}).get("datasetVersion") for d in e.get("inputs", [])},
+                {d["name"]: d.get("facets", {}).get("version", {}).get("datasetVersion") for d in e.get("outputs", [])},
+            )
+            for task, e in complete.items()
+        }
         assert [name for name in io["validate"][0] if name.startswith(landing)], f"{run_id}: validate reads landing"
         assert [name for name in io["ingest_rfm"][0] if name.startswith(landing)]
         assert io["ingest_rfm"][1][table("bronze_transactions")] is not None
@@ -323,8 +361,16 @@ def test_each_task_emitted_openlineage_events_with_its_tables_and_versions(sched
         assert io["cluster"][0][table("silver_customer_rfm")] == io["ingest_rfm"][1][table("silver_customer_rfm")]
         assert io["cluster"][1][table("silver_customer_clusters")] is not None
         assert io["label"][0][table("silver_customer_clusters")] == io["cluster"][1][table("silver_customer_clusters")]
-        assert set(io["label"][1]) == {table(n) for n in ("gold_customer_segments", "gold_segment_summary",
-                                                          "gold_segment_transitions", "gold_published", "run_audit")}  # fmt: skip
+        assert set(io["label"][1]) == {
+            table(n)
+            for n in (
+                "gold_customer_segments",
+                "gold_segment_summary",
+                "gold_segment_transitions",
+                "gold_published",
+                "run_audit",
+            )
+        }
         assert io["clv"][0][table("gold_customer_segments")] == io["label"][1][table("gold_customer_segments")]
         assert io["clv"][1][table("gold_published")] is not None
 
@@ -340,12 +386,17 @@ def test_screenshots_of_the_airflow_grid_and_the_mlflow_compare_view(scheduled):
     from playwright.sync_api import sync_playwright
 
     stack, settings = scheduled["stack"], scheduled["settings"]
-    token = requests.post(f"{stack.airflow.url}/auth/token", timeout=30,
-                          json={"username": "admin", "password": stack.airflow.admin_password}).json()["access_token"]  # fmt: skip
+    token = requests.post(
+        f"{stack.airflow.url}/auth/token",
+        timeout=30,
+        json={"username": "admin", "password": stack.airflow.admin_password},
+    ).json()["access_token"]
     runs = [tracking.runs_for_date(settings, DAG_ID, night)[0] for night in NIGHTS]
     experiment = runs[0].info.experiment_id
-    compare = (f"{stack.mlflow_url}/#/compare-runs?runs={quote(json.dumps([r.info.run_id for r in runs]))}"
-               f"&experiments={quote(json.dumps([experiment]))}")  # fmt: skip
+    compare = (
+        f"{stack.mlflow_url}/#/compare-runs?runs={quote(json.dumps([r.info.run_id for r in runs]))}"
+        f"&experiments={quote(json.dumps([experiment]))}"
+    )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         context = browser.new_context(viewport={"width": 1600, "height": 1000})
@@ -376,8 +427,9 @@ def test_postgres_gives_each_service_its_own_database_and_role():
         for db in ("airflow", "mlflow"):
             with sa.create_engine(postgres.url(db)).connect() as conn:
                 assert conn.execute(sa.text("select current_user, current_database()")).one() == (db, db)
-        intruder = postgres.url("mlflow").replace(f"mlflow:{postgres.passwords['mlflow']}",
-                                                  f"airflow:{postgres.passwords['airflow']}")  # fmt: skip
+        intruder = postgres.url("mlflow").replace(
+            f"mlflow:{postgres.passwords['mlflow']}", f"airflow:{postgres.passwords['airflow']}"
+        )
         with pytest.raises(sa.exc.OperationalError, match="permission denied"):
             sa.create_engine(intruder).connect()
         listening = subprocess.run(["ss", "-ltn"], capture_output=True, text=True).stdout

@@ -58,15 +58,32 @@ def test_one_night_runs_unchanged_on_a_standalone_cluster(tmp_path: Path, standa
     land_days(frame, settings.path("landing_dir"), NIGHT - timedelta(days=44), NIGHT, settings.landing.marker)
     local = {**os.environ, "RFM__PATHS__DATA_DIR": str(tmp_path / "run")}
     # the history in local mode, in its own process (no second JVM alive during the cluster night)
-    history = [sys.executable, "-m", "jobs.tools.backfill", "--source", str(settings.path("landing_dir")),
-               "--until", (NIGHT - timedelta(days=1)).isoformat()]  # fmt: skip
+    history = [
+        sys.executable,
+        "-m",
+        "jobs.tools.backfill",
+        "--source",
+        str(settings.path("landing_dir")),
+        "--until",
+        (NIGHT - timedelta(days=1)).isoformat(),
+    ]
     loaded = subprocess.run(history, env=local, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
     assert loaded.returncode == 0, loaded.stderr[-4000:]
 
-    env = {**local, "RFM__SPARK__MASTER": standalone_cluster.url, "SPARK_LOCAL_IP": "127.0.0.1",
-           "PYSPARK_PYTHON": sys.executable}  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", NIGHT_SCRIPT, NIGHT.isoformat()], env=env, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=1800)  # fmt: skip
+    env = {
+        **local,
+        "RFM__SPARK__MASTER": standalone_cluster.url,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_PYTHON": sys.executable,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", NIGHT_SCRIPT, NIGHT.isoformat()],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     assert f"MASTER {standalone_cluster.url} EXECUTORS 1" in done.stdout, done.stdout[-2000:]
 

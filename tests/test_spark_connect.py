@@ -44,8 +44,14 @@ def connect_server(tmp_path: Path) -> Iterator[str]:
 def run_task(task: str, night: date, env: dict[str, str]) -> tuple[float, dict]:
     """The task's wall time and the summary it printed."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "jobs", task, "--run-date", night.isoformat()], env=env,
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs", task, "--run-date", night.isoformat()],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, f"{task} {night} over Spark Connect:\n{done.stderr[-4000:]}"
     return time.perf_counter() - started, json.loads(done.stdout[done.stdout.index("{") :])
 
@@ -54,10 +60,21 @@ def test_two_nights_run_unchanged_as_spark_connect_clients(tmp_path: Path, conne
     settings = settings_for(tmp_path / "run")
     frame = generate_transactions(customers=300, days=40, seed=5, end_date=LAST_NIGHT)
     land_days(frame, settings.path("landing_dir"), LAST_NIGHT - timedelta(days=39), LAST_NIGHT, settings.landing.marker)
-    remote = {**os.environ, "RFM__PATHS__DATA_DIR": str(tmp_path / "run"), "RFM__SPARK__REMOTE": connect_server,
-              "SPARK_HOME": str(tmp_path / "no-spark-here")}  # fmt: skip
-    history = [sys.executable, "-m", "jobs.tools.backfill", "--source", str(settings.path("landing_dir")),
-               "--until", (NIGHTS[0] - timedelta(days=1)).isoformat()]  # fmt: skip
+    remote = {
+        **os.environ,
+        "RFM__PATHS__DATA_DIR": str(tmp_path / "run"),
+        "RFM__SPARK__REMOTE": connect_server,
+        "SPARK_HOME": str(tmp_path / "no-spark-here"),
+    }
+    history = [
+        sys.executable,
+        "-m",
+        "jobs.tools.backfill",
+        "--source",
+        str(settings.path("landing_dir")),
+        "--until",
+        (NIGHTS[0] - timedelta(days=1)).isoformat(),
+    ]
     loaded = subprocess.run(history, env=remote, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
     assert loaded.returncode == 0, f"the backfill over Spark Connect:\n{loaded.stderr[-4000:]}"
 

@@ -38,12 +38,32 @@ C536379,D,Discount,-1,2010-12-01 09:41:00,27.50,14527.0,United Kingdom
 D = date(2010, 12, 1)
 # In invoice order: (invoice, stock_code, description, quantity, invoice_date as text in UTC, price, customer_id, country, transaction_date)
 EXPECTED = [
-    ("536365", "85123A", "WHITE HANGING HEART T-LIGHT HOLDER", 6, "2010-12-01 08:26:00", Decimal("2.550"), "17850", "United Kingdom", D),
+    (
+        "536365",
+        "85123A",
+        "WHITE HANGING HEART T-LIGHT HOLDER",
+        6,
+        "2010-12-01 08:26:00",
+        Decimal("2.550"),
+        "17850",
+        "United Kingdom",
+        D,
+    ),
     ("536401", "22423", "REGENCY CAKESTAND, 3 TIER", 2, "2010-12-01 11:21:00", Decimal("12.750"), "13085", "France", D),
     ("536414", "22139", None, 56, "2010-12-01 11:52:00", Decimal("0.000"), None, "United Kingdom", D),
-    ("536415", "21730", 'GLASS STAR FROSTED, T-LIGHT "HOLDER"', None, "2010-12-01 12:00:00", Decimal("4.250"), "13085", "United Kingdom", D),
+    (
+        "536415",
+        "21730",
+        'GLASS STAR FROSTED, T-LIGHT "HOLDER"',
+        None,
+        "2010-12-01 12:00:00",
+        Decimal("4.250"),
+        "13085",
+        "United Kingdom",
+        D,
+    ),
     ("C536379", "D", "Discount", -1, "2010-12-01 09:41:00", Decimal("27.500"), "14527", "United Kingdom", D),
-]  # fmt: skip
+]
 
 
 def write_online_retail(tmp_path: Path) -> Path:
@@ -84,10 +104,16 @@ def test_both_namings_give_the_same_canonical_typed_rows(spark, settings, tmp_pa
 def test_typed_schema(spark, settings, tmp_path: Path) -> None:
     frame = typed_rows(parsed(spark, settings, write_online_retail(tmp_path)))
     assert [(f.name, f.dataType.simpleString()) for f in frame.schema.fields] == [
-        ("invoice", "string"), ("stock_code", "string"), ("description", "string"), ("quantity", "int"),
-        ("invoice_date", "timestamp"), ("price", "decimal(18,3)"), ("customer_id", "string"),
-        ("country", "string"), ("transaction_date", "date"),
-    ]  # fmt: skip
+        ("invoice", "string"),
+        ("stock_code", "string"),
+        ("description", "string"),
+        ("quantity", "int"),
+        ("invoice_date", "timestamp"),
+        ("price", "decimal(18,3)"),
+        ("customer_id", "string"),
+        ("country", "string"),
+        ("transaction_date", "date"),
+    ]
 
 
 def test_raw_text_is_kept_beside_parsed_values(spark, settings, tmp_path: Path) -> None:

@@ -25,24 +25,60 @@ from tests.conftest import settings_for
 
 DAY = date(2011, 3, 1)  # a Tuesday
 NAMINGS = {
-    "online_retail": ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"],
-    "online_retail_ii": ["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"],
-}  # fmt: skip
+    "online_retail": [
+        "InvoiceNo",
+        "StockCode",
+        "Description",
+        "Quantity",
+        "InvoiceDate",
+        "UnitPrice",
+        "CustomerID",
+        "Country",
+    ],
+    "online_retail_ii": [
+        "Invoice",
+        "StockCode",
+        "Description",
+        "Quantity",
+        "InvoiceDate",
+        "Price",
+        "Customer ID",
+        "Country",
+    ],
+}
 CANONICAL = ["invoice", "stock_code", "description", "quantity", "invoice_date", "price", "customer_id", "country"]
 # Ten valid rows of DAY: every configured timestamp format, a cancellation, a charge, a zero price,
 # a float-looking customer id, quotes and commas, the first and the last second of the day, 20 % without customer.
 GOOD_ROWS = [
-    ["540001", "85123A", "WHITE HANGING HEART T-LIGHT HOLDER", "6", "2011-03-01 08:26:00", "2.55", "17850", "United Kingdom"],
+    [
+        "540001",
+        "85123A",
+        "WHITE HANGING HEART T-LIGHT HOLDER",
+        "6",
+        "2011-03-01 08:26:00",
+        "2.55",
+        "17850",
+        "United Kingdom",
+    ],
     ["540001", "71053", "WHITE METAL LANTERN", "6", "2011-03-01 08:26:00", "3.39", "17850", "United Kingdom"],
     ["540002", "22423", "REGENCY CAKESTAND 3 TIER", "2", "2011-03-01 09:00", "12.75", "13085.0", "United Kingdom"],
     ["C540003", "22423", "REGENCY CAKESTAND 3 TIER", "-1", "3/1/2011 10:15", "12.75", "13085", "United Kingdom"],
     ["540004", "POST", "POSTAGE", "1", "2011-03-01 11:00:00", "18", "12662", "Germany"],
-    ["540005", "21730", 'GLASS STAR FROSTED, T-LIGHT "HOLDER"', "12", "2011-03-01 12:30:00", "4.25", "", "United Kingdom"],
+    [
+        "540005",
+        "21730",
+        'GLASS STAR FROSTED, T-LIGHT "HOLDER"',
+        "12",
+        "2011-03-01 12:30:00",
+        "4.25",
+        "",
+        "United Kingdom",
+    ],
     ["540006", "84879", "", "8", "2011-03-01 13:45:00", "0.00", "", "United Kingdom"],
     ["540007", "22745", "POPPY'S PLAYHOUSE BEDROOM", "24", "2011-03-01 15:00:00", "2.1", "14911", "EIRE"],
     ["540008", "21754", "HOME BUILDING BLOCK WORD", "3", "2011-03-01 23:59:59", "5.95", "15311", "United Kingdom"],
     ["540009", "M", "Manual", "1", "2011-03-01 00:00:00", "1.001", "15311", "United Kingdom"],
-]  # fmt: skip
+]
 ADJUSTMENT = ["A563186", "B", "Adjust bad debt", "1", "2011-03-01 14:51:00", "-11062.06", "", "United Kingdom"]
 
 
@@ -174,32 +210,86 @@ def overflowing_amount(rows: pd.DataFrame) -> pd.DataFrame:
 
 BROKEN_ROWS = [
     # (case, mutation, expectation(column), broken rows)
-    ("quantity-unparseable", set_values("quantity", {0: "abc"}), "expect_column_values_to_match_regex(quantity_raw)", 1),
-    ("price-unparseable", set_values("price", {0: "abc", 1: "1.2345"}), "expect_column_values_to_match_regex(price_raw)", 2),
-    ("date-unparseable", set_values("invoice_date", {2: "2011-13-45 25:00", 5: "yesterday"}),
-     "expect_column_values_to_not_be_null(invoice_date)", 2),
+    (
+        "quantity-unparseable",
+        set_values("quantity", {0: "abc"}),
+        "expect_column_values_to_match_regex(quantity_raw)",
+        1,
+    ),
+    (
+        "price-unparseable",
+        set_values("price", {0: "abc", 1: "1.2345"}),
+        "expect_column_values_to_match_regex(price_raw)",
+        2,
+    ),
+    (
+        "date-unparseable",
+        set_values("invoice_date", {2: "2011-13-45 25:00", 5: "yesterday"}),
+        "expect_column_values_to_not_be_null(invoice_date)",
+        2,
+    ),
     ("invoice-empty", set_values("invoice", {3: ""}), "expect_column_values_to_not_be_null(invoice)", 1),
-    ("stock-code-empty", set_values("stock_code", {1: " ", 6: ""}), "expect_column_values_to_not_be_null(stock_code)", 2),
-    ("date-outside-day", set_values("invoice_date", {0: "2011-03-02 00:00:00", 8: "2011-02-28 23:59:59"}),
-     "expect_column_values_to_be_between(invoice_date)", 2),
+    (
+        "stock-code-empty",
+        set_values("stock_code", {1: " ", 6: ""}),
+        "expect_column_values_to_not_be_null(stock_code)",
+        2,
+    ),
+    (
+        "date-outside-day",
+        set_values("invoice_date", {0: "2011-03-02 00:00:00", 8: "2011-02-28 23:59:59"}),
+        "expect_column_values_to_be_between(invoice_date)",
+        2,
+    ),
     ("quantity-zero", set_values("quantity", {4: "0"}), "expect_column_values_to_not_be_in_set(quantity)", 1),
     ("negative-price", negative_prices, "expect_column_values_to_be_between(price)", 3),
-    ("customer-id-not-integer", set_values("customer_id", {0: "N/A", 1: "17850x"}),
-     "expect_column_values_to_match_regex(customer_id_raw)", 2),
+    (
+        "customer-id-not-integer",
+        set_values("customer_id", {0: "N/A", 1: "17850x"}),
+        "expect_column_values_to_match_regex(customer_id_raw)",
+        2,
+    ),
     # required fields that do not parse to a value: blank, too large for the type, non-ASCII digits
     ("quantity-blank", set_values("quantity", {0: "", 1: " "}), "expect_column_values_to_not_be_null(quantity)", 2),
     ("price-blank", set_values("price", {2: ""}), "expect_column_values_to_not_be_null(price)", 1),
-    ("price-integer-part-too-large", set_values("price", {3: "12345678901234567.5"}),
-     "expect_column_values_to_not_be_null(price)", 1),
-    ("price-integer-part-too-large-format", set_values("price", {3: "12345678901234567.5"}),
-     "expect_column_values_to_match_regex(price_raw)", 1),
-    ("quantity-full-width", set_values("quantity", {0: "\uff16"}), "expect_column_values_to_match_regex(quantity_raw)", 1),
-    ("quantity-arabic-indic", set_values("quantity", {1: "\u0666"}), "expect_column_values_to_not_be_null(quantity)", 1),
-    ("price-full-width", set_values("price", {0: "\uff12.\uff15\uff15"}), "expect_column_values_to_match_regex(price_raw)", 1),
-    ("customer-id-full-width", set_values("customer_id", {0: "\uff11\uff17\uff18\uff15\uff10"}),
-     "expect_column_values_to_match_regex(customer_id_raw)", 1),
+    (
+        "price-integer-part-too-large",
+        set_values("price", {3: "12345678901234567.5"}),
+        "expect_column_values_to_not_be_null(price)",
+        1,
+    ),
+    (
+        "price-integer-part-too-large-format",
+        set_values("price", {3: "12345678901234567.5"}),
+        "expect_column_values_to_match_regex(price_raw)",
+        1,
+    ),
+    (
+        "quantity-full-width",
+        set_values("quantity", {0: "\uff16"}),
+        "expect_column_values_to_match_regex(quantity_raw)",
+        1,
+    ),
+    (
+        "quantity-arabic-indic",
+        set_values("quantity", {1: "\u0666"}),
+        "expect_column_values_to_not_be_null(quantity)",
+        1,
+    ),
+    (
+        "price-full-width",
+        set_values("price", {0: "\uff12.\uff15\uff15"}),
+        "expect_column_values_to_match_regex(price_raw)",
+        1,
+    ),
+    (
+        "customer-id-full-width",
+        set_values("customer_id", {0: "\uff11\uff17\uff18\uff15\uff10"}),
+        "expect_column_values_to_match_regex(customer_id_raw)",
+        1,
+    ),
     ("amount-beyond-money-type", overflowing_amount, "expect_column_values_to_be_null(amount_overflow)", 1),
-]  # fmt: skip
+]
 
 
 def assert_failed(spark, settings, raised: pytest.ExceptionInfo, pattern: str) -> None:
@@ -436,8 +526,9 @@ def test_the_threshold_is_set_per_expectation_in_conf(spark, tmp_path) -> None:
 
 def test_a_warn_policy_keeps_the_rows(spark, tmp_path) -> None:
     base = settings_for(tmp_path)
-    settings = settings_for(tmp_path, validation={"policies": {**base.validation.policies,
-                                                               "quantity_nonzero": Policy(policy="warn")}})  # fmt: skip
+    settings = settings_for(
+        tmp_path, validation={"policies": {**base.validation.policies, "quantity_nonzero": Policy(policy="warn")}}
+    )
     rows = good_rows()
     rows.loc[4, "quantity"] = "0"
     land(settings, named(rows))

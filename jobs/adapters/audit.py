@@ -50,8 +50,16 @@ def audit_frame(spark: SparkSession, records: list[AuditRecord]) -> DataFrame:
     return spark.createDataFrame(rows, AUDIT_SCHEMA).withColumn("recorded_at", F.current_timestamp())
 
 
-def write_audit(spark: SparkSession, settings: Settings, run_date: date, step: str, rows_in: int,
-                excluded: dict[str, int], versions: dict[str, int], input_fingerprint: str | None = None) -> int:  # fmt: skip
+def write_audit(
+    spark: SparkSession,
+    settings: Settings,
+    run_date: date,
+    step: str,
+    rows_in: int,
+    excluded: dict[str, int],
+    versions: dict[str, int],
+    input_fingerprint: str | None = None,
+) -> int:
     """Replace the audit record of (run date, step)."""
     predicate = f"run_date = {lake.date_literal(run_date)} AND step = '{step}'"
     record = AuditRecord(run_date, step, rows_in, excluded, versions, input_fingerprint)

@@ -39,8 +39,12 @@ class ClvModel(mlflow.pyfunc.PythonModel):
 
 def scoring_config(settings: Settings) -> dict[str, Any]:
     """The keyword arguments of ``jobs.core.clv.score`` (horizon and months fixed by the gold column names)."""
-    return {"horizon_days": CLV_HORIZON_DAYS, "months": CLV_MONTHS,
-            "monthly_discount_rate": settings.clv.monthly_discount_rate, "days_per_month": settings.clv.days_per_month}  # fmt: skip
+    return {
+        "horizon_days": CLV_HORIZON_DAYS,
+        "months": CLV_MONTHS,
+        "monthly_discount_rate": settings.clv.monthly_discount_rate,
+        "days_per_month": settings.clv.days_per_month,
+    }
 
 
 def register(settings: Settings, params: ClvParams, example: pd.DataFrame, metadata: dict[str, Any]) -> ModelVersion:

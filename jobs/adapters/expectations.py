@@ -226,8 +226,10 @@ def _examples(result: Any, frame: pd.DataFrame | None) -> list[str]:
     shown = f"{column}_raw" if f"{column}_raw" in frame.columns else column
     by_key = frame.set_index([SOURCE_FILE, SOURCE_ROW])[shown]
     shown_values = [by_key.get((file, row)) for file, row in keys[:3]]
-    return [f"{file} row {row}: {'(blank)' if pd.isna(v) else repr(v)}"
-            for (file, row), v in zip(keys, shown_values, strict=False)]  # fmt: skip
+    return [
+        f"{file} row {row}: {'(blank)' if pd.isna(v) else repr(v)}"
+        for (file, row), v in zip(keys, shown_values, strict=False)
+    ]
 
 
 def describe_failure(result: Any, settings: Settings, row_count: int, frame: pd.DataFrame | None = None) -> str:

@@ -59,8 +59,13 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
     except json.JSONDecodeError:  # being written right now (or its writer died doing so): held a minute
         created = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-        return {"host": "?", "pid": "?", "token": "?", "acquired_at": created.isoformat(),
-                "expires_at": (created + timedelta(seconds=PARTIAL_LEASE_SECONDS)).isoformat()}  # fmt: skip
+        return {
+            "host": "?",
+            "pid": "?",
+            "token": "?",
+            "acquired_at": created.isoformat(),
+            "expires_at": (created + timedelta(seconds=PARTIAL_LEASE_SECONDS)).isoformat(),
+        }
 
 
 def _try_create(path: Path, record: dict[str, Any]) -> bool:
@@ -90,17 +95,24 @@ def _break(path: Path, holder: dict[str, Any]) -> None:
 
 
 @contextmanager
-def lease(lake_dir: Path, step: str, run_date: date, ttl_seconds: int, wait_seconds: float = 0.0,
-          poll_seconds: float = 1.0) -> Iterator[dict[str, Any]]:  # fmt: skip
+def lease(
+    lake_dir: Path, step: str, run_date: date, ttl_seconds: int, wait_seconds: float = 0.0, poll_seconds: float = 1.0
+) -> Iterator[dict[str, Any]]:
     """Hold the lease of (``step``, ``run_date``) for the ``with`` block; released on any exit."""
     path = lease_path(lake_dir, step, run_date)
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_seconds
     while True:
         now = datetime.now(UTC)
-        record = {"step": step, "run_date": run_date.isoformat(), "host": socket.gethostname(), "pid": os.getpid(),
-                  "token": uuid.uuid4().hex, "acquired_at": now.isoformat(),
-                  "expires_at": (now + timedelta(seconds=ttl_seconds)).isoformat()}  # fmt: skip
+        record = {
+            "step": step,
+            "run_date": run_date.isoformat(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "token": uuid.uuid4().hex,
+            "acquired_at": now.isoformat(),
+            "expires_at": (now + timedelta(seconds=ttl_seconds)).isoformat(),
+        }
         if _try_create(path, record):
             break
         holder = _read(path)

@@ -173,8 +173,12 @@ def save_spark_flavour(model: PipelineModel, folder: Path, signature: Any, metad
 
     model.write().overwrite().save(str(folder / SPARK_MODEL_DATA))
     description = Model(signature=signature, metadata=metadata)
-    description.add_flavor("spark", pyspark_version=pyspark.__version__, model_data=SPARK_MODEL_DATA,
-                           model_class="pyspark.ml.pipeline.PipelineModel")  # fmt: skip
+    description.add_flavor(
+        "spark",
+        pyspark_version=pyspark.__version__,
+        model_data=SPARK_MODEL_DATA,
+        model_class="pyspark.ml.pipeline.PipelineModel",
+    )
     mlflow.pyfunc.add_to_model(description, loader_module="mlflow.spark", data=SPARK_MODEL_DATA)
     description.save(str(folder / "MLmodel"))
     (folder / "requirements.txt").write_text(f"pyspark=={pyspark.__version__}\n")
@@ -228,19 +232,40 @@ def decide_promotion(
         promoted, reason = True, f"{fit}: within the margin {margin}; no idle customers to compare labels on"
     else:
         share = idle.relabelled_share
-        agreement = (f"it relabels {idle.relabelled} of {idle.idle_customers} idle customers ({share:.2%}) "
-                     f"compared with the champion")  # fmt: skip
+        agreement = (
+            f"it relabels {idle.relabelled} of {idle.idle_customers} idle customers ({share:.2%}) "
+            f"compared with the champion"
+        )
         if share <= max_relabel_share:
             promoted, reason = True, f"{fit}; {agreement}, within {max_relabel_share:.0%}"
         elif new_silhouette >= champion_silhouette + clear_gain:
-            promoted, reason = True, (f"{fit}; {agreement}, over {max_relabel_share:.0%}, but its fit is "
-                                      f"clearly better (gain >= {clear_gain})")  # fmt: skip
+            promoted, reason = (
+                True,
+                (
+                    f"{fit}; {agreement}, over {max_relabel_share:.0%}, but its fit is "
+                    f"clearly better (gain >= {clear_gain})"
+                ),
+            )
         else:
-            promoted, reason = False, (f"{fit}; {agreement}, over {max_relabel_share:.0%}, and its fit is not "
-                                       f"clearly better (gain < {clear_gain}): the champion keeps the labels")  # fmt: skip
-    return Promotion(promoted, reason, new_version, champion_version, new_silhouette, champion_silhouette, margin,
-                     idle.__dict__ | {"relabelled_share": idle.relabelled_share} if idle else None,
-                     max_relabel_share, clear_gain)  # fmt: skip
+            promoted, reason = (
+                False,
+                (
+                    f"{fit}; {agreement}, over {max_relabel_share:.0%}, and its fit is not "
+                    f"clearly better (gain < {clear_gain}): the champion keeps the labels"
+                ),
+            )
+    return Promotion(
+        promoted,
+        reason,
+        new_version,
+        champion_version,
+        new_silhouette,
+        champion_silhouette,
+        margin,
+        idle.__dict__ | {"relabelled_share": idle.relabelled_share} if idle else None,
+        max_relabel_share,
+        clear_gain,
+    )
 
 
 def record_decision(settings: Settings, promotion: Promotion) -> None:

@@ -108,8 +108,10 @@ def connect_retry_policy(settings: Settings) -> RetryPolicy:
     fails within about 26 s and Airflow retries it."""
     from pyspark.sql.connect.client.retries import DefaultPolicy
 
-    return DefaultPolicy(max_retries=settings.spark.connect_max_retries,
-                         max_backoff=round(settings.spark.connect_max_backoff_seconds * 1000))  # fmt: skip
+    return DefaultPolicy(
+        max_retries=settings.spark.connect_max_retries,
+        max_backoff=round(settings.spark.connect_max_backoff_seconds * 1000),
+    )
 
 
 def from_pandas(spark: SparkSession, frame: pd.DataFrame, schema: str) -> DataFrame:
@@ -117,8 +119,9 @@ def from_pandas(spark: SparkSession, frame: pd.DataFrame, schema: str) -> DataFr
     NumPy objects. ``toPandas()`` of a large result gives pandas 3 strings backed by a multi-chunk
     Arrow array, which pyspark 4.1's Arrow path (always taken over Spark Connect) rejects:
     ``Cannot convert pyarrow.lib.ChunkedArray to pyarrow.lib.Array`` (SPARK-46776, fixed upstream by apache/spark#56157)."""
-    arrow_backed = {name: object for name, dtype in frame.dtypes.items()
-                    if isinstance(dtype, (pd.StringDtype, pd.ArrowDtype))}  # fmt: skip
+    arrow_backed = {
+        name: object for name, dtype in frame.dtypes.items() if isinstance(dtype, (pd.StringDtype, pd.ArrowDtype))
+    }
     return spark.createDataFrame(frame.astype(arrow_backed), schema=schema)
 
 
@@ -157,9 +160,17 @@ def server_command(settings: Settings, host: str, port: int) -> list[str]:
         "spark.log.level": "WARN",  # as get_spark's sessions; INFO logs every request
         **{key: conf_value(value) for key, value in settings.spark.conf.items()},
     }
-    command = [str(pyspark_home() / "bin" / "spark-submit"), "--master", settings.spark.master,
-               "--name", f"{settings.spark.app_name}-connect", "--class", CONNECT_SERVER_CLASS,
-               "--jars", ",".join(str(j) for j in jars)]  # fmt: skip
+    command = [
+        str(pyspark_home() / "bin" / "spark-submit"),
+        "--master",
+        settings.spark.master,
+        "--name",
+        f"{settings.spark.app_name}-connect",
+        "--class",
+        CONNECT_SERVER_CLASS,
+        "--jars",
+        ",".join(str(j) for j in jars),
+    ]
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
     return command

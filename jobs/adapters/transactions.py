@@ -58,8 +58,10 @@ def read_files(
     labels = labels or [p.name for p in files]
     if not files:
         return empty_landed(spark)
-    frames = [to_canonical_names(spread(read_file_text(spark, p, fmt, label), p, settings), settings, label)
-              for p, label in zip(files, labels, strict=True)]  # fmt: skip
+    frames = [
+        to_canonical_names(spread(read_file_text(spark, p, fmt, label), p, settings), settings, label)
+        for p, label in zip(files, labels, strict=True)
+    ]
     first = set(frames[0].columns)
     for label, frame in zip(labels[1:], frames[1:], strict=True):
         if set(frame.columns) != first:
@@ -73,9 +75,12 @@ def empty_landed(spark: SparkSession) -> DataFrame:
     """The shape of ``read_files`` for a day without data files."""
     schema = StructType(
         [StructField(c, StringType()) for c in CANONICAL_COLUMNS]
-        + [StructField(SOURCE_FILE, StringType()), StructField(SOURCE_ROW, LongType()),
-           StructField(RAW_RECORD, StringType())]
-    )  # fmt: skip
+        + [
+            StructField(SOURCE_FILE, StringType()),
+            StructField(SOURCE_ROW, LongType()),
+            StructField(RAW_RECORD, StringType()),
+        ]
+    )
     return spark.createDataFrame([], schema)
 
 

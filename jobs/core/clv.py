@@ -132,8 +132,9 @@ def expected_spend(params: ClvParams, x: object, m_x: object) -> np.ndarray:
     return (1 - weight) * (params.v * params.p / (params.q - 1)) + weight * m_x
 
 
-def lifetime_value(params: ClvParams, summary: pd.DataFrame, months: int, monthly_discount_rate: float,
-                   days_per_month: int) -> np.ndarray:  # fmt: skip
+def lifetime_value(
+    params: ClvParams, summary: pd.DataFrame, months: int, monthly_discount_rate: float, days_per_month: int
+) -> np.ndarray:
     """Expected discounted spend over the next ``months`` months."""
     x, t_x, T, m_x = (summary[c].to_numpy(dtype=float) for c in ("frequency", "recency", "T", "monetary_value"))
     spend = expected_spend(params, x, m_x)
@@ -145,8 +146,14 @@ def lifetime_value(params: ClvParams, summary: pd.DataFrame, months: int, monthl
     return value
 
 
-def score(params: ClvParams, summary: pd.DataFrame, horizon_days: int, months: int, monthly_discount_rate: float,
-          days_per_month: int) -> pd.DataFrame:  # fmt: skip
+def score(
+    params: ClvParams,
+    summary: pd.DataFrame,
+    horizon_days: int,
+    months: int,
+    monthly_discount_rate: float,
+    days_per_month: int,
+) -> pd.DataFrame:
     """Per customer of ``summary``: P(alive), P(>= 1 purchase), expected purchases in ``horizon_days``, CLV."""
     x, t_x, T = (summary[c].to_numpy(dtype=float) for c in ("frequency", "recency", "T"))
     return pd.DataFrame(
@@ -176,6 +183,9 @@ def fit_params(summary: pd.DataFrame) -> ClvParams:
     repeaters = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
     spend = clv.GammaGammaModel()
     spend.fit(data=repeaters[["customer_id", "frequency", "monetary_value"]], method="map", progressbar=False)
-    fitted = {name: float(model.fit_result[name].values.squeeze())
-              for model, names in ((purchases, BG_PARAMS), (spend, GG_PARAMS)) for name in names}  # fmt: skip
+    fitted = {
+        name: float(model.fit_result[name].values.squeeze())
+        for model, names in ((purchases, BG_PARAMS), (spend, GG_PARAMS))
+        for name in names
+    }
     return ClvParams(**fitted)

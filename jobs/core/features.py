@@ -55,8 +55,11 @@ def log_feature_profile(frame: DataFrame, by: list[str], clustering: Clustering)
 def log_feature_scale(snapshot: DataFrame, clustering: Clustering) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of the clustering's log features over the snapshot (zero sd taken as 1)."""
     logs = [F.col(f"log_{c}") for c in RFM_MEASURES]
-    row = snapshot.select(*log_feature_columns(clustering)).agg(*[F.avg(x) for x in logs],
-                                                                *[F.stddev_pop(x) for x in logs]).first()  # fmt: skip
+    row = (
+        snapshot.select(*log_feature_columns(clustering))
+        .agg(*[F.avg(x) for x in logs], *[F.stddev_pop(x) for x in logs])
+        .first()
+    )
     center = np.array(row[: len(RFM_MEASURES)], dtype=float)
     sd = np.array(row[len(RFM_MEASURES) :], dtype=float)
     return center, np.where(sd > 0, sd, 1.0)

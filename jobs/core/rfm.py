@@ -242,9 +242,11 @@ def state_from_contributions(contributed: DataFrame, rules: Rfm) -> DataFrame:
     key = Window.partitionBy(*(F.col(k) for k in STATE_KEY))
     before = F.col("transaction_date") < F.col("merged_date")
     latest = contributed.withColumn("merged_date", F.max("transaction_date").over(key)).withColumns(
-        {"first_day": F.min("first_purchase_date").over(key),
-         "prev_first_day": F.min(F.when(before, F.col("first_purchase_date"))).over(key)}
-    )  # fmt: skip
+        {
+            "first_day": F.min("first_purchase_date").over(key),
+            "prev_first_day": F.min(F.when(before, F.col("first_purchase_date"))).over(key),
+        }
+    )
     on_first_day = F.col("transaction_date") == F.col("first_day")
     on_prev_first_day = before & (F.col("transaction_date") == F.col("prev_first_day"))
     return latest.groupBy(*STATE_KEY).agg(
@@ -320,8 +322,13 @@ def merge_day(state: DataFrame, day: DataFrame, run_date: date, rules: Rfm) -> D
     key = [F.when(in_day, F.col(f"s_{k}")).otherwise(F.col(f"t_{k}")).alias(k) for k in STATE_KEY]
     # a re-run key without a contribution tonight: back to its previous state (prev unknown now)
     new = [F.when(in_day, added[m]).otherwise(F.col(f"b_{m}")) for m in STATE_MEASURES]
-    types = {"purchase_invoices": "bigint", "purchase_days": "bigint", "monetary_gross": money,
-             "monetary_cancelled": money, "first_day_gross": money}  # fmt: skip
+    types = {
+        "purchase_invoices": "bigint",
+        "purchase_days": "bigint",
+        "monetary_gross": money,
+        "monetary_cancelled": money,
+        "first_day_gross": money,
+    }
     measures = [
         (to_money(v, rules, m) if types.get(m) == money else v.cast(types.get(m, "date"))).alias(m)
         for m, v in zip(STATE_MEASURES, new, strict=True)

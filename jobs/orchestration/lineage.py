@@ -120,11 +120,15 @@ def _datasets(refs: list[TableRef], kind: type) -> list:
     from openlineage.client.facet_v2 import dataset_version_dataset
 
     return [
-        kind(namespace=FILE_NAMESPACE, name=ref.path,
-             facets={"version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=str(ref.version))}
-             if ref.version is not None else {})
+        kind(
+            namespace=FILE_NAMESPACE,
+            name=ref.path,
+            facets={"version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=str(ref.version))}
+            if ref.version is not None
+            else {},
+        )
         for ref in refs
-    ]  # fmt: skip
+    ]
 
 
 def operator_lineage(lineage: StepLineage):
@@ -132,8 +136,9 @@ def operator_lineage(lineage: StepLineage):
     from airflow.providers.openlineage.extractors.base import OperatorLineage
     from openlineage.client.event_v2 import InputDataset, OutputDataset
 
-    return OperatorLineage(inputs=_datasets(lineage.inputs, InputDataset),
-                           outputs=_datasets(lineage.outputs, OutputDataset))  # fmt: skip
+    return OperatorLineage(
+        inputs=_datasets(lineage.inputs, InputDataset), outputs=_datasets(lineage.outputs, OutputDataset)
+    )
 
 
 def _extractor_base():

@@ -106,8 +106,10 @@ def run_nights(settings: Settings, first: date, last: date, runner: str = "backf
     latest = latest_loaded_day(settings)
     rerunning = latest is not None and latest > first
     if rerunning and last < latest:
-        raise SystemExit(f"nights {first}..{last} would leave {last + timedelta(days=1)}..{latest} computed "
-                         f"from the old days: run through {latest} (make rerun FROM={first})")  # fmt: skip
+        raise SystemExit(
+            f"nights {first}..{last} would leave {last + timedelta(days=1)}..{latest} computed "
+            f"from the old days: run through {latest} (make rerun FROM={first})"
+        )
     if rerunning:
         begin_rerun(settings, first, last)
     nights = days_between(first, last)
@@ -157,22 +159,37 @@ def backfill_with_scheduler(settings: Settings, first: date, last: date, extra: 
     from jobs.orchestration import services as svc
 
     home = settings.path("airflow_home")
-    config = svc.AirflowConfig(home=home, db_url=f"sqlite:///{home / 'airflow.db'}", port=svc.free_port(),
-                               admin_password=persisted_secret(home / "admin-password"), extra_env=extra)  # fmt: skip
+    config = svc.AirflowConfig(
+        home=home,
+        db_url=f"sqlite:///{home / 'airflow.db'}",
+        port=svc.free_port(),
+        admin_password=persisted_secret(home / "admin-password"),
+        extra_env=extra,
+    )
     dag_id = settings.dag.dag_id
     svc.airflow_cli(config, "dags", "reserialize")  # the DAG as this checkout defines it, without a dag-processor
-    print(f"Backfill of {dag_id} {first} .. {last}: starting Airflow's api-server and scheduler "
-          f"(logs: {home / 'services'}) ...", flush=True)  # fmt: skip
+    print(
+        f"Backfill of {dag_id} {first} .. {last}: starting Airflow's api-server and scheduler "
+        f"(logs: {home / 'services'}) ...",
+        flush=True,
+    )
     procs = svc.start_airflow(config, home / "services", ("api-server",), migrate=False)
     try:
         api = svc.AirflowApi(config)
         clear_leftovers(api, dag_id)
         api.unpause(dag_id)
         try:
-            api.request("POST", "/backfills", json={
-                "dag_id": dag_id, "from_date": f"{first}T00:00:00Z", "to_date": f"{last}T00:00:00Z",
-                "reprocess_behavior": "completed", "max_active_runs": 1,
-            })  # fmt: skip
+            api.request(
+                "POST",
+                "/backfills",
+                json={
+                    "dag_id": dag_id,
+                    "from_date": f"{first}T00:00:00Z",
+                    "to_date": f"{last}T00:00:00Z",
+                    "reprocess_behavior": "completed",
+                    "max_active_runs": 1,
+                },
+            )
             procs.append(svc.start_component(config, "scheduler", home / "services"))
             svc.wait_until("the scheduler", lambda: svc.airflow_healthy(config, ("scheduler",)), 600, procs)
             follow_backfill(api, dag_id, first, last, procs)
@@ -208,8 +225,13 @@ def follow_backfill(api: Any, dag_id: str, first: date, last: date, procs: list[
             if not proc.alive():
                 raise RuntimeError(f"{proc.name} exited during the backfill:\n{proc.tail()}")
         try:
-            runs = api.get(f"/dags/{dag_id}/dagRuns", run_type="backfill", logical_date_gte=f"{first}T00:00:00Z",
-                           logical_date_lte=f"{last}T00:00:00Z", limit=1000)["dag_runs"]  # fmt: skip
+            runs = api.get(
+                f"/dags/{dag_id}/dagRuns",
+                run_type="backfill",
+                logical_date_gte=f"{first}T00:00:00Z",
+                logical_date_lte=f"{last}T00:00:00Z",
+                limit=1000,
+            )["dag_runs"]
         except (requests.RequestException, ServerBusy):  # a busy SQLite or machine: ask again
             time.sleep(3)
             continue
@@ -233,8 +255,15 @@ def replay(settings: Settings, source: Path, first: date, last: date, runner: st
 
     backfill(source, first - timedelta(days=1), settings=settings)
     frame = read_export(source)
-    land_days(frame, settings.path("landing_dir"), first, last, settings.landing.marker,
-              settings.landing.format, date_column(frame, settings))  # fmt: skip
+    land_days(
+        frame,
+        settings.path("landing_dir"),
+        first,
+        last,
+        settings.landing.marker,
+        settings.landing.format,
+        date_column(frame, settings),
+    )
     return run_nights(settings, first, last, runner)
 
 
@@ -269,14 +298,21 @@ def standalone(settings: Settings) -> None:
     from jobs.orchestration.services import ADMIN_USER, AirflowConfig, start_airflow, stop_all
 
     home = settings.path("airflow_home")
-    config = AirflowConfig(home=home, db_url=f"sqlite:///{home / 'airflow.db'}", port=8080,
-                           admin_password=persisted_secret(home / "admin-password"),
-                           extra_env={"RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))})  # fmt: skip
+    config = AirflowConfig(
+        home=home,
+        db_url=f"sqlite:///{home / 'airflow.db'}",
+        port=8080,
+        admin_password=persisted_secret(home / "admin-password"),
+        extra_env={"RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))},
+    )
     print("Starting Airflow (api-server, scheduler, dag-processor, triggerer) ...", flush=True)
     procs = start_airflow(config, home / "services")
     try:
-        print(f"Airflow UI/API: {config.url} — user {ADMIN_USER!r}, password {config.admin_password!r} "
-              f"(kept in {home / 'admin-password'}). Logs: {home / 'services'}. Ctrl-C stops it.", flush=True)  # fmt: skip
+        print(
+            f"Airflow UI/API: {config.url} — user {ADMIN_USER!r}, password {config.admin_password!r} "
+            f"(kept in {home / 'admin-password'}). Logs: {home / 'services'}. Ctrl-C stops it.",
+            flush=True,
+        )
         wait_for_interrupt()
     finally:
         stop_all(procs)
@@ -295,8 +331,9 @@ def prod_local(settings: Settings, airflow_port: int, mlflow_port: int, spark_cl
     password = persisted_secret(folder / "airflow-admin-password")
     print(f"Starting PostgreSQL, MLflow and Airflow under {folder} (a minute or two) ...", flush=True)
     pipeline_env = {"RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))}
-    with production_stack(folder, pipeline_env, password, airflow_port, mlflow_port,
-                          spark_cluster=spark_cluster) as stack:  # fmt: skip
+    with production_stack(
+        folder, pipeline_env, password, airflow_port, mlflow_port, spark_cluster=spark_cluster
+    ) as stack:
         print(stack.describe(), "\nDAGs start paused: unpause them in the UI. Ctrl-C stops everything.", flush=True)
         wait_for_interrupt()
 

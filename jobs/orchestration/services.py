@@ -93,8 +93,9 @@ class Process:
     def start(cls, name: str, cmd: list[str], log: Path, env: dict[str, str], cwd: Path | None = None) -> Process:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
-            popen = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                     start_new_session=True)  # fmt: skip
+            popen = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+            )
         return cls(name, popen, log)
 
     def alive(self) -> bool:
@@ -171,8 +172,22 @@ class Postgres:
             raise RuntimeError(f"{Path(args[0]).name} failed ({done.returncode}): {done.stderr or done.stdout}")
 
     def _sql(self, statement: str) -> None:
-        self._run(str(self.bin / "psql"), "-h", str(self.folder), "-p", str(self.port), "-U", "postgres",
-                  "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qAt", "-c", statement)  # fmt: skip
+        self._run(
+            str(self.bin / "psql"),
+            "-h",
+            str(self.folder),
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qAt",
+            "-c",
+            statement,
+        )
 
     def start(self) -> Postgres:
         """initdb (first time only), start, create the roles and databases (first time only)."""
@@ -186,12 +201,36 @@ class Postgres:
         data = self.folder / "data"
         fresh = not data.exists()
         if fresh:
-            self._run(str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8", "--locale=C",
-                      "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync")  # fmt: skip
-        options = (f"-k {self.folder} -p {self.port} -c listen_addresses={HOST} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")  # fmt: skip
-        self._run(str(self.bin / "pg_ctl"), "-D", str(data), "-l", str(self.folder / "postgres.log"),
-                  "-o", options, "-w", "-t", "60", "start")  # fmt: skip
+            self._run(
+                str(self.bin / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-sync",
+            )
+        options = (
+            f"-k {self.folder} -p {self.port} -c listen_addresses={HOST} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(self.folder / "postgres.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         if fresh:
             saved = self.folder / "roles.json"
             saved.write_text(json.dumps(self.passwords))
@@ -212,8 +251,22 @@ class Postgres:
 def start_mlflow(db_url: str, artifacts: Path, port: int, logs: Path) -> Process:
     """``mlflow server`` on ``db_url`` with proxied artifacts, on 127.0.0.1:``port``; waits for /health."""
     artifacts.mkdir(parents=True, exist_ok=True)
-    cmd = [venv_bin("mlflow"), "server", "--backend-store-uri", db_url, "--artifacts-destination", str(artifacts),
-           "--default-artifact-root", "mlflow-artifacts:/", "--host", HOST, "--port", str(port), "--workers", "1"]  # fmt: skip
+    cmd = [
+        venv_bin("mlflow"),
+        "server",
+        "--backend-store-uri",
+        db_url,
+        "--artifacts-destination",
+        str(artifacts),
+        "--default-artifact-root",
+        "mlflow-artifacts:/",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     proc = Process.start("mlflow", cmd, logs / "mlflow.log", {**os.environ, "NO_PROXY": "*"})
     url = f"http://{HOST}:{port}"
     wait_until("MLflow /health", lambda: requests.get(f"{url}/health", timeout=5).ok, 300, [proc])
@@ -273,21 +326,57 @@ def start_spark_standalone(folder: Path, cores: int = 2, memory: str = "2g") -> 
     from jobs.adapters.spark import pyspark_home
 
     spark_class = str(pyspark_home() / "bin" / "spark-class")
-    env = {**os.environ, "SPARK_HOME": str(pyspark_home()), "SPARK_LOCAL_IP": HOST, "SPARK_NO_DAEMONIZE": "1",
-           "PYSPARK_PYTHON": sys.executable}  # fmt: skip
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(pyspark_home()),
+        "SPARK_LOCAL_IP": HOST,
+        "SPARK_NO_DAEMONIZE": "1",
+        "PYSPARK_PYTHON": sys.executable,
+    }
     master_port, master_ui, worker_port, worker_ui = free_ports(4)
     url, ui, work_dir = f"spark://{HOST}:{master_port}", f"http://{HOST}:{master_ui}", folder / "spark-worker"
-    master = Process.start("spark-master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", HOST,
-                                            "--port", str(master_port), "--webui-port", str(master_ui)],
-                           folder / "services" / "spark-master.log", env)  # fmt: skip
+    master = Process.start(
+        "spark-master",
+        [
+            spark_class,
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            HOST,
+            "--port",
+            str(master_port),
+            "--webui-port",
+            str(master_ui),
+        ],
+        folder / "services" / "spark-master.log",
+        env,
+    )
     cluster = SparkStandalone(url, ui, work_dir, [master])
     try:
         wait_until("the Spark master", lambda: port_open(master_port), 180, [master])
-        cluster.processes.append(Process.start(
-            "spark-worker", [spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host", HOST,
-                             "--port", str(worker_port), "--webui-port", str(worker_ui), "--cores", str(cores),
-                             "--memory", memory, "--work-dir", str(work_dir)],
-            folder / "services" / "spark-worker.log", env))  # fmt: skip
+        cluster.processes.append(
+            Process.start(
+                "spark-worker",
+                [
+                    spark_class,
+                    "org.apache.spark.deploy.worker.Worker",
+                    url,
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(worker_port),
+                    "--webui-port",
+                    str(worker_ui),
+                    "--cores",
+                    str(cores),
+                    "--memory",
+                    memory,
+                    "--work-dir",
+                    str(work_dir),
+                ],
+                folder / "services" / "spark-worker.log",
+                env,
+            )
+        )
         wait_until("a Spark worker to register", lambda: cluster.state()["aliveworkers"] >= 1, 180, cluster.processes)
     except BaseException:
         cluster.stop()
@@ -350,8 +439,9 @@ class AirflowConfig:
 
 def airflow_cli(config: AirflowConfig, *args: str, timeout: float = 600) -> str:
     """``airflow <args>`` in ``config``'s environment; its stdout, or RuntimeError with the output."""
-    done = subprocess.run([venv_bin("airflow"), *args], env=config.env(), capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    done = subprocess.run(
+        [venv_bin("airflow"), *args], env=config.env(), capture_output=True, text=True, timeout=timeout
+    )
     if done.returncode != 0:
         raise RuntimeError(f"airflow {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return done.stdout
@@ -366,8 +456,9 @@ class AirflowApi:
 
     def __init__(self, config: AirflowConfig, user: str = ADMIN_USER) -> None:
         self.base = f"{config.url}/api/v2"
-        token = requests.post(f"{config.url}/auth/token", json={"username": user, "password": config.admin_password},
-                              timeout=30)  # fmt: skip
+        token = requests.post(
+            f"{config.url}/auth/token", json={"username": user, "password": config.admin_password}, timeout=30
+        )
         token.raise_for_status()
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
@@ -402,8 +493,9 @@ def airflow_healthy(config: AirflowConfig, components: tuple[str, ...] = AIRFLOW
     return all((health.json().get(part) or {}).get("status") == "healthy" for part in wanted)
 
 
-def start_airflow(config: AirflowConfig, logs: Path, components: tuple[str, ...] = AIRFLOW_COMPONENTS,
-                  migrate: bool = True) -> list[Process]:  # fmt: skip
+def start_airflow(
+    config: AirflowConfig, logs: Path, components: tuple[str, ...] = AIRFLOW_COMPONENTS, migrate: bool = True
+) -> list[Process]:
     """``airflow db migrate`` (unless done already), then each component as its own process; waits until healthy."""
     config.home.mkdir(parents=True, exist_ok=True)
     if migrate:
@@ -414,8 +506,12 @@ def start_airflow(config: AirflowConfig, logs: Path, components: tuple[str, ...]
         for name in sorted(components, key=lambda c: c != "api-server"):
             procs.append(start_component(config, name, logs))
             if name == "api-server":
-                wait_until("the Airflow API server", lambda: requests.get(f"{config.url}/api/v2/monitor/health", timeout=5).ok,
-                           600, procs)  # fmt: skip
+                wait_until(
+                    "the Airflow API server",
+                    lambda: requests.get(f"{config.url}/api/v2/monitor/health", timeout=5).ok,
+                    600,
+                    procs,
+                )
         wait_until("Airflow components healthy", lambda: airflow_healthy(config, components), 600, procs)
     except BaseException:
         stop_all(procs)
@@ -458,16 +554,23 @@ class Stack:
         if self.spark_cluster:
             lines.insert(3, f"Spark master     {self.spark_cluster.url}   UI {self.spark_cluster.ui}")
         lines += [f"  database {db:<8} {pg.url(db)}" for db in pg.databases]
-        lines += [f"Logs             {self.airflow.home / 'services'}",
-                  f"Tasks log to MLflow at RFM__MLFLOW__TRACKING_URI={self.mlflow_url}"]  # fmt: skip
+        lines += [
+            f"Logs             {self.airflow.home / 'services'}",
+            f"Tasks log to MLflow at RFM__MLFLOW__TRACKING_URI={self.mlflow_url}",
+        ]
         return "\n".join(lines)
 
 
 @contextmanager
-def production_stack(folder: Path, pipeline_env: dict[str, str] | None = None,
-                     admin_password: str | None = None, airflow_port: int | None = None,
-                     mlflow_port: int | None = None, postgres_dir: Path | None = None,
-                     spark_cluster: bool = False) -> Iterator[Stack]:  # fmt: skip
+def production_stack(
+    folder: Path,
+    pipeline_env: dict[str, str] | None = None,
+    admin_password: str | None = None,
+    airflow_port: int | None = None,
+    mlflow_port: int | None = None,
+    postgres_dir: Path | None = None,
+    spark_cluster: bool = False,
+) -> Iterator[Stack]:
     """PostgreSQL, MLflow server, a Spark Connect server and Airflow under ``folder``, stopped (in
     reverse) on exit. The tasks connect to the Spark Connect server: the driver is not in the
     scheduler's (or a task's) process. ``spark_cluster``: the Connect server's master is a
@@ -496,11 +599,14 @@ def production_stack(folder: Path, pipeline_env: dict[str, str] | None = None,
             pipeline_env["RFM__SPARK__MASTER"] = cluster.url
         spark = stack.enter_context(spark_connect_server(logs, pipeline_env))
         lineage = lineage_env(load_settings(), pipeline_env.get("RFM__LINEAGE__TRANSPORT"))
-        extra = {**lineage, **pipeline_env, "RFM__MLFLOW__TRACKING_URI": mlflow_url,
-                 "RFM__SPARK__REMOTE": spark.url}  # fmt: skip
-        config = AirflowConfig(home=folder / "airflow", db_url=postgres.url("airflow"),
-                               port=airflow_port or free_port(),
-                               admin_password=admin_password or secrets.token_urlsafe(12), extra_env=extra)  # fmt: skip
+        extra = {**lineage, **pipeline_env, "RFM__MLFLOW__TRACKING_URI": mlflow_url, "RFM__SPARK__REMOTE": spark.url}
+        config = AirflowConfig(
+            home=folder / "airflow",
+            db_url=postgres.url("airflow"),
+            port=airflow_port or free_port(),
+            admin_password=admin_password or secrets.token_urlsafe(12),
+            extra_env=extra,
+        )
         procs = start_airflow(config, logs)
         stack.callback(stop_all, procs)
         yield Stack(postgres, config, mlflow_url, spark.url, [mlflow, spark.process, *procs], cluster)

@@ -26,19 +26,25 @@ def cluster_lines(result: dict[str, Any], sweep: list[dict[str, Any]], k_rule: s
         lines.append(f"promotion: version {promotion['new_version']} {verdict} ({promotion['reason']})")
         idle = promotion.get("idle")
         if idle:
-            lines.append(f"  idle customers since {idle['previous_snapshot']}: {idle['idle_customers']}; label changes "
-                         f"by ageing (champion) {idle['champion_changes']}, with the new version "
-                         f"{idle['candidate_changes']}; the two disagree on {idle['relabelled']} "
-                         f"({idle['relabelled_share']:.2%})")  # fmt: skip
-    lines.append(f"scored with model version {result['model_version']}, k={result['k']}, "
-                 f"silhouette {result['silhouette']:.3f}; MLflow run {result['mlflow_run_id']}")  # fmt: skip
+            lines.append(
+                f"  idle customers since {idle['previous_snapshot']}: {idle['idle_customers']}; label changes "
+                f"by ageing (champion) {idle['champion_changes']}, with the new version "
+                f"{idle['candidate_changes']}; the two disagree on {idle['relabelled']} "
+                f"({idle['relabelled_share']:.2%})"
+            )
+    lines.append(
+        f"scored with model version {result['model_version']}, k={result['k']}, "
+        f"silhouette {result['silhouette']:.3f}; MLflow run {result['mlflow_run_id']}"
+    )
     return lines
 
 
 def label_lines(result: dict[str, Any]) -> list[str]:
     """The cluster -> label mapping, how it was decided, and the night's stability."""
-    lines = [f"snapshot {result['run_date']}: {result['customers']} customers, model version "
-             f"{result['model_version']}, previous snapshot {result['previous_snapshot'] or 'none'}"]  # fmt: skip
+    lines = [
+        f"snapshot {result['run_date']}: {result['customers']} customers, model version "
+        f"{result['model_version']}, previous snapshot {result['previous_snapshot'] or 'none'}"
+    ]
     lines += [f"  cluster {cluster} -> {label}" for cluster, label in result["cluster_labels"].items()]
     if result.get("label_note"):
         lines.append(f"  why: {result['label_note']}")
@@ -59,6 +65,12 @@ def sweep_rows(settings: Settings, run_id: str) -> tuple[list[dict[str, Any]], s
     client = tracking.client(settings)
     parent = client.get_run(run_id)
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
-    rows = [{"k": int(c.data.params.get("k", 0)), "silhouette": c.data.metrics.get("silhouette", float("nan")),
-             "chosen": c.data.tags.get(CHOSEN_TAG) == "true"} for c in children]  # fmt: skip
+    rows = [
+        {
+            "k": int(c.data.params.get("k", 0)),
+            "silhouette": c.data.metrics.get("silhouette", float("nan")),
+            "chosen": c.data.tags.get(CHOSEN_TAG) == "true",
+        }
+        for c in children
+    ]
     return rows, parent.data.tags.get(K_RULE_TAG)

@@ -328,8 +328,9 @@ def sweep(features: DataFrame, clustering: Clustering, lineage: dict[str, str]) 
     for k in clustering.candidate_ks():
         with mlflow.start_run(run_name=f"k={k}", nested=True) as child:
             mlflow.set_tags({**lineage, STEP_TAG: "sweep"})
-            mlflow.log_params({"algorithm": clustering.algorithm, "k": k, "seed": clustering.seed,
-                               "max_iter": clustering.max_iter})  # fmt: skip
+            mlflow.log_params(
+                {"algorithm": clustering.algorithm, "k": k, "seed": clustering.seed, "max_iter": clustering.max_iter}
+            )
             candidate = fit_candidate(features, clustering, k)
             mlflow.log_metrics(candidate.metrics)
             fitted.append((candidate, child.info.run_id))
@@ -394,8 +395,9 @@ def idle_label_agreement(
         ("champion_label", registry.load(settings, champion_version), champion_version),
         ("candidate_label", candidate, None),
     ):
-        labels = carried_labels(snapshot, features, model, previous_versions == {version}, previous_profile, scale,
-                                settings)  # fmt: skip
+        labels = carried_labels(
+            snapshot, features, model, previous_versions == {version}, previous_profile, scale, settings
+        )
         idle = idle.join(labels.withColumnRenamed("label", name), "customer_id")
     return idle_agreement(idle.toPandas(), previous_date.isoformat())
 
@@ -420,9 +422,15 @@ def promote(
         idle = idle_label_agreement(spark, settings, run_date, snapshot, features, str(current.version), candidate)
     model = settings.model
     promotion = registry.decide_promotion(
-        version, new_silhouette, current, champion_silhouette, model.promotion_margin,
-        idle, model.idle_relabel_max_share, model.clearly_better_silhouette,
-    )  # fmt: skip
+        version,
+        new_silhouette,
+        current,
+        champion_silhouette,
+        model.promotion_margin,
+        idle,
+        model.idle_relabel_max_share,
+        model.clearly_better_silhouette,
+    )
     registry.apply_promotion(settings, promotion)
     return promotion
 
@@ -514,8 +522,7 @@ def cluster_day(
             f"{run_date}: {customers} customers in the snapshot, fewer than the largest k "
             f"({max(clustering.candidate_ks())})"
         )
-    lineage = {DAG_TAG: settings.dag.dag_id, DAG_RUN_TAG: "cli", **(lineage or {}),
-               RUN_DATE_TAG: run_date.isoformat()}  # fmt: skip
+    lineage = {DAG_TAG: settings.dag.dag_id, DAG_RUN_TAG: "cli", **(lineage or {}), RUN_DATE_TAG: run_date.isoformat()}
     dag_id = lineage[DAG_TAG]
     mlflow.set_experiment(experiment_id=tracking.experiment_id(settings))
     plan = plan_for(spark, settings, run_date, dag_id, force_retrain)

@@ -61,8 +61,9 @@ class ClvPlan:
     reason: str
 
 
-def plan_clv(night_type: str | None, champion: str | None, trained_tonight: str | None,
-             clustering_retrained: bool = False) -> ClvPlan:  # fmt: skip
+def plan_clv(
+    night_type: str | None, champion: str | None, trained_tonight: str | None, clustering_retrained: bool = False
+) -> ClvPlan:
     """A re-run reuses the version trained on its date; a date the clustering retrained on (or no
     champion) fits; other nights score with the champion.
 
@@ -164,10 +165,16 @@ def fit_and_register(settings: Settings, summary: pd.DataFrame, run_id: str, run
     repeaters = int((summary["frequency"] > 0).sum())
     with mlflow.start_run(run_id=run_id):
         mlflow.log_params(logged_params(params))
-        mlflow.log_metrics({"clv_fit_seconds": seconds, "clv_fit_customers": len(summary),
-                            "clv_fit_repeat_customers": repeaters})  # fmt: skip
-        metadata = {"trained_on": run_date.isoformat(), "customers": len(summary), "repeat_customers": repeaters,
-                    "fit": "pymc-marketing MAP, default priors", "frequency": "repeat purchase days"}  # fmt: skip
+        mlflow.log_metrics(
+            {"clv_fit_seconds": seconds, "clv_fit_customers": len(summary), "clv_fit_repeat_customers": repeaters}
+        )
+        metadata = {
+            "trained_on": run_date.isoformat(),
+            "customers": len(summary),
+            "repeat_customers": repeaters,
+            "fit": "pymc-marketing MAP, default priors",
+            "frequency": "repeat purchase days",
+        }
         version = clv_registry.register(settings, params, summary.head(5), metadata)
     return str(version.version), params
 
@@ -199,16 +206,19 @@ def gold_frames(spark: SparkSession, gold: DataFrame, values: pd.DataFrame) -> t
     scored = gold.join(from_pandas(spark, values, schema), "customer_id", "left")
     per_scheme = [
         scored.groupBy(F.col(column).alias("segment"))
-        .agg(*[F.avg(c).alias(name) for name, c in SUMMARY_MEANS.items()],
-             F.sum(F.col(AT_RISK_VALUE).cast("int")).alias("at_risk_value_customers"))
+        .agg(
+            *[F.avg(c).alias(name) for name, c in SUMMARY_MEANS.items()],
+            F.sum(F.col(AT_RISK_VALUE).cast("int")).alias("at_risk_value_customers"),
+        )
         .withColumn("label_scheme", F.lit(scheme))
         for scheme, column in LABEL_SCHEMES.items()
-    ]  # fmt: skip
+    ]
     return scored, per_scheme[0].unionByName(per_scheme[1])
 
 
-def write_gold(spark: SparkSession, settings: Settings, run_date: date, scored: DataFrame,
-               means: DataFrame) -> dict[str, int]:  # fmt: skip
+def write_gold(
+    spark: SparkSession, settings: Settings, run_date: date, scored: DataFrame, means: DataFrame
+) -> dict[str, int]:
     """Replace the run date's slices of gold/customer_segments and gold/segment_summary (means joined on)."""
     predicate = f"snapshot_date = {lake.date_literal(run_date)}"
     summary_path = settings.table_path("gold_segment_summary")
@@ -218,8 +228,9 @@ def write_gold(spark: SparkSession, settings: Settings, run_date: date, scored: 
         .drop(*SUMMARY_MEANS, "at_risk_value_customers")
         .join(means, ["label_scheme", "segment"], "left")
     )
-    segments_version = lake.replace_slice(scored, settings.table_path("gold_customer_segments"), predicate,
-                                          "snapshot_date")  # fmt: skip
+    segments_version = lake.replace_slice(
+        scored, settings.table_path("gold_customer_segments"), predicate, "snapshot_date"
+    )
     return {
         "gold_customer_segments": segments_version,
         "gold_segment_summary": lake.replace_slice(summary, summary_path, predicate, "snapshot_date"),
@@ -236,8 +247,9 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
     champion = clv_registry.champion(settings)
     tonight = clv_registry.trained_on(settings, run_date.isoformat())
     retrained = registry.version_for_date(settings, run_date, settings.dag.dag_id) is not None
-    plan = plan_clv(night_type, str(champion.version) if champion else None, str(tonight.version) if tonight else None,
-                    retrained)  # fmt: skip
+    plan = plan_clv(
+        night_type, str(champion.version) if champion else None, str(tonight.version) if tonight else None, retrained
+    )
     if plan.fit:
         version, params = fit_and_register(settings, summary, run_id, run_date)
     else:
@@ -259,8 +271,11 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
     by_label = distribution_by_label(values.merge(segments[["customer_id", "cluster_label"]], on="customer_id"))
     client = tracking.client(settings)
     log_night_params(client, run_id, version, params)
-    client.log_dict(run_id, {"plan": plan.reason, "version": version, "params": params.as_dict(),
-                             "by_cluster_label": by_label}, "clv/customer_value.json")  # fmt: skip
+    client.log_dict(
+        run_id,
+        {"plan": plan.reason, "version": version, "params": params.as_dict(), "by_cluster_label": by_label},
+        "clv/customer_value.json",
+    )
     metrics = {
         "clv_p_alive_min": float(values["p_alive"].min()),
         "clv_p_purchase_90d_median": float(values["p_purchase_90d"].median()),
@@ -270,6 +285,14 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
     for name, value in metrics.items():
         client.log_metric(run_id, name, value)
     write_audit(spark, settings, run_date, "clv", len(values), {}, versions)
-    return {"run_date": run_date.isoformat(), "customers": len(values), "clv_model_version": version,
-            "plan": plan.reason, "fitted": plan.fit, "params": params.as_dict(), **metrics, **versions,
-            "read_versions": read_versions}  # fmt: skip
+    return {
+        "run_date": run_date.isoformat(),
+        "customers": len(values),
+        "clv_model_version": version,
+        "plan": plan.reason,
+        "fitted": plan.fit,
+        "params": params.as_dict(),
+        **metrics,
+        **versions,
+        "read_versions": read_versions,
+    }

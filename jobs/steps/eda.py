@@ -73,8 +73,9 @@ class LakeSnapshot:
 # ---------------------------------------------------------------- extract
 
 
-def read_delta(settings: Settings, name: str, filters: list[tuple], columns: list[str] | None,
-               version: int | None = None) -> pd.DataFrame:  # fmt: skip
+def read_delta(
+    settings: Settings, name: str, filters: list[tuple], columns: list[str] | None, version: int | None = None
+) -> pd.DataFrame:
     """Rows of table ``name`` (at ``version``, else the latest) matching the partition ``filters``;
     LakeStateError when it is missing."""
     path = str(settings.table_path(name))
@@ -98,12 +99,22 @@ def typed_aggregates(tables: dict[str, pd.DataFrame]) -> DailyAggregates:
 def extract(settings: Settings, run_date: date) -> LakeSnapshot:
     """The daily aggregates dated <= D and the gold tables of D."""
     snapshot = [("snapshot_date", "=", run_date)]
-    segments = read_delta(settings, "gold_customer_segments", snapshot, SEGMENT_COLUMNS,
-                          published_version(settings, "gold_customer_segments", run_date))  # fmt: skip
+    segments = read_delta(
+        settings,
+        "gold_customer_segments",
+        snapshot,
+        SEGMENT_COLUMNS,
+        published_version(settings, "gold_customer_segments", run_date),
+    )
     if segments.empty:
         raise LakeStateError(f"no gold snapshot for {run_date}: run the label step for that date first")
-    summary = read_delta(settings, "gold_segment_summary", snapshot, SUMMARY_COLUMNS,
-                         published_version(settings, "gold_segment_summary", run_date))  # fmt: skip
+    summary = read_delta(
+        settings,
+        "gold_segment_summary",
+        snapshot,
+        SUMMARY_COLUMNS,
+        published_version(settings, "gold_segment_summary", run_date),
+    )
     until = [("transaction_date", "<=", run_date)]
     tables = {name: read_delta(settings, table, until, None) for name, table in DAILY_TABLES.items()}
     segments["monetary"] = segments["monetary"].astype(float)

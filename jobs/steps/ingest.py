@@ -226,8 +226,9 @@ def ingest_day(
     versions.update(write_daily_tables(spark, settings, run_date, run_date))
     customers = lake.read(spark, settings.table_path("silver_customer_rfm"), versions["silver_customer_rfm"])
     customers = customers.filter(F.col("snapshot_date") == F.lit(run_date)).count()
-    write_audit(spark, settings, run_date, "ingest", rows_in + quarantined, excluded, versions,
-                report.landing_fingerprint)  # fmt: skip
+    write_audit(
+        spark, settings, run_date, "ingest", rows_in + quarantined, excluded, versions, report.landing_fingerprint
+    )
     return {
         "run_date": run_date.isoformat(),
         "rows_in": rows_in + quarantined,

@@ -119,7 +119,7 @@ def segment_transitions(previous: DataFrame, current: DataFrame, previous_date: 
             .groupBy(
                 F.coalesce("from_segment", F.lit(NEW_CUSTOMER)).alias("from_segment"),
                 F.coalesce("to_segment", F.lit(GONE_CUSTOMER)).alias("to_segment"),
-            )  # fmt: skip
+            )
             .agg(
                 F.count("*").alias("customers"),
                 F.coalesce(F.sum("monetary"), F.lit(0)).alias("monetary_total"),
@@ -261,9 +261,16 @@ def night_metrics(
     return {**metrics, "empty_labels": float(empty), **{f"label_share_{label}": s for label, s in shares.items()}}
 
 
-def log_labels(settings: Settings, run_id: str, decision: LabelDecision, profile: pd.DataFrame,
-               edges: dict[str, list[float]], model_version: str, previous_date: date | None,
-               metrics: dict[str, float]) -> None:  # fmt: skip
+def log_labels(
+    settings: Settings,
+    run_id: str,
+    decision: LabelDecision,
+    profile: pd.DataFrame,
+    edges: dict[str, list[float]],
+    model_version: str,
+    previous_date: date | None,
+    metrics: dict[str, float],
+) -> None:
     """The label mapping (with each label's source) and the night's metrics, into the night's run."""
     from mlflow.entities import Metric
 

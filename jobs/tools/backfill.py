@@ -55,8 +55,9 @@ from jobs.steps.ingest import rebuild_state, write_daily_tables
 log = logging.getLogger(__name__)
 
 
-def read_source(spark: SparkSession, source: Path, landing_format: str = "csv",
-                settings: Settings | None = None) -> DataFrame:  # fmt: skip
+def read_source(
+    spark: SparkSession, source: Path, landing_format: str = "csv", settings: Settings | None = None
+) -> DataFrame:
     """Every row of an export file, or of all days of a landing folder (``landing_format``), as text.
 
     Each file is mapped to canonical names by its own header (``read_files``); rows carry their
@@ -74,8 +75,11 @@ def source_files(source: Path, landing_format: str = "csv") -> list[Path]:
     """The export file, or every data file of a landing folder's days."""
     if not source.is_dir():
         return [source]
-    return [p for folder in sorted(source.glob("date=*"))
-            for p in data_files(source, date.fromisoformat(folder.name[5:]), landing_format)]  # fmt: skip
+    return [
+        p
+        for folder in sorted(source.glob("date=*"))
+        for p in data_files(source, date.fromisoformat(folder.name[5:]), landing_format)
+    ]
 
 
 def source_fingerprint(source: Path, landing_format: str = "csv") -> str:
@@ -98,8 +102,16 @@ class Progress:
             return
         elapsed = max(time.monotonic() - self.started, 1e-9)
         left = elapsed / self.done * (self.days - self.done)
-        log.info("%s %d/%d days (up to %s), %d rows, %.0f rows/s, ETA %.0f s", self.verb, self.done, self.days,
-                 day, self.rows, self.rows / elapsed, left)  # fmt: skip
+        log.info(
+            "%s %d/%d days (up to %s), %d rows, %.0f rows/s, ETA %.0f s",
+            self.verb,
+            self.done,
+            self.days,
+            day,
+            self.rows,
+            self.rows / elapsed,
+            left,
+        )
 
 
 def first_day(parsed: DataFrame) -> date | None:
@@ -147,8 +159,14 @@ def collect_chunk(staged: DataFrame, days: list[date]) -> pd.DataFrame:
     return staged.filter(F.col(DAY_COLUMN).isin(days)).drop(DAY_COLUMN).toPandas()
 
 
-def validate_history(staged: DataFrame, settings: Settings, first: date, until: date, fingerprint: str,
-                     chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple[int, list[dict[str, Any]]]:  # fmt: skip
+def validate_history(
+    staged: DataFrame,
+    settings: Settings,
+    first: date,
+    until: date,
+    fingerprint: str,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> tuple[int, list[dict[str, Any]]]:
     """Validate each day under the nightly policies, one chunk of days in memory at a time; raise
     naming every failed day.
 
@@ -208,9 +226,14 @@ def bronze_unchanged(spark: SparkSession, settings: Settings, rows: DataFrame, f
 
 
 def load_history(
-    spark: SparkSession, settings: Settings, parsed: DataFrame, first: date, until: date,
-    quarantined: list[dict[str, Any]] | None = None, fingerprint: str = "",
-) -> dict[str, Any]:  # fmt: skip
+    spark: SparkSession,
+    settings: Settings,
+    parsed: DataFrame,
+    first: date,
+    until: date,
+    quarantined: list[dict[str, Any]] | None = None,
+    fingerprint: str = "",
+) -> dict[str, Any]:
     """Bronze partitions [first, until] in one commit, then one audit record per day.
 
     With ``quarantined`` (validation's held-back rows) those rows go to the quarantine's slices
@@ -251,8 +274,14 @@ def load_history(
     return {"bronze_transactions": bronze_version, "run_audit": audit_version, "rows": sum(totals.values())}
 
 
-def backfill(source: Path, until: date, first: date | None = None, settings: Settings | None = None,
-             spark: SparkSession | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict[str, Any]:  # fmt: skip
+def backfill(
+    source: Path,
+    until: date,
+    first: date | None = None,
+    settings: Settings | None = None,
+    spark: SparkSession | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> dict[str, Any]:
     """Validate and load the source's days up to ``until`` (from its first day, or ``first``),
     then build the daily sales tables and the customer state of the history."""
     settings = settings or load_settings()
@@ -292,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", required=True, type=Path, help="export file or landing folder")
     parser.add_argument("--until", required=True, type=date.fromisoformat, help="last day to load, YYYY-MM-DD")
     parser.add_argument("--from", dest="first", type=date.fromisoformat, help="first day (default: the source's)")
-    parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS,
-                        help="rows validated in memory at a time (whole days)")  # fmt: skip
+    parser.add_argument(
+        "--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="rows validated in memory at a time (whole days)"
+    )
     args = parser.parse_args(argv)
     try:
         summary = backfill(args.source, args.until, args.first, chunk_rows=args.chunk_rows)

@@ -83,15 +83,22 @@ def top_share(ranking: pd.Series, revenue: pd.Series, share: float = TOP_SHARE) 
     return float(revenue.loc[top].sum() / total) if total > 0 else float("nan")
 
 
-def backtest(days: pd.DataFrame, past_monetary: pd.Series, calibration_end: date, holdout_end: date,
-             settings: Settings, params: ClvParams | None = None) -> dict[str, Any]:  # fmt: skip
+def backtest(
+    days: pd.DataFrame,
+    past_monetary: pd.Series,
+    calibration_end: date,
+    holdout_end: date,
+    settings: Settings,
+    params: ClvParams | None = None,
+) -> dict[str, Any]:
     """All the back-test's numbers. ``days``: purchase days (customer_id, purchase_date, amount) over the
     whole span; ``past_monetary``: the pipeline's RFM monetary as of ``calibration_end`` by customer."""
     summary = customer_summary(days, calibration_end)
     horizon = (holdout_end - calibration_end).days
     params = params or fit_params(summary)
-    scores = score(params, summary, horizon, CLV_MONTHS, settings.clv.monthly_discount_rate,
-                   settings.clv.days_per_month).set_index("customer_id")  # fmt: skip
+    scores = score(
+        params, summary, horizon, CLV_MONTHS, settings.clv.monthly_discount_rate, settings.clv.days_per_month
+    ).set_index("customer_id")
     actual = holdout_actuals(days, calibration_end, holdout_end).reindex(scores.index, fill_value=0)
     bought = actual["actual_purchases"] > 0
     naive = pd.Series(naive_purchases(summary, horizon), index=summary["customer_id"]).loc[scores.index]
@@ -122,14 +129,19 @@ def markdown(result: dict[str, Any]) -> str:
     """The back-test as Markdown tables (docs/results.md)."""
     lines = ["| predictor | corr | MAE | RMSE | total predicted | total actual |", "|---|---|---|---|---|---|"]
     for name, row in result["purchases"].items():
-        lines.append(f"| {name} | {row['corr']:.3f} | {row['mae']:.3f} | {row['rmse']:.3f} | "
-                     f"{row['total_predicted']:,.0f} | {row['total_actual']:,.0f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {row['corr']:.3f} | {row['mae']:.3f} | {row['rmse']:.3f} | "
+            f"{row['total_predicted']:,.0f} | {row['total_actual']:,.0f} |"
+        )
     for key, title in (("calibration_p_alive", "P(alive)"), ("calibration_p_purchase", "P(>= 1 purchase)")):
         table = pd.DataFrame(result[key])
-        lines += ["", f"| decile of {title} | " + " | ".join(str(d) for d in table["decile"]) + " |",
-                  "|---|" + "---|" * len(table),
-                  "| mean predicted | " + " | ".join(f"{v:.3f}" for v in table["mean_predicted"]) + " |",
-                  "| share who bought | " + " | ".join(f"{v:.3f}" for v in table["share_bought"]) + " |"]  # fmt: skip
+        lines += [
+            "",
+            f"| decile of {title} | " + " | ".join(str(d) for d in table["decile"]) + " |",
+            "|---|" + "---|" * len(table),
+            "| mean predicted | " + " | ".join(f"{v:.3f}" for v in table["mean_predicted"]) + " |",
+            "| share who bought | " + " | ".join(f"{v:.3f}" for v in table["share_bought"]) + " |",
+        ]
     lines += ["", "| top 10 % by | share of holdout revenue |", "|---|---|"]
     lines += [f"| {name} | {share:.1%} |" for name, share in result["top10_revenue_share"].items()]
     return "\n".join(lines)
@@ -145,8 +157,12 @@ def log_to_mlflow(settings: Settings, result: dict[str, Any], args: dict[str, st
     with mlflow.start_run(run_name=f"backtest_clv__{args['calibration_end']}") as run:
         mlflow.set_tags({STEP_TAG: "backtest_clv", RUN_DATE_TAG: args["holdout_end"]})
         mlflow.log_params({**args, **{f"clv_{k}": v for k, v in result["params"].items()}})
-        metrics = {f"{name}_{metric}": value for name, row in result["purchases"].items()
-                   for metric, value in row.items() if np.isfinite(value)}  # fmt: skip
+        metrics = {
+            f"{name}_{metric}": value
+            for name, row in result["purchases"].items()
+            for metric, value in row.items()
+            if np.isfinite(value)
+        }
         metrics |= {f"top10_share_{name}": value for name, value in result["top10_revenue_share"].items()}
         mlflow.log_metrics(metrics)
         mlflow.log_dict(result, "backtest/result.json")
@@ -183,8 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     days, monetary = extract(settings, args.source, args.calibration_end, args.holdout_end)
     result = backtest(days, monetary, args.calibration_end, args.holdout_end, settings)
-    run_id = log_to_mlflow(settings, result, {"source": str(args.source), "calibration_end": str(args.calibration_end),
-                                              "holdout_end": str(args.holdout_end)})  # fmt: skip
+    run_id = log_to_mlflow(
+        settings,
+        result,
+        {
+            "source": str(args.source),
+            "calibration_end": str(args.calibration_end),
+            "holdout_end": str(args.holdout_end),
+        },
+    )
     print(markdown(result))
     print(json.dumps({"mlflow_run_id": run_id, "params": result["params"], "customers": result["customers"]}))
     return 0

@@ -123,8 +123,9 @@ def bench_nights(
     duck_s, duck_rows = duckdb_read_seconds(export)
     backfill = run_measured(
         [sys.executable, "-m", "jobs.tools.backfill", "--source", str(export), "--until", history_end.isoformat()],
-        env, log,
-    )  # fmt: skip
+        env,
+        log,
+    )
     figures: dict[str, Any] = {
         "backfill_s": backfill.seconds,
         "backfill_rows_per_s": round(duck_rows / backfill.seconds),
@@ -143,8 +144,9 @@ def bench_nights(
     return figures
 
 
-def run_nights(settings: Settings, export: Path, first_night: date, env: dict[str, str], log: Path,
-               figures: dict[str, Any]) -> None:  # fmt: skip
+def run_nights(
+    settings: Settings, export: Path, first_night: date, env: dict[str, str], log: Path, figures: dict[str, Any]
+) -> None:
     """Land and run the retrain night and the scoring night task by task, recording into ``figures``."""
     for kind, night in zip(NIGHT_KINDS, (first_night, first_night + timedelta(days=1)), strict=True):
         figures[f"{kind}_night"] = night.isoformat()
@@ -153,8 +155,10 @@ def run_nights(settings: Settings, export: Path, first_night: date, env: dict[st
             measured = run_measured([sys.executable, "-m", "jobs", task, "--run-date", night.isoformat()], env, log)
             figures[f"{kind}_{task}_s"] = measured.seconds
             figures[f"{kind}_{task}_peak_rss_bytes"] = measured.peak_rss_bytes
-            print(f"{kind} night {night}: {task} {measured.seconds} s, peak RSS "
-                  f"{measured.peak_rss_bytes / 1e6:,.0f} MB", flush=True)  # fmt: skip
+            print(
+                f"{kind} night {night}: {task} {measured.seconds} s, peak RSS {measured.peak_rss_bytes / 1e6:,.0f} MB",
+                flush=True,
+            )
         figures[f"{kind}_night_s"] = round(sum(figures[f"{kind}_{task}_s"] for task in STEPS), 1)
 
 
@@ -180,10 +184,12 @@ def format_curve(results: list[dict[str, Any]]) -> str:
         + ", ".join(
             f"x{r['factor']} {r['backfill_rows_per_s']:,} (DuckDB reads {r['duckdb_read_rows_per_s']:,})"
             for r in results
-        )  # fmt: skip
+        )
     )
     servers = [r for r in results if r.get("connect_server_peak_rss_bytes")]
     if servers:
-        lines.append("Spark Connect server peak RSS: " + ", ".join(
-            f"x{r['factor']} {round(r['connect_server_peak_rss_bytes'] / 2**20)} MB" for r in servers))  # fmt: skip
+        lines.append(
+            "Spark Connect server peak RSS: "
+            + ", ".join(f"x{r['factor']} {round(r['connect_server_peak_rss_bytes'] / 2**20)} MB" for r in servers)
+        )
     return "\n".join(lines)

@@ -102,8 +102,9 @@ def timed(action: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - started, result
 
 
-def bench_factor(spark: SparkSession, settings: Settings, source: Path, factor: int, work: Path,
-                 max_rows: int | None) -> dict[str, Any]:  # fmt: skip
+def bench_factor(
+    spark: SparkSession, settings: Settings, source: Path, factor: int, work: Path, max_rows: int | None
+) -> dict[str, Any]:
     """Every figure of one factor, measured on the same ×N input."""
     copy = work / f"x{factor}.csv"
     rows = build_copies(source, factor, copy, max_rows)
@@ -128,7 +129,7 @@ def bench_factor(spark: SparkSession, settings: Settings, source: Path, factor: 
     full_s, _ = timed(
         lambda: lake.replace_slice(
             compute_rfm(lake.read(spark, bronze), last, settings.rfm), silver, slice_of, "snapshot_date"
-        )  # fmt: skip
+        )
     )
     typed.unpersist()
     return {
@@ -167,22 +168,31 @@ def with_data_dir(settings: Settings, data_dir: Path) -> Settings:
     return settings.model_copy(update={"paths": settings.paths.model_copy(update={"data_dir": str(data_dir)})})
 
 
-def run(source: Path, factors: list[int], max_rows: int | None = None, settings: Settings | None = None,
-        spark: SparkSession | None = None, nights: bool = False, connect: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+def run(
+    source: Path,
+    factors: list[int],
+    max_rows: int | None = None,
+    settings: Settings | None = None,
+    spark: SparkSession | None = None,
+    nights: bool = False,
+    connect: bool = False,
+) -> list[dict[str, Any]]:
     """Each factor in fresh lakes under a temporary data dir; one record per factor."""
     base = settings or load_settings()
     spark = spark or get_spark(base)
     results = []
     with tempfile.TemporaryDirectory(prefix="rfm-bench-") as work:
         for factor in factors:
-            result = bench_factor(spark, with_data_dir(base, Path(work) / f"lake-x{factor}"), source, factor,
-                                  Path(work), max_rows)  # fmt: skip
+            result = bench_factor(
+                spark, with_data_dir(base, Path(work) / f"lake-x{factor}"), source, factor, Path(work), max_rows
+            )
             print(json.dumps(result), flush=True)  # the in-process figures, before the long part
             if nights:
                 night_settings = with_data_dir(base, Path(work) / f"nights-x{factor}")
                 first_night = date.fromisoformat(result["night"]) - timedelta(days=1)
-                result.update(bench_nights(night_settings, Path(work) / f"x{factor}.csv", first_night, Path(work),
-                                           connect))  # fmt: skip
+                result.update(
+                    bench_nights(night_settings, Path(work) / f"x{factor}.csv", first_night, Path(work), connect)
+                )
                 print(json.dumps(result), flush=True)  # with the nights: a long run's figures so far
             results.append(result)
     return results
@@ -190,8 +200,10 @@ def run(source: Path, factors: list[int], max_rows: int | None = None, settings:
 
 def format_table(results: list[dict[str, Any]]) -> str:
     """The figures side by side, one line per factor."""
-    header = f"{'factor':>6} {'rows':>10} {'customers':>9} {'spark RFM s':>11} {'duckdb s':>8} {'spark/duckdb':>12} " \
-             f"{'incr silver s':>13} {'full silver s':>13} {'full/incr':>9} {'silver B/night':>14} {'state B':>11}"  # fmt: skip
+    header = (
+        f"{'factor':>6} {'rows':>10} {'customers':>9} {'spark RFM s':>11} {'duckdb s':>8} {'spark/duckdb':>12} "
+        f"{'incr silver s':>13} {'full silver s':>13} {'full/incr':>9} {'silver B/night':>14} {'state B':>11}"
+    )
     lines = [header]
     for r in results:
         lines.append(

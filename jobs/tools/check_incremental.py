@@ -59,8 +59,13 @@ def differences(spark: SparkSession, settings: Settings, night: date, bronze: Da
     return differing
 
 
-def value_differences(spark: SparkSession, settings: Settings, night: date, bronze: DataFrame | None = None,
-                      state: DataFrame | None = None) -> int:  # fmt: skip
+def value_differences(
+    spark: SparkSession,
+    settings: Settings,
+    night: date,
+    bronze: DataFrame | None = None,
+    state: DataFrame | None = None,
+) -> int:
     """Customers whose value summary from ``state`` (default: as the clv step derives it, ``state_of``:
     the state, or bronze for a date the state has moved past) differs from ``customer_summary`` over
     bronze (relative 1e-9: the reference averages floats, the state subtracts exact decimals); a
@@ -78,8 +83,9 @@ def value_differences(spark: SparkSession, settings: Settings, night: date, bron
     return int((~close.all(axis=1)).sum())
 
 
-def check_nights(spark: SparkSession, settings: Settings, rows: DataFrame, first: date, last: date,
-                 rerun_every: int = 0) -> list[dict[str, Any]]:  # fmt: skip
+def check_nights(
+    spark: SparkSession, settings: Settings, rows: DataFrame, first: date, last: date, rerun_every: int = 0
+) -> list[dict[str, Any]]:
     """History before ``first`` into bronze and the state, then every night compared; one record per run."""
     bronze = settings.table_path("bronze_transactions")
     rows = rows.cache()
@@ -95,8 +101,13 @@ def check_nights(spark: SparkSession, settings: Settings, rows: DataFrame, first
             started = time.monotonic()
             load_snapshot(spark, settings, night)
             seconds = time.monotonic() - started
-            record = {"night": night.isoformat(), "run": run + 1, "differences": differences(spark, settings, night),
-                      "value_differences": value_differences(spark, settings, night), "seconds": round(seconds, 1)}  # fmt: skip
+            record = {
+                "night": night.isoformat(),
+                "run": run + 1,
+                "differences": differences(spark, settings, night),
+                "value_differences": value_differences(spark, settings, night),
+                "seconds": round(seconds, 1),
+            }
             log.info("%s", record)
             records.append(record)
     rows.unpersist()

@@ -92,8 +92,15 @@ def write_lists(lists: dict[tuple[str, str], pd.DataFrame], folder: Path) -> lis
         stem = f"{scheme}/{slug(segment)}"
         rows.to_csv(folder / f"{stem}.csv", index=False)
         rows.to_parquet(folder / f"{stem}.parquet", index=False)
-        files.append({"label_scheme": scheme, "segment": segment, "rows": len(rows),
-                      "csv": f"{stem}.csv", "parquet": f"{stem}.parquet"})  # fmt: skip
+        files.append(
+            {
+                "label_scheme": scheme,
+                "segment": segment,
+                "rows": len(rows),
+                "csv": f"{stem}.csv",
+                "parquet": f"{stem}.parquet",
+            }
+        )
     return files
 
 
@@ -133,7 +140,7 @@ def export_snapshot(settings: Settings, snapshot: date, record_version: int | No
             "customers": len(gold),
             "rows_per_scheme": {
                 scheme: sum(f["rows"] for f in files if f["label_scheme"] == scheme) for scheme in LABEL_SCHEMES
-            },  # fmt: skip
+            },
             "files": files,
         }
         (folder / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=1))

@@ -45,9 +45,21 @@ from jobs.steps import STEPS, load_step
 
 NIGHT_STEPS = list(STEPS)  # validate, ingest, cluster, label, clv, eda: the DAG's order
 BUSINESS_COLUMNS = [
-    "snapshot_date", "customer_id", "recency_days", "frequency", "monetary", "r_score", "f_score", "m_score",
-    "rfm_score", "rfm_segment", "cluster", "cluster_label", "country", *CLV_COLUMNS.values(),
-]  # fmt: skip
+    "snapshot_date",
+    "customer_id",
+    "recency_days",
+    "frequency",
+    "monetary",
+    "r_score",
+    "f_score",
+    "m_score",
+    "rfm_score",
+    "rfm_segment",
+    "cluster",
+    "cluster_label",
+    "country",
+    *CLV_COLUMNS.values(),
+]
 KILLED = -9  # subprocess return code of a process ended by SIGKILL
 STEP_TIMEOUT_SECONDS = 1200
 
@@ -108,9 +120,12 @@ def step_env(work: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def run_module(work: Path, args: list[str], extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", *args], env=step_env(work, extra), capture_output=True, text=True,
+        [sys.executable, "-m", *args],
+        env=step_env(work, extra),
+        capture_output=True,
+        text=True,
         timeout=STEP_TIMEOUT_SECONDS,
-    )  # fmt: skip
+    )
 
 
 def run_step(work: Path, step: str, night: date, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -150,11 +165,31 @@ def prepare(
     shutil.rmtree(root / "saved", ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     landing = work / "landing"
-    generate = ["jobs.tools.generate", "--customers", str(customers), "--days", str(days), "--seed", str(seed),
-                "--end-date", night.isoformat(), "--landing-dir", str(landing)]  # fmt: skip
+    generate = [
+        "jobs.tools.generate",
+        "--customers",
+        str(customers),
+        "--days",
+        str(days),
+        "--seed",
+        str(seed),
+        "--end-date",
+        night.isoformat(),
+        "--landing-dir",
+        str(landing),
+    ]
     require_ok(run_module(work, generate), "generate")
-    reference = ["jobs.tools.fault_injection", "--root", str(root), "--night", night.isoformat(),
-                 "--warmup-nights", str(warmup_nights), "--reference-steps", *steps]  # fmt: skip
+    reference = [
+        "jobs.tools.fault_injection",
+        "--root",
+        str(root),
+        "--night",
+        night.isoformat(),
+        "--warmup-nights",
+        str(warmup_nights),
+        "--reference-steps",
+        *steps,
+    ]
     require_ok(run_module(work, reference), "reference night")
     points = {step: trace_points(root / f"trace-{step}.txt") for step in steps}
     scenario = Scenario(root, night, warmup_nights, steps, points)
@@ -266,8 +301,9 @@ def recover(scenario: Scenario, step: str) -> dict[str, int]:
     downstream tasks), in one process: one Spark start-up instead of one per step. Each step holds
     its lease as its task would. The exit code of each step run (stops at the first failure)."""
     steps = scenario.steps[scenario.steps.index(step) :]
-    done = run_module(scenario.work, ["jobs.tools.fault_injection", "--night", scenario.night.isoformat(),
-                                      "--retry-steps", *steps])  # fmt: skip
+    done = run_module(
+        scenario.work, ["jobs.tools.fault_injection", "--night", scenario.night.isoformat(), "--retry-steps", *steps]
+    )
     if done.returncode != 0:
         print(done.stderr[-3000:], file=sys.stderr)
     try:
@@ -357,9 +393,17 @@ def main(argv: list[str] | None = None) -> int:
         scenario = Scenario(**scenario_fields(json.loads((root / "scenario.json").read_text()), root))
     else:
         scenario = prepare(root, args.night, args.customers, args.days, args.warmup_nights)
-        (root / "scenario.json").write_text(json.dumps(
-            {"night": scenario.night.isoformat(), "warmup_nights": scenario.warmup_nights, "steps": scenario.steps,
-             "points": scenario.points}, indent=2))  # fmt: skip
+        (root / "scenario.json").write_text(
+            json.dumps(
+                {
+                    "night": scenario.night.isoformat(),
+                    "warmup_nights": scenario.warmup_nights,
+                    "steps": scenario.steps,
+                    "points": scenario.points,
+                },
+                indent=2,
+            )
+        )
     print(f"scenario ready in {time.perf_counter() - started:.0f} s under {root}", flush=True)
     trials = []
     for step, point in all_points(scenario):
@@ -376,8 +420,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def scenario_fields(saved: dict, root: Path) -> dict:
-    return {"root": root, "night": date.fromisoformat(saved["night"]), "warmup_nights": saved["warmup_nights"],
-            "steps": saved["steps"], "points": saved["points"]}  # fmt: skip
+    return {
+        "root": root,
+        "night": date.fromisoformat(saved["night"]),
+        "warmup_nights": saved["warmup_nights"],
+        "steps": saved["steps"],
+        "points": saved["points"],
+    }
 
 
 if __name__ == "__main__":

@@ -180,8 +180,9 @@ def repin_expired_snapshots(
     return kept
 
 
-def maintain_table(spark: SparkSession, settings: Settings, name: str, kept_version: int | None,
-                   now: datetime | None = None) -> TableReport:  # fmt: skip
+def maintain_table(
+    spark: SparkSession, settings: Settings, name: str, kept_version: int | None, now: datetime | None = None
+) -> TableReport:
     """OPTIMIZE then VACUUM one table, keeping ``kept_version`` and every later one."""
     path = settings.table_path(name)
     before = file_count(spark, path)

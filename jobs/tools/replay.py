@@ -46,19 +46,36 @@ def night_row(night: date, results: dict[str, dict[str, Any]]) -> dict[str, Any]
     clustered, labelled = results["cluster"], results["label"]
     promotion = clustered.get("promotion") or {}
     idle = promotion.get("idle") or {}
-    row = {"night": night, "kind": clustered["night_type"], "version": clustered["model_version"],
-           "k": clustered["k"], "promoted": promotion.get("promoted"),
-           **{f"idle_{key}": idle.get(key) for key in ("champion_changes", "candidate_changes", "relabelled")},
-           "customers": labelled["customers"], **labelled["stability"]}  # fmt: skip
+    row = {
+        "night": night,
+        "kind": clustered["night_type"],
+        "version": clustered["model_version"],
+        "k": clustered["k"],
+        "promoted": promotion.get("promoted"),
+        **{f"idle_{key}": idle.get(key) for key in ("champion_changes", "candidate_changes", "relabelled")},
+        "customers": labelled["customers"],
+        **labelled["stability"],
+    }
     if "clv" in results:
         clv = results["clv"]
-        row.update(clv_model_version=clv["clv_model_version"], clv_fitted=clv["fitted"], clv_params=clv["params"],
-                   clv_state_version=clv["read_versions"].get("silver_customer_state"))  # fmt: skip
+        row.update(
+            clv_model_version=clv["clv_model_version"],
+            clv_fitted=clv["fitted"],
+            clv_params=clv["params"],
+            clv_state_version=clv["read_versions"].get("silver_customer_state"),
+        )
     return row
 
 
-def replay_nights(settings: Settings, spark: SparkSession, source: Path, until: date, last: date,
-                  label_on: set[date] | None = None, skip: set[str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def replay_nights(
+    settings: Settings,
+    spark: SparkSession,
+    source: Path,
+    until: date,
+    last: date,
+    label_on: set[date] | None = None,
+    skip: set[str] | None = None,
+) -> list[dict[str, Any]]:
     """Load history to ``until``, then run every night to ``last``; one row per labelled night."""
     history = validation_frame(read_source(spark, source, settings=settings), settings)
     start = first_day(history)
@@ -66,8 +83,15 @@ def replay_nights(settings: Settings, spark: SparkSession, source: Path, until: 
     write_daily_tables(spark, settings, start, until)
     export = read_export(source)
     first = until + timedelta(days=1)
-    land_days(export, settings.path("landing_dir"), first, last, settings.landing.marker, settings.landing.format,
-              date_column(export, settings))  # fmt: skip
+    land_days(
+        export,
+        settings.path("landing_dir"),
+        first,
+        last,
+        settings.landing.marker,
+        settings.landing.format,
+        date_column(export, settings),
+    )
     steps = [name for name in STEPS if name not in (skip or set())]
     rows = []
     for night in days_between(first, last):
@@ -92,21 +116,26 @@ def stability_table(rows: list[dict[str, Any]]) -> str:
     if "stability_population" not in nights:
         return "no night with a previous snapshot\n"
     nights = nights[nights["stability_population"].notna()].copy()
-    nights["type"] = nights["kind"].where(nights["kind"] != "retrain", nights["promoted"].map(
-        {True: "retrain (promoted)", False: "retrain (champion kept)"}))  # fmt: skip
+    nights["type"] = nights["kind"].where(
+        nights["kind"] != "retrain",
+        nights["promoted"].map({True: "retrain (promoted)", False: "retrain (champion kept)"}),
+    )
     lines = [
         "| night | type | version | idle | kept | changed | relabelled by the refit |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in nights.itertuples():
         relabelled = "" if pd.isna(row.idle_relabelled) else f"{row.idle_relabelled:.0f}"
-        lines.append(f"| {row.night} | {row.type} | {row.version} | {row.stability_population:,.0f} | "
-                     f"{row.label_stability_cluster:.2%} | {row.label_changes_cluster:.0f} | {relabelled} |")  # fmt: skip
+        lines.append(
+            f"| {row.night} | {row.type} | {row.version} | {row.stability_population:,.0f} | "
+            f"{row.label_stability_cluster:.2%} | {row.label_changes_cluster:.0f} | {relabelled} |"
+        )
     lines += ["", "| night type | nights | kept (min–max) | changed per night (min–max) |", "|---|---|---|---|"]
     for kind, group in nights.groupby("type"):
         kept, changed = group["label_stability_cluster"], group["label_changes_cluster"]
-        lines.append(f"| {kind} | {len(group)} | {kept.min():.2%}–{kept.max():.2%} | "
-                     f"{changed.min():.0f}–{changed.max():.0f} |")  # fmt: skip
+        lines.append(
+            f"| {kind} | {len(group)} | {kept.min():.2%}–{kept.max():.2%} | {changed.min():.0f}–{changed.max():.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

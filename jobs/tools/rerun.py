@@ -39,8 +39,9 @@ def rerun_days(spark: SparkSession, settings: Settings, first: date) -> list[dat
     return days_between(first, max(loaded))
 
 
-def rerun(first: date, steps: list[str] | None = None, settings: Settings | None = None,
-          spark: SparkSession | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def rerun(
+    first: date, steps: list[str] | None = None, settings: Settings | None = None, spark: SparkSession | None = None
+) -> list[dict[str, Any]]:
     """Run ``steps`` (default: every step) for ``first`` .. latest, in order; one summary per day."""
     settings = settings or load_settings()
     spark = spark or get_spark(settings)

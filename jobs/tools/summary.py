@@ -44,13 +44,21 @@ def report(settings: Settings, run_date: date) -> str:
     champion = registry.champion(settings)
     if champion is not None:
         lines.append(f"  {registry.champion_uri(settings)} -> version {champion.version}")
-    lines += ["", f"EDA report: {settings.report_dir(run_date) / 'report.html'}",
-              "Segment explorer: make dashboard"]  # fmt: skip
+    lines += ["", f"EDA report: {settings.report_dir(run_date) / 'report.html'}", "Segment explorer: make dashboard"]
     summary = segment_table(settings, run_date)
     pd.set_option("display.width", 160)
     for scheme, rows in summary.groupby("label_scheme"):
-        shown = rows[["segment", "customers", "customer_share", "mean_recency_days", "mean_frequency",
-                      "mean_monetary", "revenue_share"]]  # fmt: skip
+        shown = rows[
+            [
+                "segment",
+                "customers",
+                "customer_share",
+                "mean_recency_days",
+                "mean_frequency",
+                "mean_monetary",
+                "revenue_share",
+            ]
+        ]
         lines += ["", f"Segments ({scheme} labels):", shown.round(3).to_string(index=False)]
     return "\n".join(lines)
 
