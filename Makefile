@@ -55,11 +55,11 @@ system-packages: ## Debian packages the tests use (PostgreSQL for the scheduled 
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
 run: setup ## end to end on generated data: history, then the DAG for RUN_FROM..RUN_TO
-	$(BIN)/python -m jobs.tools.generate
-	$(BIN)/python -m jobs.tools.backfill --source "$$($(BIN)/python -c 'from jobs.config import load_settings; print(load_settings().path("landing_dir"))')" \
+	$(BIN)/python -m harness.generate
+	$(BIN)/python -m jobs.ops.backfill --source "$$($(BIN)/python -c 'from jobs.config import load_settings; print(load_settings().path("landing_dir"))')" \
 	  --until "$$($(BIN)/python -c 'import datetime as d; print(d.date.fromisoformat("$(RUN_FROM)") - d.timedelta(days=1))')"
 	$(BIN)/python -m jobs.orchestration nights --from $(RUN_FROM) --to $(RUN_TO) --runner $(RUNNER)
-	$(BIN)/python -m jobs.tools.summary --run-date $(RUN_TO)
+	$(BIN)/python -m jobs.ops.summary --run-date $(RUN_TO)
 
 test: setup-test lint ## lint, then the test suite (unit, Spark, validation, DAG, end to end, browser); `heavy` tests have their own targets
 	$(BIN)/pytest --durations=15 -m "not heavy" -n 2 --dist loadfile --no-loadscope-reorder
@@ -67,27 +67,28 @@ test: setup-test lint ## lint, then the test suite (unit, Spark, validation, DAG
 test-fast: setup ## seconds, not minutes: no Spark, no Airflow, no browser (config, rules, landing, dashboard data)
 	RFM_TESTS_FAST=1 $(BIN)/pytest -q -m "not spark and not airflow and not e2e and not browser and not realdata"
 
-lint: setup ## ruff: lint rules (incl. Airflow AIR) and format, as configured in pyproject.toml
+lint: setup ## ruff (lint rules incl. Airflow AIR, and format) and import-linter (the layer contracts), as configured in pyproject.toml
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 STABILITY_DIR ?= build/stability-month
 stability-month: setup ## issue 14: a real month night by night in-process (2011-08-11..08-31), stability per night type -> $(STABILITY_DIR)/stability.md (long)
 	rm -rf "$(STABILITY_DIR)/data"
-	RFM__PATHS__DATA_DIR="$(STABILITY_DIR)/data" $(BIN)/python -m jobs.tools.replay --source "$(REAL_DATA)" \
+	RFM__PATHS__DATA_DIR="$(STABILITY_DIR)/data" $(BIN)/python -m jobs.ops.replay --source "$(REAL_DATA)" \
 		--until 2011-08-10 --to 2011-08-31 --skip eda --table "$(STABILITY_DIR)/stability.md"
 
 replay: setup ## real data night by night: make replay SOURCE=file FROM=YYYY-MM-DD TO=YYYY-MM-DD
 	@test -n "$(SOURCE)" -a -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make replay SOURCE=path FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
 	$(BIN)/python -m jobs.orchestration replay --source "$(SOURCE)" --from $(FROM) --to $(TO) --runner $(RUNNER)
-	$(BIN)/python -m jobs.tools.summary --run-date $(TO)
+	$(BIN)/python -m jobs.ops.summary --run-date $(TO)
 
 rerun: setup ## re-run day FROM and every later day in order, in-process: make rerun FROM=YYYY-MM-DD [STEPS="validate ingest"]
 	@test -n "$(FROM)" || { echo "usage: make rerun FROM=YYYY-MM-DD"; exit 2; }
-	$(BIN)/python -m jobs.tools.rerun --from $(FROM) $(if $(STEPS),--steps $(STEPS))
+	$(BIN)/python -m jobs.ops.rerun --from $(FROM) $(if $(STEPS),--steps $(STEPS))
 
 maintain: setup ## compact (OPTIMIZE) and VACUUM the lake, keeping every recently recorded version; prints files/bytes per table
-	$(BIN)/python -m jobs.tools.maintain
+	$(BIN)/python -m jobs maintain --run-date "$$(date -u +%F)"
 
 airflow: setup ## Airflow UI/API on 127.0.0.1:8080 over this dags folder (Ctrl-C stops it)
 	$(BIN)/python -m jobs.orchestration airflow
@@ -102,10 +103,10 @@ mlflow-ui: setup ## MLflow tracking UI on 127.0.0.1:5000 over the pipeline's sto
 
 backtest-clv: setup ## CLV model vs naive baseline on a real history: make backtest-clv SOURCE=file [CAL_END=2011-09-09 HOLDOUT_END=2011-12-09]
 	@test -n "$(SOURCE)" || { echo "usage: make backtest-clv SOURCE=path [CAL_END=YYYY-MM-DD HOLDOUT_END=YYYY-MM-DD]"; exit 2; }
-	$(BIN)/python -m jobs.tools.backtest_clv --source "$(SOURCE)" --calibration-end $(or $(CAL_END),2011-09-09) --holdout-end $(or $(HOLDOUT_END),2011-12-09)
+	$(BIN)/python -m harness.backtest_clv --source "$(SOURCE)" --calibration-end $(or $(CAL_END),2011-09-09) --holdout-end $(or $(HOLDOUT_END),2011-12-09)
 
 compare: setup ## the last LAST nights side by side from MLflow (default 14): make compare LAST=7
-	$(BIN)/python -m jobs.tools.compare --last $(or $(LAST),14)
+	$(BIN)/python -m jobs.ops.compare --last $(or $(LAST),14)
 
 dashboard: setup ## segment explorer (Dash) over the gold tables on 127.0.0.1:8050 (conf/ dashboard:)
 	$(BIN)/python -m app
@@ -117,17 +118,17 @@ test-dashboard: setup-test ## only the dashboard tests (data layer, then Chromiu
 	$(BIN)/pytest tests/test_dashboard_data.py tests/test_dashboard_browser.py
 
 bench: setup ## dashboard timings, real data x1 vs x100 (needs ../shared/data; BENCH_ARGS="--real-lake-dir DIR" reuses a run)
-	$(BIN)/python -m app.bench $(BENCH_ARGS)
+	$(BIN)/python -m harness.bench_dashboard $(BENCH_ARGS)
 
 REAL_DATA ?= ../shared/data/online_retail.csv.gz
 FACTORS ?= 1 10
 
 test-incremental-year: setup ## incremental RFM vs compute_rfm every night of the real year, re-runs included (long; own temp lake)
-	RFM__PATHS__DATA_DIR="$$(mktemp -d)" $(BIN)/python -m jobs.tools.check_incremental --source "$(REAL_DATA)" \
+	RFM__PATHS__DATA_DIR="$$(mktemp -d)" $(BIN)/python -m harness.check_incremental --source "$(REAL_DATA)" \
 	  --from 2010-12-02 --to 2011-12-09 --rerun-every 7
 
 fault-injection: setup ## SIGKILL a retrain night at every fault point, re-run it, check it converged (FAULTS_ARGS="--points ...")
-	$(BIN)/python -m jobs.tools.fault_injection $(FAULTS_ARGS)
+	$(BIN)/python -m harness.fault_injection $(FAULTS_ARGS)
 
 test-heavy: setup-test ## the `heavy` tests CI leaves out: Spark cluster, tasks one by one as Spark Connect clients, the real-month incremental check with re-runs, `make run` twice
 	$(BIN)/pytest --durations=0 -m heavy
@@ -136,7 +137,7 @@ test-cluster: setup ## one night on a Spark standalone master + worker (127.0.0.
 	$(BIN)/pytest -q tests/test_spark_cluster.py
 
 bench-pipeline: setup ## Spark RFM vs DuckDB, incremental vs full silver, backfill and nights task by task (wall, peak RSS) at xN of the real file: make bench-pipeline FACTORS="1 10 100" [CONNECT=1: tasks as Spark Connect clients]
-	RFM__PATHS__DATA_DIR="$$(mktemp -d)" $(BIN)/python -m jobs.tools.bench_pipeline --source "$(REAL_DATA)" --factor $(FACTORS) --nights $(if $(CONNECT),--connect)
+	RFM__PATHS__DATA_DIR="$$(mktemp -d)" $(BIN)/python -m harness.bench_pipeline --source "$(REAL_DATA)" --factor $(FACTORS) --nights $(if $(CONNECT),--connect)
 
 clean: ## remove run outputs (data dir: landing, lake, validation, MLflow, Airflow home)
 	rm -rf data spark-warehouse metastore_db derby.log .pytest_cache

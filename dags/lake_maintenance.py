@@ -7,18 +7,14 @@ records or the nights' MLflow runs name for the run dates of the last `maintenan
 days (a re-run of such a date reads exactly what it read), and never files younger than
 `maintenance.min_retention_hours`. The task log prints files and bytes per table before and after.
 
-Logic: `jobs/tools/maintain.py` (`make maintain` does the same by hand). Schedule: `maintenance.schedule`.
+Logic: `jobs/steps/maintain.py` (`make maintain` does the same by hand). Schedule: `maintenance.schedule`.
 """
 
-from datetime import timedelta
-
-import pendulum
 from airflow.sdk import DAG, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from jobs.config import load_settings
-from jobs.orchestration.alerts import on_failure
-from jobs.orchestration.defaults import task_defaults, task_timeout
+from jobs.orchestration.defaults import dag_defaults, task_timeout
 
 settings = load_settings()
 
@@ -26,22 +22,17 @@ with DAG(
     dag_id="lake_maintenance",
     description="Weekly OPTIMIZE + VACUUM of the Delta lake, keeping every version a recent record names",
     schedule=CronDataIntervalTimetable(settings.maintenance.schedule, timezone="UTC"),
-    start_date=pendulum.parse(settings.dag.start_date, tz="UTC"),
     catchup=False,
-    max_active_runs=1,
-    tags=[*settings.dag.tags, "maintenance"],
     doc_md=__doc__,
-    dagrun_timeout=timedelta(minutes=settings.dag.run_timeout_minutes),
-    on_failure_callback=on_failure,
-    default_args=task_defaults(settings),
+    **dag_defaults(settings, ("maintenance",)),
 ) as dag:
 
-    @task(execution_timeout=task_timeout(settings, "maintain_lake"))
-    def maintain_lake(ds: str) -> dict:
+    @task(execution_timeout=task_timeout(settings, "maintain"))
+    def maintain(ds: str) -> dict:
         """OPTIMIZE + VACUUM every table; files and bytes per table before and after."""
         from jobs.orchestration.task import run_in_task
-        from jobs.tools.maintain import maintain_lake as maintain
+        from jobs.steps.maintain import maintain_lake
 
-        return run_in_task(maintain, ds)
+        return run_in_task(maintain_lake, ds)
 
-    maintain_lake()
+    maintain()

@@ -1,4 +1,4 @@
-"""Command-line plumbing: ``python -m jobs <step> --run-date YYYY-MM-DD`` (see ``jobs.steps.STEPS``)."""
+"""Command-line plumbing: ``python -m jobs <step> --run-date YYYY-MM-DD`` (the table: ``steps``)."""
 
 from __future__ import annotations
 
@@ -23,14 +23,49 @@ def run_date_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def run_named_step(argv: Sequence[str]) -> int:
-    """``<step> --run-date D``: run the named step (``jobs.steps.STEPS``) for D."""
-    from jobs.steps import STEPS, load_step
+StepFunction = Callable[..., dict[str, Any]]
 
+
+def night_steps() -> dict[str, StepFunction]:
+    """The nightly DAG's steps in its order, by task id (= step module): what ``make rerun``,
+    ``replay`` and the harness run night by night. The DAG's tasks import the same functions."""
+    from jobs.steps.cluster import cluster_day
+    from jobs.steps.clv import clv_day
+    from jobs.steps.eda import eda_day
+    from jobs.steps.ingest import ingest_day
+    from jobs.steps.label import label_day
+    from jobs.steps.validate import validate_day
+
+    return {
+        "validate": validate_day,
+        "ingest": ingest_day,
+        "cluster": cluster_day,
+        "label": label_day,
+        "clv": clv_day,
+        "eda": eda_day,
+    }
+
+
+def steps() -> dict[str, StepFunction]:
+    """Every step ``python -m jobs`` runs: the night's, then the export and maintenance DAGs' tasks."""
+    from jobs.steps.export import export_day
+    from jobs.steps.maintain import maintain_lake
+
+    return {**night_steps(), "export": export_day, "maintain": maintain_lake}
+
+
+def summary_line(step: StepFunction) -> str:
+    """The first line of a step function's docstring (its help text)."""
+    return (step.__doc__ or step.__name__).strip().splitlines()[0]
+
+
+def run_named_step(argv: Sequence[str]) -> int:
+    """``<step> --run-date D``: run the named step (``steps``) for D."""
+    table = steps()
     parser = argparse.ArgumentParser(prog="python -m jobs", description="Run one pipeline step for a run date.")
-    parser.add_argument("step", choices=STEPS, help="; ".join(f"{name}: {s.description}" for name, s in STEPS.items()))
+    parser.add_argument("step", choices=table, help="; ".join(f"{n}: {summary_line(f)}" for n, f in table.items()))
     known, rest = parser.parse_known_args(argv)
-    return run_step(load_step(known.step), STEPS[known.step].description, rest)
+    return run_step(table[known.step], summary_line(table[known.step]), rest)
 
 
 def run_step(step: Callable[[date], dict[str, Any]], description: str, argv: Sequence[str] | None = None) -> int:

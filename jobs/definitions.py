@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+# ---------------------------------------------------------------- steps (one module of jobs/steps each)
+# The nightly DAG's steps in their order; each is its task's id (``jobs.cli.night_steps`` maps them to functions).
+NIGHT_STEPS = ("validate", "ingest", "cluster", "label", "clv", "eda")
+
 # ---------------------------------------------------------------- Delta tables (under paths.lake_dir)
 TABLES = {
     "bronze_transactions": "bronze/transactions",

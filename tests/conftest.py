@@ -105,13 +105,13 @@ REPLAY_MONTH_FIRST_NIGHT = date(2011, 11, 10)  # a real month of nights: 11-10 .
 
 @pytest.fixture(scope="session")
 def real_replay(spark, real_data_path, tmp_path_factory) -> tuple[Settings, pd.DataFrame]:
-    """A real month, night by night in this process (``jobs.tools.replay``): the history before it
+    """A real month, night by night in this process (``jobs.ops.replay``): the history before it
     loaded in one commit; validate and ingest every night from 2011-11-10 (the RFM snapshots of the
     month); every step of the DAG on the last two weeks, 2011-11-26 (the first champion) through
     12-09, 12-03 a retrain night with a champion. Its lake and MLflow store, and one row per
     modelled night of what the steps reported. Shared by every module that needs a real
     multi-night lake (test_replay_real, test_clv_step: one xdist unit)."""
-    from jobs.tools.replay import replay_nights
+    from jobs.ops.replay import replay_nights
 
     settings = settings_for(tmp_path_factory.mktemp("replay"))
     modelled = set(days_between(REPLAY_FIRST_NIGHT, REPLAY_LAST_NIGHT))

@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
+from harness.generate import main as generate
 from jobs.adapters import lake
 from jobs.adapters.customer_state import state_through
 from jobs.core.rfm import compute_rfm, snapshot_from_state
 from jobs.definitions import TABLES
 from jobs.errors import PermanentError
-from jobs.tools import backfill as backfill_tool
-from jobs.tools.backfill import backfill
-from jobs.tools.generate import main as generate
+from jobs.ops import backfill as backfill_tool
+from jobs.ops.backfill import backfill
 from tests.conftest import settings_for
 
 END = date(2011, 12, 9)

@@ -11,9 +11,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from jobs.steps import STEPS
-from jobs.tools import bench_night, bench_pipeline
-from jobs.tools.generate import generate_transactions
+from harness import bench_night, bench_pipeline
+from harness.generate import generate_transactions
+from jobs.definitions import NIGHT_STEPS
 
 
 def test_copies_offset_customers_and_suffix_invoices(tmp_path: Path) -> None:
@@ -76,7 +76,7 @@ def test_a_night_is_landed_with_its_rows_only(settings, tmp_path: Path) -> None:
 
 def test_the_curve_puts_each_tasks_factors_side_by_side() -> None:
     def figures(factor: int, scale: float) -> dict:
-        keys = ["backfill"] + [f"{kind}_{task}" for kind in bench_night.NIGHT_KINDS for task in [*STEPS, "night"]]
+        keys = ["backfill"] + [f"{kind}_{task}" for kind in bench_night.NIGHT_KINDS for task in [*NIGHT_STEPS, "night"]]
         result = {f"{key}_s": 10.0 * scale for key in keys}
         result.update({f"{key}_peak_rss_bytes": 2**30 for key in keys if not key.endswith("_night")})
         return {**result, "factor": factor, "backfill_rows_per_s": 1000, "duckdb_read_rows_per_s": 50000}

@@ -175,7 +175,7 @@ def test_value_columns_cover_every_gold_customer() -> None:
 
 
 def test_backtest_compares_model_naive_and_lift_on_a_known_history(settings) -> None:
-    from jobs.tools.backtest_clv import backtest, markdown
+    from harness.backtest_clv import backtest, markdown
 
     calibration_end, holdout_end = date(2011, 11, 20), date(2011, 12, 9)
     days = purchase_lines(
@@ -203,7 +203,7 @@ def test_backtest_compares_model_naive_and_lift_on_a_known_history(settings) -> 
 
 
 def test_calibration_of_a_constant_prediction_is_one_bin() -> None:
-    from jobs.tools.backtest_clv import by_decile
+    from harness.backtest_clv import by_decile
 
     bought = pd.Series([True, False] * 50)
     flat = by_decile(pd.Series(1.0 - np.linspace(0, 1e-13, 100)), bought)

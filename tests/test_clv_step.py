@@ -11,10 +11,11 @@ import pytest
 from deltalake import DeltaTable
 
 from jobs.adapters import clv_registry, lake, tracking
+from jobs.adapters.customer_state import purchase_days
 from jobs.core.clv import customer_summary
 from jobs.definitions import AT_RISK_VALUE, CLV_COLUMNS, CLV_MODEL_VERSION_PARAM, CLV_PARAM_PREFIX, days_between
-from jobs.steps.clv import clv_day, purchase_days
-from jobs.tools.compare import comparison_table, night_runs
+from jobs.ops.compare import comparison_table, night_runs
+from jobs.steps.clv import clv_day
 from tests.conftest import REPLAY_FIRST_NIGHT, REPLAY_LAST_NIGHT
 
 pytestmark = pytest.mark.realdata

@@ -11,7 +11,7 @@ from jobs.config import REPO_ROOT
 
 DAGS_DIR = REPO_ROOT / "dags"
 pytestmark = pytest.mark.airflow
-EXPECTED_ORDER = ["wait_for_landing", "validate", "ingest_rfm", "cluster", "label", "clv", "eda_report"]
+EXPECTED_ORDER = ["wait_for_landing", "validate", "ingest", "cluster", "label", "clv", "eda"]
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,31 @@ def where(dag) -> str:
 def test_has_tags_and_docs(dag):
     assert dag.tags, f"{where(dag)} has no tags"
     assert dag.doc_md, f"{where(dag)} has no doc_md"
+
+
+def test_every_task_calls_the_step_it_is_named_after(dag):
+    import inspect
+    import re
+
+    from jobs.cli import steps
+
+    table = steps()
+    for task in dag.tasks:
+        if task.task_id == "wait_for_landing":  # the sensor: no step
+            continue
+        assert task.task_id in table, f"{where(dag)}: task {task.task_id} is named after no step of jobs/steps"
+        step = table[task.task_id]
+        source = inspect.getsource(task.python_callable)
+        calls = re.search(rf"run_in_task\(\s*{step.__name__}\b", source)
+        assert f"from {step.__module__} import {step.__name__}" in source and calls, (
+            f"{where(dag)}: task {task.task_id} does not import and call {step.__module__}.{step.__name__}"
+        )
+
+
+def test_the_nightly_tasks_are_the_night_steps_in_order(nightly):
+    from jobs.definitions import NIGHT_STEPS
+
+    assert EXPECTED_ORDER == ["wait_for_landing", *NIGHT_STEPS]
 
 
 def test_owner_retries_and_backoff(dag):
@@ -160,7 +185,6 @@ def _callbacks(value) -> list:
 def test_every_table_is_an_asset_declared_by_the_tasks_that_write_it(nightly):
     from jobs.definitions import TABLES, TABLES_WRITTEN
 
-    task_of_step = {"ingest": "ingest_rfm", "cluster": "cluster", "label": "label", "clv": "clv"}
     declared: dict[str, set[str]] = {}
     for task in nightly.tasks:
         for outlet in task.outlets:
@@ -168,7 +192,7 @@ def test_every_table_is_an_asset_declared_by_the_tasks_that_write_it(nightly):
             assert outlet.uri.startswith("file:///") and outlet.uri.endswith(TABLES[outlet.name]), outlet.uri
     assert set(declared) == set(TABLES), f"tables without an Asset: {set(TABLES) - set(declared)}"
     for name, task_ids in declared.items():
-        writers = {task_of_step[step] for step, tables in TABLES_WRITTEN.items() if name in tables}
+        writers = {step for step, tables in TABLES_WRITTEN.items() if name in tables}
         assert task_ids == writers, f"{name} declared on {task_ids}"
 
 
@@ -180,7 +204,7 @@ def test_segment_export_is_scheduled_on_the_publish_record_only_clv_updates(dag_
     updating = [t.task_id for t in nightly.tasks if {o.uri for o in t.outlets} & scheduled_on]
     assert updating == ["clv"]
     assert scheduled_on == {o.uri for o in nightly.get_task("clv").outlets if o.name == "gold_published"}
-    assert [t.task_id for t in export.tasks] == ["export_segments"]
+    assert [t.task_id for t in export.tasks] == ["export"]
 
 
 def test_start_and_end_dates_come_from_config():

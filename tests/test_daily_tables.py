@@ -10,9 +10,9 @@ import pytest
 from deltalake import DeltaTable
 
 from jobs.adapters import lake
+from jobs.adapters.daily_tables import write_daily_tables
 from jobs.core.daily import DAILY_TABLES
 from jobs.steps import eda
-from jobs.steps.ingest import write_daily_tables
 from tests.helpers import frame_of, line
 
 D1, D2 = date(2011, 12, 5), date(2011, 12, 7)

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from deltalake import DeltaTable
 
+from harness.generate import generate_transactions
 from jobs.adapters import tracking
 from jobs.adapters.landing import write_day
 from jobs.definitions import (
@@ -25,11 +26,10 @@ from jobs.definitions import (
     TABLES,
     TASK_TAG,
 )
+from jobs.ops.backfill import backfill
+from jobs.ops.rerun import rerun
+from jobs.ops.split import land_days
 from jobs.orchestration.local import run_nights
-from jobs.tools.backfill import backfill
-from jobs.tools.generate import generate_transactions
-from jobs.tools.rerun import rerun
-from jobs.tools.split import land_days
 from tests.conftest import settings_for
 
 pytestmark = pytest.mark.e2e

@@ -1,4 +1,4 @@
-"""Segment exports (jobs/tools/export.py) on a small gold lake written with delta-rs: no Spark."""
+"""Segment exports (jobs/steps/export.py) on a small gold lake written with delta-rs: no Spark."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from jobs.definitions import EXPORT_CLV_COLUMNS, EXPORT_COLUMNS, EXPORT_MANIFEST, LABEL_SCHEMES
 from jobs.errors import LakeStateError
-from jobs.tools.export import export_snapshot, read_manifest, segment_lists, slug, snapshots_to_export
+from jobs.steps.export import export_snapshot, read_manifest, segment_lists, slug, snapshots_to_export
 from tests.dashboard_fixture import SNAPSHOTS, customers_of, segments_schema, write_gold_fixture
 
 PUBLISHED_SCHEMA = pa.schema(

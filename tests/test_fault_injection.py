@@ -1,5 +1,5 @@
 """The fault-injection suite in CI (issue 12, "The measure"): a few representative points through
-the same harness as ``make fault-injection`` (``jobs.tools.fault_injection``), which runs them all:
+the same harness as ``make fault-injection`` (``harness.fault_injection``), which runs them all:
 a task boundary, a gap between two registry calls, a Delta write killed before its commit.
 
 One scenario per module: a generated history loaded by the backfill, then one retrain night run
@@ -16,8 +16,8 @@ from datetime import date
 import pytest
 
 from app.data import SegmentLake
+from harness import fault_injection as fi
 from jobs.definitions import FAULT_DECISION_RECORDED
-from jobs.tools import fault_injection as fi
 
 pytestmark = [pytest.mark.spark, pytest.mark.faults]
 

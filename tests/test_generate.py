@@ -9,9 +9,9 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
+from harness.generate import COLUMNS, II_NAMES, generate_transactions, main
 from jobs.adapters.landing import data_files, day_dir, has_arrived
-from jobs.tools.generate import COLUMNS, II_NAMES, generate_transactions, main
-from jobs.tools.split import read_export
+from jobs.ops.split import read_export
 
 END = date(2011, 12, 31)  # the window spans Christmas
 DAYS = 120

@@ -314,7 +314,7 @@ def test_the_duckdb_and_pandas_summaries_equal_the_spark_reference(spark) -> Non
     """One reference (``segment_summary``, Spark); the bench's DuckDB and the fixture's pandas copies agree with it."""
     import pyarrow as pa
 
-    from app.bench import summarise
+    from harness.bench_dashboard import summarise
     from tests.dashboard_fixture import customers_of, summary_of
 
     customers = customers_of(DAY, count=300, seed=3)

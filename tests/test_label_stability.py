@@ -209,7 +209,7 @@ def test_label_stability_needs_recency_to_age_by_the_gap() -> None:
 
 
 def test_the_stability_table_reports_each_night_type_apart() -> None:
-    from jobs.tools.replay import stability_table
+    from jobs.ops.replay import stability_table
 
     def night(day: int, kind: str, kept: float, changed: int, promoted=None, relabelled=None) -> dict:
         return {

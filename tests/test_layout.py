@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from jobs.config import REPO_ROOT
-from jobs.steps import STEPS
 
 STEP_FILES = sorted((REPO_ROOT / "jobs" / "steps").glob("[!_]*.py"))
 TEST_FILES = sorted((REPO_ROOT / "tests").glob("test_*.py"))
@@ -38,8 +37,14 @@ def test_a_step_imports_no_other_step(path: Path) -> None:
     )
 
 
-def test_every_step_module_is_registered_once() -> None:
-    assert sorted(step.module for step in STEPS.values()) == sorted(f"jobs.steps.{p.stem}" for p in STEP_FILES)
+def test_every_step_module_is_on_the_command_line_once() -> None:
+    from jobs.cli import night_steps, steps
+    from jobs.definitions import NIGHT_STEPS
+
+    table = steps()
+    assert sorted(f.__module__ for f in table.values()) == sorted(f"jobs.steps.{p.stem}" for p in STEP_FILES)
+    assert all(f.__module__ == f"jobs.steps.{name}" for name, f in table.items()), "a step's name is its module's"
+    assert tuple(night_steps()) == NIGHT_STEPS
 
 
 @pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
@@ -51,7 +56,7 @@ def test_a_test_module_imports_no_other_test_module(path: Path) -> None:
 
 
 def test_the_dashboard_never_imports_spark() -> None:
-    probe = "import sys, app.views, app.data, app.bench, app.__main__; print(sorted({m.split('.')[0] for m in sys.modules} & {'pyspark', 'delta', 'py4j'}))"
+    probe = "import sys, app.views, app.data, app.security, app.__main__; print(sorted({m.split('.')[0] for m in sys.modules} & {'pyspark', 'delta', 'py4j'}))"
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True, cwd=REPO_ROOT)
     assert out.stdout.strip() == "[]", f"app/ pulled in {out.stdout.strip()}"
 
@@ -61,11 +66,3 @@ def test_the_dashboard_prints_help_instead_of_serving() -> None:
         [sys.executable, "-m", "app", "--help"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT
     )
     assert done.returncode == 0 and "usage: python -m app" in done.stdout, done.stderr
-
-
-@pytest.mark.parametrize("name", sorted(STEPS))
-def test_every_registered_step_resolves_to_a_function(name: str) -> None:
-    from jobs.steps import load_step
-
-    function = load_step(name)
-    assert callable(function) and function.__module__ == STEPS[name].module

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from jobs.tools.maintain import oldest_kept_versions, retention_hours, slice_untouched
+from jobs.steps.maintain import oldest_kept_versions, retention_hours, slice_untouched
 
 D1, D2, D3, D4 = (date(2011, 12, day) for day in (6, 7, 8, 9))
 NOW = datetime(2011, 12, 10, 4, tzinfo=UTC)
@@ -32,7 +32,7 @@ def commit(version: int, operation: str, predicate: str | None = None) -> dict:
 
 
 def test_retention_properties_keep_the_files_and_the_commit_log_for_the_retention() -> None:
-    from jobs.tools.maintain import retention_properties
+    from jobs.steps.maintain import retention_properties
 
     assert retention_properties(168) == {"delta.deletedFileRetentionDuration": "interval 168 hours"}
     assert retention_properties(40 * 24) == {
@@ -58,7 +58,7 @@ def test_a_snapshot_moves_forward_only_past_compactions_and_writes_of_other_date
 def test_optimize_and_vacuum_keep_every_recorded_version_and_delete_the_rest(spark, settings) -> None:
     from jobs.adapters import lake
     from jobs.adapters.audit import write_audit
-    from jobs.tools.maintain import maintain
+    from jobs.steps.maintain import maintain
 
     maintenance = settings.maintenance.model_copy(update={"reproducible_days": 2, "min_retention_hours": 0})
     settings = settings.model_copy(update={"maintenance": maintenance})

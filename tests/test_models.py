@@ -20,6 +20,7 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
+from harness.generate import generate_transactions
 from jobs.adapters import lake, registry, tracking
 from jobs.adapters.transactions import (
     parse_transactions,
@@ -29,6 +30,7 @@ from jobs.adapters.transactions import (
 )
 from jobs.core.features import log_feature_profile, log_feature_scale
 from jobs.core.labels import IdleAgreement, carry_labels, idle_agreement
+from jobs.core.promotion import Promotion, decide_promotion
 from jobs.core.rfm import compute_rfm
 from jobs.definitions import CHOSEN_K_TAG, CHOSEN_TAG
 from jobs.steps.cluster import (
@@ -41,7 +43,6 @@ from jobs.steps.cluster import (
     plan_night,
 )
 from jobs.steps.label import label_day
-from jobs.tools.generate import generate_transactions
 from tests.conftest import settings_for
 
 NIGHTS = [date(2011, 12, 5), date(2011, 12, 6), date(2011, 12, 7), date(2011, 12, 8)]
@@ -167,12 +168,9 @@ def test_a_forced_retrain_resumes_a_retrain_the_night_already_has(recorded, bega
 
 
 def test_promotion_rule() -> None:
-    class Champion:
-        version = "4"
-
-    assert registry.decide_promotion("5", 0.40, None, None, 0.02).promoted
-    assert registry.decide_promotion("5", 0.48, Champion(), 0.50, 0.02).promoted  # within the margin
-    worse = registry.decide_promotion("5", 0.47, Champion(), 0.50, 0.02)
+    assert decide_promotion("5", 0.40, None, None, 0.02).promoted
+    assert decide_promotion("5", 0.48, "4", 0.50, 0.02).promoted  # within the margin
+    worse = decide_promotion("5", 0.47, "4", 0.50, 0.02)
     assert not worse.promoted and worse.champion_version == "4" and "worse than the champion" in worse.reason
 
 
@@ -190,14 +188,11 @@ def test_idle_agreement_counts_ageing_and_model_changes_apart() -> None:
 
 
 def test_a_refit_that_relabels_idle_customers_needs_a_clearly_better_fit() -> None:
-    class Champion:
-        version = "4"
-
     def idle(relabelled: int) -> IdleAgreement:
         return IdleAgreement("2011-12-08", 1000, 3, 3 + relabelled, relabelled)
 
-    def decide(new: float, agreement: IdleAgreement | None) -> registry.Promotion:
-        return registry.decide_promotion("5", new, Champion(), 0.50, 0.02, agreement, 0.01, 0.05)
+    def decide(new: float, agreement: IdleAgreement | None) -> Promotion:
+        return decide_promotion("5", new, "4", 0.50, 0.02, agreement, 0.01, 0.05)
 
     assert decide(0.49, idle(10)).promoted, "1 % relabelled, fit within the margin"
     stable_but_worse = decide(0.47, idle(0))
@@ -216,7 +211,7 @@ def test_a_refit_that_relabels_idle_customers_needs_a_clearly_better_fit() -> No
     clearly_better = decide(0.55, idle(200))
     assert clearly_better.promoted and "clearly better" in clearly_better.reason
     assert decide(0.49, None).promoted, "no previous snapshot: the silhouette alone decides"
-    assert registry.Promotion.from_json(json.dumps(reshuffle.as_dict())) == reshuffle
+    assert Promotion.from_json(json.dumps(reshuffle.as_dict())) == reshuffle
 
 
 def test_a_gaussian_mixture_fit_reports_likelihood_and_bic(spark, transactions, settings) -> None:
@@ -295,9 +290,7 @@ def test_the_alias_moves_only_when_the_rule_says(nights) -> None:
     assert str(registry.champion(settings).version) == expected == results[NIGHTS[3]][0]["model_version"]
     # and by hand: a decision not to promote leaves the alias where it is
     before = str(registry.champion(settings).version)
-    registry.apply_promotion(
-        settings, registry.Promotion(False, "test", first["model_version"], before, 0.1, 0.9, 0.02)
-    )
+    registry.apply_promotion(settings, Promotion(False, "test", first["model_version"], before, 0.1, 0.9, 0.02))
     assert str(registry.champion(settings).version) == before
 
 
@@ -448,7 +441,7 @@ def test_label_mapping_artifact_explains_each_label(nights) -> None:
 
 
 def test_compare_lists_the_nights_with_their_figures(nights, capsys) -> None:
-    from jobs.tools.compare import comparison_table, night_runs
+    from jobs.ops.compare import comparison_table, night_runs
 
     settings, results = nights
     table = comparison_table(night_runs(settings, last=10))

@@ -13,7 +13,7 @@ from jobs.config import REPO_ROOT
 from jobs.orchestration.links import data_docs_url, mlflow_run_url, mlflow_ui_base
 from jobs.orchestration.services import HOST, Process, free_port
 from jobs.orchestration.summaries import cluster_lines, label_lines
-from jobs.orchestration.task import step_kwargs, with_fixed_k
+from jobs.orchestration.task import with_fixed_k
 from tests.conftest import settings_for
 
 CLUSTER_RESULT = {
@@ -99,9 +99,7 @@ def test_label_summary_lists_the_mapping():
     assert "  idle customers' label changes 12 by: model change (version 1 -> 2; ...)" in label_lines(retrained)
 
 
-def test_params_reach_only_steps_that_take_them(tmp_path):
-    assert step_kwargs("cluster", {"force_retrain": True, "full_recompute": True}) == {"force_retrain": True}
-    assert step_kwargs("label", {"force_retrain": True}) == {}
+def test_a_fixed_k_overrides_only_the_clustering_settings(tmp_path):
     settings = settings_for(tmp_path)
     assert with_fixed_k(settings, None) is settings
     assert with_fixed_k(settings, 5).clustering.k == 5 and settings.clustering.k is None

@@ -19,10 +19,10 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
+from harness.check_incremental import differences, value_differences
 from jobs.adapters import lake
 from jobs.config import Settings
 from jobs.definitions import days_between
-from jobs.tools.check_incremental import differences, value_differences
 from tests.conftest import REPLAY_FIRST_NIGHT as FIRST_NIGHT
 from tests.conftest import REPLAY_LAST_NIGHT as LAST_NIGHT
 from tests.conftest import REPLAY_MONTH_FIRST_NIGHT as MONTH_FIRST_NIGHT

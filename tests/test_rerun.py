@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
+from harness.generate import main as generate
 from jobs.adapters import lake
 from jobs.adapters.landing import data_files
 from jobs.core.rfm import compute_rfm
 from jobs.errors import LakeStateError
+from jobs.ops.backfill import backfill
+from jobs.ops.rerun import rerun
 from jobs.steps.ingest import ingest_day
 from jobs.steps.validate import validate_day
-from jobs.tools.backfill import backfill
-from jobs.tools.generate import main as generate
-from jobs.tools.rerun import rerun
 from tests.conftest import settings_for
 
 END = date(2011, 12, 9)

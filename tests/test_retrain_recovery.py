@@ -17,13 +17,13 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
+from harness.generate import generate_transactions
 from jobs.adapters import lake, registry, tracking
 from jobs.adapters.transactions import parse_transactions, read_export_text, to_canonical_names, typed_rows
 from jobs.core.rfm import compute_rfm
 from jobs.definitions import PROMOTION_TAG, TRAINED_VERSION_TAG
 from jobs.steps import cluster
 from jobs.steps.cluster import cluster_day, plan_for
-from jobs.tools.generate import generate_transactions
 from tests.conftest import settings_for
 
 FIRST, SECOND, THIRD = date(2011, 12, 5), date(2011, 12, 6), date(2011, 12, 7)

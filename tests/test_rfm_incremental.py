@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
+from harness.check_incremental import check_nights, differences, typed_source, value_differences
 from jobs.adapters import lake
-from jobs.adapters.customer_state import holds_through, state_through
+from jobs.adapters.customer_state import holds_through, load_snapshot, snapshot_mode, state_of, state_through
 from jobs.core.rfm import DEDUP_KEY_HOLDS_TIMESTAMP, value_summary
-from jobs.steps.clv import state_of
-from jobs.steps.ingest import load_snapshot, snapshot_mode
-from jobs.tools.check_incremental import check_nights, differences, typed_source, value_differences
 from tests.helpers import frame_of, line
 
 pytestmark = pytest.mark.spark

@@ -34,20 +34,20 @@ import pytest
 import requests
 from deltalake import DeltaTable
 
+from harness.generate import generate_transactions
 from jobs.adapters import registry, tracking
 from jobs.config import REPO_ROOT, load_settings
 from jobs.definitions import NIGHT_TYPE_TAG, days_between
+from jobs.ops.split import land_days
 from jobs.orchestration.services import AirflowApi, ServerBusy, production_stack
-from jobs.tools.export import read_manifest
-from jobs.tools.generate import generate_transactions
-from jobs.tools.split import land_days
+from jobs.steps.export import read_manifest
 from tests.conftest import settings_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow]
 
 HISTORY_START, HISTORY_END = date(2011, 11, 1), date(2011, 12, 3)
 NIGHTS = days_between(date(2011, 12, 4), date(2011, 12, 10))  # a week; Saturday 12-10 without trading
-ORDER = ["wait_for_landing", "validate", "ingest_rfm", "cluster", "label", "clv", "eda_report"]
+ORDER = ["wait_for_landing", "validate", "ingest", "cluster", "label", "clv", "eda"]
 DAG_ID, EXPORT_DAG_ID = "rfm_segmentation", "segment_export"
 WAIT_SECONDS = 3600  # an upper bound for a loaded CI machine, not a performance assertion
 
@@ -83,7 +83,7 @@ def prepared(tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "jobs.tools.backfill",
+            "jobs.ops.backfill",
             "--source",
             str(settings.path("landing_dir")),
             "--until",
@@ -355,10 +355,10 @@ def test_each_task_emitted_openlineage_events_with_its_tables_and_versions(sched
             for task, e in complete.items()
         }
         assert [name for name in io["validate"][0] if name.startswith(landing)], f"{run_id}: validate reads landing"
-        assert [name for name in io["ingest_rfm"][0] if name.startswith(landing)]
-        assert io["ingest_rfm"][1][table("bronze_transactions")] is not None
-        assert io["ingest_rfm"][1][table("silver_customer_rfm")] is not None
-        assert io["cluster"][0][table("silver_customer_rfm")] == io["ingest_rfm"][1][table("silver_customer_rfm")]
+        assert [name for name in io["ingest"][0] if name.startswith(landing)]
+        assert io["ingest"][1][table("bronze_transactions")] is not None
+        assert io["ingest"][1][table("silver_customer_rfm")] is not None
+        assert io["cluster"][0][table("silver_customer_rfm")] == io["ingest"][1][table("silver_customer_rfm")]
         assert io["cluster"][1][table("silver_customer_clusters")] is not None
         assert io["label"][0][table("silver_customer_clusters")] == io["cluster"][1][table("silver_customer_clusters")]
         assert set(io["label"][1]) == {
@@ -403,7 +403,7 @@ def test_screenshots_of_the_airflow_grid_and_the_mlflow_compare_view(scheduled):
         context.add_cookies([{"name": "_token", "value": token, "url": stack.airflow.url}])
         page = context.new_page()
         page.goto(f"{stack.airflow.url}/dags/{DAG_ID}")
-        page.get_by_text("eda_report").first.wait_for(timeout=120_000)  # the grid's task column
+        page.get_by_text("eda").first.wait_for(timeout=120_000)  # the grid's task column
         page.wait_for_timeout(2000)
         page.screenshot(path=str(DOCS / "airflow-grid.png"))
         page.goto(compare)

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
+from harness.generate import generate_transactions
 from jobs.config import REPO_ROOT
+from jobs.ops.split import land_days
 from jobs.orchestration.services import SparkStandalone, start_spark_standalone
-from jobs.tools.generate import generate_transactions
-from jobs.tools.split import land_days
 from tests.conftest import settings_for
 
 pytestmark = [pytest.mark.spark, pytest.mark.heavy]
@@ -61,7 +61,7 @@ def test_one_night_runs_unchanged_on_a_standalone_cluster(tmp_path: Path, standa
     history = [
         sys.executable,
         "-m",
-        "jobs.tools.backfill",
+        "jobs.ops.backfill",
         "--source",
         str(settings.path("landing_dir")),
         "--until",

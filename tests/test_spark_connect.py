@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
+from harness.generate import generate_transactions
 from jobs.config import REPO_ROOT
+from jobs.definitions import NIGHT_STEPS
+from jobs.ops.split import land_days
 from jobs.orchestration.services import spark_connect_server
-from jobs.steps import STEPS
-from jobs.tools.generate import generate_transactions
-from jobs.tools.split import land_days
 from tests.conftest import settings_for
 
 pytestmark = [pytest.mark.spark, pytest.mark.heavy]  # in CI, test_scheduled_path runs its tasks the same way
@@ -69,7 +69,7 @@ def test_two_nights_run_unchanged_as_spark_connect_clients(tmp_path: Path, conne
     history = [
         sys.executable,
         "-m",
-        "jobs.tools.backfill",
+        "jobs.ops.backfill",
         "--source",
         str(settings.path("landing_dir")),
         "--until",
@@ -78,7 +78,7 @@ def test_two_nights_run_unchanged_as_spark_connect_clients(tmp_path: Path, conne
     loaded = subprocess.run(history, env=remote, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
     assert loaded.returncode == 0, f"the backfill over Spark Connect:\n{loaded.stderr[-4000:]}"
 
-    ran = {(night, task): run_task(task, night, remote) for night in NIGHTS for task in STEPS}
+    ran = {(night, task): run_task(task, night, remote) for night in NIGHTS for task in NIGHT_STEPS}
     print("\n".join(f"{night} {task:<9} {s:6.1f} s" for (night, task), (s, _) in ran.items()))
     retrain, scoring = (ran[(night, "cluster")][1] for night in NIGHTS)
     assert retrain["night_type"] == "retrain" and scoring["night_type"] == "score", (retrain, scoring)

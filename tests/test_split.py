@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.generate import generate_transactions, with_naming
 from jobs.adapters.landing import data_files, has_arrived
 from jobs.config import load_settings
-from jobs.tools.generate import generate_transactions, with_naming
-from jobs.tools.split import land_days, main, read_export
+from jobs.ops.split import land_days, main, read_export
 
 MARKER = "_SUCCESS"
 II_COLUMNS = ["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"]

@@ -18,9 +18,9 @@ from jobs.adapters.landing import data_files, fingerprint, write_day
 from jobs.config import Policy
 from jobs.definitions import TABLES
 from jobs.errors import DataValidationError, LakeStateError, LandingChangedError, PermanentError, UnreadableFileError
+from jobs.ops.split import land_days, read_export
 from jobs.steps.ingest import ingest_day
 from jobs.steps.validate import validate_day
-from jobs.tools.split import land_days, read_export
 from tests.conftest import settings_for
 
 DAY = date(2011, 3, 1)  # a Tuesday

@@ -1,4 +1,4 @@
-"""Fault points: where the fault-injection harness (``jobs.tools.fault_injection``) kills a night.
+"""Fault points: where the fault-injection harness (``harness.fault_injection``) kills a night.
 
 ``fault_point(name)`` does nothing unless the process's environment names that point in
 ``RFM_FAULT_POINT`` (``jobs.definitions.FAULT_POINT_ENV``); then the process SIGKILLs itself,

@@ -78,6 +78,16 @@ def read(spark: SparkSession, path: Path, version: int | None = None) -> DataFra
     return reader.load(str(path))
 
 
+def read_pinned(spark: SparkSession, path: Path, name: str) -> tuple[DataFrame, int]:
+    """Table ``name`` at ``path`` at its current version, and that version; a missing table is a ``LakeStateError``."""
+    from jobs.errors import LakeStateError
+
+    version = current_version(path)
+    if version is None:
+        raise LakeStateError(f"no {name} table at {path}: run the earlier steps first")
+    return read(spark, path, version), version
+
+
 def latest_slice_before(spark: SparkSession, path: Path, day: date) -> tuple[DataFrame | None, date | None]:
     """The latest ``snapshot_date`` slice of the table at ``path`` before ``day`` (partition-pruned),
     or (None, None) when there is none."""

@@ -2,7 +2,7 @@
 
 A night's gold snapshot is three Delta commits (segments, summary, transitions), then its MLflow
 logging, then the run audit. The label step writes one publish record last, holding the version
-of every gold table it committed; readers (the dashboard, ``jobs.tools.summary``) list only
+of every gold table it committed; readers (the dashboard, ``jobs.ops.summary``) list only
 published dates and read them at those versions. A crash anywhere before leaves the date
 unpublished (and a previously published date at its previous versions); a re-run publishes it.
 Read with delta-rs (no JVM) so the dashboard can use it; this module imports no Spark.

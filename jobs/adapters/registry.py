@@ -23,7 +23,6 @@ import json
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from pyspark.sql import DataFrame
 from jobs.adapters import tracking
 from jobs.adapters.faults import fault_point
 from jobs.config import Settings
-from jobs.core.labels import IdleAgreement
+from jobs.core.promotion import Promotion
 from jobs.definitions import (
     DAG_TAG,
     FAULT_ALIAS_MOVED,
@@ -52,29 +51,6 @@ from jobs.definitions import (
 PREDICTION = "prediction"  # MLflow's signature inference expects Spark ML's default name
 MODEL_ARTIFACT = "model"  # the run artifact folder of the pipeline model
 SPARK_MODEL_DATA = "sparkml"  # its Spark ML save, where mlflow.spark puts it
-
-
-@dataclass(frozen=True)
-class Promotion:
-    """Whether a retrained version takes the alias, and why."""
-
-    promoted: bool
-    reason: str
-    new_version: str
-    champion_version: str | None
-    new_silhouette: float
-    champion_silhouette: float | None
-    margin: float
-    idle: dict[str, Any] | None = None  # IdleAgreement fields: idle customers and who relabels them
-    max_relabel_share: float | None = None
-    clear_gain: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_json(cls, text: str) -> Promotion:
-        return cls(**json.loads(text))
 
 
 def is_missing(error: MlflowException) -> bool:
@@ -205,67 +181,6 @@ def metadata(settings: Settings, version: str) -> dict[str, Any]:
     """The metadata a version was logged with (quintile edges, k, training date)."""
     tracking.client(settings)
     return mlflow.models.get_model_info(version_uri(settings, version)).metadata or {}
-
-
-def decide_promotion(
-    new_version: str,
-    new_silhouette: float,
-    current: ModelVersion | None,
-    champion_silhouette: float | None,
-    margin: float,
-    idle: IdleAgreement | None = None,
-    max_relabel_share: float = 1.0,
-    clear_gain: float = 0.0,
-) -> Promotion:
-    """The rule: promote when there is no champion; otherwise never when the new model's silhouette
-    is worse than the champion's by more than ``margin``; and when it relabels more than
-    ``max_relabel_share`` of the idle customers (compared with the champion's labels tonight), only
-    if its silhouette is clearly better: at least the champion's + ``clear_gain``. Without idle
-    customers to compare (``idle`` None: no previous snapshot), the silhouette alone decides."""
-    if current is None:
-        return Promotion(True, "no champion yet", new_version, None, new_silhouette, None, margin)
-    champion_version = str(current.version)
-    fit = f"silhouette on tonight's data: new {new_silhouette:.4f}, champion {champion_silhouette:.4f}"
-    if new_silhouette < champion_silhouette - margin:
-        promoted, reason = False, f"{fit}: worse than the champion by more than the margin {margin}"
-    elif idle is None or idle.idle_customers == 0:
-        promoted, reason = True, f"{fit}: within the margin {margin}; no idle customers to compare labels on"
-    else:
-        share = idle.relabelled_share
-        agreement = (
-            f"it relabels {idle.relabelled} of {idle.idle_customers} idle customers ({share:.2%}) "
-            f"compared with the champion"
-        )
-        if share <= max_relabel_share:
-            promoted, reason = True, f"{fit}; {agreement}, within {max_relabel_share:.0%}"
-        elif new_silhouette >= champion_silhouette + clear_gain:
-            promoted, reason = (
-                True,
-                (
-                    f"{fit}; {agreement}, over {max_relabel_share:.0%}, but its fit is "
-                    f"clearly better (gain >= {clear_gain})"
-                ),
-            )
-        else:
-            promoted, reason = (
-                False,
-                (
-                    f"{fit}; {agreement}, over {max_relabel_share:.0%}, and its fit is not "
-                    f"clearly better (gain < {clear_gain}): the champion keeps the labels"
-                ),
-            )
-    return Promotion(
-        promoted,
-        reason,
-        new_version,
-        champion_version,
-        new_silhouette,
-        champion_silhouette,
-        margin,
-        idle.__dict__ | {"relabelled_share": idle.relabelled_share} if idle else None,
-        max_relabel_share,
-        clear_gain,
-    )
 
 
 def record_decision(settings: Settings, promotion: Promotion) -> None:

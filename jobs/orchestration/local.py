@@ -250,8 +250,8 @@ def follow_backfill(api: Any, dag_id: str, first: date, last: date, procs: list[
 
 def replay(settings: Settings, source: Path, first: date, last: date, runner: str = "backfill") -> list[date]:
     """Backfill the source up to ``first``-1, land ``first``..``last``, run those nights."""
-    from jobs.tools.backfill import backfill
-    from jobs.tools.split import date_column, land_days, read_export
+    from jobs.ops.backfill import backfill
+    from jobs.ops.split import date_column, land_days, read_export
 
     backfill(source, first - timedelta(days=1), settings=settings)
     frame = read_export(source)

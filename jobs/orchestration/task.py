@@ -32,23 +32,6 @@ def run_in_task(step: Callable[..., dict[str, Any]], run_date: str, **kwargs: An
     return result
 
 
-def run_step_in_task(name: str, run_date: str, **kwargs: Any) -> dict[str, Any]:
-    """Run the step called ``name`` in ``jobs.steps.STEPS`` for ``run_date`` inside a task."""
-    from jobs.steps import load_step
-
-    return run_in_task(load_step(name), run_date, **kwargs)
-
-
-def step_kwargs(name: str, wanted: dict[str, Any]) -> dict[str, Any]:
-    """The entries of ``wanted`` the step called ``name`` accepts as keyword arguments."""
-    import inspect
-
-    from jobs.steps import load_step
-
-    accepted = inspect.signature(load_step(name)).parameters
-    return {key: value for key, value in wanted.items() if key in accepted}
-
-
 def with_fixed_k(settings: Any, k: int | None) -> Any:
     """``settings`` with ``clustering.k`` fixed to ``k`` (unchanged when ``k`` is None)."""
     if k is None:

@@ -8,7 +8,7 @@ chosen by ``choose_candidate``; the chosen pipeline is registered and takes the 
 unless it is worse than the champion by more than the margin, or it gives more than
 ``model.idle_relabel_max_share`` of the customers who bought nothing since the previous snapshot
 another label than the champion does tonight without a clearly better silhouette
-(``registry.decide_promotion``; both models' labels carried as the label step carries them).
+(``jobs.core.promotion.decide_promotion``; both models' labels carried as the label step carries them).
 Other nights score with the champion; a re-run of a date scores with the version recorded for it.
 A retry of a retrain night whose earlier attempt registered a version ("resume") reopens that
 attempt's MLflow run and completes the version's promotion instead of training again.
@@ -48,6 +48,7 @@ from jobs.core.features import (
     log_feature_transformer,
 )
 from jobs.core.labels import IdleAgreement, carry_labels, idle_agreement
+from jobs.core.promotion import Promotion, decide_promotion
 from jobs.core.scoring import quintile_edges
 from jobs.definitions import (
     CHOSEN_K_TAG,
@@ -411,7 +412,7 @@ def promote(
     new_silhouette: float,
     version: str,
     candidate: PipelineModel | None = None,
-) -> registry.Promotion:
+) -> Promotion:
     """Compare the new version with the champion on tonight's data (silhouette, and the labels of
     idle customers), record the decision, then move the alias if the rule says so."""
     current = registry.champion(settings)
@@ -421,10 +422,10 @@ def promote(
         candidate = candidate or registry.load(settings, version)
         idle = idle_label_agreement(spark, settings, run_date, snapshot, features, str(current.version), candidate)
     model = settings.model
-    promotion = registry.decide_promotion(
+    promotion = decide_promotion(
         version,
         new_silhouette,
-        current,
+        str(current.version) if current is not None else None,
         champion_silhouette,
         model.promotion_margin,
         idle,
@@ -442,7 +443,7 @@ def complete_retrain(
     snapshot: DataFrame,
     began: ModelVersion,
     features: DataFrame,
-) -> registry.Promotion:
+) -> Promotion:
     """Finish what an earlier attempt began with version ``began``: evaluate it if it never was, or
     re-apply the recorded decision (the alias moves only if it still points where the decision found it)."""
     version = str(began.version)
@@ -457,7 +458,7 @@ def complete_retrain(
     return recorded
 
 
-def finish_retrain(version: str, promotion: registry.Promotion) -> str:
+def finish_retrain(version: str, promotion: Promotion) -> str:
     """Tag the night's run with the outcome; returns the version that scores tonight."""
     mlflow.set_tags({PROMOTED_TAG: str(promotion.promoted).lower(), TRAINED_VERSION_TAG: version})
     mlflow.log_dict(promotion.as_dict(), "promotion/decision.json")
@@ -472,7 +473,7 @@ def retrain(
     settings: Settings,
     run_date: date,
     lineage: dict[str, str],
-) -> tuple[str, registry.Promotion]:
+) -> tuple[str, Promotion]:
     """Sweep, choose, register and decide promotion; returns the version that scores tonight."""
     clustering = settings.clustering
     fitted = sweep(features, clustering, lineage)

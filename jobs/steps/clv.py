@@ -29,12 +29,12 @@ from pyspark.sql import functions as F
 
 from jobs.adapters import clv_registry, lake, registry, tracking
 from jobs.adapters.audit import write_audit
-from jobs.adapters.customer_state import holds_through
+from jobs.adapters.customer_state import pinned, state_of
 from jobs.adapters.publish import publish, published_versions
 from jobs.adapters.spark import from_pandas, get_spark
 from jobs.config import Settings, load_settings
 from jobs.core.clv import ClvParams, at_risk_value, fit_params, score
-from jobs.core.rfm import considered_lines, contributions, is_purchase, state_from_contributions, value_summary
+from jobs.core.rfm import value_summary
 from jobs.definitions import (
     AT_RISK_VALUE,
     CLV_COLUMNS,
@@ -79,18 +79,6 @@ def plan_clv(
     return ClvPlan(False, champion, f"scored with the champion, version {champion}")
 
 
-def purchase_days(bronze: DataFrame, settings: Settings, run_date: date) -> pd.DataFrame:
-    """customer_id, purchase_date, amount: the purchase lines' spend per customer and day up to ``run_date``
-    (the input of the reference summary, ``jobs.core.clv.customer_summary``)."""
-    lines = considered_lines(bronze.filter(F.col("transaction_date") <= F.lit(run_date).cast("date")), settings.rfm)
-    return (
-        lines.filter(is_purchase(settings.rfm))
-        .groupBy("customer_id", F.col("transaction_date").alias("purchase_date"))
-        .agg(F.sum(F.col("quantity") * F.col("price")).cast("double").alias("amount"))
-        .toPandas()
-    )
-
-
 def value_columns(segments: pd.DataFrame, scores: pd.DataFrame, max_p_purchase: float) -> pd.DataFrame:
     """customer_id and the gold CLV columns for every customer of ``segments`` (customer_id, monetary)."""
     merged = segments[["customer_id", "monetary"]].merge(scores, on="customer_id", how="left")
@@ -112,28 +100,6 @@ def distribution_by_label(values: pd.DataFrame) -> dict[str, dict[str, dict[str,
         }
         out[str(label)]["at_risk_value"] = {"customers": float(group[AT_RISK_VALUE].sum())}
     return out
-
-
-def pinned(spark: SparkSession, settings: Settings, name: str) -> tuple[DataFrame, int]:
-    """Table ``name`` at its current version, and that version; a missing table is a ``LakeStateError``."""
-    path = settings.table_path(name)
-    version = lake.current_version(path)
-    if version is None:
-        raise LakeStateError(f"no {name} table at {path}: run the earlier steps first")
-    return lake.read(spark, path, version), version
-
-
-def state_of(spark: SparkSession, settings: Settings, run_date: date) -> tuple[DataFrame, dict[str, int]]:
-    """The customer state through ``run_date`` and the version read: the state table when it holds
-    bronze through the run date and no later day (every night, after its ingest), else rebuilt from
-    bronze up to the run date (a re-run of a date the state has moved past: the same sums)."""
-    bronze, version = pinned(spark, settings, "bronze_transactions")
-    if holds_through(settings, bronze, run_date):
-        state, state_version = pinned(spark, settings, "silver_customer_state")
-        return state, {"silver_customer_state": state_version}
-    log.warning("the customer state is not the one of %s: summing bronze up to that date", run_date)
-    lines = bronze.filter(F.col("transaction_date") <= F.lit(run_date).cast("date"))
-    return state_from_contributions(contributions(lines, settings.rfm), settings.rfm), {"bronze_transactions": version}
 
 
 def extract(spark: SparkSession, settings: Settings, run_date: date) -> tuple[DataFrame, DataFrame, dict[str, int]]:

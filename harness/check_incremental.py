@@ -1,6 +1,6 @@
 """Incremental RFM against the reference, night by night: ``make test-incremental-year``.
 
-``python -m jobs.tools.check_incremental --source F --from D1 --to D2 [--rerun-every N]``
+``python -m harness.check_incremental --source F --from D1 --to D2 [--rerun-every N]``
 
 Loads the source's days before ``D1`` into bronze and builds the customer state from them
 (the repair path), then for every night D of [D1, D2]: writes D's bronze partition, derives
@@ -26,6 +26,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.adapters import lake
+from jobs.adapters.customer_state import load_snapshot, purchase_days, rebuild_state, state_of
 from jobs.adapters.spark import get_spark
 from jobs.adapters.transactions import parse_transactions, typed_rows
 from jobs.cli import configure_logging
@@ -33,9 +34,7 @@ from jobs.config import Settings, load_settings
 from jobs.core.clv import SUMMARY_COLUMNS, customer_summary
 from jobs.core.rfm import compute_rfm, value_summary
 from jobs.definitions import days_between
-from jobs.steps.clv import purchase_days, state_of
-from jobs.steps.ingest import load_snapshot, rebuild_state
-from jobs.tools.backfill import read_source
+from jobs.ops.backfill import read_source
 
 log = logging.getLogger(__name__)
 

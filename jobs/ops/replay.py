@@ -1,10 +1,10 @@
 """Real history night by night in this process: the DAG's tasks in order, without Airflow.
 
-``python -m jobs.tools.replay --source F --until D0 --to D2 [--label-on D ...]``
+``python -m jobs.ops.replay --source F --until D0 --to D2 [--label-on D ...]``
 
 History up to ``until`` is loaded into bronze in one commit (the backfill's load, without
 its per-day validation); each later day is landed from the source, then runs every step of the
-DAG in order (``jobs.steps.STEPS``: validate, ingest, cluster, label, clv, eda) — on every night,
+DAG in order (``jobs.definitions.NIGHT_STEPS``: validate, ingest, cluster, label, clv, eda) — on every night,
 or, past ingest, only on the ``--label-on`` dates (validate and ingest run every night, so RFM
 continuity holds); ``--skip`` leaves steps out (e.g. ``eda`` for a long stability run).
 ``make replay`` runs the same nights through Airflow.
@@ -22,21 +22,21 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from jobs.adapters.daily_tables import write_daily_tables
 from jobs.adapters.expectations import validation_frame
 from jobs.adapters.spark import get_spark
+from jobs.cli import night_steps
 from jobs.config import Settings, load_settings
-from jobs.definitions import days_between
-from jobs.steps import STEPS, load_step
-from jobs.steps.ingest import write_daily_tables
-from jobs.tools.backfill import first_day, load_history, read_source
-from jobs.tools.split import date_column, land_days, read_export
+from jobs.definitions import NIGHT_STEPS, days_between
+from jobs.ops.backfill import first_day, load_history, read_source
+from jobs.ops.split import date_column, land_days, read_export
 
 EVERY_NIGHT = ("validate", "ingest")  # the steps that keep the RFM snapshots continuous
 
 
 def run_step(name: str, night: date, settings: Settings, spark: SparkSession) -> dict[str, Any]:
     """One step of the DAG for ``night`` in this process (the Spark session passed where taken)."""
-    step = load_step(name)
+    step = night_steps()[name]
     takes_spark = "spark" in inspect.signature(step).parameters
     return step(night, settings, spark) if takes_spark else step(night, settings)
 
@@ -92,7 +92,7 @@ def replay_nights(
         settings.landing.format,
         date_column(export, settings),
     )
-    steps = [name for name in STEPS if name not in (skip or set())]
+    steps = [name for name in NIGHT_STEPS if name not in (skip or set())]
     rows = []
     for night in days_between(first, last):
         modelled = label_on is None or night in label_on
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--until", required=True, type=date.fromisoformat, help="last day of the loaded history")
     parser.add_argument("--to", dest="last", required=True, type=date.fromisoformat, help="last night to run")
     parser.add_argument("--label-on", nargs="*", type=date.fromisoformat, help="cluster and label only these nights")
-    parser.add_argument("--skip", nargs="*", default=[], choices=list(STEPS), help="steps to leave out")
+    parser.add_argument("--skip", nargs="*", default=[], choices=list(NIGHT_STEPS), help="steps to leave out")
     parser.add_argument("--table", type=Path, help="also write the stability table (markdown) here")
     args = parser.parse_args(argv)
     settings = load_settings()

@@ -1,6 +1,6 @@
 """``make bench-pipeline``: how the silver step scales, measured in one run, printed as ratios.
 
-``python -m jobs.tools.bench_pipeline --source FILE [--factor N ...] [--max-rows R]``
+``python -m harness.bench_pipeline --source FILE [--factor N ...] [--max-rows R]``
 
 For each factor N it builds a ×N copy of the source (customer ids + i·100,000, the copy index
 appended to invoice numbers, so ``C``/``A`` prefixes stay; dates unchanged) with DuckDB, then
@@ -11,7 +11,7 @@ times, on that same input and in this process:
 - the nightly silver step of the last day: incremental (``load_snapshot``: one MERGE into the
   state, snapshot derived) vs the full recompute it replaces (``compute_rfm`` over bronze,
   written to silver), with the history before that day already in bronze and in the state;
-- with ``--nights``, the nightly path as the scheduler runs it (``jobs.tools.bench_night``): the
+- with ``--nights``, the nightly path as the scheduler runs it (``harness.bench_night``): the
   backfill and the last two days' nights, each task its own process, wall and peak RSS per task.
 
 Wall times depend on the machine and its load: compare the ratios of one run, not seconds
@@ -34,14 +34,14 @@ import duckdb
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from harness.bench_night import bench_nights, format_curve
+from harness.check_incremental import typed_source
 from jobs.adapters import lake
+from jobs.adapters.customer_state import load_snapshot, rebuild_state
 from jobs.adapters.spark import get_spark
 from jobs.config import Rfm, Settings, load_settings
 from jobs.core.rfm import compute_rfm
 from jobs.core.rules import cancellation_sql, non_product_sql, purchase_sql, sql_string
-from jobs.steps.ingest import load_snapshot, rebuild_state
-from jobs.tools.bench_night import bench_nights, format_curve
-from jobs.tools.check_incremental import typed_source
 
 CUSTOMER_OFFSET = 100_000
 

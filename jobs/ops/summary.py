@@ -1,6 +1,6 @@
 """Where a run's outputs are, and the segments of a snapshot — read without a JVM (delta-rs).
 
-``python -m jobs.tools.summary --run-date YYYY-MM-DD``
+``python -m jobs.ops.summary --run-date YYYY-MM-DD``
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Per-segment customer lists for marketing tools, one folder per snapshot, replaced atomically.
 
-``python -m jobs.tools.export --run-date YYYY-MM-DD`` (the ``segment_export`` DAG runs the same)
+``python -m jobs export --run-date YYYY-MM-DD`` (the ``segment_export`` DAG runs the same)
 
 Layout under ``paths.exports_dir``::
 
@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -30,7 +29,6 @@ import pandas as pd
 from deltalake import DeltaTable
 
 from jobs.adapters.publish import published_versions
-from jobs.cli import run_date_parser
 from jobs.config import Settings, load_settings
 from jobs.definitions import (
     EXPORT_CLV_COLUMNS,
@@ -116,6 +114,11 @@ def publish(exports_dir: Path, snapshot: date, folder: Path) -> Path:
     return link
 
 
+def export_day(run_date: date, settings: Settings | None = None, record_version: int | None = None) -> dict[str, Any]:
+    """Export the segment lists of the snapshot published for ``run_date``; returns the manifest."""
+    return export_snapshot(settings or load_settings(), run_date, record_version)
+
+
 def export_snapshot(settings: Settings, snapshot: date, record_version: int | None = None) -> dict[str, Any]:
     """Write the segment lists of the published ``snapshot`` and its manifest; returns the manifest.
     ``record_version``: the publish record's version to read (the Asset event's), else the latest."""
@@ -165,14 +168,3 @@ def read_manifest(settings: Settings, snapshot: date) -> dict[str, Any] | None:
     """The published manifest of ``snapshot``, or None."""
     path = settings.path("exports_dir") / f"snapshot_date={snapshot.isoformat()}" / EXPORT_MANIFEST
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = run_date_parser("Export the per-segment customer lists of a snapshot.").parse_args(argv)
-    manifest = export_snapshot(load_settings(), args.run_date)
-    print(json.dumps({k: manifest[k] for k in ("snapshot_date", "customers", "rows_per_scheme", "path")}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
 """Fault injection: kill a night with SIGKILL at chosen points, run it again, check it converged.
 
-``python -m jobs.tools.fault_injection [--points ...] [--output FILE]`` (``make fault-injection``).
+``python -m harness.fault_injection [--points ...] [--output FILE]`` (``make fault-injection``).
 
-1. **Scenario** (``prepare``): a short generated history (``jobs.tools.generate``), loaded by the
+1. **Scenario** (``prepare``): a short generated history (``harness.generate``), loaded by the
    backfill up to the night before the warm-up nights; the warm-up nights run clean (the first
    trains the champion); then the **night under test**, a retrain night
    (``model.retrain_every_days = 1``, k fixed so the sweep is one fit), runs clean once as the
@@ -39,11 +39,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from jobs.cli import night_steps
 from jobs.config import Settings, load_settings
-from jobs.definitions import CLV_COLUMNS, FAULT_POINT_ENV, FAULT_TRACE_ENV, TRAINED_ON_TAG
-from jobs.steps import STEPS, load_step
+from jobs.definitions import CLV_COLUMNS, FAULT_POINT_ENV, FAULT_TRACE_ENV, NIGHT_STEPS, TRAINED_ON_TAG
 
-NIGHT_STEPS = list(STEPS)  # validate, ingest, cluster, label, clv, eda: the DAG's order
 BUSINESS_COLUMNS = [
     "snapshot_date",
     "customer_id",
@@ -166,7 +165,7 @@ def prepare(
     shutil.rmtree(work, ignore_errors=True)
     landing = work / "landing"
     generate = [
-        "jobs.tools.generate",
+        "harness.generate",
         "--customers",
         str(customers),
         "--days",
@@ -180,7 +179,7 @@ def prepare(
     ]
     require_ok(run_module(work, generate), "generate")
     reference = [
-        "jobs.tools.fault_injection",
+        "harness.fault_injection",
         "--root",
         str(root),
         "--night",
@@ -210,8 +209,8 @@ def reference_night(scenario: Scenario) -> None:
     test step by step, the state saved before each step and the points it reaches traced
     (``after:<step>`` fired inside the step's lease, by ``run_one``, as its task fires it)."""
     from jobs.adapters.spark import get_spark
-    from jobs.tools.backfill import backfill
-    from jobs.tools.rerun import run_one
+    from jobs.ops.backfill import backfill
+    from jobs.ops.rerun import run_one
 
     settings = load_settings()
     spark = get_spark(settings)
@@ -219,13 +218,13 @@ def reference_night(scenario: Scenario) -> None:
     backfill(work / "landing", scenario.nights()[0] - timedelta(days=1), settings=settings, spark=spark)
     for warmup in scenario.nights()[:-1]:
         for name in scenario.steps:
-            run_one(load_step(name), warmup, settings, spark)
+            run_one(night_steps()[name], warmup, settings, spark)
     for name in scenario.steps:
         save_state(work, scenario.saved(name))
         trace = scenario.root / f"trace-{name}.txt"
         trace.unlink(missing_ok=True)
         os.environ[FAULT_TRACE_ENV] = str(trace)
-        run_one(load_step(name), scenario.night, settings, spark)
+        run_one(night_steps()[name], scenario.night, settings, spark)
         del os.environ[FAULT_TRACE_ENV]
 
 
@@ -302,7 +301,7 @@ def recover(scenario: Scenario, step: str) -> dict[str, int]:
     its lease as its task would. The exit code of each step run (stops at the first failure)."""
     steps = scenario.steps[scenario.steps.index(step) :]
     done = run_module(
-        scenario.work, ["jobs.tools.fault_injection", "--night", scenario.night.isoformat(), "--retry-steps", *steps]
+        scenario.work, ["harness.fault_injection", "--night", scenario.night.isoformat(), "--retry-steps", *steps]
     )
     if done.returncode != 0:
         print(done.stderr[-3000:], file=sys.stderr)
@@ -319,14 +318,14 @@ def retry_night(night: date, steps: list[str]) -> dict[str, int]:
     from jobs.adapters.spark import get_spark
     from jobs.cli import EXIT_PERMANENT_FAILURE
     from jobs.errors import PermanentError
-    from jobs.tools.rerun import run_one
+    from jobs.ops.rerun import run_one
 
     settings = load_settings()
     spark = get_spark(settings)
     codes: dict[str, int] = {}
     for name in steps:
         try:
-            run_one(load_step(name), night, settings, spark)
+            run_one(night_steps()[name], night, settings, spark)
             codes[name] = 0
         except PermanentError:
             traceback.print_exc()

@@ -1,11 +1,11 @@
 """Re-run a day and every later day, in order: ``make rerun FROM=D``.
 
-``python -m jobs.tools.rerun --from D [--steps validate ingest ...]``
+``python -m jobs.ops.rerun --from D [--steps validate ingest ...]``
 
 Silver and gold of a day are computed from the days before it, so re-running an old day D on its
 own would leave D+1 … computed from the old D; the nightly steps refuse that (the continuity
 rule in ``jobs.adapters.audit``). This tool records a rerun intent in the lake, runs the steps of
-``jobs.steps.STEPS`` for D, D+1, … through the latest loaded day in this process, and clears the
+``jobs.cli.night_steps`` for D, D+1, … through the latest loaded day in this process, and clears the
 intent at the end. A crash leaves the intent: running the same command again finishes the job.
 """
 
@@ -24,11 +24,10 @@ from pyspark.sql import SparkSession
 from jobs.adapters.audit import begin_rerun, end_rerun, loaded_days
 from jobs.adapters.lease import run_leased
 from jobs.adapters.spark import get_spark
-from jobs.cli import EXIT_PERMANENT_FAILURE, configure_logging
+from jobs.cli import EXIT_PERMANENT_FAILURE, configure_logging, night_steps
 from jobs.config import Settings, load_settings
-from jobs.definitions import days_between
+from jobs.definitions import NIGHT_STEPS, days_between
 from jobs.errors import LakeStateError, PermanentError
-from jobs.steps import STEPS, load_step
 
 
 def rerun_days(spark: SparkSession, settings: Settings, first: date) -> list[date]:
@@ -45,8 +44,8 @@ def rerun(
     """Run ``steps`` (default: every step) for ``first`` .. latest, in order; one summary per day."""
     settings = settings or load_settings()
     spark = spark or get_spark(settings)
-    names = steps or list(STEPS)
-    functions = {name: load_step(name) for name in names}
+    table = night_steps()
+    functions = {name: table[name] for name in steps or table}
     days = rerun_days(spark, settings, first)
     begin_rerun(settings, first, days[-1])
     done = []
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--from", dest="first", required=True, type=date.fromisoformat, help="first day to re-run")
-    parser.add_argument("--steps", nargs="*", choices=list(STEPS), help="steps to run per day (default: all)")
+    parser.add_argument("--steps", nargs="*", choices=list(NIGHT_STEPS), help="steps to run per day (default: all)")
     args = parser.parse_args(argv)
     try:
         summary = rerun(args.first, args.steps)

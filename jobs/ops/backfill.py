@@ -1,6 +1,6 @@
 """History in one pass: validate every day up to a date and load them into bronze at once.
 
-``python -m jobs.tools.backfill --source PATH --until YYYY-MM-DD [--from YYYY-MM-DD]``
+``python -m jobs.ops.backfill --source PATH --until YYYY-MM-DD [--from YYYY-MM-DD]``
 
 The source is an export file (CSV, CSV.gz, Parquet) or a landing folder of ``date=…/``
 days. One Spark session reads and parses it once into a staging Parquet copy partitioned by
@@ -35,6 +35,8 @@ from pyspark.sql import functions as F
 
 from jobs.adapters import lake
 from jobs.adapters.audit import AuditRecord, audit_frame, gap_problem, loaded_days, rerun_from, stale_problem
+from jobs.adapters.customer_state import rebuild_state
+from jobs.adapters.daily_tables import write_daily_tables
 from jobs.adapters.expectations import (
     SuiteRunner,
     check_day,
@@ -50,7 +52,6 @@ from jobs.config import Settings, load_settings
 from jobs.core.rfm import EXCLUSION_REASONS, exclusion_reason
 from jobs.definitions import QUARANTINED, days_between
 from jobs.errors import DataValidationError, LakeStateError, PermanentError
-from jobs.steps.ingest import rebuild_state, write_daily_tables
 
 log = logging.getLogger(__name__)
 

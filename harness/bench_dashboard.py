@@ -51,12 +51,12 @@ def settings_at(data_dir: Path) -> Settings:
 
 
 def build_real_lake(data_dir: Path) -> None:
-    """The real pipeline over the UCI file (``jobs.tools.replay``, in its own process: the app never
+    """The real pipeline over the UCI file (``jobs.ops.replay``, in its own process: the app never
     imports Spark): history to BACKFILL_UNTIL, then day by day, labelled on LABELLED_DATES."""
     command = [
         sys.executable,
         "-m",
-        "jobs.tools.replay",
+        "jobs.ops.replay",
         "--source",
         str(REAL_DATA),
         "--until",

@@ -5,7 +5,7 @@ products, repeat, one-off and wholesale customers who start and churn at differe
 guest invoices without a customer id, cancellations, postage and manual lines, the odd
 free line and exact duplicate, and no trading on Saturdays nor on 25-26 December.
 
-    python -m jobs.tools.generate --customers 1500 --days 180 --seed 7 --end-date 2011-12-09
+    python -m harness.generate --customers 1500 --days 180 --seed 7 --end-date 2011-12-09
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.config import load_settings
-from jobs.tools.split import land_days
+from jobs.ops.split import land_days
 
 COLUMNS = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"]
 II_NAMES = {"InvoiceNo": "Invoice", "UnitPrice": "Price", "CustomerID": "Customer ID"}

@@ -1,6 +1,6 @@
 """Lake maintenance: compact small files (OPTIMIZE), then delete the files no kept version needs (VACUUM).
 
-``python -m jobs.tools.maintain [--run-date D]`` · ``make maintain`` · the weekly ``lake_maintenance`` DAG.
+``python -m jobs maintain --run-date D`` · ``make maintain`` · the weekly ``lake_maintenance`` DAG.
 
 Which versions are kept (``maintenance`` in ``conf/``):
 
@@ -20,8 +20,6 @@ kept version. OPTIMIZE rewrites no data (``dataChange = false``), so pinned read
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -34,7 +32,6 @@ from pyspark.sql import functions as F
 
 from jobs.adapters import lake
 from jobs.adapters.spark import get_spark
-from jobs.cli import configure_logging
 from jobs.config import Settings, load_settings
 from jobs.definitions import RUN_DATE_TAG, TABLE_VERSION_PARAMS, TABLES
 
@@ -252,24 +249,11 @@ def report_table(reports: list[TableReport]) -> str:
     return "\n".join(lines)
 
 
-def maintain_lake(run_date: date) -> dict[str, Any]:
-    """The weekly task: maintain the lake (``run_date`` only names the run); files and bytes per table."""
-    settings = load_settings()
-    reports = maintain(settings, get_spark(settings))
+def maintain_lake(
+    run_date: date, settings: Settings | None = None, spark: SparkSession | None = None
+) -> dict[str, Any]:
+    """OPTIMIZE + VACUUM every table (``run_date`` only names the run); prints files and bytes per table."""
+    settings = settings or load_settings()
+    reports = maintain(settings, spark or get_spark(settings))
     print(report_table(reports))
     return {"run_date": run_date.isoformat(), "tables": [asdict(r) for r in reports]}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", action="store_true", help="print the reports as JSON instead of a table")
-    args = parser.parse_args(argv)
-    configure_logging()
-    settings = load_settings()
-    reports = maintain(settings, get_spark(settings))
-    print(json.dumps([asdict(r) for r in reports], indent=2) if args.json else report_table(reports))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""The docs' screenshots of the segment explorer over a real lake: ``python -m app.screenshot --date D``.
+"""The docs' screenshots of the segment explorer over a real lake: ``python -m harness.screenshot --date D``.
 
 Serves the app over the configured data dir (``RFM__PATHS__DATA_DIR``) on a free loopback port
 and saves, with Debian's Chromium, the overview (``docs/dashboard.png``) and the customer value

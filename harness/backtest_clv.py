@@ -1,6 +1,6 @@
 """Back-test the customer-value model on a real history: calibrate, hold out, compare with a naive rule.
 
-``python -m jobs.tools.backtest_clv --source F [--calibration-end 2011-09-09] [--holdout-end 2011-12-09]``
+``python -m harness.backtest_clv --source F [--calibration-end 2011-09-09] [--holdout-end 2011-12-09]``
 (``make backtest-clv SOURCE=F``)
 
 The pipeline's own definitions throughout: purchase lines as ``jobs.core.rfm``, the summary and
@@ -174,12 +174,12 @@ def extract(
     settings: Settings, source: Path, calibration_end: date, holdout_end: date
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Purchase days up to ``holdout_end`` and the RFM monetary as of ``calibration_end``, via Spark."""
+    from jobs.adapters.customer_state import purchase_days
     from jobs.adapters.expectations import validation_frame
     from jobs.adapters.spark import get_spark
     from jobs.adapters.transactions import typed_rows
     from jobs.core.rfm import compute_rfm
-    from jobs.steps.clv import purchase_days
-    from jobs.tools.backfill import read_source
+    from jobs.ops.backfill import read_source
 
     spark = get_spark(settings)
     transactions = typed_rows(validation_frame(read_source(spark, source), settings)).cache()

@@ -4,7 +4,7 @@ Rows keep their original order and column names; a row's day is the first ten ch
 invoice date (``YYYY-MM-DD HH:MM:SS``). A day without rows still gets a header-only file and the
 marker: a day without trading.
 
-    python -m jobs.tools.split --source ../shared/data/online_retail.csv.gz --from 2011-08-10 --to 2011-08-14
+    python -m jobs.ops.split --source ../shared/data/online_retail.csv.gz --from 2011-08-10 --to 2011-08-14
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The last N nights side by side, read with the MLflow client.
 
-``python -m jobs.tools.compare --last 14``  (``make compare``)
+``python -m jobs.ops.compare --last 14``  (``make compare``)
 
 One row per night run (superseded runs left out), newest first: date, retrain or scoring night,
 algorithm, k, model version, whether a retrain took the alias, silhouette, Davies–Bouldin,

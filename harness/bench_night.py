@@ -1,8 +1,8 @@
 """The nightly path at ×N, each task as its own process (as the scheduler runs it): wall and peak RSS.
 
-Part of ``make bench-pipeline`` (``jobs.tools.bench_pipeline --nights``). For one ×N export:
+Part of ``make bench-pipeline`` (``harness.bench_pipeline --nights``). For one ×N export:
 
-- **backfill**: ``python -m jobs.tools.backfill`` of the history up to the day before the first
+- **backfill**: ``python -m jobs.ops.backfill`` of the history up to the day before the first
   night, its rows per second next to DuckDB reading the same file;
 - **nights**: the two days after it are landed (a retrain night that trains the first champion,
   then a scoring night), then every DAG task runs as ``python -m jobs <task> --run-date D``.
@@ -31,8 +31,8 @@ import psutil
 from jobs.adapters.landing import write_day
 from jobs.config import Settings
 from jobs.core.rules import sql_string
+from jobs.definitions import NIGHT_STEPS
 from jobs.orchestration.services import spark_connect_server
-from jobs.steps import STEPS
 
 SAMPLE_SECONDS = 0.2
 LOG_TAIL_CHARS = 6000
@@ -122,7 +122,7 @@ def bench_nights(
     history_end = first_night - timedelta(days=1)
     duck_s, duck_rows = duckdb_read_seconds(export)
     backfill = run_measured(
-        [sys.executable, "-m", "jobs.tools.backfill", "--source", str(export), "--until", history_end.isoformat()],
+        [sys.executable, "-m", "jobs.ops.backfill", "--source", str(export), "--until", history_end.isoformat()],
         env,
         log,
     )
@@ -151,7 +151,7 @@ def run_nights(
     for kind, night in zip(NIGHT_KINDS, (first_night, first_night + timedelta(days=1)), strict=True):
         figures[f"{kind}_night"] = night.isoformat()
         figures[f"{kind}_rows"] = land_day_from(export, night, settings)
-        for task in STEPS:
+        for task in NIGHT_STEPS:
             measured = run_measured([sys.executable, "-m", "jobs", task, "--run-date", night.isoformat()], env, log)
             figures[f"{kind}_{task}_s"] = measured.seconds
             figures[f"{kind}_{task}_peak_rss_bytes"] = measured.peak_rss_bytes
@@ -159,7 +159,7 @@ def run_nights(
                 f"{kind} night {night}: {task} {measured.seconds} s, peak RSS {measured.peak_rss_bytes / 1e6:,.0f} MB",
                 flush=True,
             )
-        figures[f"{kind}_night_s"] = round(sum(figures[f"{kind}_{task}_s"] for task in STEPS), 1)
+        figures[f"{kind}_night_s"] = round(sum(figures[f"{kind}_{task}_s"] for task in NIGHT_STEPS), 1)
 
 
 def format_curve(results: list[dict[str, Any]]) -> str:
@@ -169,7 +169,7 @@ def format_curve(results: list[dict[str, Any]]) -> str:
     header += "".join(f"{'x' + str(f) + '/x' + str(factors[0]):>10}" for f in factors[1:])
     lines = [header]
     rows = [("backfill", "backfill")] + [
-        (f"{kind} {task}", f"{kind}_{task}") for kind in NIGHT_KINDS for task in [*STEPS, "night"]
+        (f"{kind} {task}", f"{kind}_{task}") for kind in NIGHT_KINDS for task in [*NIGHT_STEPS, "night"]
     ]
     for name, key in rows:
         line = f"{name:<18}"
