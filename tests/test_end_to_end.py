@@ -31,8 +31,8 @@ from jobs.ops.backfill import backfill
 from jobs.ops.rerun import rerun
 from jobs.ops.split import land_days
 from jobs.orchestration.local import run_nights
-from jobs.orchestration.services import non_loopback, watching_listeners
 from tests.conftest import settings_for
+from tests.helpers import non_loopback, watching_listeners
 
 pytestmark = pytest.mark.e2e
 

@@ -225,7 +225,7 @@ def settings_for_repo():
 
 
 def test_only_loopback_listeners_pass_the_check():
-    from jobs.orchestration.services import non_loopback
+    from tests.helpers import non_loopback
 
     listeners = {"java (1)": {"::ffff:127.0.0.1:7077", "127.0.0.1:1", "[::1]:2"}, "x (2)": {"0.0.0.0:8793"}}
     assert non_loopback(listeners) == {"x (2)": {"0.0.0.0:8793"}}

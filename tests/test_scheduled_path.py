@@ -39,9 +39,10 @@ from jobs.adapters import registry, tracking
 from jobs.config import REPO_ROOT, load_settings
 from jobs.definitions import NIGHT_TYPE_TAG, days_between
 from jobs.ops.split import land_days
-from jobs.orchestration.services import AirflowApi, ServerBusy, listening_addresses, non_loopback, production_stack
+from jobs.orchestration.services import AirflowApi, ServerBusy, production_stack
 from jobs.steps.export import read_manifest
 from tests.conftest import settings_for
+from tests.helpers import listening_addresses, non_loopback
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow]
 
