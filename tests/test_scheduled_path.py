@@ -157,7 +157,7 @@ def scheduled(prepared):
             "lineage": root / "openlineage.jsonl",
             "listeners": listeners,
         }
-        shutil.rmtree(stack.postgres.folder, ignore_errors=True)
+    shutil.rmtree(stack.postgres.folder, ignore_errors=True)  # under root it may be outside ``root``
 
 
 def failed_task_logs(api: AirflowApi, run: dict, stack) -> str:
