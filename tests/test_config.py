@@ -17,9 +17,16 @@ def test_every_canonical_column_has_source_names() -> None:
 
 
 def test_the_suite_requires_exactly_the_required_columns() -> None:
+    """One definition: the suite's column rules come from REQUIRED_COLUMNS, which holds every
+    column ingest loads (the suite file lists none of its own)."""
+    from jobs.adapters.expectations import load_suite
+
     suite = json.loads((REPO_ROOT / "expectations" / "transactions.json").read_text())
-    existing = [e["kwargs"]["column"] for e in suite["expectations"] if e["type"] == "expect_column_to_exist"]
+    assert not [e for e in suite["expectations"] if e["type"] == "expect_column_to_exist"]
+    loaded = load_suite(Settings())
+    existing = [e.column for e in loaded.expectations if type(e).__name__ == "ExpectColumnToExist"]
     assert existing == REQUIRED_COLUMNS
+    assert set(CANONICAL_COLUMNS) <= set(REQUIRED_COLUMNS)  # typed_rows selects CANONICAL_COLUMNS
 
 
 @pytest.mark.parametrize(

@@ -15,13 +15,16 @@ import zlib
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from jobs.errors import UnreadableFileError
+from jobs.adapters.inventory import DATA_SUFFIXES, PARQUET_MAGIC, Inventory, Limits, _gunzip, take_inventory
+from jobs.definitions import REQUIRED_COLUMNS
+from jobs.errors import DataValidationError, UnreadableFileError
 
-DATA_SUFFIXES = {"csv": (".csv", ".csv.gz"), "parquet": (".parquet",)}
-PARQUET_MAGIC = b"PAR1"
+if TYPE_CHECKING:
+    from jobs.config import Settings
 
 
 def day_dir(landing_dir: Path, day: date) -> Path:
@@ -35,30 +38,50 @@ def has_arrived(landing_dir: Path, day: date, marker: str) -> bool:
 
 
 def data_files(landing_dir: Path, day: date, fmt: str) -> list[Path]:
-    """The day's data files in name order (marker and hidden files excluded)."""
+    """The day's data files in name order (marker and hidden files excluded, suffixes in any case).
+
+    A listing only: the steps read a day through ``day_inventory``, which refuses what this skips.
+    """
     folder = day_dir(landing_dir, day)
     if not folder.is_dir():
         return []
     suffixes = DATA_SUFFIXES[fmt]
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(("_", ".")) and p.name.endswith(suffixes)
+        p
+        for p in folder.iterdir()
+        if not p.is_symlink()
+        and p.is_file()
+        and not p.name.startswith(("_", "."))
+        and p.name.lower().endswith(suffixes)
     )
 
 
-def _check_gzip(blocks: Iterator[bytes]) -> Iterator[bytes]:
-    """Decompress a gzip stream (every member) as it passes, raising on corruption or truncation."""
-    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    for block in blocks:
-        while block:
-            yield decompressor.decompress(block)
-            block = decompressor.unused_data
-            if decompressor.eof and block:
-                decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            else:
-                block = b""
-    yield decompressor.flush()
-    if not decompressor.eof:
-        raise EOFError("the gzip stream ends before its end marker (truncated)")
+def day_inventory(settings: Settings, day: date) -> Inventory:
+    """Every entry of the day's folder classified, and its data files read by the strict reader
+    within the bounds of ``landing`` in conf (``jobs.adapters.inventory``)."""
+    landing = settings.landing
+    folder = day_dir(settings.path("landing_dir"), day)
+    inventory = take_inventory(folder, landing.marker, landing.format, landing.ignore, Limits.of(landing))
+    for entry in inventory.data:
+        require_columns(entry.name, entry.columns, settings)
+    return inventory
+
+
+def require_columns(name: str, header: list[str], settings: Settings) -> None:
+    """Every required column (``definitions.REQUIRED_COLUMNS``) is in the file's header under one
+    of its source names (``columns`` in conf); else ``DataValidationError`` naming what is missing."""
+    present = set(header)
+    for target in REQUIRED_COLUMNS:
+        found = [c for c in header if c in {*settings.columns.get(target, []), target}]
+        if len(found) > 1:
+            raise DataValidationError(f"{name!r}: columns {', '.join(found)} all map to {target}: ambiguous")
+    missing = [
+        f"{target} (accepted: {', '.join(settings.columns.get(target, [target]))})"
+        for target in REQUIRED_COLUMNS
+        if not present & {*settings.columns.get(target, []), target}
+    ]
+    if missing:
+        raise DataValidationError(f"{name!r}: required column(s) missing: {'; '.join(missing)}; header: {header}")
 
 
 def _check_utf8(blocks: Iterator[bytes]) -> None:
@@ -88,14 +111,14 @@ def file_digest(path: Path) -> tuple[bytes, int]:
                 yield block
 
     try:
-        if path.name.endswith(".gz"):
-            _check_utf8(_check_gzip(blocks()))
-        elif path.name.endswith(".csv"):
+        if path.name.lower().endswith(".gz"):
+            _check_utf8(_gunzip(blocks()))
+        elif path.name.lower().endswith(".csv"):
             _check_utf8(blocks())
         else:
             for _ in blocks():
                 pass
-            if path.name.endswith(".parquet") and not (head == tail == PARQUET_MAGIC):
+            if path.name.lower().endswith(".parquet") and not (head == tail == PARQUET_MAGIC):
                 raise ValueError("no Parquet magic bytes at both ends (truncated or not Parquet)")
     except UnicodeDecodeError as error:
         raise UnreadableFileError(f"{path}: unreadable: not UTF-8 text ({error.reason})") from None
