@@ -51,7 +51,7 @@ class Landing(BaseModel):
     sensor_poke_seconds: int
     sensor_timeout_seconds: int
     split_bytes: int = Field(gt=0)
-    # the day folder's inventory and the bounds of what a landed file may hold (docs/security.md)
+    # the day folder's inventory and the bounds of what a landed file may hold (docs/pipeline.md, "Hostile input")
     ignore: list[str] = Field(default_factory=list)  # fnmatch patterns of names recorded, never read
     max_file_bytes: int = Field(default=1 << 30, gt=0)  # inflated bytes of one data file
     max_day_bytes: int = Field(default=2 << 30, gt=0)  # inflated bytes of a day's data files
