@@ -97,3 +97,20 @@ def test_a_bomb_of_valid_rows_fails_on_the_byte_budget(tmp_path: Path) -> None:
     (folder / "_SUCCESS").touch()
     with pytest.raises(DataValidationError, match="max_file_bytes"):
         day_inventory(settings, DAY)
+
+
+def test_a_parquet_day_is_inventoried_with_its_row_count(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from jobs.adapters.landing import write_day
+    from tests.hostile_corpus import HEADER, row
+
+    settings = settings_for(tmp_path, landing={"format": "parquet"})
+    rows = pd.DataFrame([row(i) for i in range(7)], columns=HEADER)
+    write_day(settings.path("landing_dir"), DAY, rows, settings.landing.marker, "parquet")
+    inventory = day_inventory(settings, DAY)
+    assert inventory.records == {"transactions.parquet": 7}
+    stray = day_dir(settings.path("landing_dir"), DAY) / "transactions.csv"
+    stray.write_text("a,b\n")
+    with pytest.raises(DataValidationError, match="'transactions.csv': unexpected entry"):
+        day_inventory(settings, DAY)

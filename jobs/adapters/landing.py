@@ -61,9 +61,12 @@ def day_inventory(settings: Settings, day: date) -> Inventory:
     within the bounds of ``landing`` in conf (``jobs.adapters.inventory``)."""
     landing = settings.landing
     folder = day_dir(settings.path("landing_dir"), day)
-    inventory = take_inventory(folder, landing.marker, landing.format, landing.ignore, Limits.of(landing))
-    for entry in inventory.data:
-        refuse_ambiguous_columns(entry.name, entry.columns, settings)
+    try:
+        inventory = take_inventory(folder, landing.marker, landing.format, landing.ignore, Limits.of(landing))
+        for entry in inventory.data:
+            refuse_ambiguous_columns(entry.name, entry.columns, settings)
+    except DataValidationError as error:  # the same class (exit 2), naming the day's folder
+        raise type(error)(f"{day} in {folder}: {error}") from None
     return inventory
 
 
