@@ -90,10 +90,10 @@ def test_the_issues_bomb_fails_at_default_limits(tmp_path: Path) -> None:
 
 @pytest.mark.heavy
 def test_a_bomb_of_valid_rows_fails_on_the_byte_budget(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, landing={"max_file_bytes": 256 << 20})
+    settings = settings_for(tmp_path, landing={"max_file_bytes": 64 << 20})
     folder = day_dir(settings.path("landing_dir"), DAY)
     folder.mkdir(parents=True)
-    (folder / "t.csv.gz").write_bytes(zeros_gzip(512 << 20))
+    (folder / "t.csv.gz").write_bytes(zeros_gzip(128 << 20))
     (folder / "_SUCCESS").touch()
     with pytest.raises(DataValidationError, match="max_file_bytes"):
         day_inventory(settings, DAY)
