@@ -561,3 +561,15 @@ CASES: list[Case] = [
         Pass({"t.csv": 200}, suite_fails="invoice_date"),
     ),
 ]
+
+
+def build_day(tmp_path: Path, case: Case):
+    """The case's day folder under settings whose data dir is ``tmp_path``; (settings, folder)."""
+    from jobs.adapters.landing import day_dir
+    from tests.conftest import settings_for
+
+    settings = settings_for(tmp_path, landing=case.limits)
+    folder = day_dir(settings.path("landing_dir"), DAY)
+    folder.mkdir(parents=True)
+    case.build(folder)
+    return settings, folder

@@ -13,15 +13,7 @@ from jobs.adapters.inventory import DATA, IGNORED, MARKER
 from jobs.adapters.landing import day_dir, day_inventory
 from jobs.errors import DataValidationError
 from tests.conftest import settings_for
-from tests.hostile_corpus import CASES, DAY, Case, Fail, Pass, zeros_gzip
-
-
-def build_day(tmp_path: Path, case: Case):
-    settings = settings_for(tmp_path, landing=case.limits)
-    folder = day_dir(settings.path("landing_dir"), DAY)
-    folder.mkdir(parents=True)
-    case.build(folder)
-    return settings, folder
+from tests.hostile_corpus import CASES, DAY, Case, Fail, Pass, build_day, zeros_gzip
 
 
 def test_the_corpus_is_large_and_covers_every_class() -> None:

@@ -15,8 +15,7 @@ from jobs.adapters import lake
 from jobs.errors import DataValidationError
 from jobs.steps.ingest import ingest_day
 from jobs.steps.validate import validate_day
-from tests.hostile_corpus import CASES, DAY, Case, Pass
-from tests.test_hostile import build_day
+from tests.hostile_corpus import CASES, DAY, Case, Pass, build_day
 
 pytestmark = pytest.mark.spark
 
