@@ -382,6 +382,16 @@ def start_spark_standalone(folder: Path, cores: int = 2, memory: str = "2g") -> 
 
 
 # ------------------------------------------------------------------------------ Airflow
+SHARED_AIRFLOW_ENV = REPO_ROOT / "conf" / "airflow.env"  # also docker/compose.yml's env_file
+
+
+def shared_airflow_env() -> dict[str, str]:
+    """The Airflow settings every deployment shares (``conf/airflow.env``, compose reads the same file)."""
+    from dotenv import dotenv_values
+
+    return {key: value or "" for key, value in dotenv_values(SHARED_AIRFLOW_ENV).items()}
+
+
 @dataclass
 class AirflowConfig:
     """What differs between one Airflow installation and another on this machine."""
@@ -430,11 +440,8 @@ class AirflowConfig:
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_FOLDER),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "2",
+            **shared_airflow_env(),
             "AIRFLOW__CORE__FERNET_KEY": fernet_file.read_text().strip(),
-            "AIRFLOW__CORE__DAGBAG_IMPORT_ERROR_TRACEBACKS": "True",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url,
             "AIRFLOW__API__HOST": HOST,
             "AIRFLOW__API__PORT": str(self.port),
