@@ -54,11 +54,12 @@ system-packages: ## Debian packages the tests use (PostgreSQL for the scheduled 
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
-run: setup ## end to end on generated data: history, then the DAG for RUN_FROM..RUN_TO
+run: setup ## end to end on generated data: history, the DAG for RUN_FROM..RUN_TO, the nights' segment exports
 	$(BIN)/python -m harness.generate
 	$(BIN)/python -m jobs.ops.backfill --source "$$($(BIN)/python -c 'from jobs.config import load_settings; print(load_settings().path("landing_dir"))')" \
 	  --until "$$($(BIN)/python -c 'import datetime as d; print(d.date.fromisoformat("$(RUN_FROM)") - d.timedelta(days=1))')"
 	$(BIN)/python -m jobs.orchestration nights --from $(RUN_FROM) --to $(RUN_TO) --runner $(RUNNER)
+	$(BIN)/python -m jobs.ops.exports --until $(RUN_TO)
 	$(BIN)/python -m jobs.ops.summary --run-date $(RUN_TO)
 
 test: setup-test lint ## lint, then the test suite (unit, Spark, validation, DAG, end to end, browser); `heavy` tests have their own targets
@@ -78,9 +79,10 @@ stability-month: setup ## issue 14: a real month night by night in-process (2011
 	RFM__PATHS__DATA_DIR="$(STABILITY_DIR)/data" $(BIN)/python -m jobs.ops.replay --source "$(REAL_DATA)" \
 		--until 2011-08-10 --to 2011-08-31 --skip eda --table "$(STABILITY_DIR)/stability.md"
 
-replay: setup ## real data night by night: make replay SOURCE=file FROM=YYYY-MM-DD TO=YYYY-MM-DD
+replay: setup ## real data night by night, then their segment exports: make replay SOURCE=file FROM=YYYY-MM-DD TO=YYYY-MM-DD
 	@test -n "$(SOURCE)" -a -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make replay SOURCE=path FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
 	$(BIN)/python -m jobs.orchestration replay --source "$(SOURCE)" --from $(FROM) --to $(TO) --runner $(RUNNER)
+	$(BIN)/python -m jobs.ops.exports --until $(TO)
 	$(BIN)/python -m jobs.ops.summary --run-date $(TO)
 
 rerun: setup ## re-run day FROM and every later day in order, in-process: make rerun FROM=YYYY-MM-DD [STEPS="validate ingest"]

@@ -36,7 +36,9 @@ with DAG(
         "full_recompute": Param(False, type="boolean", description="Recompute RFM from the whole history"),
         "k": Param(None, type=["null", "integer"], minimum=2, maximum=20, description="Fixed k for a retrain"),
     },
-    **dag_defaults(settings, wait_for_downstream=True),
+    **dag_defaults(
+        settings, ("segmentation", "great-expectations", "spark", "delta", "mlflow"), wait_for_downstream=True
+    ),
 ) as dag:
 
     @task.sensor(

@@ -74,3 +74,19 @@ def sweep_rows(settings: Settings, run_id: str) -> tuple[list[dict[str, Any]], s
         for c in children
     ]
     return rows, parent.data.tags.get(K_RULE_TAG)
+
+
+def export_lines(manifests: list[dict[str, Any]], caught_up: int = 0) -> list[str]:
+    """Which snapshots were exported where, their campaign lists, and how many were caught up."""
+    if not manifests:
+        return ["exports: nothing to export (every published snapshot is exported)"]
+    lines = []
+    for manifest in manifests:
+        campaigns = ", ".join(f"{c['campaign']} {c['rows']}" for c in manifest.get("campaigns", []))
+        lines.append(
+            f"exported snapshot {manifest['snapshot_date']}: {manifest['customers']} customers, "
+            f"{len(manifest['files'])} segment files, campaigns: {campaigns or 'none'} -> {manifest['path']}"
+        )
+    if caught_up:
+        lines.append(f"  {caught_up} of them caught up (published while no export ran)")
+    return lines
