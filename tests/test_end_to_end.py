@@ -230,3 +230,88 @@ def test_a_step_runs_alone_through_spark_submit(pipeline):
     assert f'"run_date": "{night}"' in done.stdout
     after = read_table(pipeline, "gold_customer_segments", night)[BUSINESS_COLUMNS].sort_values("customer_id")
     pd.testing.assert_frame_equal(before.reset_index(drop=True), after.reset_index(drop=True))
+
+
+def task_logs(settings) -> dict[tuple[str, str], list[dict]]:
+    """(run id, task id) -> the JSON records of the task's last attempt, from the Airflow log folder."""
+    import json
+
+    logs = {}
+    folder = settings.path("airflow_home") / "logs" / f"dag_id={settings.dag.dag_id}"
+    for run in sorted(folder.glob("run_id=*")):
+        for task in sorted(run.glob("task_id=*")):
+            last = max(task.glob("attempt=*.log"), key=lambda p: int(p.stem.split("=")[1]))
+            records = []
+            for line in last.read_text().splitlines():
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    records.append({"level": "?", "event": line})
+            logs[(run.name, task.name.split("=", 1)[1])] = records
+    return logs
+
+
+def test_successful_tasks_log_no_error_no_progress_bar_and_end_with_a_summary(pipeline):
+    """A night's task logs, as the Airflow UI shows them: third-party stderr (MLflow's "Successfully
+    registered model", progress bars, colour codes) is not filed as ERROR; every step task ends with
+    its summary and the MLflow URL."""
+    logs = task_logs(pipeline)
+    nights = {run for run, _ in logs if "2011-12-10" in run or "2011-12-11" in run}  # backfill run ids: D+1
+    assert len(nights) == 2, sorted(logs)
+    for (run, task), records in logs.items():
+        if run not in nights:
+            continue
+        events = [str(r.get("event", "")) for r in records]
+        errors = [e[:200] for r, e in zip(records, events, strict=True) if r.get("level") in ("error", "critical")]
+        assert not errors, f"{run}/{task}: ERROR lines in a successful task: {errors}"
+        assert not [e for e in events if "\x1b[" in e or "\r" in e or "it/s]" in e], f"{run}/{task}: colour/progress"
+        if task == "wait_for_landing":
+            continue
+        summary = [e for r, e in zip(records, events, strict=True) if r.get("logger") == "rfm.summary"]
+        assert summary and summary[0].startswith(task), f"{run}/{task}: no summary lines"
+        assert any(line.strip().startswith("MLflow: http") for line in summary), f"{run}/{task}: no MLflow URL"
+    registered = [
+        e
+        for (run, task), rs in logs.items()
+        for r in rs
+        if task == "cluster"
+        for e in [str(r.get("event"))]
+        if "registered model" in e
+    ]
+    assert registered, "MLflow's registration message is still in the log, at INFO"
+
+
+def test_every_dag_param_acts(pipeline):
+    """Trigger the night of 12-10 (a score night) with force_retrain, full_recompute and k: it retrains
+    at that k (MLflow) and recomputes the customer state from bronze in one overwrite (Delta history)."""
+    import json
+    import subprocess
+
+    from jobs.definitions import PARAM_TAG_PREFIX
+    from jobs.orchestration.local import airflow_bin, airflow_env
+
+    night = NIGHTS[-1]
+    state = DeltaTable(str(pipeline.table_path("silver_customer_state")))
+    before = state.version()
+    conf = {"force_retrain": True, "full_recompute": True, "k": 5}
+    done = subprocess.run(
+        [airflow_bin(), "dags", "test", pipeline.dag.dag_id, night.isoformat(), "-c", json.dumps(conf)],
+        env=airflow_env(pipeline),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = tracking.runs_for_date(pipeline, pipeline.dag.dag_id, night)[0]
+    assert run.data.tags[NIGHT_TYPE_TAG] == "retrain", "force_retrain: a score night retrained"
+    assert run.data.params["k"] == "5", "k: the retrain used the fixed k"
+    assert run.data.tags[f"{PARAM_TAG_PREFIX}full_recompute"] == "True"
+    assert run.info.run_name == f"{night} retrain"
+    commits = [
+        c for c in DeltaTable(str(pipeline.table_path("silver_customer_state"))).history() if c["version"] > before
+    ]
+    operations = {c["operation"] for c in commits}
+    assert commits and "MERGE" not in operations, f"full_recompute: state rebuilt, not merged ({operations})"
+    assert any(c.get("operationParameters", {}).get("mode") == "Overwrite" for c in commits), commits
+    gold = read_table(pipeline, "gold_customer_segments", night)
+    assert gold["cluster"].nunique() == 5

@@ -17,6 +17,8 @@ from mlflow.tracking import MlflowClient
 from jobs.config import Settings
 from jobs.definitions import (
     DAG_TAG,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
     RUN_DATE_TAG,
     STEP_TAG,
     SUPERSEDED_TAG,
@@ -35,12 +37,15 @@ def experiment_id(settings: Settings) -> str:
     tracking = client(settings)
     found = tracking.get_experiment_by_name(settings.mlflow.experiment)
     if found is not None:
+        if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # an experiment created before the tag
+            tracking.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return found.experiment_id
+    kind = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
     if settings.tracking_uri.startswith(("http://", "https://")):  # a server: it stores (proxies) artifacts
-        return tracking.create_experiment(settings.mlflow.experiment)
+        return tracking.create_experiment(settings.mlflow.experiment, tags=kind)
     artifacts = settings.path("mlflow_dir") / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
-    return tracking.create_experiment(settings.mlflow.experiment, artifact_location=artifacts.as_uri())
+    return tracking.create_experiment(settings.mlflow.experiment, artifact_location=artifacts.as_uri(), tags=kind)
 
 
 def runs_for_date(settings: Settings, dag_id: str, run_date: date) -> list[Run]:

@@ -90,3 +90,72 @@ def export_lines(manifests: list[dict[str, Any]], caught_up: int = 0) -> list[st
     if caught_up:
         lines.append(f"  {caught_up} of them caught up (published while no export ran)")
     return lines
+
+
+def step_lines(settings: Settings, step: str, result: dict[str, Any]) -> list[str]:
+    """The last lines of every task's log: what the step read, wrote and decided, then the MLflow
+    run's URL (the experiment's before the night has a run). cluster and label log their decisions
+    in more detail first (``cluster_lines``, ``label_lines``)."""
+    lines = [f"{step} {result.get('run_date', '')}: {what_happened(step, result)}".rstrip()]
+    versions = {k: v for k, v in result.items() if isinstance(v, int) and not isinstance(v, bool) and "_" in k}
+    tables = [k for k in versions if k.split("_")[0] in ("bronze", "silver", "gold", "quarantine", "run")]
+    if tables:
+        lines.append("  wrote/read versions: " + ", ".join(f"{name} v{versions[name]}" for name in tables))
+    run_id = result.get("mlflow_run_id") or night_run(settings, result.get("run_date"))
+    lines.append(f"  MLflow: {mlflow_url(settings, run_id)}")
+    return lines
+
+
+def night_run(settings: Settings, run_date: str | None) -> str | None:
+    """The id of the night's MLflow run (cluster creates it), or None."""
+    from datetime import date
+
+    from jobs.adapters import tracking
+
+    if not run_date:
+        return None
+    runs = tracking.runs_for_date(settings, settings.dag.dag_id, date.fromisoformat(run_date))
+    return runs[0].info.run_id if runs else None
+
+
+def what_happened(step: str, r: dict[str, Any]) -> str:
+    """One sentence per step from its result (keys a step does not return are left out)."""
+    if step == "validate":
+        verdict = "passed" if r.get("success") else "FAILED"
+        return (
+            f"{r.get('row_count')} landed rows {verdict}; {r.get('quarantined_rows', 0)} quarantined, "
+            f"{len(r.get('warnings') or [])} warnings; GX result {r.get('result_file')}"
+        )
+    if step == "ingest":
+        return (
+            f"read {r.get('rows_in')} rows ({r.get('quarantined')} quarantined, {r.get('excluded')} excluded); "
+            f"snapshot of {r.get('customers')} customers"
+        )
+    if step == "cluster":
+        return f"{r.get('night_type')} night, scored with model version {r.get('model_version')} (k={r.get('k')})"
+    if step == "label":
+        return f"{r.get('customers')} customers labelled with model version {r.get('model_version')}"
+    if step == "clv":
+        origin = "fitted tonight" if r.get("fitted") else "the champion"
+        return (
+            f"scored {r.get('customers')} customers with {origin}, CLV model version "
+            f"{r.get('clv_model_version')} ({r.get('plan')}); snapshot published for the export"
+        )
+    if step == "eda":
+        return f"report {r.get('report')} ({len(r.get('charts') or [])} charts), also in the night's MLflow run"
+    if step == "maintain":
+        return f"compacted and vacuumed {len(r.get('tables') or [])} tables"
+    if step == "export":
+        return f"{r.get('customers')} customers exported to {r.get('path')}"
+    return ", ".join(sorted(r))
+
+
+def mlflow_url(settings: Settings, run_id: str | None) -> str:
+    """The run's page in the MLflow UI, or the experiment's when there is no run."""
+    from jobs.adapters import tracking
+    from jobs.orchestration.links import mlflow_run_url, mlflow_ui_base
+
+    experiment = tracking.experiment_id(settings)
+    if run_id:
+        return mlflow_run_url(settings, experiment, run_id)
+    return f"{mlflow_ui_base(settings)}/#/experiments/{experiment}"
