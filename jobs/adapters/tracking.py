@@ -89,3 +89,20 @@ def supersede_earlier_runs(settings: Settings, dag_id: str, run_date: date, keep
             tracking.delete_run(child.info.run_id)
         tracking.delete_run(run.info.run_id)
     return [run.info.run_id for run in superseded]
+
+
+DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"  # `make mlflow-ui`
+
+
+def ui_base(settings: Settings) -> str:
+    """The MLflow UI: ``mlflow.ui_url``, else the tracking server, else `make mlflow-ui`'s address."""
+    if settings.mlflow.ui_url:
+        return settings.mlflow.ui_url.rstrip("/")
+    if settings.tracking_uri.startswith(("http://", "https://")):
+        return settings.tracking_uri.rstrip("/")
+    return DEFAULT_MLFLOW_UI
+
+
+def run_url(settings: Settings, experiment: str, run_id: str) -> str:
+    """The MLflow UI page of one run."""
+    return f"{ui_base(settings)}/#/experiments/{experiment}/runs/{run_id}"
