@@ -232,6 +232,26 @@ def test_a_step_runs_alone_through_spark_submit(pipeline):
     pd.testing.assert_frame_equal(before.reset_index(drop=True), after.reset_index(drop=True))
 
 
+def test_mlflow_opens_on_runs_named_after_the_night_with_descriptions(pipeline):
+    """The experiment is a classic-ML one (the UI opens on its runs); each night's run is named
+    '<night> <type>' and described (Airflow run, EDA report); models and versions are described."""
+    from jobs.definitions import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, NOTE_TAG
+
+    client = tracking.client(pipeline)
+    experiment = client.get_experiment(tracking.experiment_id(pipeline))
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND == "custom_model_development"
+    for night in NIGHTS:
+        run = tracking.runs_for_date(pipeline, pipeline.dag.dag_id, night)[0]
+        assert run.info.run_name == f"{night} {run.data.tags[NIGHT_TYPE_TAG]}"
+        note = run.data.tags[NOTE_TAG]
+        assert str(night) in note and run.data.tags[DAG_RUN_TAG] in note and "eda/report.html" in note
+    for name in (pipeline.model.registered_name, pipeline.clv.registered_name):
+        model = client.get_registered_model(name)
+        assert "@champion" in model.description, name
+        version = client.get_model_version(name, "1")
+        assert version.run_id in version.description and str(NIGHTS[0]) in version.description
+
+
 def task_logs(settings) -> dict[tuple[str, str], list[dict]]:
     """(run id, task id) -> the JSON records of the task's last attempt, from the Airflow log folder."""
     import json

@@ -106,3 +106,26 @@ def ui_base(settings: Settings) -> str:
 def run_url(settings: Settings, experiment: str, run_id: str) -> str:
     """The MLflow UI page of one run."""
     return f"{ui_base(settings)}/#/experiments/{experiment}/runs/{run_id}"
+
+
+def describe_version(settings: Settings, name: str, version: str, run_id: str, what: str, trained_on: str) -> None:
+    """Descriptions (MLflow's Description boxes) on a registered model and one of its versions,
+    linking back to the training run (whose description names the Airflow run and the EDA report)."""
+    registry = client(settings)
+    registry.update_registered_model(
+        name,
+        description=(
+            f"{what}. One version per retrain night; the version nights score with holds the alias "
+            "`@champion`. Each version's description names the night and the MLflow run that trained it; "
+            "that run's description names the Airflow DAG run, and its artifact `eda/report.html` is the "
+            "night's EDA report. Lifecycle: docs/model-lifecycle.md."
+        ),
+    )
+    registry.update_model_version(
+        name,
+        version,
+        description=(
+            f"Trained on the night {trained_on} in MLflow run [{run_id}]({run_url(settings, experiment_id(settings), run_id)}) "
+            "(its description: the Airflow DAG run; its artifacts: the EDA report `eda/report.html`)."
+        ),
+    )
