@@ -17,7 +17,7 @@ RUN_TO ?= 2011-12-09
 # UI) or dags-test (`airflow dags test` in one process).
 RUNNER ?= backfill
 
-.PHONY: help prerequisites setup lock setup-test system-packages run rerun maintain test test-fast lint replay stability-month backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster test-heavy bench-pipeline fault-injection
+.PHONY: help prerequisites setup lock setup-test system-packages run rerun maintain test test-fast lint replay screenshots stability-month backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster test-heavy bench-pipeline fault-injection
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -114,6 +114,9 @@ compare: setup ## the last LAST nights side by side from MLflow (default 14): ma
 
 dashboard: setup ## segment explorer (Dash) over the gold tables on 127.0.0.1:8050 (conf/ dashboard:)
 	$(BIN)/python -m app
+
+screenshots: setup ## the docs' screenshots of the dashboard, Airflow and MLflow after a replay: make screenshots [DATE=2011-12-09] (Chromium)
+	$(BIN)/python -m harness.screenshot --date $(or $(DATE),2011-12-09) --consoles
 
 test-rerun-twice: setup ## slow (two full runs): `make run` twice in one data dir, gold business columns identical
 	$(BIN)/pytest -q tests/test_make_run_twice.py
