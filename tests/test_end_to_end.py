@@ -288,8 +288,9 @@ def test_successful_tasks_log_no_error_no_progress_bar_and_end_with_a_summary(pi
         if task == "wait_for_landing":
             continue
         summary = [e for r, e in zip(records, events, strict=True) if r.get("logger") == "rfm.summary"]
-        assert summary and summary[0].startswith(task), f"{run}/{task}: no summary lines"
-        assert any(line.strip().startswith("MLflow: http") for line in summary), f"{run}/{task}: no MLflow URL"
+        assert len(summary) >= 2, f"{run}/{task}: no summary lines"
+        assert summary[-1].strip().startswith("MLflow: http"), f"{run}/{task}: no MLflow URL at the end"
+        assert events.index(summary[-1]) > len(events) - 15, f"{run}/{task}: the summary is not at the end"
     registered = [
         e
         for (run, task), rs in logs.items()

@@ -1,4 +1,5 @@
-"""Readable task-log lines: what the cluster and label steps chose, and why (5-10 lines each).
+"""Readable task-log lines: what each step read, wrote and decided (``step_lines``, the end of every
+task's log); what the cluster and label steps chose, and why (5-10 lines each).
 
 The pure ``*_lines`` functions format a step's result; ``sweep_rows`` reads the sweep's child
 runs back from MLflow (the step logs them there, one per k).
@@ -96,7 +97,12 @@ def step_lines(settings: Settings, step: str, result: dict[str, Any]) -> list[st
     """The last lines of every task's log: what the step read, wrote and decided, then the MLflow
     run's URL (the experiment's before the night has a run). cluster and label log their decisions
     in more detail first (``cluster_lines``, ``label_lines``)."""
-    lines = [f"{step} {result.get('run_date', '')}: {what_happened(step, result)}".rstrip()]
+    if step == "cluster":
+        lines = cluster_lines(result, *sweep_rows(settings, result["mlflow_run_id"]))
+    elif step == "label":
+        lines = label_lines(result)
+    else:
+        lines = [f"{step} {result.get('run_date', '')}: {what_happened(step, result)}".rstrip()]
     versions = {k: v for k, v in result.items() if isinstance(v, int) and not isinstance(v, bool) and "_" in k}
     tables = [k for k in versions if k.split("_")[0] in ("bronze", "silver", "gold", "quarantine", "run")]
     if tables:
@@ -128,13 +134,9 @@ def what_happened(step: str, r: dict[str, Any]) -> str:
         )
     if step == "ingest":
         return (
-            f"read {r.get('rows_in')} rows ({r.get('quarantined')} quarantined, {r.get('excluded')} excluded); "
+            f"read {r.get('rows_in')} rows ({r.get('quarantined')} quarantined; not purchases: {counts(r.get('excluded'))}); "
             f"snapshot of {r.get('customers')} customers"
         )
-    if step == "cluster":
-        return f"{r.get('night_type')} night, scored with model version {r.get('model_version')} (k={r.get('k')})"
-    if step == "label":
-        return f"{r.get('customers')} customers labelled with model version {r.get('model_version')}"
     if step == "clv":
         origin = "fitted tonight" if r.get("fitted") else "the champion"
         return (
@@ -148,6 +150,13 @@ def what_happened(step: str, r: dict[str, Any]) -> str:
     if step == "export":
         return f"{r.get('customers')} customers exported to {r.get('path')}"
     return ", ".join(sorted(r))
+
+
+def counts(value: Any) -> str:
+    """``{"duplicate": 2, "cancellation": 0}`` -> ``duplicate 2``; a number as it is; ``none`` when all zero."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items() if v) or "none"
+    return str(value)
 
 
 def mlflow_url(settings: Settings, run_id: str | None) -> str:

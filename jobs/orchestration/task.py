@@ -94,11 +94,18 @@ def plain_task_output() -> Iterator[None]:
         if not any(isinstance(f, StripAnsi) for f in logging.getLogger(name).filters):
             logging.getLogger(name).addFilter(StripAnsi())
     sink = StderrToLog(logging.getLogger(STDERR_LOGGER))
+    shown = warnings.showwarning  # Airflow's: files the warning as a WARNING record
+
+    def plain_warning(message, category, filename, lineno, file=None, line=None):
+        return shown(ANSI.sub("", str(message)), category, filename, lineno, file, line)
+
+    warnings.showwarning = plain_warning
     with redirect_stderr(sink):
         try:
             yield
         finally:
             sink.flush()
+            warnings.showwarning = shown
 
 
 def run_in_task(step: Callable[..., dict[str, Any]], run_date: str, **kwargs: Any) -> dict[str, Any]:
