@@ -221,13 +221,17 @@ def test_every_step_ends_with_what_it_did_and_the_mlflow_url(tmp_path):
             "silver_customer_rfm": 4,
         },
     )
-    assert lines[0] == "ingest 2011-12-09: read 120 rows (2 quarantined, 3 excluded); snapshot of 40 customers"
+    assert lines[0] == "ingest 2011-12-09: read 120 rows (2 quarantined; not purchases: 3); snapshot of 40 customers"
     assert "bronze_transactions v7" in lines[1] and "silver_customer_rfm v4" in lines[1]
     assert lines[-1].startswith("  MLflow: http://127.0.0.1:5000/#/experiments/"), lines
     run = step_lines(
         settings, "eda", {"run_date": "2011-12-09", "report": "r.html", "charts": ["a"], "mlflow_run_id": "abc"}
     )
     assert run[-1].endswith("/runs/abc")
+    excluded = step_lines(
+        settings, "ingest", {"run_date": "2011-12-09", "excluded": {"duplicate": 2, "cancellation": 0}}
+    )
+    assert "not purchases: duplicate 2)" in excluded[0]
     manifest = {
         "snapshot_date": "2011-12-09",
         "customers": 40,
