@@ -252,6 +252,36 @@ def test_mlflow_opens_on_runs_named_after_the_night_with_descriptions(pipeline):
         assert version.run_id in version.description and str(NIGHTS[0]) in version.description
 
 
+def test_the_runs_name_their_night_and_reopening_airflow_adds_no_dag_version(pipeline):
+    """Each backfill run's note names the night it processed; serializing the DAGs again as `make
+    airflow` does (no launcher environment) finds the same DAG: still one version; segment_export
+    was unpaused for the nights' events."""
+    import sqlite3
+    import subprocess
+
+    from jobs.orchestration.local import airflow_bin, airflow_env
+
+    database = pipeline.path("airflow_home") / "airflow.db"
+
+    def query(sql: str) -> list[tuple]:
+        with sqlite3.connect(database) as db:
+            return db.execute(sql).fetchall()
+
+    notes = dict(
+        query(
+            "select r.run_id, n.content from dag_run r join dag_run_note n on n.dag_run_id = r.id "
+            f"where r.dag_id = '{pipeline.dag.dag_id}' and r.run_type = 'backfill'"
+        )
+    )
+    for night in NIGHTS:
+        assert f"night {night}" in notes.values(), notes
+    versions = f"select count(*) from dag_version where dag_id = '{pipeline.dag.dag_id}'"
+    before = query(versions)[0][0]
+    subprocess.run([airflow_bin(), "dags", "reserialize"], env=airflow_env(pipeline), check=True, capture_output=True)
+    assert query(versions)[0][0] == before == 1, "one DAG version: the launcher does not change the DAG"
+    assert query("select is_paused from dag where dag_id = 'segment_export'") == [(0,)]
+
+
 def task_logs(settings) -> dict[tuple[str, str], list[dict]]:
     """(run id, task id) -> the JSON records of the task's last attempt, from the Airflow log folder."""
     import json

@@ -136,7 +136,10 @@ class FakeApi:
     """Answers the dag-run polls of follow_backfill from a script of states (a busy answer first)."""
 
     def __init__(self, script):
-        self.script = list(script)
+        self.script, self.notes = list(script), {}
+
+    def request(self, method, path, **kwargs):
+        self.notes[path.rsplit("/", 1)[1]] = kwargs["json"]["note"]
 
     def get(self, path, **params):
         from jobs.orchestration.services import ServerBusy
@@ -179,6 +182,7 @@ def test_following_a_backfill_reports_each_night_and_stops_at_a_failure(monkeypa
     local.follow_backfill(api, "rfm", date(2011, 12, 8), date(2011, 12, 9), [Alive()])
     out = capsys.readouterr().out
     assert "== night 2011-12-08: success" in out and "== night 2011-12-09: success" in out
+    assert api.notes == {"backfill__2011-12-08": "night 2011-12-08", "backfill__2011-12-09": "night 2011-12-09"}
     failing = FakeApi([{"2011-12-08": "success", "2011-12-09": "failed"}])
     with pytest.raises(RuntimeError, match="2011-12-09"):
         local.follow_backfill(failing, "rfm", date(2011, 12, 8), date(2011, 12, 9), [Alive()])
