@@ -265,3 +265,16 @@ def test_a_catch_up_exports_every_published_snapshot_not_exported_or_republished
     assert stale_snapshots(settings) == [] and catch_up(settings) == []
     publish(settings, SNAPSHOTS[0], 1)  # a re-run published the snapshot again at another version
     assert stale_snapshots(settings) == [SNAPSHOTS[0]]
+
+
+def test_the_run_summary_says_where_the_exports_and_campaign_lists_are(lake):
+    from jobs.ops.summary import export_lines
+
+    settings, _ = lake
+    day = SNAPSHOTS[-1]
+    assert "none for" in export_lines(settings, day)[0] and "jobs.ops.exports" in export_lines(settings, day)[0]
+    manifest = export_snapshot(settings, day)
+    lines = export_lines(settings, day)
+    assert str(settings.path("exports_dir") / f"snapshot_date={day}") in lines[0]
+    for campaign in manifest["campaigns"]:
+        assert any(campaign["campaign"] in line and campaign["csv"] in line for line in lines[1:])
