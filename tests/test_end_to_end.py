@@ -332,6 +332,7 @@ def test_successful_tasks_log_no_error_no_progress_bar_and_end_with_a_summary(pi
     assert registered, "MLflow's registration message is still in the log, at INFO"
 
 
+@pytest.mark.heavy  # one more full night with a forced retrain (~5 min on an idle 2-core machine): make test-heavy
 def test_every_dag_param_acts(pipeline):
     """Trigger the night of 12-10 (a score night) with force_retrain, full_recompute and k: it retrains
     at that k (MLflow) and recomputes the customer state from bronze in one overwrite (Delta history)."""
