@@ -227,6 +227,11 @@ class Dashboard(BaseModel):
     workers: int = Field(default=2, ge=1)
 
 
+class Exports(BaseModel):
+    currency: str = Field(min_length=3, max_length=3)  # ISO code of the source's amounts; in money column names
+    campaigns: dict[str, dict[str, list[str | bool]]]  # campaign list -> {gold column: values, any matches}
+
+
 class Leases(BaseModel):
     ttl_seconds: int = Field(ge=60)
     wait_seconds: float = Field(ge=0)
@@ -265,6 +270,7 @@ class Settings(BaseSettings):
     maintenance: Maintenance
     generator: Generator
     dashboard: Dashboard
+    exports: Exports
     leases: Leases
     alerts: Alerts
     lineage: Lineage

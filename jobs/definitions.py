@@ -157,6 +157,9 @@ EXPORT_CLV_COLUMNS = [*CLV_COLUMNS.values(), AT_RISK_VALUE]
 
 # ---------------------------------------------------------------- MLflow tags
 RUN_DATE_TAG = "rfm.run_date"
+NOTE_TAG = "mlflow.note.content"  # the Description box of a run, model or version in the MLflow UI
+# The experiment's kind: classic ML, so the UI opens on its runs, not on GenAI traces (MLflow 3).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 STEP_TAG = "rfm.step"
 SUPERSEDED_TAG = "rfm.superseded_by"
 TRAINED_VERSION_TAG = "rfm.trained_model_version"

@@ -159,7 +159,10 @@ class FakeApi:
     """Answers the dag-run polls of follow_backfill from a script of states (a busy answer first)."""
 
     def __init__(self, script):
-        self.script = list(script)
+        self.script, self.notes = list(script), {}
+
+    def request(self, method, path, **kwargs):
+        self.notes[path.rsplit("/", 1)[1]] = kwargs["json"]["note"]
 
     def get(self, path, **params):
         from jobs.orchestration.services import ServerBusy
@@ -202,6 +205,7 @@ def test_following_a_backfill_reports_each_night_and_stops_at_a_failure(monkeypa
     local.follow_backfill(api, "rfm", date(2011, 12, 8), date(2011, 12, 9), [Alive()])
     out = capsys.readouterr().out
     assert "== night 2011-12-08: success" in out and "== night 2011-12-09: success" in out
+    assert api.notes == {"backfill__2011-12-08": "night 2011-12-08", "backfill__2011-12-09": "night 2011-12-09"}
     failing = FakeApi([{"2011-12-08": "success", "2011-12-09": "failed"}])
     with pytest.raises(RuntimeError, match="2011-12-09"):
         local.follow_backfill(failing, "rfm", date(2011, 12, 8), date(2011, 12, 9), [Alive()])
@@ -230,3 +234,64 @@ def test_only_loopback_listeners_pass_the_check():
     listeners = {"java (1)": {"::ffff:127.0.0.1:7077", "127.0.0.1:1", "[::1]:2"}, "x (2)": {"0.0.0.0:8793"}}
     assert non_loopback(listeners) == {"x (2)": {"0.0.0.0:8793"}}
     assert non_loopback({"java (3)": {"::ffff:10.1.2.3:40000", "::1:5"}}) == {"java (3)": {"::ffff:10.1.2.3:40000"}}
+
+
+def test_library_stderr_becomes_info_records_without_colour_or_progress_redraws(caplog):
+    """What MLflow prints to stderr inside a task (registration messages, progress bars, coloured
+    warnings) reaches the task log as INFO lines of third_party.stderr, one per line, plain."""
+    import logging
+
+    from jobs.orchestration.task import STDERR_LOGGER, plain_task_output
+
+    with caplog.at_level(logging.INFO, logger=STDERR_LOGGER), plain_task_output():
+        print("Successfully registered model 'rfm-segmentation'.", file=sys.stderr)
+        sys.stderr.write("\rDownloading artifacts:   0%|   | 0/2\rDownloading artifacts: 100%|███| 2/2\n")
+        sys.stderr.write("\x1b[1;33mcoloured\x1b[0m and a half")
+    records = [r for r in caplog.records if r.name == STDERR_LOGGER]
+    assert [r.getMessage() for r in records] == [
+        "Successfully registered model 'rfm-segmentation'.",
+        "Downloading artifacts: 100%|███| 2/2",
+        "coloured and a half",
+    ]
+    assert {r.levelname for r in records} == {"INFO"}
+
+
+def test_every_step_ends_with_what_it_did_and_the_mlflow_url(tmp_path):
+    from jobs.orchestration.summaries import export_lines, step_lines
+
+    settings = settings_for(tmp_path)
+    lines = step_lines(
+        settings,
+        "ingest",
+        {
+            "run_date": "2011-12-09",
+            "rows_in": 120,
+            "quarantined": 2,
+            "excluded": 3,
+            "customers": 40,
+            "bronze_transactions": 7,
+            "silver_customer_rfm": 4,
+        },
+    )
+    assert lines[0] == "ingest 2011-12-09: read 120 rows (2 quarantined; not purchases: 3); snapshot of 40 customers"
+    assert "bronze_transactions v7" in lines[1] and "silver_customer_rfm v4" in lines[1]
+    assert lines[-1].startswith("  MLflow: http://127.0.0.1:5000/#/experiments/"), lines
+    run = step_lines(
+        settings, "eda", {"run_date": "2011-12-09", "report": "r.html", "charts": ["a"], "mlflow_run_id": "abc"}
+    )
+    assert run[-1].endswith("/runs/abc")
+    excluded = step_lines(
+        settings, "ingest", {"run_date": "2011-12-09", "excluded": {"duplicate": 2, "cancellation": 0}}
+    )
+    assert "not purchases: duplicate 2)" in excluded[0]
+    manifest = {
+        "snapshot_date": "2011-12-09",
+        "customers": 40,
+        "files": [1, 2],
+        "path": "/x",
+        "campaigns": [{"campaign": "win-back", "rows": 5}],
+    }
+    assert export_lines([manifest], caught_up=1) == [
+        "exported snapshot 2011-12-09: 40 customers, 2 segment files, campaigns: win-back 5 -> /x",
+        "  1 of them caught up (published while no export ran)",
+    ]

@@ -75,13 +75,16 @@ def scheduler_backfill(settings: Settings, first: date, last: date) -> None:
 
     The api-server (on a free loopback port) starts alone: it cancels a backfill an interrupted
     run left active, unpauses the DAG and creates the backfill (SQLite refuses that while a
-    scheduler writes). Then the scheduler runs it; the DAG is paused again at the end.
-    ``dag.end_date`` is ``last`` meanwhile, so the scheduler creates no other run. The tasks are
+    scheduler writes). Then the scheduler runs it; the DAG is paused again at the end. The scheduler
+    runs with ``[scheduler] use_job_schedule`` off, so it creates no scheduled run meanwhile (not an
+    ``end_date`` in the DAG: that would change the serialized DAG, a new DAG version per run).
+    ``segment_export`` is unpaused too and stays so: the nights' publish events wait for it
+    (``make run``/``make replay`` export them right away with ``jobs.ops.exports``). The tasks are
     clients of a Spark Connect server started for the run (one driver, not one per task). Raises
     RuntimeError naming the night when a run fails.
     """
     home = settings.path("airflow_home")
-    extra = {"RFM__PATHS__DATA_DIR": str(settings.path("data_dir")), "RFM__DAG__END_DATE": last.isoformat()}
+    extra = {"RFM__PATHS__DATA_DIR": str(settings.path("data_dir")), "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"}
     with spark_connect_for_tasks(settings, home / "services", extra) as remote:
         backfill_with_scheduler(settings, first, last, {**extra, "RFM__SPARK__REMOTE": remote})
 
@@ -114,6 +117,7 @@ def backfill_with_scheduler(settings: Settings, first: date, last: date, extra: 
         api = svc.AirflowApi(config)
         clear_leftovers(api, dag_id)
         api.unpause(dag_id)
+        api.unpause(EXPORT_DAG_ID)
         try:
             api.request(
                 "POST",
@@ -147,6 +151,22 @@ def clear_leftovers(api: Any, dag_id: str) -> None:
             api.request("PATCH", f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}", json={"state": "failed"})
 
 
+EXPORT_DAG_ID = "segment_export"
+
+
+def name_the_night(api: Any, dag_id: str, run: dict[str, Any], night: date) -> None:
+    """The run's note says which night it processed (its id names the end of its data interval:
+    ``backfill__2011-12-10`` processes the night of 2011-12-09). A busy SQLite: tried again later."""
+    import requests
+
+    from jobs.orchestration.services import ServerBusy
+
+    try:
+        api.request("PATCH", f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}", json={"note": f"night {night}"})
+    except (requests.RequestException, ServerBusy):
+        pass
+
+
 def follow_backfill(api: Any, dag_id: str, first: date, last: date, procs: list[Any]) -> None:
     """Print each night as it ends; return when all succeeded, raise when one failed or a process died."""
     import time
@@ -172,6 +192,8 @@ def follow_backfill(api: Any, dag_id: str, first: date, last: date, procs: list[
         states = {date.fromisoformat(r["logical_date"][:10]): r for r in runs}
         for night in nights:
             run = states.get(night)
+            if run and not run.get("note"):
+                name_the_night(api, dag_id, run, night)
             if run and run["state"] in ("success", "failed") and night not in reported:
                 reported.add(night)
                 print(f"== night {night}: {run['state']} ({run['start_date']} -> {run['end_date']}) ==", flush=True)
