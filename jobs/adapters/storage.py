@@ -14,6 +14,7 @@ never from a conf file. Each client gets the location in its own form:
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -165,6 +166,56 @@ def mlflow_env(settings: Settings) -> dict[str, str]:
     if settings.storage.endpoint_url:
         env["MLFLOW_S3_ENDPOINT_URL"] = settings.storage.endpoint_url
     return env
+
+
+def is_remote(location: object) -> bool:
+    """Whether ``location`` is on a bucket (a ``UPath`` made by ``location``), not a local file."""
+    return isinstance(location, UPath) and is_s3(location)
+
+
+def _split(location: UPath) -> tuple[str, str]:
+    bucket, key, _ = location.fs.split_path(location.path)
+    return bucket, key
+
+
+def create_exclusive(location: UPath, data: bytes) -> str | None:
+    """Put the object only if no object has its key (``If-None-Match: *``, a conditional put):
+    its ETag, or None when the key exists. Two writers racing on one key: exactly one wins."""
+    bucket, key = _split(location)
+    try:
+        out = location.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+    except FileExistsError:
+        return None
+    except OSError as exc:  # s3fs maps a 412 without the condition named to EINVAL
+        if exc.errno == errno.EINVAL:
+            return None
+        raise
+    return out["ETag"]
+
+
+def read_tagged(location: UPath) -> tuple[bytes, str] | None:
+    """The object's bytes and an ETag no newer than them (None when absent): a delete conditional
+    on that ETag removes exactly what was read, or nothing."""
+    try:
+        etag = location.fs.info(location.path, refresh=True)["ETag"]
+        return location.fs.cat_file(location.path), etag
+    except FileNotFoundError:
+        return None
+
+
+def delete_if_match(location: UPath, etag: str) -> bool:
+    """Delete the object only if it still is the version ``etag`` (``If-Match``); whether it was."""
+    bucket, key = _split(location)
+    try:
+        location.fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=etag)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return False
+        raise
+    location.fs.invalidate_cache(location.path)
+    return True
 
 
 def filesystem(location: Location) -> tuple[Any, str]:

@@ -204,4 +204,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
