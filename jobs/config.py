@@ -20,9 +20,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from jobs.adapters import storage
-from jobs.adapters.storage import Location
+from jobs import storage
 from jobs.definitions import TABLES
+from jobs.storage import Location
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = REPO_ROOT / "conf" / "pipeline.yaml"
@@ -51,7 +51,7 @@ class Paths(BaseModel):
 
 
 class Storage(BaseModel):
-    """How ``s3://`` locations are reached (``jobs/adapters/storage.py``); keys come from the environment."""
+    """How ``s3://`` locations are reached (``jobs/storage.py``); keys come from the environment."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -293,7 +293,7 @@ class Settings(BaseSettings):
 
     def path(self, name: str) -> Location:
         """``paths.<name>``: an absolute local ``Path``, or a ``UPath`` on the bucket for ``s3://…``
-        (``jobs.adapters.storage``: both answer ``/``, ``exists``, ``open``, ``iterdir``)."""
+        (``jobs.storage``: both answer ``/``, ``exists``, ``open``, ``iterdir``)."""
         raw = getattr(self.paths, name).format(data_dir=self.paths.data_dir)
         if storage.is_s3(raw):
             if name not in storage.BUCKET_CAPABLE:

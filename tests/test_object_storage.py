@@ -1,5 +1,5 @@
 """The lake on S3-compatible object storage (issue 29): a real SeaweedFS on 127.0.0.1 (the ``s3``
-fixture), reached through jobs.adapters.storage by delta-rs, s3fs and the leases. No Spark here."""
+fixture), reached through jobs.storage by delta-rs, s3fs and the leases. No Spark here."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 from upath import UPath
 
-from jobs.adapters import storage
+from jobs import storage
 from jobs.adapters.lease import LeaseHeldError, held_leases, lease, lease_path
 from tests.conftest import s3_settings
 

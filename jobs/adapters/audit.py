@@ -115,11 +115,12 @@ def stale_problem(loaded: set[date], first: date, last: date, rerun_from: date |
 
 def latest_loaded_day(settings: Settings) -> date | None:
     """The latest loaded day, read with delta-rs (no JVM: for the Airflow launcher), or None."""
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
+    from jobs import storage
+
     try:
-        table = DeltaTable(str(settings.table_path("run_audit")))
+        table = storage.delta_table(settings.table_path("run_audit"))
     except TableNotFoundError:
         return None
     frame = table.to_pandas(columns=["run_date", "step"])

@@ -17,8 +17,9 @@ import deltalake
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.adapters import faults, storage
-from jobs.adapters.storage import Location
+from jobs import storage
+from jobs.adapters import faults
+from jobs.storage import Location
 
 WRITE_ID_PREFIX = "rfm-write:"  # commitInfo.userMetadata of every write: finds the version it committed
 

@@ -11,7 +11,7 @@ with a message naming the holder.
 With the lake on a bucket the lease is an object created with a conditional put
 (``If-None-Match: *``): of two writers racing for it exactly one gets it. A stale one is broken,
 and a lease released, by a delete conditional on the ETag read (``If-Match``), so a lease taken
-meanwhile by another writer is never removed (``jobs.adapters.storage``).
+meanwhile by another writer is never removed (``jobs.storage``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from jobs.adapters import storage
+from jobs import storage
 from jobs.config import Settings
 
 PARTIAL_LEASE_SECONDS = 60  # a lease file that never got its content is broken after this

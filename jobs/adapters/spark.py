@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
-from jobs.adapters import storage
+from jobs import storage
 from jobs.config import Settings, load_settings
 
 if TYPE_CHECKING:

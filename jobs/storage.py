@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -216,6 +220,74 @@ def delete_if_match(location: UPath, etag: str) -> bool:
         raise
     location.fs.invalidate_cache(location.path)
     return True
+
+
+def data_files(location: Location, suffix: str, skip_part: str = "_delta_log") -> list[tuple[str, int]]:
+    """(path, size) of every file under ``location`` ending in ``suffix``, outside ``skip_part``
+    folders: one recursive listing (on a bucket: ListObjectsV2 pages, not a glob per folder)."""
+    fs, root = filesystem(location)
+    if not fs.exists(root):
+        return []
+    found = fs.find(root, detail=True)
+    return sorted(
+        (path, int(info.get("size") or 0))
+        for path, info in found.items()
+        if path.endswith(suffix) and skip_part not in path.split("/")
+    )
+
+
+@contextmanager
+def staged_folder(target: Location) -> Iterator[Path]:
+    """A local folder to build ``target``'s new content in; on success it replaces ``target``
+    whole (no stale file survives), on failure it is dropped and ``target`` is untouched.
+
+    Local: built beside ``target`` and swapped in by renames. On a bucket: built in a temporary
+    folder, uploaded (``index_name`` last, when there is one) and the keys of the previous
+    content that the new one does not have are deleted."""
+    if not is_remote(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+        staging.chmod(0o755)  # mkdtemp makes it private; what is published is for readers
+        try:
+            yield staging
+            _replace_local(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return
+    staging = Path(tempfile.mkdtemp(prefix="rfm-stage-"))
+    try:
+        yield staging
+        upload_folder(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def upload_folder(folder: Path, target: UPath, last: str | None = None) -> None:
+    """Put every file of ``folder`` under ``target`` (``last`` after the others), then delete
+    the keys under ``target`` the folder does not have."""
+    fs, root = target.fs, target.path.rstrip("/")
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    files.sort(key=lambda p: p.name == last)
+    new_keys = set()
+    for file in files:
+        key = f"{root}/{file.relative_to(folder).as_posix()}"
+        fs.put_file(str(file), key)
+        new_keys.add(key)
+    old = fs.find(root) if fs.exists(root) else []
+    stale = [key for key in old if key not in new_keys]
+    if stale:
+        fs.rm(stale)
+
+
+def _replace_local(new: Path, target: Path) -> None:
+    if target.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        target.rename(retired / target.name)
+        new.rename(target)
+        shutil.rmtree(retired)
+    else:
+        new.rename(target)
 
 
 def filesystem(location: Location) -> tuple[Any, str]:
