@@ -23,7 +23,7 @@ RUN_TO ?= 2011-12-09
 # UI) or dags-test (`airflow dags test` in one process).
 RUNNER ?= backfill
 
-.PHONY: help prerequisites setup lock setup-test system-packages run rerun maintain test test-fast lint s3-jars s3-server replay stability-month backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster test-heavy bench-pipeline fault-injection
+.PHONY: help prerequisites setup lock setup-test system-packages run rerun maintain test test-fast lint s3-jars s3-server replay stability-month backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-s3 test-cluster test-heavy bench-pipeline fault-injection
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -84,7 +84,7 @@ run: setup ## end to end on generated data: history, then the DAG for RUN_FROM..
 test: setup-test lint ## lint, then the test suite (unit, Spark, validation, DAG, end to end, browser); `heavy` tests have their own targets
 	$(BIN)/pytest --durations=15 -m "not heavy" -n 2 --dist loadfile --no-loadscope-reorder
 
-test-fast: setup ## seconds, not minutes: no Spark, no Airflow, no browser (config, rules, landing, dashboard data)
+test-fast: setup s3-server ## seconds, not minutes: no Spark, no Airflow, no browser (config, rules, landing, dashboard data, leases and delta-rs on the S3 server)
 	RFM_TESTS_FAST=1 $(BIN)/pytest -q -m "not spark and not airflow and not e2e and not browser and not realdata"
 
 lint: setup ## ruff (lint rules incl. Airflow AIR, and format) and import-linter (the layer contracts), as configured in pyproject.toml
@@ -152,6 +152,9 @@ fault-injection: setup ## SIGKILL a retrain night at every fault point, re-run i
 
 test-heavy: setup-test ## the `heavy` tests CI leaves out: Spark cluster, tasks one by one as Spark Connect clients, the real-month incremental check with re-runs, `make run` twice
 	$(BIN)/pytest --durations=0 -m heavy
+
+test-s3: setup-test ## two whole nights with the lake, reports, exports and MLflow artifacts on a real S3 server (SeaweedFS, 127.0.0.1), read back by delta-rs alone (long)
+	$(BIN)/pytest -q -s tests/test_object_storage.py tests/test_object_storage_nights.py
 
 test-cluster: setup ## one night on a Spark standalone master + worker (127.0.0.1) started from the pip pyspark
 	$(BIN)/pytest -q tests/test_spark_cluster.py
