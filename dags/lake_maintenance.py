@@ -1,13 +1,10 @@
 """
 ### Lake maintenance — weekly
 
-Compacts the small files every night leaves in each Delta table (**OPTIMIZE**), then deletes the
-files no kept version needs (**VACUUM**). Kept: every version that the run audit, the publish
-records or the nights' MLflow runs name for the run dates of the last `maintenance.reproducible_days`
-days (a re-run of such a date reads exactly what it read), and never files younger than
-`maintenance.min_retention_hours`. The task log prints files and bytes per table before and after.
-
-Logic: `jobs/steps/maintain.py` (`make maintain` does the same by hand). Schedule: `maintenance.schedule`.
+OPTIMIZE and VACUUM of every Delta table, keeping every version a recent run record names.
+Task `maintain` calls `jobs/steps/maintain.py` (`python -m jobs maintain --run-date D` runs it alone).
+What it keeps and why: [docs/operations.md](docs/operations.md#lake-maintenance-compaction-and-vacuum);
+the tasks of all DAGs: [docs/pipeline.md](docs/pipeline.md#the-dags-tasks).
 """
 
 from airflow.sdk import DAG, task

@@ -5,7 +5,7 @@ The run whose data interval is **[D, D+1)** processes day **D** (`ds`): wait for
 landing marker, validate it (Great Expectations), ingest it into the Delta lake with its RFM
 snapshot, cluster (Spark ML, MLflow), label, predict customer value, and write the EDA report.
 Each task calls the step of the same name in `jobs/steps/` (`python -m jobs <step> --run-date D`
-runs it alone). What each step reads and writes: [docs/pipeline.md](docs/pipeline.md).
+runs it alone). What each step reads and writes: [docs/pipeline.md](docs/pipeline.md#the-dags-tasks).
 
 Manual runs (trigger with the night as logical date) take params: `force_retrain`, `full_recompute`, `k`.
 Configuration: `conf/pipeline.yaml`.

@@ -1,16 +1,11 @@
 """
-### Segment export — after each gold snapshot
+### Segment export — after each published snapshot
 
-Scheduled on the **publish record** Asset (`gold_published`): each time the nightly
-`rfm_segmentation` DAG's `clv` task — the last writer of a night — publishes a complete snapshot
-(segments, labels and predicted value), this DAG writes the per-segment customer lists that
-marketing tools import, for that snapshot, read at exactly the published table versions:
-
-`<exports_dir>/snapshot_date=D/<scheme>/<segment>.csv` and `.parquet`, one file per segment and
-label scheme (`cluster`, `rfm`), plus `manifest.json` (row counts, the snapshot's table versions).
-The snapshot's folder is replaced atomically; a snapshot the publish record does not hold is never exported.
-
-Logic: `jobs/steps/export.py` (`python -m jobs export --run-date D` does the same by hand).
+Scheduled on the `gold_published` Asset that the nightly `clv` task updates: writes the published
+snapshot's per-segment customer lists under `<exports_dir>/snapshot_date=D/`.
+Task `export` calls `jobs/steps/export.py` (`python -m jobs export --run-date D` runs it alone).
+Details: [docs/operations.md](docs/operations.md#segment-exports-for-marketing);
+the tasks of all DAGs: [docs/pipeline.md](docs/pipeline.md#the-dags-tasks).
 """
 
 from airflow.sdk import DAG, task

@@ -99,16 +99,17 @@ def real_data_path() -> Path:
     return REAL_DATA
 
 
-REPLAY_FIRST_NIGHT, REPLAY_LAST_NIGHT = date(2011, 11, 26), date(2011, 12, 9)
-REPLAY_MONTH_FIRST_NIGHT = date(2011, 11, 10)  # a real month of nights: 11-10 .. 12-09
+REPLAY_FIRST_NIGHT, REPLAY_LAST_NIGHT = date(2011, 12, 2), date(2011, 12, 9)
+REPLAY_MONTH_FIRST_NIGHT = date(2011, 11, 20)  # twenty real nights: 11-20 .. 12-09
 
 
 @pytest.fixture(scope="session")
 def real_replay(spark, real_data_path, tmp_path_factory) -> tuple[Settings, pd.DataFrame]:
-    """A real month, night by night in this process (``jobs.ops.replay``): the history before it
-    loaded in one commit; validate and ingest every night from 2011-11-10 (the RFM snapshots of the
-    month); every step of the DAG on the last two weeks, 2011-11-26 (the first champion) through
-    12-09, 12-03 a retrain night with a champion. Its lake and MLflow store, and one row per
+    """Twenty real nights, night by night in this process (``jobs.ops.replay``): the history before
+    them loaded in one commit; validate and ingest every night from 2011-11-20 (the RFM snapshots);
+    every step of the DAG on the last eight, 2011-12-02 (the first champion) through 12-09, a retrain
+    night with a champion (the 7-day cadence). ``make test-incremental-year`` checks every night of
+    the year; these nights cover the same code paths in CI. Its lake and MLflow store, and one row per
     modelled night of what the steps reported. Shared by every module that needs a real
     multi-night lake (test_replay_real, test_clv_step: one xdist unit)."""
     from jobs.ops.replay import replay_nights
