@@ -23,7 +23,7 @@ RUN_TO ?= 2011-12-09
 # UI) or dags-test (`airflow dags test` in one process).
 RUNNER ?= backfill
 
-.PHONY: help prerequisites setup lock setup-test system-packages run rerun maintain test test-fast lint s3-jars s3-server replay stability-month backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-s3 test-cluster test-heavy bench-pipeline fault-injection
+.PHONY: help prerequisites setup lock setup-test system-packages run rerun maintain test test-fast lint s3-jars s3-server replay stability-month backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-s3 test-cluster test-heavy test-hostile bench-pipeline fault-injection
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -155,6 +155,9 @@ test-heavy: setup-test ## the `heavy` tests CI leaves out: Spark cluster, tasks 
 
 test-s3: setup-test ## two whole nights with the lake, reports, exports and MLflow artifacts on a real S3 server (SeaweedFS, 127.0.0.1), read back by delta-rs alone (long)
 	$(BIN)/pytest -q -s tests/test_object_storage.py tests/test_object_storage_nights.py
+
+test-hostile: setup-test ## the whole hostile corpus: every case through the landing inventory, every accepted one through validate and ingest (several minutes)
+	$(BIN)/pytest -q tests/test_hostile.py tests/test_hostile_spark.py -m "heavy or not heavy" --durations=10
 
 test-cluster: setup ## one night on a Spark standalone master + worker (127.0.0.1) started from the pip pyspark
 	$(BIN)/pytest -q tests/test_spark_cluster.py

@@ -10,6 +10,7 @@ written.
 
 from __future__ import annotations
 
+import os
 from datetime import date
 
 import pandas as pd
@@ -31,6 +32,7 @@ from jobs.ops.rerun import rerun
 from jobs.ops.split import land_days
 from jobs.orchestration.local import run_nights
 from tests.conftest import settings_for
+from tests.helpers import non_loopback, watching_listeners
 
 pytestmark = pytest.mark.e2e
 
@@ -74,8 +76,22 @@ def pipeline(tmp_path_factory, spark):
     frame = generate_transactions(customers=400, days=60, seed=11, end_date=NIGHTS[-1])
     land_days(frame, settings.path("landing_dir"), date(2011, 10, 12), NIGHTS[-1], settings.landing.marker)
     backfill(settings.path("landing_dir"), HISTORY_END, settings=settings, spark=spark)
-    run_nights(settings, NIGHTS[0], NIGHTS[-1])
+    with watching_listeners([os.getpid()]) as seen:  # this driver, the Connect server, Airflow, the tasks
+        run_nights(settings, NIGHTS[0], NIGHTS[-1])
+    LISTENERS.update(seen)
     return settings
+
+
+LISTENERS: dict[str, set[str]] = {}
+
+
+def test_every_listener_during_the_nights_was_on_loopback(pipeline):
+    """Every LISTEN socket of this process's tree while the nights ran (sampled): the test's own
+    Spark driver, the Spark Connect server (gRPC, driver RPC, block manager), Airflow's api-server
+    and scheduler and the task processes: all on 127.0.0.1."""
+    names = " ".join(LISTENERS)
+    assert "java" in names and "airflow" in names, f"the night's servers were not seen: {LISTENERS}"
+    assert non_loopback(LISTENERS) == {}, LISTENERS
 
 
 def test_every_table_is_written_and_readable_without_spark(pipeline):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from datetime import date
 
 import pytest
 
 from jobs.config import REPO_ROOT
 from jobs.orchestration.links import data_docs_url, mlflow_run_url, mlflow_ui_base
-from jobs.orchestration.services import HOST, Process, free_port
+from jobs.orchestration.services import HOST, free_port, start, stop
 from jobs.orchestration.summaries import cluster_lines, label_lines
 from jobs.orchestration.task import with_fixed_k
 from tests.conftest import settings_for
@@ -108,11 +109,33 @@ def test_a_fixed_k_overrides_only_the_clustering_settings(tmp_path):
 def test_a_stopped_process_group_leaves_no_child(tmp_path):
     """Stopping a service stops the workers it forked (its whole process group)."""
     code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); time.sleep(600)"
-    proc = Process.start("sleeper", [sys.executable, "-c", code], tmp_path / "sleeper.log", {})
-    pgid = proc.popen.pid
-    proc.stop(timeout=10)
+    proc = start("sleeper", [sys.executable, "-c", code], tmp_path / "sleeper.log", {})
+    pgid = proc.process.pid
+    time.sleep(1)
+    assert subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True).stdout.count("\n") == 2
+    stop(proc)
     done = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True)
     assert done.stdout.strip() == "", f"left over: {done.stdout}"
+
+
+def test_a_service_that_exits_before_answering_fails_with_its_log(tmp_path):
+    code = "import sys; print('no config here'); sys.exit(3)"
+    with pytest.raises(RuntimeError, match="no config here"):
+        start("broken", [sys.executable, "-c", code], tmp_path / "broken.log", {}, port=free_port(), timeout=30)
+
+
+def test_secrets_are_written_for_their_owner_only(tmp_path):
+    from jobs.orchestration.services import AirflowConfig, persisted_secret
+
+    password = persisted_secret(tmp_path / "deep" / "admin-password")
+    assert (tmp_path / "deep" / "admin-password").stat().st_mode & 0o777 == 0o600
+    assert persisted_secret(tmp_path / "deep" / "admin-password") == password
+    config = AirflowConfig(tmp_path / "home", "sqlite:///x.db", free_port(), password)
+    env = config.env()
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"].endswith("dags")
+    assert (tmp_path / "home").stat().st_mode & 0o777 == 0o700
+    for name in ("fernet.key", "passwords.json"):
+        assert (tmp_path / "home" / name).stat().st_mode & 0o777 == 0o600, name
 
 
 def test_free_port_is_on_loopback():
@@ -160,7 +183,7 @@ class FakeApi:
 class Alive:
     name = "airflow scheduler"
 
-    def alive(self):
+    def running(self):
         return True
 
 
@@ -182,3 +205,28 @@ def test_following_a_backfill_reports_each_night_and_stops_at_a_failure(monkeypa
     failing = FakeApi([{"2011-12-08": "success", "2011-12-09": "failed"}])
     with pytest.raises(RuntimeError, match="2011-12-09"):
         local.follow_backfill(failing, "rfm", date(2011, 12, 8), date(2011, 12, 9), [Alive()])
+
+
+def test_spark_drivers_bind_to_loopback_unless_told_otherwise(monkeypatch):
+    from jobs.adapters.spark import loopback_driver, server_command
+
+    monkeypatch.delenv("SPARK_LOCAL_IP", raising=False)
+    assert loopback_driver() == {"spark.driver.bindAddress": HOST, "spark.driver.host": HOST}
+    command = " ".join(server_command(settings_for_repo(), HOST, 15002))
+    assert f"spark.driver.bindAddress={HOST}" in command and f"spark.driver.host={HOST}" in command
+    monkeypatch.setenv("SPARK_LOCAL_IP", "spark-connect")  # compose: executors call the driver back by name
+    assert loopback_driver()["spark.driver.host"] == "spark-connect"
+
+
+def settings_for_repo():
+    from jobs.config import load_settings
+
+    return load_settings()
+
+
+def test_only_loopback_listeners_pass_the_check():
+    from tests.helpers import non_loopback
+
+    listeners = {"java (1)": {"::ffff:127.0.0.1:7077", "127.0.0.1:1", "[::1]:2"}, "x (2)": {"0.0.0.0:8793"}}
+    assert non_loopback(listeners) == {"x (2)": {"0.0.0.0:8793"}}
+    assert non_loopback({"java (3)": {"::ffff:10.1.2.3:40000", "::1:5"}}) == {"java (3)": {"::ffff:10.1.2.3:40000"}}
