@@ -6,6 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 JARS := .ivy/.resolved
+# hadoop-aws + the AWS SDK bundle (640 MB): only sessions with an s3:// location load them (make s3-jars)
+S3_JARS := .ivy/.resolved-s3
+# The S3-compatible server of the tests and `make prod-local STORAGE=s3`: SeaweedFS built from its Go
+# module once per machine (about 10-15 min on 2 cores, 233 MB), cached outside the clone.
+SEAWEEDFS_MODULE := github.com/seaweedfs/seaweedfs@v0.0.0-20261109003541-7506e5f91cd6
+S3_SERVER := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/rfm-segmentation/seaweedfs-4.53/weed
 # The lock: every package version `make setup` and docker/Dockerfile install (`make lock` re-resolves it).
 LOCK := constraints.txt
 
@@ -17,7 +23,7 @@ RUN_TO ?= 2011-12-09
 # UI) or dags-test (`airflow dags test` in one process).
 RUNNER ?= backfill
 
-.PHONY: help prerequisites setup lock setup-test system-packages run rerun maintain test test-fast lint replay screenshots stability-month backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster test-heavy test-hostile bench-pipeline fault-injection
+.PHONY: help prerequisites setup lock setup-test system-packages run rerun maintain test test-fast lint s3-jars s3-server replay stability-month backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-s3 test-cluster test-heavy test-hostile screenshots bench-pipeline fault-injection
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -30,7 +36,7 @@ prerequisites: ## Python 3.11-3.12 and Java 17 on PATH, or a one-line message sa
 
 setup: prerequisites $(INSTALLED) $(JARS) ## virtualenv with the pinned stack and the Delta jars (what `make run` needs)
 
-setup-test: setup system-packages ## setup, plus the Debian packages only the tests use (Chromium, PostgreSQL)
+setup-test: setup system-packages s3-jars s3-server ## setup, plus what only the tests use: Chromium, PostgreSQL, the S3 server and hadoop-aws
 
 $(INSTALLED): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +51,20 @@ lock: $(INSTALLED) ## re-resolve the lock (constraints.txt) after changing a pin
 $(JARS): $(INSTALLED)
 	$(BIN)/python -m jobs.adapters.spark
 	touch $@
+
+s3-jars: $(S3_JARS) ## hadoop-aws matching pyspark's Hadoop, and the AWS SDK bundle, into .ivy (s3:// locations)
+
+$(S3_JARS): $(JARS)
+	$(BIN)/python -m jobs.adapters.spark --s3
+	touch $@
+
+s3-server: $(S3_SERVER) ## SeaweedFS (a real S3 server for the tests), built once with Go >= 1.25 into the user cache
+
+$(S3_SERVER):
+	@command -v go >/dev/null || { echo "Go >= 1.25 is needed to build the S3 server (https://go.dev/dl/ or apt-get install golang)"; exit 1; }
+	@set -e; dir=$$(go mod download -json $(SEAWEEDFS_MODULE) | $(PYTHON) -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'); \
+	  work=$$(mktemp -d); trap 'rm -rf "$$work"' EXIT; cp -r "$$dir"/. "$$work"; chmod -R u+w "$$work"; \
+	  mkdir -p "$(dir $@)"; (cd "$$work" && go build -o "$@.tmp" ./weed); mv "$@.tmp" "$@"; "$@" version
 
 system-packages: ## Debian packages the tests use (PostgreSQL for the scheduled path and prod-local; Chromium for the dashboard tests)
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
@@ -65,8 +85,8 @@ run: setup ## end to end on generated data: history, the DAG for RUN_FROM..RUN_T
 test: setup-test lint ## lint, then the test suite (unit, Spark, validation, DAG, end to end, browser); `heavy` tests have their own targets
 	$(BIN)/pytest --durations=15 -m "not heavy" -n 2 --dist loadfile --no-loadscope-reorder
 
-test-fast: setup ## seconds, not minutes: no Spark, no Airflow, no browser (config, rules, landing, dashboard data)
-	RFM_TESTS_FAST=1 $(BIN)/pytest -q -m "not spark and not airflow and not e2e and not browser and not realdata"
+test-fast: setup ## seconds, not minutes: no Spark, no Airflow, no browser, no S3 server (config, rules, landing, dashboard data)
+	RFM_TESTS_FAST=1 $(BIN)/pytest -q -m "not spark and not airflow and not e2e and not browser and not realdata and not s3"
 
 lint: setup ## ruff (lint rules incl. Airflow AIR, and format) and import-linter (the layer contracts), as configured in pyproject.toml
 	$(BIN)/ruff check .
@@ -139,6 +159,9 @@ fault-injection: setup ## SIGKILL a retrain night at every fault point, re-run i
 
 test-heavy: setup-test ## the `heavy` tests CI leaves out: Spark cluster, tasks one by one as Spark Connect clients, the real-month incremental check with re-runs, `make run` twice
 	$(BIN)/pytest --durations=0 -m heavy
+
+test-s3: setup-test ## two whole nights with the lake, reports, exports and MLflow artifacts on a real S3 server (SeaweedFS, 127.0.0.1), read back by delta-rs alone (long)
+	$(BIN)/pytest -q -s tests/test_object_storage.py tests/test_object_storage_nights.py
 
 test-hostile: setup-test ## the whole hostile corpus: every case through the landing inventory, every accepted one through validate and ingest (several minutes)
 	$(BIN)/pytest -q tests/test_hostile.py tests/test_hostile_spark.py -m "heavy or not heavy" --durations=10

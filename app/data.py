@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 from deltalake import DeltaTable
 
+from jobs import storage
 from jobs.adapters.publish import published_versions
 from jobs.config import Settings
 from jobs.definitions import AT_RISK_VALUE, CLV_COLUMNS, GONE_CUSTOMER, LABEL_SCHEMES, NEW_CUSTOMER, RFM_MEASURES
@@ -94,14 +95,16 @@ class SegmentLake:
 
     def __init__(
         self,
-        segments_path: Path,
-        summary_path: Path,
+        segments_path: Path | storage.Location,
+        summary_path: Path | storage.Location,
         segment_order: dict[str, list[str]],
-        published_path: Path | None = None,
+        published_path: Path | storage.Location | None = None,
     ) -> None:
         self.segments_path, self.summary_path = str(segments_path), str(summary_path)
         self.published_path = str(published_path) if published_path else None
         self._table_names = {self.segments_path: "gold_customer_segments", self.summary_path: "gold_segment_summary"}
+        # local paths or locations on a bucket (jobs.storage: delta-rs with storage options)
+        self._locations = {str(p): p for p in (segments_path, summary_path, published_path) if p}
         self.segment_order = segment_order
         self._tables: dict[str, DeltaTable] = {}
         self._lock = threading.Lock()
@@ -126,6 +129,12 @@ class SegmentLake:
 
     # -- versions and the cached reads -------------------------------------------------------
 
+    def _delta(self, path: str, version: int | None = None) -> DeltaTable:
+        return storage.delta_table(self._locations[path], version)
+
+    def _is_delta(self, path: str) -> bool:
+        return storage.is_delta_table(self._locations[path])
+
     def _published(self) -> dict[date, dict[str, int]] | None:
         """Published dates and their gold versions (None: a lake without publish records); the
         record table's log is re-listed incrementally and read again only when it moved."""
@@ -134,16 +143,16 @@ class SegmentLake:
         with self._lock:
             table = self._tables.get(self.published_path)
             if table is None:
-                if not DeltaTable.is_deltatable(self.published_path):
+                if not self._is_delta(self.published_path):
                     return None
-                table = self._tables[self.published_path] = DeltaTable(self.published_path)
+                table = self._tables[self.published_path] = self._delta(self.published_path)
             else:
                 table.update_incremental()
             version = table.version()
         return self._published_at(version)
 
     def _read_published(self, version: int) -> dict[date, dict[str, int]]:
-        return published_versions(self.published_path, version) or {}
+        return published_versions(self._locations[self.published_path], version) or {}
 
     def _version(self, path: str) -> int | None:
         """The version readers see: the newest published one (None if nothing is published), or
@@ -155,16 +164,16 @@ class SegmentLake:
         with self._lock:
             table = self._tables.get(path)
             if table is None:
-                if not DeltaTable.is_deltatable(path):
+                if not self._is_delta(path):
                     return None
-                table = self._tables[path] = DeltaTable(path)
+                table = self._tables[path] = self._delta(path)
             else:
                 table.update_incremental()
             return table.version()
 
     def _read_snapshot(self, version: int, day: date) -> pa.Table:
         """The view columns of one snapshot; the value columns as nulls where the table has none yet."""
-        table = DeltaTable(self.segments_path, version=version)
+        table = self._delta(self.segments_path, version)
         present = {field.name for field in table.schema().fields}
         rows = table.to_pyarrow_table(
             filters=[("snapshot_date", "=", day)], columns=[c for c in CUSTOMER_COLUMNS if c in present]
@@ -175,14 +184,14 @@ class SegmentLake:
         return rows.select(CUSTOMER_COLUMNS)
 
     def _read_summary(self, version: int) -> pd.DataFrame:
-        summary = DeltaTable(self.summary_path, version=version).to_pandas()
+        summary = self._delta(self.summary_path, version).to_pandas()
         summary["snapshot_date"] = pd.to_datetime(summary["snapshot_date"]).dt.date
         summary["monetary_total"] = summary["monetary_total"].astype(float)
         return summary
 
     def _read_counts(self, version: int) -> pd.DataFrame:
         """Customers per snapshot, label of each scheme and country — one scan of all snapshots."""
-        dataset = DeltaTable(self.segments_path, version=version).to_pyarrow_dataset()
+        dataset = self._delta(self.segments_path, version).to_pyarrow_dataset()
         return self._query(
             "SELECT snapshot_date, cluster_label, rfm_segment, country, count(*) AS customers "
             "FROM dataset GROUP BY ALL",

@@ -20,7 +20,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from jobs import storage
 from jobs.definitions import TABLES
+from jobs.storage import Location
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = REPO_ROOT / "conf" / "pipeline.yaml"
@@ -39,10 +41,24 @@ class Paths(BaseModel):
     exports_dir: str
 
     def resolve(self, name: str) -> Path:
-        """Absolute path of setting ``name``, with ``{data_dir}`` expanded."""
+        """Absolute local path of setting ``name``, with ``{data_dir}`` expanded (``Settings.path``
+        also takes ``s3://`` locations)."""
         raw = getattr(self, name).format(data_dir=self.data_dir)
+        if raw.startswith("s3://"):
+            raise ValueError(f"paths.{name} is {raw}: this use needs a local path")
         path = Path(raw).expanduser()
         return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+
+
+class Storage(BaseModel):
+    """How ``s3://`` locations are reached (``jobs/storage.py``); keys come from the environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_url: str | None = None  # an S3-compatible endpoint (http://127.0.0.1:8333); None: AWS
+    region: str = "us-east-1"
+    path_style: bool = True  # bucket in the path, not the host name (what S3-compatible stores serve)
+    max_attempts: int = Field(default=3, ge=1)  # Spark's s3a retries of a failed call before the task fails
 
 
 class Landing(BaseModel):
@@ -146,6 +162,7 @@ class Model(BaseModel):
 class Mlflow(BaseModel):
     tracking_uri: str | None
     experiment: str
+    artifacts_destination: str | None = None  # the server's --artifacts-destination (s3://bucket/mlflow); None: local
     ui_url: str | None = None  # the MLflow UI the Airflow links open (None: the tracking URI when it is http)
 
 
@@ -254,6 +271,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RFM__", env_nested_delimiter="__", extra="forbid")
 
     paths: Paths
+    storage: Storage = Storage()
     landing: Landing
     columns: dict[str, list[str]]
     timestamp_formats: list[str]
@@ -287,15 +305,29 @@ class Settings(BaseSettings):
         yaml_file = os.environ.get("RFM_CONFIG", str(DEFAULT_CONFIG_FILE))
         return init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file)
 
-    def path(self, name: str) -> Path:
-        """Absolute path of ``paths.<name>``."""
+    def path(self, name: str) -> Location:
+        """``paths.<name>``: an absolute local ``Path``, or a ``UPath`` on the bucket for ``s3://…``
+        (``jobs.storage``: both answer ``/``, ``exists``, ``open``, ``iterdir``)."""
+        raw = getattr(self.paths, name).format(data_dir=self.paths.data_dir)
+        if storage.is_s3(raw):
+            if name not in storage.BUCKET_CAPABLE:
+                raise storage.StorageError(f"paths.{name} is {raw}: it must be a local folder")
+            return storage.location(raw, self.storage)
         return self.paths.resolve(name)
 
-    def table_path(self, name: str) -> Path:
-        """Filesystem location of the Delta table ``name`` (a key of ``definitions.TABLES``)."""
+    def local_path(self, name: str) -> Path:
+        """``paths.<name>`` where it must be a local folder (ivy jars, Airflow home, logs)."""
+        return self.paths.resolve(name)
+
+    def table_path(self, name: str) -> Location:
+        """Location of the Delta table ``name`` (a key of ``definitions.TABLES``)."""
         return self.path("lake_dir") / TABLES[name]
 
-    def report_dir(self, run_date: date) -> Path:
+    def delta_options(self, location: str | os.PathLike[str]) -> dict[str, str] | None:
+        """delta-rs / pyarrow storage options of a location (None: local)."""
+        return storage.delta_options(location, self.storage)
+
+    def report_dir(self, run_date: date) -> Location:
         """Where the EDA report of ``run_date`` lands."""
         return self.path("reports_dir") / f"date={run_date.isoformat()}"
 

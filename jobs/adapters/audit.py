@@ -18,6 +18,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs import storage
 from jobs.adapters import lake
 from jobs.config import Settings
 from jobs.errors import LakeStateError
@@ -115,11 +116,10 @@ def stale_problem(loaded: set[date], first: date, last: date, rerun_from: date |
 
 def latest_loaded_day(settings: Settings) -> date | None:
     """The latest loaded day, read with delta-rs (no JVM: for the Airflow launcher), or None."""
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        table = DeltaTable(str(settings.table_path("run_audit")))
+        table = storage.delta_table(settings.table_path("run_audit"))
     except TableNotFoundError:
         return None
     frame = table.to_pandas(columns=["run_date", "step"])
@@ -162,9 +162,13 @@ def rerun_from(settings: Settings) -> date | None:
 def begin_rerun(settings: Settings, first: date, through: date) -> None:
     """Record (atomically) that days ``first``..``through`` are being re-run in order."""
     path = rerun_intent_path(settings)
+    content = json.dumps({"from": first.isoformat(), "through": through.isoformat()})
+    if storage.is_remote(path):  # one PUT: atomic on a bucket
+        path.write_text(content)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({"from": first.isoformat(), "through": through.isoformat()}))
+    temporary.write_text(content)
     os.replace(temporary, path)
 
 

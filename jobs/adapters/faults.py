@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jobs import storage
 from jobs.definitions import FAULT_POINT_ENV, FAULT_TRACE_ENV
 
 if TYPE_CHECKING:
@@ -67,5 +68,5 @@ def in_write(kind: str, frame: DataFrame, path: Path, partition_by: str | None =
         writer = frame.write.mode("append").format("parquet")
         if partition_by:
             writer = writer.partitionBy(partition_by)
-        writer.save(str(path))
+        writer.save(storage.spark_uri(path))
         kill()

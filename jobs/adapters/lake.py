@@ -12,32 +12,33 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
-from pathlib import Path
 
 import deltalake
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs import storage
 from jobs.adapters import faults
+from jobs.storage import Location
 
 WRITE_ID_PREFIX = "rfm-write:"  # commitInfo.userMetadata of every write: finds the version it committed
 
 
-def _log(path: Path | str) -> deltalake.DeltaTable:
+def _log(path: Location | str) -> deltalake.DeltaTable:
     """The table's commit log, read by delta-rs: versions and commit metadata in milliseconds, no Spark job."""
-    return deltalake.DeltaTable(str(path))
+    return storage.delta_table(path)
 
 
-def exists(path: Path | str) -> bool:
-    return deltalake.DeltaTable.is_deltatable(str(path))
+def exists(path: Location | str) -> bool:
+    return storage.is_delta_table(path)
 
 
-def current_version(path: Path | str) -> int | None:
+def current_version(path: Location | str) -> int | None:
     """Latest committed version, or None when the table does not exist yet."""
     return _log(path).version() if exists(path) else None
 
 
-def replace_slice(frame: DataFrame, path: Path, predicate: str, partition_by: str) -> int:
+def replace_slice(frame: DataFrame, path: Location, predicate: str, partition_by: str) -> int:
     """Atomically replace the rows matching ``predicate`` with ``frame``; returns the version this
     write committed (not the table's latest, which another writer may have moved on since).
 
@@ -54,14 +55,14 @@ def replace_slice(frame: DataFrame, path: Path, predicate: str, partition_by: st
     if not exists(path):
         writer = writer.partitionBy(partition_by)
     faults.in_write("write", frame, path, partition_by)
-    writer.save(str(path))
+    writer.save(storage.spark_uri(path))
     committed = committed_version(path, write_id)
     # Delta makes no commit for a write that changes nothing (an empty frame over an empty slice):
     # the table already is what the write asked for.
     return committed if committed is not None else current_version(path)
 
 
-def committed_version(path: Path | str, write_id: str, search: int = 100) -> int | None:
+def committed_version(path: Location | str, write_id: str, search: int = 100) -> int | None:
     """The version whose commit carries ``write_id`` as its user metadata (among the latest
     ``search``); None when no commit does."""
     found = [c["version"] for c in _log(path).history(search) if c.get("userMetadata") == write_id]
@@ -70,15 +71,15 @@ def committed_version(path: Path | str, write_id: str, search: int = 100) -> int
     return int(found[0]) if found else None
 
 
-def read(spark: SparkSession, path: Path, version: int | None = None) -> DataFrame:
+def read(spark: SparkSession, path: Location, version: int | None = None) -> DataFrame:
     """A table, at ``version`` when given (time travel)."""
     reader = spark.read.format("delta")
     if version is not None:
         reader = reader.option("versionAsOf", version)
-    return reader.load(str(path))
+    return reader.load(storage.spark_uri(path))
 
 
-def read_pinned(spark: SparkSession, path: Path, name: str) -> tuple[DataFrame, int]:
+def read_pinned(spark: SparkSession, path: Location, name: str) -> tuple[DataFrame, int]:
     """Table ``name`` at ``path`` at its current version, and that version; a missing table is a ``LakeStateError``."""
     from jobs.errors import LakeStateError
 
@@ -88,7 +89,7 @@ def read_pinned(spark: SparkSession, path: Path, name: str) -> tuple[DataFrame, 
     return read(spark, path, version), version
 
 
-def latest_slice_before(spark: SparkSession, path: Path, day: date) -> tuple[DataFrame | None, date | None]:
+def latest_slice_before(spark: SparkSession, path: Location, day: date) -> tuple[DataFrame | None, date | None]:
     """The latest ``snapshot_date`` slice of the table at ``path`` before ``day`` (partition-pruned),
     or (None, None) when there is none."""
     if not exists(path):
@@ -127,12 +128,12 @@ def commit_metadata(spark: SparkSession, metadata: str) -> Iterator[None]:
             spark.conf.set(COMMIT_METADATA_CONF, previous)
 
 
-def sql_path(path: Path | str) -> str:
+def sql_path(path: Location | str) -> str:
     """The table at ``path`` as a Spark SQL identifier (``delta.`path```)."""
-    return "delta.`" + str(path).replace("`", "``") + "`"
+    return "delta.`" + storage.spark_uri(path).replace("`", "``") + "`"
 
 
-def merge_by_key(source: DataFrame, path: Path, key: list[str], delete_flag: str, metadata: str) -> int:
+def merge_by_key(source: DataFrame, path: Location, key: list[str], delete_flag: str, metadata: str) -> int:
     """One Delta MERGE of ``source`` into ``path`` on ``key`` (null-safe): rows flagged
     ``delete_flag`` delete their match, the others update or insert every column; the commit
     carries ``metadata``. Returns the new version. Plain SQL: it runs over Spark Connect too."""
@@ -157,16 +158,16 @@ def merge_by_key(source: DataFrame, path: Path, key: list[str], delete_flag: str
     return current_version(path)
 
 
-def overwrite(frame: DataFrame, path: Path, metadata: str) -> int:
+def overwrite(frame: DataFrame, path: Location, metadata: str) -> int:
     """Replace the whole table with ``frame`` in one commit carrying ``metadata``; returns the version."""
     faults.in_write("overwrite", frame, path)
     frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true").option(
         "userMetadata", metadata
-    ).save(str(path))
+    ).save(storage.spark_uri(path))
     return current_version(path)
 
 
-def latest_metadata(path: Path | str, depth: int = 100) -> str | None:
+def latest_metadata(path: Location | str, depth: int = 100) -> str | None:
     """The ``userMetadata`` of the newest commit (of the last ``depth``) that has one, or None."""
     if not exists(path):
         return None

@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jobs import storage
 from jobs.config import Settings
 
 if TYPE_CHECKING:  # the dashboard imports this module: no Spark at import time
@@ -53,18 +54,18 @@ def ensure_publish_table(spark: SparkSession, settings: Settings) -> None:
         return
     spark.createDataFrame([], f"{PUBLISH_SCHEMA}, published_at timestamp").write.format("delta").partitionBy(
         "snapshot_date"
-    ).save(str(path))
+    ).save(storage.spark_uri(path))
 
 
 def published_versions(path: Path | str, version: int | None = None) -> dict[date, dict[str, int]] | None:
     """Published dates and their gold versions; None when no publish table exists (a lake written
     before publish records: readers then read the latest versions, as before)."""
-    from deltalake import DeltaTable
-
-    if not DeltaTable.is_deltatable(str(path)):
+    if not storage.is_delta_table(path):
         return None
     rows = (
-        DeltaTable(str(path), version=version).to_pyarrow_table(columns=["snapshot_date", "table_versions"]).to_pylist()
+        storage.delta_table(path, version=version)
+        .to_pyarrow_table(columns=["snapshot_date", "table_versions"])
+        .to_pylist()
     )
     return {row["snapshot_date"]: dict(row["table_versions"]) for row in rows}
 

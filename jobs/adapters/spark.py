@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
+from jobs import storage
 from jobs.config import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -47,6 +48,39 @@ def delta_jars(settings: Settings) -> list[Path]:
         jars_dir / f"io.delta_delta-storage-{version}.jar",
     ]
     return wanted if all(p.is_file() for p in wanted) else []
+
+
+def hadoop_version() -> str:
+    """The Hadoop version the pip pyspark ships (its ``hadoop-client-api`` jar): hadoop-aws must match it."""
+    found = sorted((pyspark_home() / "jars").glob("hadoop-client-api-*.jar"))
+    if not found:
+        raise RuntimeError(f"no hadoop-client-api jar under {pyspark_home() / 'jars'}")
+    return found[-1].name.removeprefix("hadoop-client-api-").removesuffix(".jar")
+
+
+def s3_packages() -> list[str]:
+    """The Maven coordinates ``s3a://`` needs: hadoop-aws of pyspark's Hadoop (it pulls the AWS SDK bundle)."""
+    return [f"org.apache.hadoop:hadoop-aws:{hadoop_version()}"]
+
+
+def s3_jars(settings: Settings) -> list[Path]:
+    """The cached hadoop-aws and AWS SDK bundle jars, or [] when not resolved (``--s3``, ``make s3-jars``)."""
+    jars_dir = settings.path("ivy_dir") / "jars"
+    wanted = [jars_dir / f"org.apache.hadoop_hadoop-aws-{hadoop_version()}.jar"]
+    bundle = sorted(jars_dir.glob("software.amazon.awssdk_bundle-*.jar"))
+    return wanted + bundle[-1:] if wanted[0].is_file() and bundle else []
+
+
+def session_jars(settings: Settings) -> list[Path]:
+    """The jars a session loads: Delta's, plus hadoop-aws and the AWS SDK when a location is on S3
+    (a local ``make run`` does not load the 640 MB SDK). Fails when an S3 location's jars are not cached."""
+    jars = delta_jars(settings)
+    if jars and storage.uses_s3(settings):
+        aws = s3_jars(settings)
+        if not aws:
+            raise SystemExit("hadoop-aws jars not cached yet (a location is on s3://): run `make s3-jars`")
+        jars = jars + aws
+    return jars
 
 
 def _spark_minor() -> str:
@@ -80,9 +114,9 @@ def get_spark(settings: Settings | None = None, app_name: str | None = None) -> 
         .config("spark.sql.extensions", DELTA_EXTENSION)
         .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
     )
-    for key, value in {**loopback_driver(), **settings.spark.conf}.items():
+    for key, value in {**loopback_driver(), **settings.spark.conf, **storage.spark_conf(settings)}.items():
         builder = builder.config(key, conf_value(value))
-    jars = delta_jars(settings)
+    jars = session_jars(settings)
     if jars:
         builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
     else:
@@ -156,7 +190,7 @@ def pyspark_home() -> Path:
 
 def server_command(settings: Settings, host: str, port: int) -> list[str]:
     """``spark-submit`` of the Spark Connect server (in the pip pyspark) with the Delta jars and the conf."""
-    jars = delta_jars(settings)
+    jars = session_jars(settings)
     if not jars:
         raise SystemExit("Delta jars not cached yet: run `make setup`")
     conf = {
@@ -167,6 +201,7 @@ def server_command(settings: Settings, host: str, port: int) -> list[str]:
         "spark.log.level": "WARN",  # as get_spark's sessions; INFO logs every request
         **loopback_driver(),
         **{key: conf_value(value) for key, value in settings.spark.conf.items()},
+        **{key: conf_value(value) for key, value in storage.spark_conf(settings).items()},
     }
     command = [
         str(pyspark_home() / "bin" / "spark-submit"),
@@ -195,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Resolve the Delta jars, print them, or serve Spark Connect.")
     parser.add_argument("--jars", action="store_true", help="print the cached jars, comma-separated, and exit")
     parser.add_argument("--serve", action="store_true", help="run a Spark Connect server (in the foreground)")
+    parser.add_argument("--s3", action="store_true", help="also resolve hadoop-aws and the AWS SDK (s3a://)")
     parser.add_argument("--host", default="127.0.0.1", help="--serve: the address to bind (compose: 0.0.0.0)")
     parser.add_argument("--port", type=int, help="--serve: the port (default: spark.connect_port)")
     settings = load_settings()
@@ -202,8 +238,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.serve:
         command = server_command(settings, args.host, args.port or settings.spark.connect_port)
         os.execve(command[0], command, server_env())
+    if args.s3:
+        resolve_s3_jars(settings)
+        return
     if args.jars:
-        jars = delta_jars(settings)
+        jars = session_jars(settings)
         if not jars:
             raise SystemExit("Delta jars not cached yet: run `make setup`")
         print(",".join(str(j) for j in jars))
@@ -215,6 +254,23 @@ def main(argv: list[str] | None = None) -> None:
     if not jars:
         raise SystemExit(f"Delta jars not found under {settings.path('ivy_dir')}/jars after resolution")
     print("Delta jars cached:", ", ".join(j.name for j in jars))
+
+
+def resolve_s3_jars(settings: Settings) -> None:
+    """Resolve hadoop-aws (and the AWS SDK bundle it pulls) into the project's ivy cache, once."""
+    if s3_jars(settings):
+        print("hadoop-aws jars cached:", ", ".join(j.name for j in s3_jars(settings)))
+        return
+    from delta import configure_spark_with_delta_pip
+
+    builder = SparkSession.builder.master("local[1]").appName("resolve-s3-jars")
+    builder = configure_spark_with_delta_pip(builder, extra_packages=s3_packages())
+    spark = builder.config("spark.jars.ivy", str(settings.path("ivy_dir"))).getOrCreate()
+    spark.range(1).count()
+    spark.stop()
+    if not s3_jars(settings):
+        raise SystemExit(f"hadoop-aws jars not found under {settings.path('ivy_dir')}/jars after resolution")
+    print("hadoop-aws jars cached:", ", ".join(j.name for j in s3_jars(settings)))
 
 
 if __name__ == "__main__":

@@ -8,12 +8,14 @@ it is: that run stays restorable in place, tagged, and is no longer the date's r
 
 from __future__ import annotations
 
+import os
 from datetime import date
 
 import mlflow
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from jobs import storage
 from jobs.config import Settings
 from jobs.definitions import (
     DAG_TAG,
@@ -27,7 +29,9 @@ from jobs.definitions import (
 
 
 def client(settings: Settings) -> MlflowClient:
-    """A client on the configured tracking store (also set as MLflow's default)."""
+    """A client on the configured tracking store (also set as MLflow's default); with the artifacts
+    on a bucket, the S3 endpoint and keys are in this process's environment (boto3 reads them)."""
+    os.environ.update(storage.mlflow_env(settings))
     mlflow.set_tracking_uri(settings.tracking_uri)
     return MlflowClient(settings.tracking_uri)
 
@@ -43,6 +47,10 @@ def experiment_id(settings: Settings) -> str:
     kind = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
     if settings.tracking_uri.startswith(("http://", "https://")):  # a server: it stores (proxies) artifacts
         return tracking.create_experiment(settings.mlflow.experiment, tags=kind)
+    if settings.mlflow.artifacts_destination:  # a bucket (s3://…) or a folder the store names as is
+        return tracking.create_experiment(
+            settings.mlflow.experiment, artifact_location=settings.mlflow.artifacts_destination.rstrip("/"), tags=kind
+        )
     artifacts = settings.path("mlflow_dir") / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     return tracking.create_experiment(settings.mlflow.experiment, artifact_location=artifacts.as_uri(), tags=kind)

@@ -9,8 +9,8 @@ import sys
 from datetime import date
 
 import pandas as pd
-from deltalake import DeltaTable
 
+from jobs import storage
 from jobs.adapters import registry, tracking
 from jobs.adapters.publish import published_version
 from jobs.cli import run_date_parser
@@ -22,7 +22,7 @@ from jobs.steps.export import read_manifest
 def segment_table(settings: Settings, run_date: date) -> pd.DataFrame:
     """The published gold segment summary of ``run_date``, best segments first within each scheme."""
     version = published_version(settings, "gold_segment_summary", run_date)
-    table = DeltaTable(str(settings.table_path("gold_segment_summary")), version=version)
+    table = storage.delta_table(settings.table_path("gold_segment_summary"), version=version)
     summary = table.to_pandas(filters=[("snapshot_date", "=", run_date)])
     return summary.sort_values(["label_scheme", "monetary_total"], ascending=[True, False])
 
@@ -49,7 +49,7 @@ def report(settings: Settings, run_date: date) -> str:
     lines = [f"RFM segmentation — snapshot {run_date}", "", "Delta tables:"]
     for name in TABLES:
         path = settings.table_path(name)
-        version = DeltaTable(str(path)).version() if DeltaTable.is_deltatable(str(path)) else None
+        version = storage.delta_table(path).version() if storage.is_delta_table(path) else None
         lines.append(f"  {name:<26} v{version}  {path}")
     runs = tracking.runs_for_date(settings, settings.dag.dag_id, run_date)
     lines += ["", f"MLflow: {settings.tracking_uri}  (make mlflow-ui; make compare for the last nights)"]

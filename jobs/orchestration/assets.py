@@ -2,20 +2,26 @@
 
 The nightly DAG declares the tables each task writes as its ``outlets``; ``segment_export`` is
 scheduled on the publish record (gold/published), whose event ``clv`` emits. URIs are ``file://``
-URLs of the configured lake.
+URLs of the configured lake, or its ``s3://`` URIs on a bucket.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import Asset
 
+from jobs import storage
 from jobs.config import Settings
 from jobs.definitions import EXPORT_TRIGGER_TABLE, TABLES_WRITTEN
+from jobs.storage import Location
+
+
+def table_uri(location: Location) -> str:
+    return str(location) if storage.is_remote(location) else location.as_uri()
 
 
 def table_asset(settings: Settings, name: str) -> Asset:
     """The Asset of Delta table ``name`` (a key of ``definitions.TABLES``)."""
-    return Asset(name=name, uri=settings.table_path(name).as_uri(), group="delta")
+    return Asset(name=name, uri=table_uri(settings.table_path(name)), group="delta")
 
 
 def step_outlets(settings: Settings, step: str) -> list[Asset]:

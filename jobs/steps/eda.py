@@ -22,8 +22,6 @@ Orders = distinct purchase invoices (summed over days: an invoice never spans tw
 from __future__ import annotations
 
 import html
-import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -32,10 +30,10 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
-from deltalake import DeltaTable
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
+from jobs import storage
 from jobs.adapters import tracking
 from jobs.adapters.publish import published_version
 from jobs.config import Rfm, Settings, load_settings
@@ -78,10 +76,10 @@ def read_delta(
 ) -> pd.DataFrame:
     """Rows of table ``name`` (at ``version``, else the latest) matching the partition ``filters``;
     LakeStateError when it is missing."""
-    path = str(settings.table_path(name))
-    if not DeltaTable.is_deltatable(path):
+    path = settings.table_path(name)
+    if not storage.is_delta_table(path):
         raise LakeStateError(f"no {name} table at {path}: run the earlier steps first")
-    return DeltaTable(path, version=version).to_pandas(filters=filters, columns=columns)
+    return storage.delta_table(path, version=version).to_pandas(filters=filters, columns=columns)
 
 
 def typed_aggregates(tables: dict[str, pd.DataFrame]) -> DailyAggregates:
@@ -390,17 +388,6 @@ def render_html(run_date: date, run_id: str, figures: dict[str, str], sections: 
     )
 
 
-def replace_dir(new: Path, target: Path) -> None:
-    """Put ``new`` at ``target``, removing the previous report (no stale files survive)."""
-    if target.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        target.rename(retired / target.name)
-        new.rename(target)
-        shutil.rmtree(retired)
-    else:
-        new.rename(target)
-
-
 def active_run_id(settings: Settings, run_date: date, segments: pd.DataFrame) -> str:
     """The day's active MLflow run that labelled the gold snapshot."""
     runs = tracking.runs_for_date(settings, settings.dag.dag_id, run_date)
@@ -422,18 +409,11 @@ def eda_day(run_date: date, settings: Settings | None = None) -> dict[str, Any]:
     snapshot = extract(settings, run_date)
     run_id = active_run_id(settings, run_date, snapshot.segments)
     target = settings.report_dir(run_date)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the report is for readers
-    try:
+    with storage.staged_folder(target) as staging:  # the report replaces the date's previous one whole
         sections = build_sections(snapshot, settings, staging)
         page = render_html(run_date, run_id, headline(snapshot), sections, staging)
         (staging / REPORT_FILE).write_text(page, encoding="utf-8")
-        replace_dir(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    tracking.client(settings).log_artifacts(run_id, str(target), ARTIFACT_PATH)
+        tracking.client(settings).log_artifacts(run_id, str(staging), ARTIFACT_PATH)
     return {
         "run_date": run_date.isoformat(),
         "report": str(target / REPORT_FILE),

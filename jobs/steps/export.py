@@ -27,12 +27,11 @@ import re
 import shutil
 import uuid
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from deltalake import DeltaTable
 
+from jobs import storage
 from jobs.adapters.publish import published_versions
 from jobs.config import Settings, load_settings
 from jobs.core.exports import by_value, campaign_lists, column_dictionary, for_spreadsheet
@@ -45,6 +44,7 @@ from jobs.definitions import (
     LABEL_SCHEMES,
 )
 from jobs.errors import LakeStateError
+from jobs.storage import Location
 
 VERSIONS_DIR = ".versions"
 
@@ -80,7 +80,7 @@ def snapshot_versions(settings: Settings, snapshot: date, record_version: int | 
 
 def read_snapshot(settings: Settings, snapshot: date, version: int) -> pd.DataFrame:
     """The gold rows of ``snapshot`` at the published ``version``; LakeStateError when there are none."""
-    table = DeltaTable(str(settings.table_path(EXPORT_SOURCE_TABLE)), version=version)
+    table = storage.delta_table(settings.table_path(EXPORT_SOURCE_TABLE), version=version)
     available = [field.name for field in table.schema().fields]
     gold = table.to_pandas(filters=[("snapshot_date", "=", snapshot)], columns=export_columns(available))
     if gold.empty:
@@ -88,14 +88,17 @@ def read_snapshot(settings: Settings, snapshot: date, version: int) -> pd.DataFr
     return gold
 
 
-def write_list(rows: pd.DataFrame, folder: Path, stem: str, currency: str) -> None:
+def write_list(rows: pd.DataFrame, folder: Location, stem: str, currency: str) -> None:
     """``stem``.csv (for a spreadsheet) and ``stem``.parquet (full precision) under ``folder``."""
-    (folder / stem).parent.mkdir(parents=True, exist_ok=True)
-    for_spreadsheet(rows, currency).to_csv(folder / f"{stem}.csv", index=False)
-    rows.to_parquet(folder / f"{stem}.parquet", index=False)
+    if not storage.is_remote(folder):
+        (folder / stem).parent.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{stem}.csv").open("wb") as handle:
+        for_spreadsheet(rows, currency).to_csv(handle, index=False)
+    with (folder / f"{stem}.parquet").open("wb") as handle:
+        rows.to_parquet(handle, index=False)
 
 
-def write_lists(lists: dict[tuple[str, str], pd.DataFrame], folder: Path, currency: str) -> list[dict[str, Any]]:
+def write_lists(lists: dict[tuple[str, str], pd.DataFrame], folder: Location, currency: str) -> list[dict[str, Any]]:
     """CSV and Parquet of every list under ``folder/<scheme>/``; the manifest's file entries."""
     files = []
     for (scheme, segment), rows in lists.items():
@@ -113,8 +116,14 @@ def write_lists(lists: dict[tuple[str, str], pd.DataFrame], folder: Path, curren
     return files
 
 
-def publish(exports_dir: Path, snapshot: date, folder: Path) -> Path:
-    """Point ``snapshot_date=D`` at ``folder`` in one rename, then drop the folder it replaced."""
+def publish(exports_dir: Location, snapshot: date, folder: Location) -> Location:
+    """Point ``snapshot_date=D`` at ``folder`` in one rename, then drop the folder it replaced.
+
+    On a bucket (no symlinks, no rename) ``snapshot_date=D/<manifest>`` is the pointer: the
+    manifest, naming ``folder`` as its ``path``, put in one request; then the folder it named before
+    is deleted."""
+    if storage.is_remote(exports_dir):
+        return publish_on_bucket(exports_dir, snapshot, folder)
     link = exports_dir / f"snapshot_date={snapshot.isoformat()}"
     previous = link.resolve() if link.is_symlink() else None
     temporary = exports_dir / f".{link.name}.{uuid.uuid4().hex[:8]}"
@@ -125,6 +134,17 @@ def publish(exports_dir: Path, snapshot: date, folder: Path) -> Path:
     return link
 
 
+def publish_on_bucket(exports_dir: Location, snapshot: date, folder: Location) -> Location:
+    pointer = exports_dir / f"snapshot_date={snapshot.isoformat()}" / EXPORT_MANIFEST
+    previous = json.loads(pointer.read_text()).get("path") if pointer.exists() else None
+    manifest = json.loads((folder / EXPORT_MANIFEST).read_text())
+    pointer.write_text(json.dumps({**manifest, "path": str(folder)}, indent=1))
+    if previous and previous != str(folder):
+        fs, _ = storage.filesystem(folder)
+        fs.rm(previous.removeprefix("s3://"), recursive=True)
+    return folder
+
+
 def export_day(run_date: date, settings: Settings | None = None, record_version: int | None = None) -> dict[str, Any]:
     """Export the segment lists of the snapshot published for ``run_date``; returns the manifest."""
     return export_snapshot(settings or load_settings(), run_date, record_version)
@@ -133,15 +153,16 @@ def export_day(run_date: date, settings: Settings | None = None, record_version:
 def export_snapshot(settings: Settings, snapshot: date, record_version: int | None = None) -> dict[str, Any]:
     """Write the segment lists of the published ``snapshot`` and its manifest; returns the manifest.
     ``record_version``: the publish record's version to read (the Asset event's), else the latest."""
-    record_path = str(settings.table_path(EXPORT_TRIGGER_TABLE))
-    if record_version is None and DeltaTable.is_deltatable(record_path):
-        record_version = DeltaTable(record_path).version()
+    record_path = settings.table_path(EXPORT_TRIGGER_TABLE)
+    if record_version is None and storage.is_delta_table(record_path):
+        record_version = storage.delta_table(record_path).version()
     versions = snapshot_versions(settings, snapshot, record_version)
     source_version = versions[EXPORT_SOURCE_TABLE]
     gold = read_snapshot(settings, snapshot, source_version)
     exports_dir = settings.path("exports_dir")
     folder = exports_dir / VERSIONS_DIR / f"{snapshot.isoformat()}-{uuid.uuid4().hex[:12]}"
-    folder.mkdir(parents=True)
+    if not storage.is_remote(folder):
+        folder.mkdir(parents=True)
     currency = settings.exports.currency
     try:
         files = write_lists(segment_lists(gold), folder, currency)
@@ -178,7 +199,11 @@ def export_snapshot(settings: Settings, snapshot: date, record_version: int | No
         (folder / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=1))
         manifest["path"] = str(publish(exports_dir, snapshot, folder))
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        if storage.is_remote(folder):
+            if folder.exists():
+                folder.fs.rm(folder.path, recursive=True)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
         raise
     return manifest
 
@@ -210,4 +235,4 @@ def stale_snapshots(settings: Settings, until: date | None = None) -> list[date]
 def read_manifest(settings: Settings, snapshot: date) -> dict[str, Any] | None:
     """The published manifest of ``snapshot``, or None."""
     path = settings.path("exports_dir") / f"snapshot_date={snapshot.isoformat()}" / EXPORT_MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(path.read_text()) if path.exists() else None

@@ -30,6 +30,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from jobs import storage
 from jobs.adapters import lake
 from jobs.adapters.spark import get_spark
 from jobs.config import Settings, load_settings
@@ -136,9 +137,9 @@ def commits(spark: SparkSession, path: Path) -> list[dict[str, Any]]:
 
 
 def file_count(spark: SparkSession, path: Path) -> FileCount:
-    on_disk = [f for f in path.rglob("*.parquet") if "_delta_log" not in f.parts]
+    on_disk = storage.data_files(path, ".parquet")  # one listing, on disk or on the bucket
     active = spark.sql(f"DESCRIBE DETAIL {lake.sql_path(path)}").select("numFiles").first()[0]
-    return FileCount(len(on_disk), sum(f.stat().st_size for f in on_disk), int(active))
+    return FileCount(len(on_disk), sum(size for _, size in on_disk), int(active))
 
 
 # ---------------------------------------------------------------- the run

@@ -1,0 +1,299 @@
+"""Where a location lives and how each client reaches it: the one module that knows about S3.
+
+A location in ``paths.*`` is a local path or an ``s3://bucket/prefix`` URI (S3 or an
+S3-compatible store: SeaweedFS, MinIO, Ceph, R2). ``storage.endpoint_url`` names a non-AWS
+endpoint; the keys come from the environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``),
+never from a conf file. Each client gets the location in its own form:
+
+- Spark: ``s3a://`` with the ``fs.s3a.*`` conf of ``spark_conf`` (hadoop-aws, ``jobs.adapters.spark``);
+- delta-rs and pyarrow: ``s3://`` with ``delta_options``;
+- plain files (validation results, reports, exports, leases, landing objects): a ``UPath`` over
+  fsspec/s3fs (``location``), so ``exists``/``open``/``iterdir`` work the same on disk and on a bucket;
+- MLflow: ``mlflow server --artifacts-destination s3://…`` with ``mlflow_env``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from upath import UPath
+
+if TYPE_CHECKING:
+    from jobs.config import Settings, Storage
+
+S3_SCHEME = "s3://"
+KEY_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+# the settings a bucket may hold; the others (ivy jars, Airflow home, the GX suite) are local folders
+BUCKET_CAPABLE = ("data_dir", "landing_dir", "lake_dir", "validation_dir", "reports_dir", "exports_dir")
+
+Location = Path | UPath
+
+
+class StorageError(RuntimeError):
+    """A location cannot be reached as configured (missing keys, a local-only setting on a bucket)."""
+
+
+def is_s3(location: str | os.PathLike[str]) -> bool:
+    return str(location).startswith(S3_SCHEME)
+
+
+def credentials() -> dict[str, str]:
+    """The S3 keys from the environment; a clear error naming the variables when they are missing."""
+    missing = [name for name in KEY_VARIABLES if not os.environ.get(name)]
+    if missing:
+        raise StorageError(f"an s3:// location needs {' and '.join(missing)} in the environment (never in conf/)")
+    keys = {name: os.environ[name] for name in KEY_VARIABLES}
+    if os.environ.get("AWS_SESSION_TOKEN"):
+        keys["AWS_SESSION_TOKEN"] = os.environ["AWS_SESSION_TOKEN"]
+    return keys
+
+
+def fsspec_options(conf: Storage) -> dict[str, Any]:
+    """s3fs options: endpoint, region, path-style addressing; keys from the environment."""
+    keys = credentials()
+    client: dict[str, Any] = {"region_name": conf.region}
+    if conf.endpoint_url:
+        client["endpoint_url"] = conf.endpoint_url
+    return {
+        "key": keys["AWS_ACCESS_KEY_ID"],
+        "secret": keys["AWS_SECRET_ACCESS_KEY"],
+        "token": keys.get("AWS_SESSION_TOKEN"),
+        "client_kwargs": client,
+        "config_kwargs": {"s3": {"addressing_style": "path" if conf.path_style else "auto"}},
+        # listings must see what another process just wrote (markers, leases, new days)
+        "use_listings_cache": False,
+    }
+
+
+def location(raw: str, conf: Storage) -> Location:
+    """``raw`` as a path object: a ``UPath`` on the bucket for ``s3://…``, else a local ``Path``."""
+    if is_s3(raw):
+        return UPath(raw, **fsspec_options(conf))
+    return Path(raw)
+
+
+def delta_options(location: str | os.PathLike[str], conf: Storage) -> dict[str, str] | None:
+    """delta-rs / pyarrow storage options for ``location`` (None for a local path).
+
+    ``conditional_put=etag``: delta-rs commits with ``If-None-Match: *``, so two delta-rs writers
+    racing on one version cannot both win (no DynamoDB lock needed)."""
+    if not is_s3(location):
+        return None
+    return _delta_options(conf.endpoint_url, conf.region, conf.path_style)
+
+
+def _delta_options(endpoint_url: str | None, region: str, path_style: bool) -> dict[str, str]:
+    options = {**credentials(), "AWS_REGION": region, "conditional_put": "etag"}
+    if endpoint_url:
+        options["AWS_ENDPOINT_URL"] = endpoint_url
+        options["AWS_ALLOW_HTTP"] = str(endpoint_url.startswith("http://")).lower()
+    options["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"] = str(not path_style).lower()
+    return options
+
+
+def table_options(location: str | os.PathLike[str]) -> dict[str, str] | None:
+    """delta-rs / pyarrow storage options of a location made by ``location`` (None: local): the
+    endpoint and addressing its ``UPath`` carries, the keys from the environment."""
+    if not is_s3(location):
+        return None
+    options = getattr(location, "storage_options", {}) or {}
+    client = options.get("client_kwargs", {})
+    style = options.get("config_kwargs", {}).get("s3", {}).get("addressing_style", "path")
+    return _delta_options(client.get("endpoint_url"), client.get("region_name", "us-east-1"), style == "path")
+
+
+def delta_table(location: str | os.PathLike[str], version: int | None = None) -> Any:
+    """The Delta table at ``location`` read by delta-rs (at ``version`` when given)."""
+    import deltalake
+
+    return deltalake.DeltaTable(uri(location), version=version, storage_options=table_options(location))
+
+
+def is_delta_table(location: str | os.PathLike[str]) -> bool:
+    import deltalake
+
+    return deltalake.DeltaTable.is_deltatable(uri(location), storage_options=table_options(location))
+
+
+def uri(location: str | os.PathLike[str]) -> str:
+    """The location as delta-rs, pyarrow and MLflow name it: ``s3://…`` or an absolute local path."""
+    return str(location)
+
+
+def spark_uri(location: str | os.PathLike[str]) -> str:
+    """The location as Spark names it: ``s3a://…`` (hadoop-aws) or the local path."""
+    text = str(location)
+    return "s3a://" + text.removeprefix(S3_SCHEME) if is_s3(text) else text
+
+
+def uses_s3(settings: Settings) -> bool:
+    """Whether any location of this configuration is on a bucket (then Spark loads hadoop-aws)."""
+    raws = [getattr(settings.paths, name).format(data_dir=settings.paths.data_dir) for name in BUCKET_CAPABLE]
+    return any(is_s3(raw) for raw in raws) or is_s3(settings.mlflow.artifacts_destination or "")
+
+
+def spark_conf(settings: Settings) -> dict[str, str]:
+    """The ``fs.s3a.*`` conf when a location is on S3 (else none): endpoint, region, path style,
+    TLS as the endpoint's scheme says. No keys: hadoop-aws's default chain reads them from the
+    environment of the driver (and executors)."""
+    if not uses_s3(settings):
+        return {}
+    conf = settings.storage
+    values = {
+        "spark.hadoop.fs.s3a.endpoint.region": conf.region,
+        "spark.hadoop.fs.s3a.path.style.access": str(conf.path_style).lower(),
+        "spark.hadoop.fs.s3a.aws.credentials.provider": (
+            "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"
+        ),
+        # a night's small commits: fail a call to a stopped server in seconds, not minutes
+        "spark.hadoop.fs.s3a.attempts.maximum": str(conf.max_attempts),
+        "spark.hadoop.fs.s3a.retry.limit": str(conf.max_attempts),
+    }
+    if conf.endpoint_url:
+        values["spark.hadoop.fs.s3a.endpoint"] = conf.endpoint_url
+        values["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(conf.endpoint_url.startswith("https://")).lower()
+    return values
+
+
+def mlflow_env(settings: Settings) -> dict[str, str]:
+    """Environment for an MLflow server or client storing artifacts on S3 (boto3 reads it)."""
+    if not is_s3(settings.mlflow.artifacts_destination or ""):
+        return {}
+    env = {**credentials(), "AWS_DEFAULT_REGION": settings.storage.region}
+    if settings.storage.endpoint_url:
+        env["MLFLOW_S3_ENDPOINT_URL"] = settings.storage.endpoint_url
+    return env
+
+
+def is_remote(location: object) -> bool:
+    """Whether ``location`` is on a bucket (a ``UPath`` made by ``location``), not a local file."""
+    return isinstance(location, UPath) and is_s3(location)
+
+
+def _split(location: UPath) -> tuple[str, str]:
+    bucket, key, _ = location.fs.split_path(location.path)
+    return bucket, key
+
+
+def create_exclusive(location: UPath, data: bytes) -> str | None:
+    """Put the object only if no object has its key (``If-None-Match: *``, a conditional put):
+    its ETag, or None when the key exists. Two writers racing on one key: exactly one wins."""
+    bucket, key = _split(location)
+    try:
+        out = location.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+    except FileExistsError:
+        return None
+    except OSError as exc:  # s3fs maps a 412 without the condition named to EINVAL
+        if exc.errno == errno.EINVAL:
+            return None
+        raise
+    return out["ETag"]
+
+
+def read_tagged(location: UPath) -> tuple[bytes, str] | None:
+    """The object's bytes and an ETag no newer than them (None when absent): a delete conditional
+    on that ETag removes exactly what was read, or nothing."""
+    try:
+        etag = location.fs.info(location.path, refresh=True)["ETag"]
+        return location.fs.cat_file(location.path), etag
+    except FileNotFoundError:
+        return None
+
+
+def delete_if_match(location: UPath, etag: str) -> bool:
+    """Delete the object only if it still is the version ``etag`` (``If-Match``); whether it was."""
+    bucket, key = _split(location)
+    try:
+        location.fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=etag)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return False
+        raise
+    location.fs.invalidate_cache(location.path)
+    return True
+
+
+def data_files(location: Location, suffix: str, skip_part: str = "_delta_log") -> list[tuple[str, int]]:
+    """(path, size) of every file under ``location`` ending in ``suffix``, outside ``skip_part``
+    folders: one recursive listing (on a bucket: ListObjectsV2 pages, not a glob per folder)."""
+    fs, root = filesystem(location)
+    if not fs.exists(root):
+        return []
+    found = fs.find(root, detail=True)
+    return sorted(
+        (path, int(info.get("size") or 0))
+        for path, info in found.items()
+        if path.endswith(suffix) and skip_part not in path.split("/")
+    )
+
+
+@contextmanager
+def staged_folder(target: Location) -> Iterator[Path]:
+    """A local folder to build ``target``'s new content in; on success it replaces ``target``
+    whole (no stale file survives), on failure it is dropped and ``target`` is untouched.
+
+    Local: built beside ``target`` and swapped in by renames. On a bucket: built in a temporary
+    folder, uploaded (``index_name`` last, when there is one) and the keys of the previous
+    content that the new one does not have are deleted."""
+    if not is_remote(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+        staging.chmod(0o755)  # mkdtemp makes it private; what is published is for readers
+        try:
+            yield staging
+            _replace_local(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return
+    staging = Path(tempfile.mkdtemp(prefix="rfm-stage-"))
+    try:
+        yield staging
+        upload_folder(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def upload_folder(folder: Path, target: UPath, last: str | None = None) -> None:
+    """Put every file of ``folder`` under ``target`` (``last`` after the others), then delete
+    the keys under ``target`` the folder does not have."""
+    fs, root = target.fs, target.path.rstrip("/")
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    files.sort(key=lambda p: p.name == last)
+    new_keys = set()
+    for file in files:
+        key = f"{root}/{file.relative_to(folder).as_posix()}"
+        fs.put_file(str(file), key)
+        new_keys.add(key)
+    old = fs.find(root) if fs.exists(root) else []
+    stale = [key for key in old if key not in new_keys]
+    if stale:
+        fs.rm(stale)
+
+
+def _replace_local(new: Path, target: Path) -> None:
+    if target.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        target.rename(retired / target.name)
+        new.rename(target)
+        shutil.rmtree(retired)
+    else:
+        new.rename(target)
+
+
+def filesystem(location: Location) -> tuple[Any, str]:
+    """The fsspec filesystem of ``location`` and its path in it (for listings and streaming reads)."""
+    if isinstance(location, UPath):
+        return location.fs, location.path
+    import fsspec
+
+    return fsspec.filesystem("file"), str(location)
