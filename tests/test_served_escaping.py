@@ -4,11 +4,16 @@ product descriptions and country names in its tables; they must reach the page e
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 
 import pandas as pd
+import pytest
+from playwright.sync_api import expect
 
 from jobs.steps.eda import Section, render_html
+from tests import dashboard_fixture
 
 PAYLOAD = "<img src=x onerror=alert(document.domain)>"
 
@@ -21,3 +26,44 @@ def test_the_eda_report_escapes_landed_values() -> None:
     assert "<img src=x" not in page and "<b>products" not in page and "run<1>" not in page
     assert page.count(html.escape(PAYLOAD, quote=False)) == 2  # the table cell and the figure, as text
     assert "A &amp; B" in page and "X&lt;1&gt;" in page
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    return {**browser_type_launch_args, "executable_path": "/usr/bin/chromium"}
+
+
+@pytest.fixture(scope="module")
+def hostile_lake(tmp_path_factory) -> Iterator[Path]:
+    """The dashboard fixture whose second-commonest country is the payload (a landed value that
+    reaches gold through ingest: the country column is not validated against a list)."""
+    data_dir = tmp_path_factory.mktemp("hostile-dashboard")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dashboard_fixture, "COUNTRIES", ["United Kingdom", PAYLOAD, "Germany", "EIRE"])
+        customers = dashboard_fixture.write_gold_fixture(data_dir / "lake")
+    assert (customers["country"] == PAYLOAD).any()
+    return data_dir
+
+
+@pytest.mark.browser
+def test_the_dashboard_shows_a_landed_payload_as_text_in_chromium(page, hostile_lake: Path) -> None:
+    from tests.test_dashboard_browser import serve
+
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    url, stop = serve(hostile_lake)
+    try:
+        page.set_viewport_size({"width": 1400, "height": 1000})
+        page.goto(url)
+        page.click("#country")
+        option = page.locator(".dash-dropdown-option", has_text=PAYLOAD)
+        expect(option).to_have_count(1, timeout=30_000)
+        option.click()
+        page.get_by_text("Customers", exact=True).click()
+        cell = page.locator('.ag-center-cols-container [col-id="country"]').first
+        expect(cell).to_have_text(PAYLOAD, timeout=30_000)
+        assert page.locator("img[src=x]").count() == 0
+        page.wait_for_timeout(500)  # an onerror handler would have fired by now
+    finally:
+        stop()
+    assert dialogs == []
