@@ -18,10 +18,10 @@ import pytest
 
 from app.data import FilterLimits, InvalidInput, grid_filter_sql
 from tests.conftest import settings_for
-from tests.dashboard_fixture import write_gold_fixture
-from tests.test_dashboard_data import LAST, OffLoopClient, grid_request
+from tests.dashboard_fixture import SNAPSHOTS, OffLoopClient, grid_request, write_gold_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
+LAST = SNAPSHOTS[-1]
 
 
 @pytest.fixture(scope="module")

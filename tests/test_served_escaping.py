@@ -4,6 +4,7 @@ product descriptions and country names in its tables; they must reach the page e
 from __future__ import annotations
 
 import html
+import threading
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -11,9 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from playwright.sync_api import expect
+from werkzeug.serving import make_server
 
+from app.data import SegmentLake
+from app.views import create_app
 from jobs.steps.eda import Section, render_html
 from tests import dashboard_fixture
+from tests.conftest import settings_for
 
 PAYLOAD = "<img src=x onerror=alert(document.domain)>"
 
@@ -47,11 +52,12 @@ def hostile_lake(tmp_path_factory) -> Iterator[Path]:
 
 @pytest.mark.browser
 def test_the_dashboard_shows_a_landed_payload_as_text_in_chromium(page, hostile_lake: Path) -> None:
-    from tests.test_dashboard_browser import serve
-
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    url, stop = serve(hostile_lake)
+    settings = settings_for(hostile_lake)
+    server = make_server("127.0.0.1", 0, create_app(SegmentLake.from_settings(settings), settings.dashboard).server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/"
     try:
         page.set_viewport_size({"width": 1400, "height": 1000})
         page.goto(url)
@@ -65,5 +71,5 @@ def test_the_dashboard_shows_a_landed_payload_as_text_in_chromium(page, hostile_
         assert page.locator("img[src=x]").count() == 0
         page.wait_for_timeout(500)  # an onerror handler would have fired by now
     finally:
-        stop()
+        server.shutdown()
     assert dialogs == []
