@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -131,22 +132,26 @@ def free_port() -> int:
 @pytest.mark.spark
 @pytest.mark.browser
 def test_a_landed_payload_renders_as_text_in_chromium_and_nothing_loads_from_elsewhere(spark, settings, page) -> None:
+    import pandas as pd
     import uvicorn
 
     from jobs.adapters.expectations import data_docs_site, day_page
+    from jobs.adapters.landing import write_day
     from jobs.errors import DataValidationError
     from jobs.steps.validate import validate_day
-    from tests.test_validate import DAY, good_rows, land, named
 
-    rows = good_rows()
-    rows.loc[3, "quantity"] = PAYLOAD
-    rows.loc[5, "quantity"] = SCRIPT
-    land(settings, named(rows))
+    day = date(2011, 3, 1)
+    header = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"]
+    line = ["85123A", "T-LIGHT HOLDER", "6", "2011-03-01 08:26:00", "2.55", "17850", "France"]
+    rows = [[f"5400{i:02d}", *line] for i in range(10)]
+    frame = pd.DataFrame(rows, columns=header)
+    frame.loc[3, "Quantity"], frame.loc[5, "Quantity"] = PAYLOAD, SCRIPT
+    write_day(settings.path("landing_dir"), day, frame, settings.landing.marker, settings.landing.format)
     with pytest.raises(DataValidationError):  # 2 of 10 rows: above the quarantine share, the day fails
-        validate_day(DAY, settings, spark)
+        validate_day(day, settings, spark)
     site = data_docs_site(settings)
     pages = sorted(site.rglob("*.html"))
-    assert day_page(settings, DAY) in pages and all(remote_references(p) == [] for p in pages)
+    assert day_page(settings, day) in pages and all(remote_references(p) == [] for p in pages)
 
     app = plugin().data_docs_app(site, "rfm_segmentation")
     app.dependency_overrides[app.state.authorise] = lambda: None  # the login is the test above
@@ -168,8 +173,8 @@ def test_a_landed_payload_renders_as_text_in_chromium_and_nothing_loads_from_els
         )
         base = f"http://127.0.0.1:{port}"
         page.goto(f"{base}/index.html")
-        assert page.get_by_text(DAY.isoformat()).count() > 0  # the index lists the validation
-        page.goto(f"{base}/{day_page(settings, DAY).relative_to(site).as_posix()}")
+        assert page.get_by_text(day.isoformat()).count() > 0  # the index lists the validation
+        page.goto(f"{base}/{day_page(settings, day).relative_to(site).as_posix()}")
         page.wait_for_load_state("load")
         assert page.get_by_text(PAYLOAD, exact=True).count() > 0  # the value, shown as text
         assert page.get_by_text(SCRIPT, exact=True).count() > 0
