@@ -17,7 +17,7 @@ RUN_TO ?= 2011-12-09
 # UI) or dags-test (`airflow dags test` in one process).
 RUNNER ?= backfill
 
-.PHONY: help prerequisites setup lock setup-test system-packages run rerun maintain test test-fast lint replay stability-month backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster test-heavy bench-pipeline fault-injection
+.PHONY: help prerequisites setup lock setup-test system-packages run rerun maintain test test-fast lint replay screenshots stability-month backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster test-heavy test-hostile bench-pipeline fault-injection
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -54,11 +54,12 @@ system-packages: ## Debian packages the tests use (PostgreSQL for the scheduled 
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
-run: setup ## end to end on generated data: history, then the DAG for RUN_FROM..RUN_TO
+run: setup ## end to end on generated data: history, the DAG for RUN_FROM..RUN_TO, the nights' segment exports
 	$(BIN)/python -m harness.generate
 	$(BIN)/python -m jobs.ops.backfill --source "$$($(BIN)/python -c 'from jobs.config import load_settings; print(load_settings().path("landing_dir"))')" \
 	  --until "$$($(BIN)/python -c 'import datetime as d; print(d.date.fromisoformat("$(RUN_FROM)") - d.timedelta(days=1))')"
 	$(BIN)/python -m jobs.orchestration nights --from $(RUN_FROM) --to $(RUN_TO) --runner $(RUNNER)
+	$(BIN)/python -m jobs.ops.exports --until $(RUN_TO)
 	$(BIN)/python -m jobs.ops.summary --run-date $(RUN_TO)
 
 test: setup-test lint ## lint, then the test suite (unit, Spark, validation, DAG, end to end, browser); `heavy` tests have their own targets
@@ -78,9 +79,10 @@ stability-month: setup ## issue 14: a real month night by night in-process (2011
 	RFM__PATHS__DATA_DIR="$(STABILITY_DIR)/data" $(BIN)/python -m jobs.ops.replay --source "$(REAL_DATA)" \
 		--until 2011-08-10 --to 2011-08-31 --skip eda --table "$(STABILITY_DIR)/stability.md"
 
-replay: setup ## real data night by night: make replay SOURCE=file FROM=YYYY-MM-DD TO=YYYY-MM-DD
+replay: setup ## real data night by night, then their segment exports: make replay SOURCE=file FROM=YYYY-MM-DD TO=YYYY-MM-DD
 	@test -n "$(SOURCE)" -a -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make replay SOURCE=path FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
 	$(BIN)/python -m jobs.orchestration replay --source "$(SOURCE)" --from $(FROM) --to $(TO) --runner $(RUNNER)
+	$(BIN)/python -m jobs.ops.exports --until $(TO)
 	$(BIN)/python -m jobs.ops.summary --run-date $(TO)
 
 rerun: setup ## re-run day FROM and every later day in order, in-process: make rerun FROM=YYYY-MM-DD [STEPS="validate ingest"]
@@ -97,8 +99,10 @@ prod-local: setup ## the production path on 127.0.0.1: PostgreSQL, MLflow server
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "PostgreSQL is needed: make system-packages (apt-get install postgresql)"; exit 1; }
 	$(BIN)/python -m jobs.orchestration prod-local $(if $(SPARK_CLUSTER),--spark-cluster)
 
-mlflow-ui: setup ## MLflow tracking UI on 127.0.0.1:5000 over the pipeline's store
-	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
+# One worker and no job consumers (they run MLflow's GenAI jobs, which this project does not use):
+# the UI answers in seconds on a 2-core machine instead of starting 4 workers and 7 consumers.
+mlflow-ui: setup ## MLflow tracking UI on 127.0.0.1:5000 over the pipeline's store (one worker: sized for a small machine)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
 	  --backend-store-uri "$$($(BIN)/python -c 'from jobs.config import load_settings; print(load_settings().tracking_uri)')"
 
 backtest-clv: setup ## CLV model vs naive baseline on a real history: make backtest-clv SOURCE=file [CAL_END=2011-09-09 HOLDOUT_END=2011-12-09]
@@ -110,6 +114,9 @@ compare: setup ## the last LAST nights side by side from MLflow (default 14): ma
 
 dashboard: setup ## segment explorer (Dash) over the gold tables on 127.0.0.1:8050 (conf/ dashboard:)
 	$(BIN)/python -m app
+
+screenshots: setup ## the docs' screenshots of the dashboard, Airflow and MLflow after a replay: make screenshots [DATE=2011-12-09] (Chromium)
+	$(BIN)/python -m harness.screenshot --date $(or $(DATE),2011-12-09) --consoles
 
 test-rerun-twice: setup ## slow (two full runs): `make run` twice in one data dir, gold business columns identical
 	$(BIN)/pytest -q tests/test_make_run_twice.py
@@ -132,6 +139,9 @@ fault-injection: setup ## SIGKILL a retrain night at every fault point, re-run i
 
 test-heavy: setup-test ## the `heavy` tests CI leaves out: Spark cluster, tasks one by one as Spark Connect clients, the real-month incremental check with re-runs, `make run` twice
 	$(BIN)/pytest --durations=0 -m heavy
+
+test-hostile: setup-test ## the whole hostile corpus: every case through the landing inventory, every accepted one through validate and ingest (several minutes)
+	$(BIN)/pytest -q tests/test_hostile.py tests/test_hostile_spark.py -m "heavy or not heavy" --durations=10
 
 test-cluster: setup ## one night on a Spark standalone master + worker (127.0.0.1) started from the pip pyspark
 	$(BIN)/pytest -q tests/test_spark_cluster.py

@@ -30,6 +30,7 @@ NO_VALUE = "No predicted value for this snapshot — the clv step has not scored
 AT_RISK_ONLY = "at_risk"
 VALUE_FORMATS = {  # AG Grid value formatters (d3-format) for the predicted-value columns; blank when not scored
     "clv_12m": "params.value == null ? '' : d3.format(',.2f')(params.value)",
+    "monetary": "params.value == null ? '' : d3.format(',.2f')(params.value)",
     "p_alive": "params.value == null ? '' : d3.format('.3f')(params.value)",
     "p_purchase_90d": "params.value == null ? '' : d3.format('.3f')(params.value)",
     "expected_purchases_90d": "params.value == null ? '' : d3.format('.2f')(params.value)",
@@ -41,17 +42,17 @@ FILTERS = [
     Input("segment", "value"),
     Input("country", "value"),
 ]
-GRID_COLUMNS = [  # field, header (filters: app.data.GRID_FILTERS)
+GRID_COLUMNS = [  # field, header (filters: app.data.GRID_FILTERS); the value columns first, visible without scrolling
     ("customer_id", "Customer"),
-    ("country", "Country"),
     ("cluster_label", "Cluster label"),
     ("rfm_segment", "RFM segment"),
-    ("recency_days", "Recency (days)"),
-    ("frequency", "Frequency"),
-    ("monetary", "Monetary"),
     ("clv_12m", "CLV 12 m"),
+    ("monetary", "Monetary"),
     ("p_purchase_90d", "P(purchase 90 d)"),
     ("at_risk_value", "At-risk value"),
+    ("recency_days", "Recency (days)"),
+    ("frequency", "Orders"),
+    ("country", "Country"),
     ("r_score", "R"),
     ("f_score", "F"),
     ("m_score", "M"),
@@ -63,6 +64,7 @@ GRID_COLUMNS = [  # field, header (filters: app.data.GRID_FILTERS)
     ("p_alive", "P(alive)"),
     ("expected_purchases_90d", "Purchases 90 d"),
 ]
+INITIAL_SORT = {"clv_12m": "desc"}  # the table opens on the most valuable customers
 
 
 def create_app(segment_lake: SegmentLake, config: Dashboard, warm_up: bool = True) -> Dash:
@@ -202,6 +204,7 @@ def customer_grid(page_size: int) -> dag.AgGrid:
                 "headerName": header,
                 "filter": column_filters[GRID_FILTERS.get(name, "none")],
                 **({"valueFormatter": {"function": VALUE_FORMATS[name]}} if name in VALUE_FORMATS else {}),
+                **({"sort": INITIAL_SORT[name]} if name in INITIAL_SORT else {}),
             }
             for name, header in GRID_COLUMNS
         ],
@@ -267,6 +270,7 @@ def sizes_figure(sizes: pd.DataFrame, colours: dict[str, str]) -> go.Figure:
     figure.update_layout(
         title="Segment sizes over the snapshots",
         yaxis_title="customers",
+        yaxis_rangemode="tozero",  # counts from zero: one customer more is not a cliff
         template="plotly_white",
         xaxis_type="category",
     )
@@ -366,6 +370,19 @@ def value_figure(stats: pd.DataFrame, at_risk: pd.DataFrame, colours: dict[str, 
     for col in range(1, len(VALUE_TITLES)):  # probabilities on their whole scale: 0.9999999 reads as 1
         figure.update_yaxes(range=[0, 1.05], row=1, col=col)
     figure.update_yaxes(type="log", row=1, col=len(VALUE_TITLES))
+    for col, measure in enumerate(VALUE_TITLES, start=1):  # a constant measure says so instead of a flat line
+        if measure in rows.index.get_level_values(0):
+            spread = rows.loc[measure]
+            if (spread["max"] - spread["min"]).max() < 1e-6 and spread["max"].max() - spread["min"].min() < 1e-6:
+                figure.add_annotation(
+                    text=f"{spread['max'].max():.3f} for every customer:<br>constant on this snapshot",
+                    xref=f"x{'' if col == 1 else col} domain",
+                    yref=f"y{'' if col == 1 else col} domain",
+                    x=0.5,
+                    y=0.5,
+                    showarrow=False,
+                    bgcolor="rgba(255,255,255,0.8)",
+                )
     flagged = int(at_risk["customers"].sum()) if not at_risk.empty else 0
     figure.update_layout(
         template="plotly_white",

@@ -21,7 +21,7 @@ with DAG(
     schedule=CronDataIntervalTimetable(settings.maintenance.schedule, timezone="UTC"),
     catchup=False,
     doc_md=__doc__,
-    **dag_defaults(settings, ("maintenance",)),
+    **dag_defaults(settings, ("maintenance", "spark", "delta")),
 ) as dag:
 
     @task(execution_timeout=task_timeout(settings, "maintain"))

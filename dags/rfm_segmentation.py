@@ -19,7 +19,7 @@ from jobs.config import load_settings
 from jobs.definitions import DAG_RUN_TAG, DAG_TAG, PARAM_TAG_PREFIX, TASK_TAG
 from jobs.orchestration.assets import export_trigger, published_event, step_outlets
 from jobs.orchestration.defaults import dag_defaults, task_timeout
-from jobs.orchestration.task import log_lines, run_in_task, with_fixed_k
+from jobs.orchestration.task import run_in_task, with_fixed_k
 
 settings = load_settings()
 
@@ -36,7 +36,9 @@ with DAG(
         "full_recompute": Param(False, type="boolean", description="Recompute RFM from the whole history"),
         "k": Param(None, type=["null", "integer"], minimum=2, maximum=20, description="Fixed k for a retrain"),
     },
-    **dag_defaults(settings, wait_for_downstream=True),
+    **dag_defaults(
+        settings, ("segmentation", "great-expectations", "spark", "delta", "mlflow"), wait_for_downstream=True
+    ),
 ) as dag:
 
     @task.sensor(
@@ -75,7 +77,6 @@ with DAG(
     def cluster(ds: str, dag_run=None, ti=None, params=None) -> dict:
         """Spark ML clustering, logged to MLflow with Airflow lineage tags and the run's params."""
         from jobs.orchestration.links import push_mlflow_link
-        from jobs.orchestration.summaries import cluster_lines, sweep_rows
         from jobs.steps.cluster import cluster_day
 
         lineage = {DAG_TAG: dag_run.dag_id, DAG_RUN_TAG: dag_run.run_id, TASK_TAG: ti.task_id}
@@ -88,19 +89,16 @@ with DAG(
             force_retrain=params["force_retrain"],
         )
         push_mlflow_link(ti, settings, result["mlflow_run_id"])
-        log_lines(cluster_lines(result, *sweep_rows(settings, result["mlflow_run_id"])))
         return result
 
     @task(outlets=step_outlets(settings, "label"), execution_timeout=task_timeout(settings, "label"))
     def label(ds: str, ti=None) -> dict:
         """Cluster labels + RFM quintile segments into the gold tables."""
         from jobs.orchestration.links import push_mlflow_link
-        from jobs.orchestration.summaries import label_lines
         from jobs.steps.label import label_day
 
         result = run_in_task(label_day, ds)
         push_mlflow_link(ti, settings, result["mlflow_run_id"])
-        log_lines(label_lines(result))
         return result
 
     @task(outlets=step_outlets(settings, "clv"), execution_timeout=task_timeout(settings, "clv"))

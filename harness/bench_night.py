@@ -140,7 +140,7 @@ def bench_nights(
         try:
             run_nights(settings, export, first_night, {**env, "RFM__SPARK__REMOTE": server.url}, log, figures)
         finally:
-            figures["connect_server_peak_rss_bytes"] = peak_rss_of_tree(psutil.Process(server.process.popen.pid))
+            figures["connect_server_peak_rss_bytes"] = peak_rss_of_tree(psutil.Process(server.process.process.pid))
     return figures
 
 

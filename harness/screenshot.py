@@ -1,8 +1,13 @@
-"""The docs' screenshots of the segment explorer over a real lake: ``python -m harness.screenshot --date D``.
+"""The docs' screenshots of the consoles over a lake: ``python -m harness.screenshot --date D [--consoles]``
+(``make screenshots``, after ``make replay``).
 
 Serves the app over the configured data dir (``RFM__PATHS__DATA_DIR``) on a free loopback port
-and saves, with Debian's Chromium, the overview (``docs/dashboard.png``) and the customer value
-view (``docs/dashboard-value.png``) of snapshot D.
+and saves, with Debian's Chromium, the overview (``docs/dashboard.png``), the customer value
+view (``docs/dashboard-value.png``) and the customer table (``docs/dashboard-customers.png``) of
+snapshot D. ``--consoles`` also starts Airflow's api-server and the MLflow UI over the same data dir
+(free loopback ports) and saves the nightly DAG's grid (``airflow-grid.png``), the night's ``clv``
+task log (``airflow-task-log.png``), the export DAG (``airflow-export.png``), the experiment's runs
+(``mlflow-runs.png``) and the night's run with its description (``mlflow-run.png``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from app.data import SegmentLake
 from app.views import create_app
 from jobs.config import REPO_ROOT, load_settings
 
-VIEWS = {"dashboard.png": None, "dashboard-value.png": "Customer value"}
+VIEWS = {"dashboard.png": None, "dashboard-value.png": "Customer value", "dashboard-customers.png": "Customers"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--date", required=True, type=date.fromisoformat, help="the snapshot to show")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs", help="folder for the PNG files")
+    parser.add_argument("--consoles", action="store_true", help="also the Airflow and MLflow UIs")
     args = parser.parse_args(argv)
     settings = load_settings()
     app = create_app(SegmentLake.from_settings(settings), settings.dashboard)
@@ -44,9 +50,84 @@ def main(argv: list[str] | None = None) -> int:
             page.wait_for_timeout(4000)  # the callbacks of the view settle
             page.screenshot(path=str(args.out / name), full_page=True)
             print(args.out / name)
+        if args.consoles:
+            consoles(browser, load_settings(), args.date, args.out)
         browser.close()
     server.shutdown()
     return 0
+
+
+def consoles(browser, settings, night: date, out: Path) -> None:
+    """Airflow (api-server only, over the data dir's SQLite DB) and the MLflow UI: their pages of ``night``."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    from jobs.adapters import tracking
+    from jobs.orchestration.local import persisted_secret
+    from jobs.orchestration.services import AirflowApi, AirflowConfig, free_ports, start_airflow, stop_all
+
+    home = settings.path("airflow_home")
+    airflow_port, mlflow_port = free_ports(2)
+    config = AirflowConfig(
+        home=home,
+        db_url=f"sqlite:///{home / 'airflow.db'}",
+        port=airflow_port,
+        admin_password=persisted_secret(home / "admin-password"),
+        extra_env={"RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))},
+    )
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    mlflow_ui = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "ui", "--host", "127.0.0.1", "--port", str(mlflow_port)]
+        + ["--workers", "1", "--backend-store-uri", settings.tracking_uri],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    procs = start_airflow(config, home / "services", ("api-server",), migrate=False)
+    try:
+        dag_id = settings.dag.dag_id
+        runs = AirflowApi(config).get(f"/dags/{dag_id}/dagRuns", limit=100, order_by="-logical_date")["dag_runs"]
+        run = next(r for r in runs if r["logical_date"][:10] == night.isoformat())
+        token = requests.post(
+            f"{config.url}/auth/token", timeout=60, json={"username": "admin", "password": config.admin_password}
+        ).json()["access_token"]
+        context = browser.new_context(viewport={"width": 1600, "height": 1000})
+        context.add_cookies([{"name": "_token", "value": token, "url": config.url}])
+        page = context.new_page()
+        pages = {
+            "airflow-grid.png": (f"{config.url}/dags/{dag_id}", "eda"),
+            "airflow-task-log.png": (f"{config.url}/dags/{dag_id}/runs/{run['dag_run_id']}/tasks/clv", "rfm.summary"),
+            "airflow-export.png": (f"{config.url}/dags/segment_export", "export"),
+        }
+        night_run = tracking.runs_for_date(settings, dag_id, night)[0]
+        experiment = night_run.info.experiment_id
+        mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{mlflow_url}/health", timeout=5).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(2)
+        pages["mlflow-runs.png"] = (f"{mlflow_url}/#/experiments/{experiment}", night.isoformat())
+        pages["mlflow-run.png"] = (f"{mlflow_url}/#/experiments/{experiment}/runs/{night_run.info.run_id}", "Night")
+        for name, (url, text) in pages.items():
+            page.goto(url)
+            page.get_by_text(text).first.wait_for(timeout=180_000)
+            page.wait_for_timeout(3000)
+            page.screenshot(path=str(out / name))
+            print(out / name)
+        context.close()
+    finally:
+        stop_all(procs)
+        os.killpg(mlflow_ui.pid, signal.SIGTERM)
+        mlflow_ui.wait(timeout=60)
 
 
 if __name__ == "__main__":

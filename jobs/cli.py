@@ -98,7 +98,17 @@ def run_step(step: Callable[[date], dict[str, Any]], description: str, argv: Seq
 
 
 # Libraries whose INFO lines drown a run's own log: only their warnings are shown.
-QUIET_LOGGERS = ["great_expectations", "py4j", "mlflow", "alembic", "urllib3", "matplotlib"]
+QUIET_LOGGERS = [
+    "great_expectations",
+    "py4j",
+    "mlflow",
+    "alembic",
+    "urllib3",
+    "matplotlib",
+    "arviz",
+    "pymc",
+    "pytensor",
+]
 
 
 def configure_logging() -> None:

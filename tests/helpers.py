@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, time
 from decimal import Decimal
 
 import numpy as np
 import pandas as pd
+import psutil
 
 
 def random_profile(rng: np.random.Generator, k: int, discrete: bool) -> pd.DataFrame:
@@ -72,3 +77,60 @@ def line(invoice, stock, quantity, day: date, price, customer, country=UK, descr
 def frame_of(spark, rows: list[tuple]):
     """A Spark frame of typed bronze rows."""
     return spark.createDataFrame(rows, BRONZE_SCHEMA)
+
+
+# ------------------------------------------------------------------ listeners (issue 27 item 8)
+def listening_addresses(pids: list[int]) -> dict[str, set[str]]:
+    """``{"<name> (pid)": {"ip:port", ...}}`` of every TCP socket in LISTEN state held by the
+    processes ``pids`` and all their descendants (psutil)."""
+    found: dict[str, set[str]] = {}
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for proc in tree:
+            try:
+                listening = {
+                    f"{c.laddr.ip}:{c.laddr.port}"
+                    for c in proc.net_connections(kind="inet")
+                    if c.status == psutil.CONN_LISTEN
+                }
+                name = f"{proc.name()} ({proc.pid})"
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            if listening:
+                found.setdefault(name, set()).update(listening)
+    return found
+
+
+@contextmanager
+def watching_listeners(pids: list[int], every: float = 2.0) -> Iterator[dict[str, set[str]]]:
+    """``listening_addresses(pids)`` sampled every ``every`` seconds for the duration of the block,
+    merged: what listened at any time while a night ran, not only at the end."""
+    seen: dict[str, set[str]] = {}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(every):
+            for name, addresses in listening_addresses(pids).items():
+                seen.setdefault(name, set()).update(addresses)
+
+    sampler = threading.Thread(target=sample, name="listeners", daemon=True)
+    sampler.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        sampler.join()
+
+
+def non_loopback(listeners: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The part of ``listening_addresses`` that is not on a loopback address."""
+
+    def loopback(address: str) -> bool:
+        ip = ipaddress.ip_address(address.rsplit(":", 1)[0].strip("[]"))
+        return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback  # Java listens on ::ffff:127.0.0.1
+
+    return {name: bad for name, addrs in listeners.items() if (bad := {a for a in addrs if not loopback(a)})}

@@ -68,8 +68,19 @@ def interpolate(node, values: dict[str, str]):
 
 
 def render(values: dict[str, str]) -> dict:
-    """The compose file as Compose sees it: anchors and merge keys resolved, variables substituted."""
-    return interpolate(yaml.safe_load(COMPOSE.read_text()), values)
+    """The compose file as Compose sees it: anchors and merge keys resolved, variables substituted,
+    each service's ``env_file`` read under its ``environment`` (which wins, as in Compose)."""
+    from dotenv import dotenv_values
+
+    config = interpolate(yaml.safe_load(COMPOSE.read_text()), values)
+    for service in config["services"].values():
+        files = service.get("env_file", [])
+        from_files = {
+            k: v for f in ([files] if isinstance(files, str) else files) for k, v in dotenv_values(DOCKER / f).items()
+        }
+        if from_files:
+            service["environment"] = {**from_files, **service.get("environment", {})}
+    return config
 
 
 @pytest.fixture(scope="module")
@@ -187,12 +198,9 @@ def test_published_ports_bind_loopback_only(rendered):
 def test_airflow_and_pipeline_settings(rendered):
     services = rendered["services"]
     env = services["airflow-scheduler"]["environment"]
-    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
     assert "@postgres:5432/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/rfm/dags"
-    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
-    assert str(env["AIRFLOW__CORE__PARALLELISM"]) == "4"
     assert env["RFM__SPARK__REMOTE"] == "sc://spark-connect:15002", "the tasks are Spark Connect clients"
     assert "RFM__SPARK__MASTER" not in env, "no driver in the Airflow containers"
     assert env["RFM__MLFLOW__TRACKING_URI"] == "http://mlflow:5000"
@@ -209,6 +217,22 @@ def test_airflow_and_pipeline_settings(rendered):
     assert "spark://spark-master:7077" in services["spark-worker"]["command"]
     assert f"--artifacts-destination={LAKE_PATH}/mlflow/artifacts" in services["mlflow"]["command"]
     assert services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql")
+
+
+def test_compose_and_the_local_launcher_read_one_table_of_airflow_settings(rendered, tmp_path):
+    from jobs.orchestration.services import SHARED_AIRFLOW_ENV, AirflowConfig, shared_airflow_env
+
+    shared = shared_airflow_env()
+    assert shared["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor" and len(shared) >= 5, shared
+    airflow_services = [name for name in rendered["services"] if name.startswith("airflow-")]
+    for name in airflow_services:
+        service = rendered["services"][name]
+        assert (DOCKER / service["env_file"][0]).resolve() == SHARED_AIRFLOW_ENV, f"{name} reads another env_file"
+        assert {k: service["environment"][k] for k in shared} == shared, f"{name} overrides a shared setting"
+    raw_env = yaml.safe_load(COMPOSE.read_text())["x-airflow-env"]
+    assert not set(raw_env) & set(shared), "compose.yml repeats a setting of conf/airflow.env"
+    local = AirflowConfig(home=tmp_path / "airflow", db_url="sqlite://", port=8080, admin_password="x").env()
+    assert {k: local[k] for k in shared} == shared, "the local launcher does not read conf/airflow.env"
 
 
 def test_start_order(rendered):

@@ -10,6 +10,7 @@ written.
 
 from __future__ import annotations
 
+import os
 from datetime import date
 
 import pandas as pd
@@ -31,6 +32,7 @@ from jobs.ops.rerun import rerun
 from jobs.ops.split import land_days
 from jobs.orchestration.local import run_nights
 from tests.conftest import settings_for
+from tests.helpers import non_loopback, watching_listeners
 
 pytestmark = pytest.mark.e2e
 
@@ -74,8 +76,22 @@ def pipeline(tmp_path_factory, spark):
     frame = generate_transactions(customers=400, days=60, seed=11, end_date=NIGHTS[-1])
     land_days(frame, settings.path("landing_dir"), date(2011, 10, 12), NIGHTS[-1], settings.landing.marker)
     backfill(settings.path("landing_dir"), HISTORY_END, settings=settings, spark=spark)
-    run_nights(settings, NIGHTS[0], NIGHTS[-1])
+    with watching_listeners([os.getpid()]) as seen:  # this driver, the Connect server, Airflow, the tasks
+        run_nights(settings, NIGHTS[0], NIGHTS[-1])
+    LISTENERS.update(seen)
     return settings
+
+
+LISTENERS: dict[str, set[str]] = {}
+
+
+def test_every_listener_during_the_nights_was_on_loopback(pipeline):
+    """Every LISTEN socket of this process's tree while the nights ran (sampled): the test's own
+    Spark driver, the Spark Connect server (gRPC, driver RPC, block manager), Airflow's api-server
+    and scheduler and the task processes: all on 127.0.0.1."""
+    names = " ".join(LISTENERS)
+    assert "java" in names and "airflow" in names, f"the night's servers were not seen: {LISTENERS}"
+    assert non_loopback(LISTENERS) == {}, LISTENERS
 
 
 def test_every_table_is_written_and_readable_without_spark(pipeline):
@@ -230,3 +246,145 @@ def test_a_step_runs_alone_through_spark_submit(pipeline):
     assert f'"run_date": "{night}"' in done.stdout
     after = read_table(pipeline, "gold_customer_segments", night)[BUSINESS_COLUMNS].sort_values("customer_id")
     pd.testing.assert_frame_equal(before.reset_index(drop=True), after.reset_index(drop=True))
+
+
+def test_mlflow_opens_on_runs_named_after_the_night_with_descriptions(pipeline):
+    """The experiment is a classic-ML one (the UI opens on its runs); each night's run is named
+    '<night> <type>' and described (Airflow run, EDA report); models and versions are described."""
+    from jobs.definitions import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, NOTE_TAG
+
+    client = tracking.client(pipeline)
+    experiment = client.get_experiment(tracking.experiment_id(pipeline))
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND == "custom_model_development"
+    for night in NIGHTS:
+        run = tracking.runs_for_date(pipeline, pipeline.dag.dag_id, night)[0]
+        assert run.info.run_name == f"{night} {run.data.tags[NIGHT_TYPE_TAG]}"
+        note = run.data.tags[NOTE_TAG]
+        assert str(night) in note and run.data.tags[DAG_RUN_TAG] in note and "eda/report.html" in note
+    for name in (pipeline.model.registered_name, pipeline.clv.registered_name):
+        model = client.get_registered_model(name)
+        assert "@champion" in model.description, name
+        version = client.get_model_version(name, "1")
+        assert version.run_id in version.description and str(NIGHTS[0]) in version.description
+
+
+def test_the_runs_name_their_night_and_reopening_airflow_adds_no_dag_version(pipeline):
+    """Each backfill run's note names the night it processed; serializing the DAGs again as `make
+    airflow` does (no launcher environment) finds the same DAG: still one version; segment_export
+    was unpaused for the nights' events."""
+    import sqlite3
+    import subprocess
+
+    from jobs.orchestration.local import airflow_bin, airflow_env
+
+    database = pipeline.path("airflow_home") / "airflow.db"
+
+    def query(sql: str) -> list[tuple]:
+        with sqlite3.connect(database) as db:
+            return db.execute(sql).fetchall()
+
+    notes = dict(
+        query(
+            "select r.run_id, n.content from dag_run r join dag_run_note n on n.dag_run_id = r.id "
+            f"where r.dag_id = '{pipeline.dag.dag_id}' and r.run_type = 'backfill'"
+        )
+    )
+    for night in NIGHTS:
+        assert f"night {night}" in notes.values(), notes
+    versions = f"select count(*) from dag_version where dag_id = '{pipeline.dag.dag_id}'"
+    before = query(versions)[0][0]
+    subprocess.run([airflow_bin(), "dags", "reserialize"], env=airflow_env(pipeline), check=True, capture_output=True)
+    assert query(versions)[0][0] == before == 1, "one DAG version: the launcher does not change the DAG"
+    assert query("select is_paused from dag where dag_id = 'segment_export'") == [(0,)]
+
+
+def task_logs(settings) -> dict[tuple[str, str], list[dict]]:
+    """(run id, task id) -> the JSON records of the task's last attempt, from the Airflow log folder."""
+    import json
+
+    logs = {}
+    folder = settings.path("airflow_home") / "logs" / f"dag_id={settings.dag.dag_id}"
+    for run in sorted(folder.glob("run_id=*")):
+        for task in sorted(run.glob("task_id=*")):
+            last = max(task.glob("attempt=*.log"), key=lambda p: int(p.stem.split("=")[1]))
+            records = []
+            for line in last.read_text().splitlines():
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    records.append({"level": "?", "event": line})
+            logs[(run.name, task.name.split("=", 1)[1])] = records
+    return logs
+
+
+def test_successful_tasks_log_no_error_no_progress_bar_and_end_with_a_summary(pipeline):
+    """A night's task logs, as the Airflow UI shows them: third-party stderr (MLflow's "Successfully
+    registered model", progress bars, colour codes) is not filed as ERROR; every step task ends with
+    its summary and the MLflow URL."""
+    logs = task_logs(pipeline)
+    nights = {run for run, _ in logs if "2011-12-10" in run or "2011-12-11" in run}  # backfill run ids: D+1
+    assert len(nights) == 2, sorted(logs)
+    for (run, task), records in logs.items():
+        if run not in nights:
+            continue
+        events = [str(r.get("event", "")) for r in records]
+        errors = [e[:200] for r, e in zip(records, events, strict=True) if r.get("level") in ("error", "critical")]
+        assert not errors, f"{run}/{task}: ERROR lines in a successful task: {errors}"
+        assert not [e for e in events if "\x1b[" in e or "\r" in e or "it/s]" in e], f"{run}/{task}: colour/progress"
+        if task == "wait_for_landing":
+            continue
+        summary = [e for r, e in zip(records, events, strict=True) if r.get("logger") == "rfm.summary"]
+        assert len(summary) >= 2, f"{run}/{task}: no summary lines"
+        assert summary[-1].strip().startswith("MLflow: http"), f"{run}/{task}: no MLflow URL at the end"
+        assert events.index(summary[-1]) > len(events) - 15, f"{run}/{task}: the summary is not at the end"
+    registered = [
+        e
+        for (run, task), rs in logs.items()
+        for r in rs
+        if task == "cluster"
+        for e in [str(r.get("event"))]
+        if "registered model" in e
+    ]
+    assert registered, "MLflow's registration message is still in the log, at INFO"
+
+
+@pytest.mark.heavy  # one more full night with a forced retrain (~5 min on an idle 2-core machine): make test-heavy
+def test_every_dag_param_acts(pipeline):
+    """Trigger the night of 12-10 (a score night) with force_retrain, full_recompute and k: it retrains
+    at that k (MLflow) and recomputes the customer state from bronze in one overwrite (Delta history)."""
+    import json
+    import subprocess
+
+    from jobs.definitions import PARAM_TAG_PREFIX
+    from jobs.orchestration.local import airflow_bin, airflow_env
+
+    night = NIGHTS[-1]
+    state = DeltaTable(str(pipeline.table_path("silver_customer_state")))
+    before = state.version()
+    conf = {"force_retrain": True, "full_recompute": True, "k": 5}
+    done = subprocess.run(
+        [airflow_bin(), "dags", "test", pipeline.dag.dag_id, night.isoformat(), "-c", json.dumps(conf)],
+        env=airflow_env(pipeline),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = tracking.runs_for_date(pipeline, pipeline.dag.dag_id, night)[0]
+    assert run.data.tags[NIGHT_TYPE_TAG] == "retrain", "force_retrain: a score night retrained"
+    from jobs.definitions import K_TAG, TRAINED_VERSION_TAG
+
+    trained = tracking.client(pipeline).get_model_version(
+        pipeline.model.registered_name, run.data.tags[TRAINED_VERSION_TAG]
+    )
+    assert trained.tags[K_TAG] == "5", (
+        "k: the retrain fitted the fixed k (promoted or not, the night scores with the champion)"
+    )
+    assert run.data.tags[f"{PARAM_TAG_PREFIX}full_recompute"] == "True"
+    assert run.info.run_name == f"{night} retrain"
+    commits = [
+        c for c in DeltaTable(str(pipeline.table_path("silver_customer_state"))).history() if c["version"] > before
+    ]
+    operations = {c["operation"] for c in commits}
+    assert commits and "MERGE" not in operations, f"full_recompute: state rebuilt, not merged ({operations})"
+    assert any(c.get("operationParameters", {}).get("mode") == "Overwrite" for c in commits), commits

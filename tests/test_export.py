@@ -12,7 +12,14 @@ from deltalake import DeltaTable, write_deltalake
 
 from jobs.definitions import EXPORT_CLV_COLUMNS, EXPORT_COLUMNS, EXPORT_MANIFEST, LABEL_SCHEMES
 from jobs.errors import LakeStateError
-from jobs.steps.export import export_snapshot, read_manifest, segment_lists, slug, snapshots_to_export
+from jobs.steps.export import (
+    export_snapshot,
+    read_manifest,
+    segment_lists,
+    slug,
+    snapshots_to_export,
+    stale_snapshots,
+)
 from tests.dashboard_fixture import SNAPSHOTS, customers_of, segments_schema, write_gold_fixture
 
 PUBLISHED_SCHEMA = pa.schema(
@@ -25,7 +32,8 @@ PUBLISHED_SCHEMA = pa.schema(
 
 
 def publish(settings, snapshot: date, segments_version: int) -> int:
-    """Append a publish record entry (as jobs.adapters.publish writes it); returns the record's version."""
+    """Write the snapshot's publish record entry (replacing its previous one, as jobs.adapters.publish
+    does); returns the record's version."""
     versions = {
         "gold_customer_segments": segments_version,
         "gold_segment_summary": segments_version,
@@ -36,7 +44,10 @@ def publish(settings, snapshot: date, segments_version: int) -> int:
         schema=PUBLISHED_SCHEMA,
     )
     path = str(settings.table_path("gold_published"))
-    write_deltalake(path, row, mode="append")
+    if DeltaTable.is_deltatable(path):
+        write_deltalake(path, row, mode="overwrite", predicate=f"snapshot_date = '{snapshot.isoformat()}'")
+    else:
+        write_deltalake(path, row, mode="append")
     return DeltaTable(path).version()
 
 
@@ -88,8 +99,11 @@ def test_export_writes_csv_and_parquet_per_segment_with_a_manifest(lake):
         for entry in files:
             csv = pd.read_csv(folder / entry["csv"], dtype={"customer_id": str})
             parquet = pd.read_parquet(folder / entry["parquet"])
-            wanted = sorted(gold.loc[gold[column] == entry["segment"], "customer_id"])
-            assert list(csv["customer_id"]) == list(parquet["customer_id"]) == wanted
+            members = gold[gold[column] == entry["segment"]]
+            assert sorted(csv["customer_id"]) == sorted(members["customer_id"])
+            assert list(csv["customer_id"]) == list(parquet["customer_id"])
+            assert csv["monetary_gbp"].is_monotonic_decreasing, "best customers (money spent) first"
+            assert (csv["monetary_gbp"] == csv["monetary_gbp"].round(2)).all()
             assert list(parquet.columns) == EXPORT_COLUMNS
 
 
@@ -190,3 +204,77 @@ def test_snapshots_to_export_take_each_dates_newest_publication():
     ]
     assert snapshots_to_export(extras) == {"2011-12-08": 3, "2011-12-09": 5}
     assert snapshots_to_export([{"snapshot_date": "2011-12-08"}]) == {"2011-12-08": None}
+
+
+def test_csv_is_rounded_with_units_flags_as_yes_no_and_a_column_dictionary(lake):
+    """The marketer's CSV: money to 2 decimals named with the currency, probabilities to 3, yes/no; the
+    Parquet file keeps full precision; the manifest explains every CSV column."""
+    settings, _ = lake
+    day = date(2011, 12, 12)
+    rows = customers_of(day, 40, seed=5)
+    version = append_gold(settings, rows, clv=True)
+    table = DeltaTable(str(settings.table_path("gold_customer_segments")), version=version)
+    gold = table.to_pandas(filters=[("snapshot_date", "=", day)])
+    assert len(gold) == 40
+    manifest = export_snapshot(settings, day, publish(settings, day, version))
+    folder = settings.path("exports_dir") / f"snapshot_date={day}"
+    entry = max(manifest["files"], key=lambda f: f["rows"])
+    csv = pd.read_csv(folder / entry["csv"], dtype={"customer_id": str}, keep_default_na=False)
+    parquet = pd.read_parquet(folder / entry["parquet"])
+    assert {"monetary_gbp", "clv_12m_gbp"} <= set(csv.columns) and "monetary" not in csv.columns
+    assert set(csv["at_risk_value"]) <= {"yes", "no"} and parquet["at_risk_value"].dtype == bool
+    raw = (folder / entry["csv"]).read_text().splitlines()[1]
+    assert all(
+        len(cell.split(".")[1]) <= 3 for cell in raw.split(",") if cell.replace(".", "").isdigit() and "." in cell
+    )
+    merged = csv.merge(parquet, on="customer_id")
+    assert ((merged["monetary_gbp"] - merged["monetary"].astype(float)).abs() <= 0.005 + 1e-9).all()
+    dictionary = {d["csv_column"]: d for d in manifest["column_dictionary"]}
+    assert set(dictionary) == set(csv.columns), "every CSV column is explained"
+    assert dictionary["monetary_gbp"]["unit"] == "GBP" and dictionary["at_risk_value"]["unit"] == "yes/no"
+    assert all(d["meaning"] for d in dictionary.values())
+
+
+def test_campaign_lists_hold_the_rules_customers_best_first(lake):
+    settings, everyone = lake
+    day = SNAPSHOTS[-1]
+    manifest = export_snapshot(settings, day)
+    gold = everyone[everyone["snapshot_date"] == day]
+    campaigns = {c["campaign"]: c for c in manifest["campaigns"]}
+    assert set(campaigns) == set(settings.exports.campaigns) == {"win-back", "vip-care"}
+    folder = settings.path("exports_dir") / f"snapshot_date={day}"
+    for name, rule in settings.exports.campaigns.items():
+        wanted = gold[pd.concat([gold[c].isin(v) for c, v in rule.items()], axis=1).any(axis=1)]
+        csv = pd.read_csv(folder / campaigns[name]["csv"], dtype={"customer_id": str})
+        assert campaigns[name]["rows"] == len(csv) == len(wanted) > 0, name
+        assert sorted(csv["customer_id"]) == sorted(wanted["customer_id"])
+        assert csv["monetary_gbp"].is_monotonic_decreasing
+
+
+def test_a_catch_up_exports_every_published_snapshot_not_exported_or_republished(lake):
+    """Nights published while the export DAG was paused are exported by the next run or `make run`."""
+    from jobs.ops.exports import catch_up
+
+    settings, _ = lake
+    assert stale_snapshots(settings) == list(SNAPSHOTS)
+    export_snapshot(settings, SNAPSHOTS[1])
+    assert stale_snapshots(settings) == [SNAPSHOTS[0], SNAPSHOTS[2]]
+    assert stale_snapshots(settings, until=SNAPSHOTS[1]) == [SNAPSHOTS[0]]
+    done = catch_up(settings)
+    assert [m["snapshot_date"] for m in done] == [SNAPSHOTS[0].isoformat(), SNAPSHOTS[2].isoformat()]
+    assert stale_snapshots(settings) == [] and catch_up(settings) == []
+    publish(settings, SNAPSHOTS[0], 1)  # a re-run published the snapshot again at another version
+    assert stale_snapshots(settings) == [SNAPSHOTS[0]]
+
+
+def test_the_run_summary_says_where_the_exports_and_campaign_lists_are(lake):
+    from jobs.ops.summary import export_lines
+
+    settings, _ = lake
+    day = SNAPSHOTS[-1]
+    assert "none for" in export_lines(settings, day)[0] and "jobs.ops.exports" in export_lines(settings, day)[0]
+    manifest = export_snapshot(settings, day)
+    lines = export_lines(settings, day)
+    assert str(settings.path("exports_dir") / f"snapshot_date={day}") in lines[0]
+    for campaign in manifest["campaigns"]:
+        assert any(campaign["campaign"] in line and campaign["csv"] in line for line in lines[1:])

@@ -5,13 +5,14 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from datetime import date
 
 import pytest
 
 from jobs.config import REPO_ROOT
 from jobs.orchestration.links import data_docs_url, mlflow_run_url, mlflow_ui_base
-from jobs.orchestration.services import HOST, Process, free_port
+from jobs.orchestration.services import HOST, free_port, start, stop
 from jobs.orchestration.summaries import cluster_lines, label_lines
 from jobs.orchestration.task import with_fixed_k
 from tests.conftest import settings_for
@@ -108,11 +109,33 @@ def test_a_fixed_k_overrides_only_the_clustering_settings(tmp_path):
 def test_a_stopped_process_group_leaves_no_child(tmp_path):
     """Stopping a service stops the workers it forked (its whole process group)."""
     code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); time.sleep(600)"
-    proc = Process.start("sleeper", [sys.executable, "-c", code], tmp_path / "sleeper.log", {})
-    pgid = proc.popen.pid
-    proc.stop(timeout=10)
+    proc = start("sleeper", [sys.executable, "-c", code], tmp_path / "sleeper.log", {})
+    pgid = proc.process.pid
+    time.sleep(1)
+    assert subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True).stdout.count("\n") == 2
+    stop(proc)
     done = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True)
     assert done.stdout.strip() == "", f"left over: {done.stdout}"
+
+
+def test_a_service_that_exits_before_answering_fails_with_its_log(tmp_path):
+    code = "import sys; print('no config here'); sys.exit(3)"
+    with pytest.raises(RuntimeError, match="no config here"):
+        start("broken", [sys.executable, "-c", code], tmp_path / "broken.log", {}, port=free_port(), timeout=30)
+
+
+def test_secrets_are_written_for_their_owner_only(tmp_path):
+    from jobs.orchestration.services import AirflowConfig, persisted_secret
+
+    password = persisted_secret(tmp_path / "deep" / "admin-password")
+    assert (tmp_path / "deep" / "admin-password").stat().st_mode & 0o777 == 0o600
+    assert persisted_secret(tmp_path / "deep" / "admin-password") == password
+    config = AirflowConfig(tmp_path / "home", "sqlite:///x.db", free_port(), password)
+    env = config.env()
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"].endswith("dags")
+    assert (tmp_path / "home").stat().st_mode & 0o777 == 0o700
+    for name in ("fernet.key", "passwords.json"):
+        assert (tmp_path / "home" / name).stat().st_mode & 0o777 == 0o600, name
 
 
 def test_free_port_is_on_loopback():
@@ -136,7 +159,10 @@ class FakeApi:
     """Answers the dag-run polls of follow_backfill from a script of states (a busy answer first)."""
 
     def __init__(self, script):
-        self.script = list(script)
+        self.script, self.notes = list(script), {}
+
+    def request(self, method, path, **kwargs):
+        self.notes[path.rsplit("/", 1)[1]] = kwargs["json"]["note"]
 
     def get(self, path, **params):
         from jobs.orchestration.services import ServerBusy
@@ -160,7 +186,7 @@ class FakeApi:
 class Alive:
     name = "airflow scheduler"
 
-    def alive(self):
+    def running(self):
         return True
 
 
@@ -179,6 +205,93 @@ def test_following_a_backfill_reports_each_night_and_stops_at_a_failure(monkeypa
     local.follow_backfill(api, "rfm", date(2011, 12, 8), date(2011, 12, 9), [Alive()])
     out = capsys.readouterr().out
     assert "== night 2011-12-08: success" in out and "== night 2011-12-09: success" in out
+    assert api.notes == {"backfill__2011-12-08": "night 2011-12-08", "backfill__2011-12-09": "night 2011-12-09"}
     failing = FakeApi([{"2011-12-08": "success", "2011-12-09": "failed"}])
     with pytest.raises(RuntimeError, match="2011-12-09"):
         local.follow_backfill(failing, "rfm", date(2011, 12, 8), date(2011, 12, 9), [Alive()])
+
+
+def test_spark_drivers_bind_to_loopback_unless_told_otherwise(monkeypatch):
+    from jobs.adapters.spark import loopback_driver, server_command
+
+    monkeypatch.delenv("SPARK_LOCAL_IP", raising=False)
+    assert loopback_driver() == {"spark.driver.bindAddress": HOST, "spark.driver.host": HOST}
+    command = " ".join(server_command(settings_for_repo(), HOST, 15002))
+    assert f"spark.driver.bindAddress={HOST}" in command and f"spark.driver.host={HOST}" in command
+    monkeypatch.setenv("SPARK_LOCAL_IP", "spark-connect")  # compose: executors call the driver back by name
+    assert loopback_driver()["spark.driver.host"] == "spark-connect"
+
+
+def settings_for_repo():
+    from jobs.config import load_settings
+
+    return load_settings()
+
+
+def test_only_loopback_listeners_pass_the_check():
+    from tests.helpers import non_loopback
+
+    listeners = {"java (1)": {"::ffff:127.0.0.1:7077", "127.0.0.1:1", "[::1]:2"}, "x (2)": {"0.0.0.0:8793"}}
+    assert non_loopback(listeners) == {"x (2)": {"0.0.0.0:8793"}}
+    assert non_loopback({"java (3)": {"::ffff:10.1.2.3:40000", "::1:5"}}) == {"java (3)": {"::ffff:10.1.2.3:40000"}}
+
+
+def test_library_stderr_becomes_info_records_without_colour_or_progress_redraws(caplog):
+    """What MLflow prints to stderr inside a task (registration messages, progress bars, coloured
+    warnings) reaches the task log as INFO lines of third_party.stderr, one per line, plain."""
+    import logging
+
+    from jobs.orchestration.task import STDERR_LOGGER, plain_task_output
+
+    with caplog.at_level(logging.INFO, logger=STDERR_LOGGER), plain_task_output():
+        print("Successfully registered model 'rfm-segmentation'.", file=sys.stderr)
+        sys.stderr.write("\rDownloading artifacts:   0%|   | 0/2\rDownloading artifacts: 100%|███| 2/2\n")
+        sys.stderr.write("\x1b[1;33mcoloured\x1b[0m and a half")
+    records = [r for r in caplog.records if r.name == STDERR_LOGGER]
+    assert [r.getMessage() for r in records] == [
+        "Successfully registered model 'rfm-segmentation'.",
+        "Downloading artifacts: 100%|███| 2/2",
+        "coloured and a half",
+    ]
+    assert {r.levelname for r in records} == {"INFO"}
+
+
+def test_every_step_ends_with_what_it_did_and_the_mlflow_url(tmp_path):
+    from jobs.orchestration.summaries import export_lines, step_lines
+
+    settings = settings_for(tmp_path)
+    lines = step_lines(
+        settings,
+        "ingest",
+        {
+            "run_date": "2011-12-09",
+            "rows_in": 120,
+            "quarantined": 2,
+            "excluded": 3,
+            "customers": 40,
+            "bronze_transactions": 7,
+            "silver_customer_rfm": 4,
+        },
+    )
+    assert lines[0] == "ingest 2011-12-09: read 120 rows (2 quarantined; not purchases: 3); snapshot of 40 customers"
+    assert "bronze_transactions v7" in lines[1] and "silver_customer_rfm v4" in lines[1]
+    assert lines[-1].startswith("  MLflow: http://127.0.0.1:5000/#/experiments/"), lines
+    run = step_lines(
+        settings, "eda", {"run_date": "2011-12-09", "report": "r.html", "charts": ["a"], "mlflow_run_id": "abc"}
+    )
+    assert run[-1].endswith("/runs/abc")
+    excluded = step_lines(
+        settings, "ingest", {"run_date": "2011-12-09", "excluded": {"duplicate": 2, "cancellation": 0}}
+    )
+    assert "not purchases: duplicate 2)" in excluded[0]
+    manifest = {
+        "snapshot_date": "2011-12-09",
+        "customers": 40,
+        "files": [1, 2],
+        "path": "/x",
+        "campaigns": [{"campaign": "win-back", "rows": 5}],
+    }
+    assert export_lines([manifest], caught_up=1) == [
+        "exported snapshot 2011-12-09: 40 customers, 2 segment files, campaigns: win-back 5 -> /x",
+        "  1 of them caught up (published while no export ran)",
+    ]

@@ -42,6 +42,7 @@ from jobs.ops.split import land_days
 from jobs.orchestration.services import AirflowApi, ServerBusy, production_stack
 from jobs.steps.export import read_manifest
 from tests.conftest import settings_for
+from tests.helpers import listening_addresses, non_loopback
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow]
 
@@ -112,8 +113,7 @@ def scheduled(prepared):
         "RFM__LINEAGE__TRANSPORT": str(root / "openlineage.jsonl"),  # the file transport of OpenLineage
         "SPARK_HOME": str(root / "no-spark-here"),  # no task can start a driver: Spark Connect only
     }
-    postgres_dir = Path(tempfile.mkdtemp(prefix="rfm-pg-"))  # outside pytest's 0700 root (see services)
-    with production_stack(root / "stack", pipeline_env, postgres_dir=postgres_dir, spark_cluster=True) as stack:
+    with production_stack(root / "stack", pipeline_env, spark_cluster=True) as stack:
         api = AirflowApi(stack.airflow)
         wait_for(
             "both DAGs parsed",
@@ -132,6 +132,7 @@ def scheduled(prepared):
             return runs if len(runs) == len(NIGHTS) and all(r["state"] == "success" for r in runs) else None
 
         runs = wait_for("the scheduled nights", nights_done)
+        listeners = listening_addresses(stack.pids())  # while the set is up, its tasks' children gone or not
         tasks = {r["dag_run_id"]: api.task_instances(DAG_ID, r["dag_run_id"]) for r in runs}
 
         def exports_done():
@@ -154,8 +155,9 @@ def scheduled(prepared):
             "stack": stack,
             "api": api,
             "lineage": root / "openlineage.jsonl",
+            "listeners": listeners,
         }
-    shutil.rmtree(postgres_dir, ignore_errors=True)
+    shutil.rmtree(stack.postgres.folder, ignore_errors=True)  # under root it may be outside ``root``
 
 
 def failed_task_logs(api: AirflowApi, run: dict, stack) -> str:
@@ -180,6 +182,28 @@ def test_the_scheduler_ran_exactly_the_configured_nights(scheduled):
     assert all(e <= s for e, s in zip(ends, starts[1:], strict=False)), "nights must not overlap"
 
 
+def test_every_listener_of_the_set_is_on_loopback(scheduled):
+    """PostgreSQL, MLflow, Spark (master, worker, the Connect server's driver RPC and block manager)
+    and Airflow's components, with every child: each LISTEN socket is on 127.0.0.1."""
+    listeners = scheduled["listeners"]
+    names = " ".join(listeners)
+    assert "postgres" in names and "java" in names, f"the set's servers were not seen: {listeners}"
+    assert len(listeners) >= 5, listeners
+    assert non_loopback(listeners) == {}, listeners
+
+
+def test_secrets_at_rest_are_readable_by_their_owner_only(scheduled):
+    stack = scheduled["stack"]
+    home = stack.airflow.home
+    secrets = [home / "fernet.key", home / "passwords.json", stack.postgres.folder / "roles.json"]
+    for path in secrets:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is {oct(path.stat().st_mode)}"
+    assert home.stat().st_mode & 0o077 == 0
+    hba = (stack.postgres.folder / "data" / "pg_hba.conf").read_text()
+    rules = [line.split() for line in hba.splitlines() if line.strip() and not line.startswith("#")]
+    assert rules and {rule[-1] for rule in rules} == {"scram-sha-256"}, rules
+
+
 def test_tasks_ran_in_order_each_in_its_own_process(scheduled):
     pids = set()
     for run_id, tis in scheduled["tasks"].items():
@@ -193,7 +217,7 @@ def test_tasks_ran_in_order_each_in_its_own_process(scheduled):
         pids |= set(run_pids)
     assert os.getpid() not in pids
     for proc in scheduled["stack"].processes:
-        assert proc.popen.pid not in pids, f"a task ran inside {proc.name}"
+        assert proc.process.pid not in pids, f"a task ran inside {proc.name}"
 
 
 def test_the_nights_spark_work_ran_on_the_standalone_cluster(scheduled):
@@ -421,8 +445,7 @@ def test_postgres_gives_each_service_its_own_database_and_role():
 
     from jobs.orchestration.services import Postgres
 
-    folder = Path(tempfile.mkdtemp(prefix="rfm-pg-"))
-    postgres = Postgres(folder).start()
+    postgres = Postgres(Path(tempfile.mkdtemp(prefix="rfm-pg-"))).start()
     try:
         for db in ("airflow", "mlflow"):
             with sa.create_engine(postgres.url(db)).connect() as conn:
@@ -436,4 +459,4 @@ def test_postgres_gives_each_service_its_own_database_and_role():
         assert f"127.0.0.1:{postgres.port}" in listening and f"0.0.0.0:{postgres.port}" not in listening
     finally:
         postgres.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(postgres.folder, ignore_errors=True)

@@ -72,6 +72,14 @@ def register(settings: Settings, params: ClvParams, example: pd.DataFrame, metad
             info.model_uri, conf.registered_name, tags={TRAINED_ON_TAG: metadata["trained_on"]}
         ).version
     )
+    tracking.describe_version(
+        settings,
+        conf.registered_name,
+        version,
+        mlflow.active_run().info.run_id,
+        "Predicted customer value: BG/NBD + Gamma-Gamma parameters as a pyfunc model",
+        metadata["trained_on"],
+    )
     fault_point(FAULT_CLV_REGISTERED)
     move_alias(settings, version)
     fault_point(FAULT_CLV_ALIAS_MOVED)

@@ -127,7 +127,18 @@ def register(
     fault_point(FAULT_MODEL_LOGGED)
     version_tags = {**tags, TRAINED_ON_TAG: metadata["trained_on"], K_TAG: str(metadata["k"])}
     run_id = mlflow.active_run().info.run_id
-    return mlflow.register_model(f"runs:/{run_id}/{MODEL_ARTIFACT}", settings.model.registered_name, tags=version_tags)
+    registered = mlflow.register_model(
+        f"runs:/{run_id}/{MODEL_ARTIFACT}", settings.model.registered_name, tags=version_tags
+    )
+    tracking.describe_version(
+        settings,
+        settings.model.registered_name,
+        str(registered.version),
+        run_id,
+        f"Spark ML clustering of customers on log R, F, M (k={metadata['k']} for this version)",
+        metadata["trained_on"],
+    )
+    return registered
 
 
 @contextmanager

@@ -59,6 +59,13 @@ def conf_value(value: str | int | float | bool) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def loopback_driver() -> dict[str, str]:
+    """The driver's RPC and block-manager listeners on ``SPARK_LOCAL_IP``, 127.0.0.1 unless set
+    (compose sets the container's own name where executors on other hosts must reach the driver)."""
+    address = os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")
+    return {"spark.driver.bindAddress": address, "spark.driver.host": address}
+
+
 def get_spark(settings: Settings | None = None, app_name: str | None = None) -> SparkSession:
     """Return the process's SparkSession: a Connect client when ``spark.remote`` is set, else a
     local driver created with Delta and the configured conf."""
@@ -73,7 +80,7 @@ def get_spark(settings: Settings | None = None, app_name: str | None = None) -> 
         .config("spark.sql.extensions", DELTA_EXTENSION)
         .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
     )
-    for key, value in settings.spark.conf.items():
+    for key, value in {**loopback_driver(), **settings.spark.conf}.items():
         builder = builder.config(key, conf_value(value))
     jars = delta_jars(settings)
     if jars:
@@ -158,6 +165,7 @@ def server_command(settings: Settings, host: str, port: int) -> list[str]:
         "spark.connect.grpc.binding.address": host,
         "spark.connect.grpc.binding.port": str(port),
         "spark.log.level": "WARN",  # as get_spark's sessions; INFO logs every request
+        **loopback_driver(),
         **{key: conf_value(value) for key, value in settings.spark.conf.items()},
     }
     command = [

@@ -17,6 +17,8 @@ from mlflow.tracking import MlflowClient
 from jobs.config import Settings
 from jobs.definitions import (
     DAG_TAG,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
     RUN_DATE_TAG,
     STEP_TAG,
     SUPERSEDED_TAG,
@@ -35,12 +37,15 @@ def experiment_id(settings: Settings) -> str:
     tracking = client(settings)
     found = tracking.get_experiment_by_name(settings.mlflow.experiment)
     if found is not None:
+        if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # an experiment created before the tag
+            tracking.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return found.experiment_id
+    kind = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
     if settings.tracking_uri.startswith(("http://", "https://")):  # a server: it stores (proxies) artifacts
-        return tracking.create_experiment(settings.mlflow.experiment)
+        return tracking.create_experiment(settings.mlflow.experiment, tags=kind)
     artifacts = settings.path("mlflow_dir") / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
-    return tracking.create_experiment(settings.mlflow.experiment, artifact_location=artifacts.as_uri())
+    return tracking.create_experiment(settings.mlflow.experiment, artifact_location=artifacts.as_uri(), tags=kind)
 
 
 def runs_for_date(settings: Settings, dag_id: str, run_date: date) -> list[Run]:
@@ -84,3 +89,43 @@ def supersede_earlier_runs(settings: Settings, dag_id: str, run_date: date, keep
             tracking.delete_run(child.info.run_id)
         tracking.delete_run(run.info.run_id)
     return [run.info.run_id for run in superseded]
+
+
+DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"  # `make mlflow-ui`
+
+
+def ui_base(settings: Settings) -> str:
+    """The MLflow UI: ``mlflow.ui_url``, else the tracking server, else `make mlflow-ui`'s address."""
+    if settings.mlflow.ui_url:
+        return settings.mlflow.ui_url.rstrip("/")
+    if settings.tracking_uri.startswith(("http://", "https://")):
+        return settings.tracking_uri.rstrip("/")
+    return DEFAULT_MLFLOW_UI
+
+
+def run_url(settings: Settings, experiment: str, run_id: str) -> str:
+    """The MLflow UI page of one run."""
+    return f"{ui_base(settings)}/#/experiments/{experiment}/runs/{run_id}"
+
+
+def describe_version(settings: Settings, name: str, version: str, run_id: str, what: str, trained_on: str) -> None:
+    """Descriptions (MLflow's Description boxes) on a registered model and one of its versions,
+    linking back to the training run (whose description names the Airflow run and the EDA report)."""
+    registry = client(settings)
+    registry.update_registered_model(
+        name,
+        description=(
+            f"{what}. One version per retrain night; the version nights score with holds the alias "
+            "`@champion`. Each version's description names the night and the MLflow run that trained it; "
+            "that run's description names the Airflow DAG run, and its artifact `eda/report.html` is the "
+            "night's EDA report. Lifecycle: docs/model-lifecycle.md."
+        ),
+    )
+    registry.update_model_version(
+        name,
+        version,
+        description=(
+            f"Trained on the night {trained_on} in MLflow run [{run_id}]({run_url(settings, experiment_id(settings), run_id)}) "
+            "(its description: the Airflow DAG run; its artifacts: the EDA report `eda/report.html`)."
+        ),
+    )

@@ -87,9 +87,28 @@ def main(argv: list[str] | None = None) -> int:
     if table.empty:
         print("No nightly runs yet: run `make run` first.")
         return 0
+    settings = load_settings()
     with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_colwidth", 60):
-        print(table.round(4).to_string(index=False))
+        print(readable(table).to_string(index=False))
+    print("\nRuns in the MLflow UI (make mlflow-ui):")
+    for row in table.itertuples():
+        print(f"  {row.date} {row.night:<8} {run_link(settings, row.run_id)}")
     return 0
+
+
+def readable(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as printed: money to 2 decimals with thousands separators, scores to 3, the run id
+    shortened (the full id and its link are printed below the table)."""
+    shown = table.copy()
+    shown["clv_12m_total"] = shown["clv_12m_total"].map(lambda v: "" if pd.isna(v) else f"{v:,.2f}")
+    shown = shown.rename(columns={"clv_12m_total": f"clv_12m_total_{load_settings().exports.currency.lower()}"})
+    shown["run_id"] = shown["run_id"].str[:8]
+    return shown.round(3)
+
+
+def run_link(settings: Settings, run_id: str) -> str:
+    """The run's page in the MLflow UI."""
+    return tracking.run_url(settings, tracking.experiment_id(settings), run_id)
 
 
 if __name__ == "__main__":

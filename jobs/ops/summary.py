@@ -16,6 +16,7 @@ from jobs.adapters.publish import published_version
 from jobs.cli import run_date_parser
 from jobs.config import Settings, load_settings
 from jobs.definitions import TABLES
+from jobs.steps.export import read_manifest
 
 
 def segment_table(settings: Settings, run_date: date) -> pd.DataFrame:
@@ -24,6 +25,23 @@ def segment_table(settings: Settings, run_date: date) -> pd.DataFrame:
     table = DeltaTable(str(settings.table_path("gold_segment_summary")), version=version)
     summary = table.to_pandas(filters=[("snapshot_date", "=", run_date)])
     return summary.sort_values(["label_scheme", "monetary_total"], ascending=[True, False])
+
+
+def export_lines(settings: Settings, run_date: date) -> list[str]:
+    """Where the snapshot's segment exports and campaign lists are, or how to write them."""
+    manifest = read_manifest(settings, run_date)
+    folder = settings.path("exports_dir") / f"snapshot_date={run_date}"
+    if manifest is None:
+        return [f"Segment exports: none for {run_date} yet (python -m jobs.ops.exports writes them)"]
+    lines = [
+        f"Segment exports: {folder}  ({manifest['customers']} customers, exported {manifest['exported_at']}; "
+        "column dictionary in manifest.json)"
+    ]
+    lines += [
+        f"  campaign {c['campaign']}: {c['rows']} customers -> {folder / c['csv']}"
+        for c in manifest.get("campaigns", [])
+    ]
+    return lines
 
 
 def report(settings: Settings, run_date: date) -> str:
@@ -45,6 +63,7 @@ def report(settings: Settings, run_date: date) -> str:
     if champion is not None:
         lines.append(f"  {registry.champion_uri(settings)} -> version {champion.version}")
     lines += ["", f"EDA report: {settings.report_dir(run_date) / 'report.html'}", "Segment explorer: make dashboard"]
+    lines += ["", *export_lines(settings, run_date)]
     summary = segment_table(settings, run_date)
     pd.set_option("display.width", 160)
     for scheme, rows in summary.groupby("label_scheme"):

@@ -10,25 +10,22 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from jobs.adapters import tracking
 from jobs.adapters.expectations import data_docs_site, day_page
 from jobs.config import Settings
 from jobs.definitions import DATA_DOCS_URL_KEY, DATA_DOCS_URL_PREFIX, MLFLOW_RUN_URL_KEY
 
-DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"  # `make mlflow-ui`
+DEFAULT_MLFLOW_UI = tracking.DEFAULT_MLFLOW_UI  # `make mlflow-ui`
 
 
 def mlflow_ui_base(settings: Settings) -> str:
     """The MLflow UI: ``mlflow.ui_url``, else the tracking server, else `make mlflow-ui`'s address."""
-    if settings.mlflow.ui_url:
-        return settings.mlflow.ui_url.rstrip("/")
-    if settings.tracking_uri.startswith(("http://", "https://")):
-        return settings.tracking_uri.rstrip("/")
-    return DEFAULT_MLFLOW_UI
+    return tracking.ui_base(settings)
 
 
 def mlflow_run_url(settings: Settings, experiment_id: str, run_id: str) -> str:
     """The MLflow UI page of one run."""
-    return f"{mlflow_ui_base(settings)}/#/experiments/{experiment_id}/runs/{run_id}"
+    return tracking.run_url(settings, experiment_id, run_id)
 
 
 def data_docs_url(settings: Settings, day: date) -> str | None:
@@ -40,8 +37,6 @@ def data_docs_url(settings: Settings, day: date) -> str | None:
 def push_mlflow_link(ti: Any, settings: Settings, run_id: str | None) -> None:
     """XCom for the task's "MLflow run" button."""
     if run_id:
-        from jobs.adapters import tracking
-
         ti.xcom_push(key=MLFLOW_RUN_URL_KEY, value=mlflow_run_url(settings, tracking.experiment_id(settings), run_id))
 
 

@@ -11,80 +11,26 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from jobs.config import REPO_ROOT, Settings, load_settings
+from jobs.config import Settings, load_settings
 from jobs.definitions import days_between
-from jobs.orchestration.lineage import airflow_env as lineage_env
-
-DAGS_FOLDER = REPO_ROOT / "dags"
-
-
-def airflow_env(settings: Settings) -> dict[str, str]:
-    """Environment for the Airflow CLI: project-local home and SQLite DB, this dags folder, loopback."""
-    home = settings.path("airflow_home")
-    return {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # standalone spawns `airflow`
-        "AIRFLOW_HOME": str(home),
-        "RFM__PATHS__DATA_DIR": str(settings.path("data_dir")),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": "8080",
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-        "AIRFLOW__CORE__DAGBAG_IMPORT_ERROR_TRACEBACKS": "True",
-        "NO_PROXY": "*",
-        **lineage_env(settings),
-    }
-
-
-def airflow_bin() -> str:
-    """The ``airflow`` executable beside this interpreter (the project's virtualenv)."""
-    return str(Path(sys.executable).with_name("airflow"))
-
-
-def airflow_cli(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run ``airflow <args>`` with the project's Airflow environment, streaming its output."""
-    return subprocess.run([airflow_bin(), *args], env=airflow_env(settings), check=check, text=True)
-
-
-def ensure_metadata_db(settings: Settings) -> None:
-    """Create or upgrade the SQLite metadata DB."""
-    settings.path("airflow_home").mkdir(parents=True, exist_ok=True)
-    airflow_cli(settings, "db", "migrate")
+from jobs.orchestration import services as svc
 
 
 def run_night(settings: Settings, day: date) -> None:
     """``airflow dags test`` of the real DAG for ``day``; raises if the run did not succeed."""
-    result = airflow_cli(settings, "dags", "test", settings.dag.dag_id, day.isoformat(), check=False)
-    state = dag_run_state(settings, day)
+    config = svc.AirflowConfig.sqlite(settings)
+    result = svc.airflow_cli(config, "dags", "test", settings.dag.dag_id, day.isoformat(), capture=False, check=False)
+    out = svc.airflow_cli(config, "dags", "state", settings.dag.dag_id, day.isoformat()).stdout.strip()
+    state = out.splitlines()[-1] if out else "none"  # the latest run whose logical date is ``day``
     if result.returncode != 0 or state != "success":
         raise RuntimeError(f"DAG run for {day} ended {state!r} (exit {result.returncode})")
-
-
-def dag_run_state(settings: Settings, day: date) -> str:
-    """State of the latest DAG run whose logical date is ``day`` (last line of ``airflow dags state``)."""
-    out = subprocess.run(
-        [airflow_bin(), "dags", "state", settings.dag.dag_id, day.isoformat()],
-        env=airflow_env(settings),
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return out.strip().splitlines()[-1] if out.strip() else "none"
 
 
 RUNNERS = ("backfill", "dags-test")
@@ -102,7 +48,7 @@ def run_nights(settings: Settings, first: date, last: date, runner: str = "backf
     """
     from jobs.adapters.audit import begin_rerun, end_rerun, latest_loaded_day
 
-    ensure_metadata_db(settings)
+    svc.airflow_cli(svc.AirflowConfig.sqlite(settings), "db", "migrate", capture=False)
     latest = latest_loaded_day(settings)
     rerunning = latest is not None and latest > first
     if rerunning and last < latest:
@@ -129,13 +75,16 @@ def scheduler_backfill(settings: Settings, first: date, last: date) -> None:
 
     The api-server (on a free loopback port) starts alone: it cancels a backfill an interrupted
     run left active, unpauses the DAG and creates the backfill (SQLite refuses that while a
-    scheduler writes). Then the scheduler runs it; the DAG is paused again at the end.
-    ``dag.end_date`` is ``last`` meanwhile, so the scheduler creates no other run. The tasks are
+    scheduler writes). Then the scheduler runs it; the DAG is paused again at the end. The scheduler
+    runs with ``[scheduler] use_job_schedule`` off, so it creates no scheduled run meanwhile (not an
+    ``end_date`` in the DAG: that would change the serialized DAG, a new DAG version per run).
+    ``segment_export`` is unpaused too and stays so: the nights' publish events wait for it
+    (``make run``/``make replay`` export them right away with ``jobs.ops.exports``). The tasks are
     clients of a Spark Connect server started for the run (one driver, not one per task). Raises
     RuntimeError naming the night when a run fails.
     """
     home = settings.path("airflow_home")
-    extra = {"RFM__PATHS__DATA_DIR": str(settings.path("data_dir")), "RFM__DAG__END_DATE": last.isoformat()}
+    extra = {"RFM__PATHS__DATA_DIR": str(settings.path("data_dir")), "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"}
     with spark_connect_for_tasks(settings, home / "services", extra) as remote:
         backfill_with_scheduler(settings, first, last, {**extra, "RFM__SPARK__REMOTE": remote})
 
@@ -144,8 +93,6 @@ def scheduler_backfill(settings: Settings, first: date, last: date) -> None:
 def spark_connect_for_tasks(settings: Settings, logs: Path, env: dict[str, str]) -> Iterator[str]:
     """A Spark Connect server for the tasks of a run, stopped afterwards; yields its URL. With
     ``spark.remote`` configured already, that server is used and nothing is started."""
-    from jobs.orchestration import services as svc
-
     if settings.spark.remote:
         yield settings.spark.remote
         return
@@ -156,16 +103,8 @@ def spark_connect_for_tasks(settings: Settings, logs: Path, env: dict[str, str])
 
 def backfill_with_scheduler(settings: Settings, first: date, last: date, extra: dict[str, str]) -> None:
     """``scheduler_backfill`` with the tasks' environment ``extra``."""
-    from jobs.orchestration import services as svc
-
     home = settings.path("airflow_home")
-    config = svc.AirflowConfig(
-        home=home,
-        db_url=f"sqlite:///{home / 'airflow.db'}",
-        port=svc.free_port(),
-        admin_password=persisted_secret(home / "admin-password"),
-        extra_env=extra,
-    )
+    config = svc.AirflowConfig.sqlite(settings, svc.free_port(), extra)
     dag_id = settings.dag.dag_id
     svc.airflow_cli(config, "dags", "reserialize")  # the DAG as this checkout defines it, without a dag-processor
     print(
@@ -178,6 +117,7 @@ def backfill_with_scheduler(settings: Settings, first: date, last: date, extra: 
         api = svc.AirflowApi(config)
         clear_leftovers(api, dag_id)
         api.unpause(dag_id)
+        api.unpause(EXPORT_DAG_ID)
         try:
             api.request(
                 "POST",
@@ -191,14 +131,14 @@ def backfill_with_scheduler(settings: Settings, first: date, last: date, extra: 
                 },
             )
             procs.append(svc.start_component(config, "scheduler", home / "services"))
-            svc.wait_until("the scheduler", lambda: svc.airflow_healthy(config, ("scheduler",)), 600, procs)
+            svc.wait_healthy(config, procs, ("scheduler",))
             follow_backfill(api, dag_id, first, last, procs)
         finally:
-            svc.stop_all(procs[1:])  # the scheduler first: then nothing else writes to SQLite
+            svc.stop(*procs[1:])  # the scheduler first: then nothing else writes to SQLite
             del procs[1:]
             api.request("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
     finally:
-        svc.stop_all(procs)
+        svc.stop(*procs)
 
 
 def clear_leftovers(api: Any, dag_id: str) -> None:
@@ -211,19 +151,33 @@ def clear_leftovers(api: Any, dag_id: str) -> None:
             api.request("PATCH", f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}", json={"state": "failed"})
 
 
+EXPORT_DAG_ID = "segment_export"
+
+
+def name_the_night(api: Any, dag_id: str, run: dict[str, Any], night: date) -> None:
+    """The run's note says which night it processed (its id names the end of its data interval:
+    ``backfill__2011-12-10`` processes the night of 2011-12-09). A busy SQLite: tried again later."""
+    import requests
+
+    from jobs.orchestration.services import ServerBusy
+
+    try:
+        api.request("PATCH", f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}", json={"note": f"night {night}"})
+    except (requests.RequestException, ServerBusy):
+        pass
+
+
 def follow_backfill(api: Any, dag_id: str, first: date, last: date, procs: list[Any]) -> None:
     """Print each night as it ends; return when all succeeded, raise when one failed or a process died."""
     import time
 
     import requests
 
-    from jobs.orchestration.services import ServerBusy
-
     nights, reported = days_between(first, last), set()
     while True:
         for proc in procs:
-            if not proc.alive():
-                raise RuntimeError(f"{proc.name} exited during the backfill:\n{proc.tail()}")
+            if not proc.running():
+                raise RuntimeError(f"{proc.name} exited during the backfill:\n{svc.log_tail(proc.log)}")
         try:
             runs = api.get(
                 f"/dags/{dag_id}/dagRuns",
@@ -232,12 +186,14 @@ def follow_backfill(api: Any, dag_id: str, first: date, last: date, procs: list[
                 logical_date_lte=f"{last}T00:00:00Z",
                 limit=1000,
             )["dag_runs"]
-        except (requests.RequestException, ServerBusy):  # a busy SQLite or machine: ask again
+        except (requests.RequestException, svc.ServerBusy):  # a busy SQLite or machine: ask again
             time.sleep(3)
             continue
         states = {date.fromisoformat(r["logical_date"][:10]): r for r in runs}
         for night in nights:
             run = states.get(night)
+            if run and not run.get("note"):
+                name_the_night(api, dag_id, run, night)
             if run and run["state"] in ("success", "failed") and night not in reported:
                 reported.add(night)
                 print(f"== night {night}: {run['state']} ({run['start_date']} -> {run['end_date']}) ==", flush=True)
@@ -267,17 +223,6 @@ def replay(settings: Settings, source: Path, first: date, last: date, runner: st
     return run_nights(settings, first, last, runner)
 
 
-def persisted_secret(path: Path) -> str:
-    """A random secret kept in ``path`` (0600), so a restart keeps the same login."""
-    import secrets
-
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(12))
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
 def wait_for_interrupt() -> None:
     """Block until Ctrl-C or SIGTERM."""
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the set as cleanly as Ctrl-C
@@ -295,27 +240,19 @@ def standalone(settings: Settings) -> None:
     interface (ports 8793/8794, no setting changes the address). Here they run with
     ``--skip-serve-logs`` and the api-server reads the task logs from ``$AIRFLOW_HOME/logs``.
     """
-    from jobs.orchestration.services import ADMIN_USER, AirflowConfig, start_airflow, stop_all
-
     home = settings.path("airflow_home")
-    config = AirflowConfig(
-        home=home,
-        db_url=f"sqlite:///{home / 'airflow.db'}",
-        port=8080,
-        admin_password=persisted_secret(home / "admin-password"),
-        extra_env={"RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))},
-    )
+    config = svc.AirflowConfig.sqlite(settings)
     print("Starting Airflow (api-server, scheduler, dag-processor, triggerer) ...", flush=True)
-    procs = start_airflow(config, home / "services")
+    procs = svc.start_airflow(config, home / "services")
     try:
         print(
-            f"Airflow UI/API: {config.url} — user {ADMIN_USER!r}, password {config.admin_password!r} "
+            f"Airflow UI/API: {config.url} — user {svc.ADMIN_USER!r}, password {config.admin_password!r} "
             f"(kept in {home / 'admin-password'}). Logs: {home / 'services'}. Ctrl-C stops it.",
             flush=True,
         )
         wait_for_interrupt()
     finally:
-        stop_all(procs)
+        svc.stop(*procs)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -325,13 +262,11 @@ def _interrupt(signum: int, frame: object) -> None:
 def prod_local(settings: Settings, airflow_port: int, mlflow_port: int, spark_cluster: bool = False) -> None:
     """Start the production set on loopback over this data dir, print how to use it, stop it on Ctrl-C
     (``spark_cluster``: the Spark Connect server on a standalone master and worker)."""
-    from jobs.orchestration.services import production_stack
-
     folder = settings.path("data_dir") / "prod-local"
-    password = persisted_secret(folder / "airflow-admin-password")
+    password = svc.persisted_secret(folder / "airflow-admin-password")
     print(f"Starting PostgreSQL, MLflow and Airflow under {folder} (a minute or two) ...", flush=True)
     pipeline_env = {"RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))}
-    with production_stack(
+    with svc.production_stack(
         folder, pipeline_env, password, airflow_port, mlflow_port, spark_cluster=spark_cluster
     ) as stack:
         print(stack.describe(), "\nDAGs start paused: unpause them in the UI. Ctrl-C stops everything.", flush=True)

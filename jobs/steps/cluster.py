@@ -61,6 +61,7 @@ from jobs.definitions import (
     K_RULE_TAG,
     MODEL_VERSION_TAG,
     NIGHT_TYPE_TAG,
+    NOTE_TAG,
     PLAN_TAG,
     PROMOTED_TAG,
     RFM_MEASURES,
@@ -529,8 +530,9 @@ def cluster_day(
     plan = plan_for(spark, settings, run_date, dag_id, force_retrain)
     promotion = None
     began = registry.version(settings, plan.version) if plan.kind == "resume" else None
-    with night_run(settings, dag_id, run_date, began) as run:
+    with night_run(settings, dag_id, run_date, began, plan.kind) as run:
         mlflow.set_tags({**lineage, STEP_TAG: "cluster", NIGHT_TYPE_TAG: plan.kind, PLAN_TAG: plan.reason})
+        mlflow.set_tag(NOTE_TAG, run_note(run_date, plan.kind, plan.reason, lineage))
         version = plan.version
         if plan.kind == "retrain":
             version, promotion = retrain(spark, snapshot, features, settings, run_date, lineage)
@@ -596,15 +598,30 @@ def cluster_day(
     }
 
 
-def night_run(settings: Settings, dag_id: str, run_date: date, began: ModelVersion | None) -> mlflow.ActiveRun:
-    """The night's MLflow run: a new one, or, when resuming, the run that registered ``began``
-    (it holds the sweep; restored if an older attempt soft-deleted it)."""
+def night_run(
+    settings: Settings, dag_id: str, run_date: date, began: ModelVersion | None, kind: str = "score"
+) -> mlflow.ActiveRun:
+    """The night's MLflow run: a new one named after the night and its type (``2011-12-08 retrain``,
+    readable in the runs table), or, when resuming, the run that registered ``began`` (it holds the
+    sweep; restored if an older attempt soft-deleted it)."""
     if began is None or not began.run_id:
-        return mlflow.start_run(run_name=f"{dag_id}__{run_date.isoformat()}")
+        return mlflow.start_run(run_name=f"{run_date.isoformat()} {kind}")
     client = tracking.client(settings)
     if client.get_run(began.run_id).info.lifecycle_stage == "deleted":
         client.restore_run(began.run_id)
     return mlflow.start_run(run_id=began.run_id)
+
+
+def run_note(run_date: date, kind: str, reason: str, lineage: dict[str, str]) -> str:
+    """The run's description (Markdown, MLflow's Description box): the night, why this type, where
+    it came from in Airflow and where its EDA report is."""
+    return (
+        f"**Night {run_date.isoformat()}** ({kind}: {reason}).\n\n"
+        f"Airflow: DAG `{lineage.get(DAG_TAG)}`, run `{lineage.get(DAG_RUN_TAG)}` (task `cluster`; "
+        "Browse > DAG runs in the Airflow UI).\n\n"
+        "EDA report: the artifact `eda/report.html` of this run (Artifacts tab), written by the `eda` task.\n\n"
+        "Clusters, labels and predicted values: the artifacts `clusters/`, `labels/` and `clv/`."
+    )
 
 
 def log_new_params(settings: Settings, run: mlflow.ActiveRun, params: dict[str, Any]) -> None:

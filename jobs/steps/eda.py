@@ -362,11 +362,19 @@ def headline(snapshot: LakeSnapshot) -> dict[str, str]:
     }
 
 
-def render_html(run_date: date, run_id: str, figures: dict[str, str], sections: list[Section]) -> str:
-    """One self-contained page; charts by relative path (they sit beside it)."""
+def embedded(chart: Path) -> str:
+    """A PNG as a ``data:`` URI: the page renders alone (MLflow's artifact viewer, a mail attachment)."""
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(chart.read_bytes()).decode("ascii")
+
+
+def render_html(run_date: date, run_id: str, figures: dict[str, str], sections: list[Section], folder: Path) -> str:
+    """One self-contained page: the charts in ``folder`` embedded as data URIs (the PNGs also sit beside it)."""
     facts = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in figures.items())
     body = "".join(
-        f'<h2>{html.escape(s.title)}</h2><img src="{s.chart}" alt="{html.escape(s.title)}">'
+        f'<h2>{html.escape(s.title)}</h2><img src="{embedded(folder / s.chart)}" data-chart="{s.chart}" '
+        f'alt="{html.escape(s.title)}">'
         f"{s.table.to_html(float_format=lambda x: f'{x:,.3f}', border=0)}"
         for s in sections
     )
@@ -419,7 +427,7 @@ def eda_day(run_date: date, settings: Settings | None = None) -> dict[str, Any]:
     staging.chmod(0o755)  # mkdtemp makes it private; the report is for readers
     try:
         sections = build_sections(snapshot, settings, staging)
-        page = render_html(run_date, run_id, headline(snapshot), sections)
+        page = render_html(run_date, run_id, headline(snapshot), sections, staging)
         (staging / REPORT_FILE).write_text(page, encoding="utf-8")
         replace_dir(staging, target)
     except BaseException:

@@ -6,7 +6,12 @@ Layout under ``paths.exports_dir``::
 
     snapshot_date=D            -> .versions/D-<id>   (a symlink, swapped in one rename)
     .versions/D-<id>/<scheme>/<segment>.csv|.parquet
-    .versions/D-<id>/manifest.json   row counts per file, the snapshot's table versions
+    .versions/D-<id>/campaigns/<campaign>.csv|.parquet   ready lists (conf ``exports.campaigns``)
+    .versions/D-<id>/manifest.json   row counts per file, the column dictionary, the table versions
+
+The CSV is for a spreadsheet (``jobs.core.exports``: money to 2 decimals with the currency in the
+column name, probabilities to 3, flags yes/no); the Parquet file keeps the gold columns at full
+precision. Both list the best customers first (by 12-month CLV, else by money spent).
 
 A reader that opens ``snapshot_date=D/`` sees either the previous export or the new one, never
 a half-written folder. Reads the lake with delta-rs (no JVM), and only what is published: the
@@ -30,6 +35,7 @@ from deltalake import DeltaTable
 
 from jobs.adapters.publish import published_versions
 from jobs.config import Settings, load_settings
+from jobs.core.exports import by_value, campaign_lists, column_dictionary, for_spreadsheet
 from jobs.definitions import (
     EXPORT_CLV_COLUMNS,
     EXPORT_COLUMNS,
@@ -49,12 +55,12 @@ def slug(segment: str) -> str:
 
 
 def segment_lists(gold: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-    """(label scheme, segment) -> that segment's customers (the export columns ``gold`` has, by customer id)."""
+    """(label scheme, segment) -> that segment's customers (the export columns ``gold`` has, best first)."""
     columns = export_columns(gold.columns)
     lists = {}
     for scheme, column in LABEL_SCHEMES.items():
         for segment, rows in gold.groupby(column, sort=True):
-            lists[(scheme, str(segment))] = rows[columns].sort_values("customer_id").reset_index(drop=True)
+            lists[(scheme, str(segment))] = by_value(rows[columns])
     return lists
 
 
@@ -82,14 +88,19 @@ def read_snapshot(settings: Settings, snapshot: date, version: int) -> pd.DataFr
     return gold
 
 
-def write_lists(lists: dict[tuple[str, str], pd.DataFrame], folder: Path) -> list[dict[str, Any]]:
+def write_list(rows: pd.DataFrame, folder: Path, stem: str, currency: str) -> None:
+    """``stem``.csv (for a spreadsheet) and ``stem``.parquet (full precision) under ``folder``."""
+    (folder / stem).parent.mkdir(parents=True, exist_ok=True)
+    for_spreadsheet(rows, currency).to_csv(folder / f"{stem}.csv", index=False)
+    rows.to_parquet(folder / f"{stem}.parquet", index=False)
+
+
+def write_lists(lists: dict[tuple[str, str], pd.DataFrame], folder: Path, currency: str) -> list[dict[str, Any]]:
     """CSV and Parquet of every list under ``folder/<scheme>/``; the manifest's file entries."""
     files = []
     for (scheme, segment), rows in lists.items():
-        (folder / scheme).mkdir(parents=True, exist_ok=True)
         stem = f"{scheme}/{slug(segment)}"
-        rows.to_csv(folder / f"{stem}.csv", index=False)
-        rows.to_parquet(folder / f"{stem}.parquet", index=False)
+        write_list(rows, folder, stem, currency)
         files.append(
             {
                 "label_scheme": scheme,
@@ -131,20 +142,38 @@ def export_snapshot(settings: Settings, snapshot: date, record_version: int | No
     exports_dir = settings.path("exports_dir")
     folder = exports_dir / VERSIONS_DIR / f"{snapshot.isoformat()}-{uuid.uuid4().hex[:12]}"
     folder.mkdir(parents=True)
+    currency = settings.exports.currency
     try:
-        files = write_lists(segment_lists(gold), folder)
+        files = write_lists(segment_lists(gold), folder, currency)
+        campaigns = []
+        for name, rows in campaign_lists(gold[export_columns(gold.columns)], settings.exports.campaigns).items():
+            write_list(rows, folder, f"campaigns/{slug(name)}", currency)
+            rule = settings.exports.campaigns[name]
+            campaigns.append(
+                {
+                    "campaign": name,
+                    "rule": {column: list(values) for column, values in rule.items()},
+                    "rows": len(rows),
+                    "csv": f"campaigns/{slug(name)}.csv",
+                    "parquet": f"campaigns/{slug(name)}.parquet",
+                }
+            )
         manifest = {
             "snapshot_date": snapshot.isoformat(),
             "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "source_table": EXPORT_SOURCE_TABLE,
             "source_version": source_version,
             "columns": export_columns(gold.columns),
+            "currency": currency,
+            "column_dictionary": column_dictionary(export_columns(gold.columns), currency),
+            "row_order": "best customers first: by clv_12m (else monetary), highest first; then customer_id",
             "table_versions": {**versions, EXPORT_TRIGGER_TABLE: record_version},
             "customers": len(gold),
             "rows_per_scheme": {
                 scheme: sum(f["rows"] for f in files if f["label_scheme"] == scheme) for scheme in LABEL_SCHEMES
             },
             "files": files,
+            "campaigns": campaigns,
         }
         (folder / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=1))
         manifest["path"] = str(publish(exports_dir, snapshot, folder))
@@ -162,6 +191,20 @@ def snapshots_to_export(extras: list[dict[str, Any]]) -> dict[str, int | None]:
         if day not in latest or (version is not None and (latest[day] is None or version > latest[day])):
             latest[day] = version
     return dict(sorted(latest.items()))
+
+
+def stale_snapshots(settings: Settings, until: date | None = None) -> list[date]:
+    """Published snapshots (up to ``until``) with no export, or exported from another version than
+    the one published now (a re-run published it again): what a catch-up exports, oldest first."""
+    published = published_versions(settings.table_path(EXPORT_TRIGGER_TABLE)) or {}
+    stale = []
+    for day, versions in sorted(published.items()):
+        manifest = read_manifest(settings, day)
+        if (until is None or day <= until) and (
+            manifest is None or manifest.get("source_version") != versions.get(EXPORT_SOURCE_TABLE)
+        ):
+            stale.append(day)
+    return stale
 
 
 def read_manifest(settings: Settings, snapshot: date) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ stability of customers who bought nothing since then, logged to the night's MLfl
 from __future__ import annotations
 
 import logging
+import math
 import time
 from datetime import date
 from typing import Any
@@ -291,7 +292,8 @@ def log_labels(
         "labels/label_mapping.json",
     )
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(name, value, now, 0) for name, value in metrics.items()])
+    finite = {name: value for name, value in metrics.items() if math.isfinite(value)}  # no NaN on a first night
+    client.log_batch(run_id, metrics=[Metric(name, value, now, 0) for name, value in finite.items()])
 
 
 def label_day(run_date: date, settings: Settings | None = None, spark: SparkSession | None = None) -> dict[str, Any]:
