@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from tests.dashboard_fixture import SNAPSHOTS, OffLoopClient, grid_request, writ
 
 ROOT = Path(__file__).resolve().parents[1]
 LAST = SNAPSHOTS[-1]
+WORKER = ["--workers", "1", "--timeout", "180"]  # a loaded CI machine: a slow first request is no failure
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,7 @@ def outside_address() -> str | None:
 def status(url: str, auth: str | None = None) -> int:
     request = urllib.request.Request(url, headers={"Authorization": f"Basic {auth}"} if auth else {})
     try:
-        with urllib.request.urlopen(request, timeout=20) as answer:  # noqa: S310 (a local test URL)
+        with urllib.request.urlopen(request, timeout=90) as answer:  # noqa: S310 (a local test URL)
             return answer.status
     except urllib.error.HTTPError as error:
         return error.code
@@ -57,8 +59,16 @@ def status(url: str, auth: str | None = None) -> int:
 
 def gunicorn(data_dir: Path, bind: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
     environ = {**os.environ, "RFM__PATHS__DATA_DIR": str(data_dir), **(env or {})}
-    command = [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", "1", *extra, "app.wsgi:server"]
-    return subprocess.Popen(command, cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [sys.executable, "-m", "gunicorn", "--bind", bind, *WORKER, *extra, "app.wsgi:server"]
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def wait_for(url: str, server: subprocess.Popen, seconds: float = 60) -> int:
@@ -74,13 +84,18 @@ def wait_for(url: str, server: subprocess.Popen, seconds: float = 60) -> int:
 
 
 def stop(server: subprocess.Popen) -> str:
-    server.terminate()
-    try:
-        out, _ = server.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        out, _ = server.communicate()
-    return out
+    """Stop gunicorn and its workers (its own process group: a worker left behind would hold the pipe)."""
+    for signal_number, seconds in ((signal.SIGTERM, 30), (signal.SIGKILL, 30)):
+        try:
+            os.killpg(server.pid, signal_number)
+        except ProcessLookupError:
+            pass
+        try:
+            out, _ = server.communicate(timeout=seconds)
+            return out
+        except subprocess.TimeoutExpired:
+            continue
+    return ""
 
 
 def test_gunicorn_on_all_interfaces_without_credentials_refuses_to_serve(data_dir: Path) -> None:
