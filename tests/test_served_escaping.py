@@ -23,10 +23,15 @@ from tests.conftest import settings_for
 PAYLOAD = "<img src=x onerror=alert(document.domain)>"
 
 
-def test_the_eda_report_escapes_landed_values() -> None:
+def test_the_eda_report_escapes_landed_values(tmp_path: Path) -> None:
+    (tmp_path / "top.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     table = pd.DataFrame({"stock_code": ["85123A", "X<1>"], "description": [PAYLOAD, "A & B"], "revenue": [1.0, 2.0]})
     page = render_html(
-        date(2011, 12, 9), "run<1>", {"top <product>": PAYLOAD}, [Section("Top <b>products</b>", "top.png", table)]
+        date(2011, 12, 9),
+        "run<1>",
+        {"top <product>": PAYLOAD},
+        [Section("Top <b>products</b>", "top.png", table)],
+        tmp_path,
     )
     assert "<img src=x" not in page and "<b>products" not in page and "run<1>" not in page
     assert page.count(html.escape(PAYLOAD, quote=False)) == 2  # the table cell and the figure, as text
