@@ -9,6 +9,7 @@ restart, and an unchanged lake is never read twice.
 from __future__ import annotations
 
 import io
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -99,6 +100,7 @@ class SegmentLake:
         summary_path: Path | storage.Location,
         segment_order: dict[str, list[str]],
         published_path: Path | storage.Location | None = None,
+        filter_limits: FilterLimits | None = None,
     ) -> None:
         self.segments_path, self.summary_path = str(segments_path), str(summary_path)
         self.published_path = str(published_path) if published_path else None
@@ -106,6 +108,7 @@ class SegmentLake:
         # local paths or locations on a bucket (jobs.storage: delta-rs with storage options)
         self._locations = {str(p): p for p in (segments_path, summary_path, published_path) if p}
         self.segment_order = segment_order
+        self.filter_limits = filter_limits or FilterLimits()
         self._tables: dict[str, DeltaTable] = {}
         self._lock = threading.Lock()
         self._db = duckdb.connect()
@@ -125,6 +128,7 @@ class SegmentLake:
             settings.table_path("gold_segment_summary"),
             {"cluster": list(dict.fromkeys(settings.labels.cluster_labels)), "rfm": rules},
             settings.table_path("gold_published"),
+            FilterLimits(settings.dashboard.filter_max_conditions, settings.dashboard.filter_max_chars),
         )
 
     # -- versions and the cached reads -------------------------------------------------------
@@ -550,7 +554,7 @@ class SegmentLake:
         where, params = self._where(filters)
         if filters.at_risk_only:
             where = f"{where} AND {AT_RISK_VALUE}"
-        grid_where, grid_params = grid_filter_sql(filter_model or {})
+        grid_where, grid_params = grid_filter_sql(filter_model or {}, self.filter_limits)
         return f"{where} AND {grid_where}", params + grid_params
 
     @staticmethod
@@ -579,31 +583,88 @@ def bin_edges(low: float, high: float, low_positive: float | None, bins: int) ->
     return np.linspace(low, high if high > low else low + 1, bins + 1)
 
 
-def grid_filter_sql(filter_model: dict) -> tuple[str, list[Any]]:
-    """AG Grid's filter model (text/number filters, two conditions with AND/OR) as a SQL condition."""
+# The customer table's column filters (one home: app/views.py builds the grid from it): the kind
+# of AG Grid filter each column takes, and what each kind accepts. A column not listed has no filter.
+GRID_FILTERS = {
+    **dict.fromkeys(["customer_id", "country", "cluster_label", "rfm_segment", "rfm_score"], "text"),
+    **dict.fromkeys(["first_purchase_date", "last_purchase_date"], "text"),
+    **dict.fromkeys(
+        ["recency_days", "frequency", "monetary", "r_score", "f_score", "m_score", "cluster", "tenure_days"], "number"
+    ),
+    **dict.fromkeys(CLV_COLUMNS.values(), "number"),
+}
+_BLANKS = {"blank": "{c} IS NULL", "notBlank": "{c} IS NOT NULL"}
+_TYPES = {
+    "text": {"equals", "notEqual", "contains", "notContains", "startsWith", "endsWith", *_BLANKS},
+    "number": {"equals", "notEqual", "lessThan", "lessThanOrEqual", "greaterThan", "greaterThanOrEqual", "inRange"}
+    | set(_BLANKS),
+}
+
+
+@dataclass(frozen=True)
+class FilterLimits:
+    """How much a grid filter model may ask for (``dashboard.filter_*`` in conf)."""
+
+    max_conditions: int = 2  # per column (AG Grid's own default)
+    max_chars: int = 200  # per text value
+
+
+def grid_filter_sql(filter_model: Any, limits: FilterLimits = FilterLimits()) -> tuple[str, list[Any]]:
+    """AG Grid's filter model (text/number filters, conditions joined by AND/OR) as a SQL condition.
+
+    Checked before any SQL is built: a known column, the filter kind of that column, a known
+    condition type for that kind, a typed value (a finite number for number filters, a string of
+    at most ``limits.max_chars`` for text ones), at most ``limits.max_conditions`` conditions per
+    column. Anything else is ``InvalidInput`` (HTTP 400); values are bound as parameters."""
+    if not isinstance(filter_model, dict):
+        raise InvalidInput("the grid's filter model must be an object")
     clauses, params = ["TRUE"], []
     for column, model in filter_model.items():
-        if column not in CUSTOMER_COLUMNS:
-            continue
-        conditions = model.get("conditions") or [model]
+        kind = GRID_FILTERS.get(column)
+        if kind is None:
+            raise InvalidInput(f"no filter on column {str(column)[:40]!r}")
+        if not isinstance(model, dict):
+            raise InvalidInput(f"the filter on {column} must be an object")
+        conditions = model.get("conditions") if "conditions" in model else [model]
+        if not isinstance(conditions, list) or not conditions:
+            raise InvalidInput(f"the filter on {column} needs a list of conditions")
+        if len(conditions) > limits.max_conditions:
+            raise InvalidInput(f"at most {limits.max_conditions} conditions per column, {len(conditions)} on {column}")
+        operator = model.get("operator", "AND")
+        if operator not in ("AND", "OR"):
+            raise InvalidInput(f"the filter on {column} joins its conditions with AND or OR")
         parts = []
         for condition in conditions:
-            part, values = _condition_sql(column, condition)
+            part, values = _condition_sql(column, kind, condition, limits)
             parts.append(part)
             params += values
-        joiner = " OR " if model.get("operator") == "OR" else " AND "
-        clauses.append(f"({joiner.join(parts)})")
+        clauses.append(f"({f' {operator} '.join(parts)})")
     return " AND ".join(clauses), params
 
 
-def _condition_sql(column: str, condition: dict) -> tuple[str, list[Any]]:
-    kind = condition.get("type")
-    if kind == "blank":
-        return f"{column} IS NULL", []
-    if kind == "notBlank":
-        return f"{column} IS NOT NULL", []
-    if kind == "inRange":
-        return f"{column} BETWEEN ? AND ?", [condition.get("filter"), condition.get("filterTo")]
-    if kind not in _COMPARISONS:
-        raise ValueError(f"unsupported filter type {kind!r} on {column}")
-    return _COMPARISONS[kind].format(c=column), [condition.get("filter")]
+def _value(column: str, kind: str, value: Any, limits: FilterLimits) -> Any:
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise InvalidInput(f"the filter on {column} takes a number, not {type(value).__name__}")
+        return value
+    if not isinstance(value, str):
+        raise InvalidInput(f"the filter on {column} takes text, not {type(value).__name__}")
+    if len(value) > limits.max_chars:
+        raise InvalidInput(f"the filter on {column} is {len(value)} characters long: at most {limits.max_chars}")
+    return value
+
+
+def _condition_sql(column: str, kind: str, condition: Any, limits: FilterLimits) -> tuple[str, list[Any]]:
+    if not isinstance(condition, dict):
+        raise InvalidInput(f"a condition on {column} must be an object")
+    condition_type = condition.get("type")
+    if condition_type not in _TYPES[kind] or condition.get("filterType", kind) != kind:
+        raise InvalidInput(f"{kind} filter on {column}: no condition {str(condition_type)[:40]!r}")
+    if condition_type in _BLANKS:
+        return _BLANKS[condition_type].format(c=column), []
+    if condition_type == "inRange":
+        low, high = (_value(column, kind, condition.get(key), limits) for key in ("filter", "filterTo"))
+        return f"{column} BETWEEN ? AND ?", [low, high]
+    # text filters compare the column's text (dates included), so no value can meet a type it cannot cast to
+    target = f"CAST({column} AS VARCHAR)" if kind == "text" else column
+    return _COMPARISONS[condition_type].format(c=target), [_value(column, kind, condition.get("filter"), limits)]

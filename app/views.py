@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html, no_update
 from plotly.subplots import make_subplots
 
-from app.data import Filters, InvalidInput, SegmentLake
+from app.data import GRID_FILTERS, Filters, InvalidInput, SegmentLake
 from jobs.config import Dashboard
 from jobs.definitions import GONE_CUSTOMER, LABEL_SCHEMES, NEW_CUSTOMER, RFM_MEASURES
 
@@ -42,27 +42,27 @@ FILTERS = [
     Input("segment", "value"),
     Input("country", "value"),
 ]
-GRID_COLUMNS = [  # field, header, filter kind; the value columns first, visible without scrolling
-    ("customer_id", "Customer", "text"),
-    ("cluster_label", "Cluster label", "text"),
-    ("rfm_segment", "RFM segment", "text"),
-    ("clv_12m", "CLV 12 m", "number"),
-    ("monetary", "Monetary", "number"),
-    ("p_purchase_90d", "P(purchase 90 d)", "number"),
-    ("at_risk_value", "At-risk value", "none"),
-    ("recency_days", "Recency (days)", "number"),
-    ("frequency", "Orders", "number"),
-    ("country", "Country", "text"),
-    ("r_score", "R", "number"),
-    ("f_score", "F", "number"),
-    ("m_score", "M", "number"),
-    ("rfm_score", "RFM", "text"),
-    ("cluster", "Cluster", "number"),
-    ("first_purchase_date", "First purchase", "text"),
-    ("last_purchase_date", "Last purchase", "text"),
-    ("tenure_days", "Tenure (days)", "number"),
-    ("p_alive", "P(alive)", "number"),
-    ("expected_purchases_90d", "Purchases 90 d", "number"),
+GRID_COLUMNS = [  # field, header (filters: app.data.GRID_FILTERS); the value columns first, visible without scrolling
+    ("customer_id", "Customer"),
+    ("cluster_label", "Cluster label"),
+    ("rfm_segment", "RFM segment"),
+    ("clv_12m", "CLV 12 m"),
+    ("monetary", "Monetary"),
+    ("p_purchase_90d", "P(purchase 90 d)"),
+    ("at_risk_value", "At-risk value"),
+    ("recency_days", "Recency (days)"),
+    ("frequency", "Orders"),
+    ("country", "Country"),
+    ("r_score", "R"),
+    ("f_score", "F"),
+    ("m_score", "M"),
+    ("rfm_score", "RFM"),
+    ("cluster", "Cluster"),
+    ("first_purchase_date", "First purchase"),
+    ("last_purchase_date", "Last purchase"),
+    ("tenure_days", "Tenure (days)"),
+    ("p_alive", "P(alive)"),
+    ("expected_purchases_90d", "Purchases 90 d"),
 ]
 INITIAL_SORT = {"clv_12m": "desc"}  # the table opens on the most valuable customers
 
@@ -202,11 +202,11 @@ def customer_grid(page_size: int) -> dag.AgGrid:
             {
                 "field": name,
                 "headerName": header,
-                "filter": column_filters[kind],
+                "filter": column_filters[GRID_FILTERS.get(name, "none")],
                 **({"valueFormatter": {"function": VALUE_FORMATS[name]}} if name in VALUE_FORMATS else {}),
                 **({"sort": INITIAL_SORT[name]} if name in INITIAL_SORT else {}),
             }
-            for name, header, kind in GRID_COLUMNS
+            for name, header in GRID_COLUMNS
         ],
         defaultColDef={"sortable": True, "resizable": True, "floatingFilter": True, "minWidth": 110},
         dashGridOptions={"cacheBlockSize": page_size, "maxBlocksInCache": 20, "rowBuffer": 0},

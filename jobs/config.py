@@ -242,6 +242,8 @@ class Dashboard(BaseModel):
     auth_user: str | None = None
     auth_password: str | None = None
     workers: int = Field(default=2, ge=1)
+    filter_max_conditions: int = Field(default=2, ge=1, le=50)
+    filter_max_chars: int = Field(default=200, ge=1, le=10_000)
 
 
 class Exports(BaseModel):
@@ -250,7 +252,8 @@ class Exports(BaseModel):
 
 
 class Leases(BaseModel):
-    ttl_seconds: int = Field(ge=60)
+    heartbeat_seconds: float = Field(gt=0)
+    missed_beats: int = Field(ge=2)
     wait_seconds: float = Field(ge=0)
 
 

@@ -207,6 +207,22 @@ def read_tagged(location: UPath) -> tuple[bytes, str] | None:
         return None
 
 
+def replace_if_match(location: UPath, data: bytes, etag: str) -> str | None:
+    """Overwrite the object only if it still is the version ``etag`` (``If-Match``): its new ETag,
+    or None when another writer changed or removed it meanwhile."""
+    bucket, key = _split(location)
+    try:
+        out = location.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfMatch=etag)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # a 412 Precondition Failed
+        if exc.errno == errno.EINVAL:
+            return None
+        raise
+    location.fs.invalidate_cache(location.path)
+    return out["ETag"]
+
+
 def delete_if_match(location: UPath, etag: str) -> bool:
     """Delete the object only if it still is the version ``etag`` (``If-Match``); whether it was."""
     bucket, key = _split(location)

@@ -3,12 +3,16 @@
 - "MLflow run" (cluster, label) and "Data Docs" (validate): global operator extra links, read
   from the XCom the task pushed (``jobs/orchestration/links.py``). They are evaluated in the API
   server, so a ``@task`` needs no operator subclass; other tasks show them disabled.
-- ``/data-docs/``: the validation folder's Data Docs site as static files. It is served without
-  Airflow login, like the files themselves on the host: keep the API server on loopback
-  (``make prod-local``, ``make airflow``) or behind the proxy that authenticates users.
+- ``/data-docs/``: the validation folder's Data Docs site, behind the Airflow login (issue 27,
+  item 6): every request is authorised by the Airflow auth manager (the UI session's cookie)
+  for reading the pipeline DAG's task instances. The pages render landed values as text
+  (``jobs.adapters.data_docs``), their CSS/JS are local copies, and a Content-Security-Policy
+  forbids anything from another origin.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
@@ -42,16 +46,69 @@ class DataDocsLink(_XComLink):
     key = DATA_DOCS_URL_KEY
 
 
-def _data_docs_app():
-    from fastapi import FastAPI
-    from fastapi.staticfiles import StaticFiles
+# A reader's browser: pages and their local assets only; nothing fetched from elsewhere.
+DATA_DOCS_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self' 'unsafe-inline'; connect-src 'none'; object-src 'none'; base-uri 'none'; frame-ancestors 'self'"
+)
 
+
+def site_file(site: Path, path: str) -> Path | None:
+    """The file of ``site`` that ``path`` names (a folder: its ``index.html``), or None: never a
+    file outside the site, never through a symlink."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if any(p == ".." or "\\" in p or "\0" in p for p in parts):
+        return None
+    candidate = site.joinpath(*parts)
+    if candidate.is_dir() and not candidate.is_symlink():
+        candidate = candidate / "index.html"
+    current = site
+    for part in candidate.relative_to(site).parts:
+        current = current / part
+        if current.is_symlink():
+            return None
+    return candidate if candidate.is_file() else None
+
+
+def data_docs_app(site: Path, dag_id: str):
+    """The Data Docs ``site`` as files, each request authorised by the Airflow auth manager: the
+    reader's Airflow session (its ``_token`` cookie, or a bearer token) must be allowed to read
+    the task instances of ``dag_id``; else 401/403. (``app.state.authorise`` is the dependency.)"""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi import Depends, FastAPI, HTTPException
+    from fastapi.responses import FileResponse
+
+    def authorise(user=Depends(get_user)) -> None:  # noqa: B008 (FastAPI's way)
+        """The Airflow user (401 without a session) may read the DAG's task instances (else 403)."""
+        allowed = get_auth_manager().is_authorized_dag(
+            method="GET", access_entity=DagAccessEntity.TASK_INSTANCE, details=DagDetails(id=dag_id), user=user
+        )
+        if not allowed:
+            raise HTTPException(status_code=403, detail=f"not allowed to read the task instances of {dag_id}")
+
+    app = FastAPI(title="RFM Data Docs", dependencies=[Depends(authorise)], docs_url=None, redoc_url=None)
+    app.openapi_url = None
+    app.state.authorise = authorise
+
+    @app.get("/{path:path}")
+    def page(path: str) -> FileResponse:
+        found = site_file(site, path)
+        if found is None:
+            raise HTTPException(status_code=404, detail="not in the Data Docs site")
+        headers = {"Content-Security-Policy": DATA_DOCS_CSP, "X-Content-Type-Options": "nosniff"}
+        return FileResponse(found, headers=headers)
+
+    return app
+
+
+def _data_docs_app():
     from jobs.adapters.expectations import data_docs_site
     from jobs.config import load_settings
 
-    app = FastAPI(title="RFM Data Docs")
-    app.mount("/", StaticFiles(directory=data_docs_site(load_settings()), html=True, check_dir=False))
-    return app
+    settings = load_settings()
+    return data_docs_app(data_docs_site(settings), settings.dag.dag_id)
 
 
 class RfmLinksPlugin(AirflowPlugin):

@@ -9,6 +9,7 @@ The segment summary is computed from the customers with pandas, as ``jobs/steps/
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -168,3 +169,42 @@ def write_gold_fixture(lake_dir: Path, value_columns: bool = True) -> pd.DataFra
     everyone = pd.concat(frames, ignore_index=True)
     everyone["monetary"] = everyone["monetary"].astype(float)
     return everyone
+
+
+def grid_request(day: str, scheme: str, start: int, end: int) -> dict:
+    """The body Dash POSTs for one block of the customer grid."""
+    return {
+        "output": "..customer-grid.getRowsResponse...customer-count.children..",
+        "outputs": [
+            {"id": "customer-grid", "property": "getRowsResponse"},
+            {"id": "customer-count", "property": "children"},
+        ],
+        "inputs": [{"id": "customer-grid", "property": "getRowsRequest", "value": {"startRow": start, "endRow": end}}],
+        "state": [
+            {"id": "snapshot-date", "property": "value", "value": day},
+            {"id": "scheme", "property": "value", "value": scheme},
+            {"id": "segment", "property": "value", "value": None},
+            {"id": "country", "property": "value", "value": None},
+            {"id": "at-risk-only", "property": "value", "value": []},
+        ],
+        "changedPropIds": ["customer-grid.getRowsRequest"],
+    }
+
+
+class OffLoopClient:
+    """Flask's test client, called from a worker thread. pytest-playwright's sync API leaves an asyncio
+    loop running in the main thread once a browser test has run, and Dash dispatches callbacks through
+    asgiref, which refuses to run inside a running loop (a 500 that depends on test order)."""
+
+    def __init__(self, http) -> None:
+        self.http = http
+
+    def _off_loop(self, method: str, *args, **kwargs):
+        with ThreadPoolExecutor(max_workers=1) as worker:
+            return worker.submit(getattr(self.http, method), *args, **kwargs).result()
+
+    def get(self, *args, **kwargs):
+        return self._off_loop("get", *args, **kwargs)
+
+    def post(self, *args, **kwargs):
+        return self._off_loop("post", *args, **kwargs)

@@ -69,8 +69,8 @@ def test_a_failed_validation_posts_the_failed_expectations(monkeypatch, settings
     assert len(received) == 1 and set(received[0]) == {"text"}
     text = received[0]["text"]
     assert "rfm_segmentation" in text and D.isoformat() in text and "validate" in text
-    assert "DataValidationError: validation failed" in text
-    assert "quantity): 3 of 120 rows" in text
+    assert "RuntimeError" in text and "validation failed" not in text  # the type, not the message
+    assert "quantity): 3 of 120 rows" in text and "[None]" not in text
     assert "/tasks/validate" in text and "data_docs" in text and "index.html" in text
 
 
@@ -89,3 +89,40 @@ def test_no_webhook_no_post_and_a_broken_one_does_not_raise(monkeypatch, setting
     assert received == []
     use(monkeypatch, settings, "http://127.0.0.1:9/nothing-listens-here")
     alerts.on_failure(task_context("cluster", RuntimeError("boom")))  # logged, not raised
+
+
+PAYLOADS = ["<!channel>", "<https://evil.example/x|open the report>", "<img src=x onerror=alert(1)>", "a & b"]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_landed_values_never_reach_the_chat_and_its_markup_is_escaped(monkeypatch, settings, receiver, payload) -> None:
+    """A landed cell holding Slack markup: the failure line quotes it as an example and the
+    exception message repeats it. The alert carries the expectation, its counts and links, not the
+    value; and nothing in the text opens a Slack control sequence."""
+    url, received = receiver
+    settings = use(monkeypatch, settings, url)
+    failures = [
+        f"expect_column_values_to_match_regex(quantity): 1 of 120 rows broke it, e.g. day.csv row 7: {payload!r} "
+        "[rule quantity_format: quarantine]",
+        f"expect_column_max_to_be_between(price): could not be evaluated ({payload}) [rule price_range: fail]",
+        f"expect_column_max_to_be_between(price): observed {payload}",
+    ]
+    report = ValidationReport(D.isoformat(), False, 120, 0.1, "sha256:x", failures)
+    _write_json(day_results_dir(settings, D) / "latest.json", report.__dict__)
+    context = task_context("validate", RuntimeError(f"validation failed: {payload}"))
+    context["dag"] = SimpleNamespace(dag_id="rfm_<!here>")
+
+    alerts.on_failure(context)
+
+    text = received[0]["text"]
+    bare = payload.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    assert payload not in text and bare not in text
+    assert "<" not in text and ">" not in text  # no link, mention or command can open
+    assert "rfm_&lt;!here&gt;" in text
+    assert "1 of 120 rows broke it [rule quantity_format: quarantine]" in text
+    assert "could not be evaluated [rule price_range: fail]" in text
+    assert "Failed expectations (3)" in text and "/tasks/validate" in text
+
+
+def test_slack_escape_is_slacks_rule() -> None:
+    assert alerts.slack_escape("<!channel> & <a|b>") == "&lt;!channel&gt; &amp; &lt;a|b&gt;"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -17,7 +16,9 @@ from jobs.definitions import GONE_CUSTOMER, NEW_CUSTOMER
 from tests.conftest import settings_for
 from tests.dashboard_fixture import (
     SNAPSHOTS,
+    OffLoopClient,
     customers_of,
+    grid_request,
     write_gold_fixture,
     write_snapshot,
 )
@@ -257,26 +258,6 @@ def test_a_new_snapshot_shows_up_without_a_new_reader(tmp_path: Path) -> None:
 # --- inputs from the page are validated (issue 12, item 15) -----------------------------------------
 
 
-def grid_request(day: str, scheme: str, start: int, end: int) -> dict:
-    """The body Dash POSTs for one block of the customer grid."""
-    return {
-        "output": "..customer-grid.getRowsResponse...customer-count.children..",
-        "outputs": [
-            {"id": "customer-grid", "property": "getRowsResponse"},
-            {"id": "customer-count", "property": "children"},
-        ],
-        "inputs": [{"id": "customer-grid", "property": "getRowsRequest", "value": {"startRow": start, "endRow": end}}],
-        "state": [
-            {"id": "snapshot-date", "property": "value", "value": day},
-            {"id": "scheme", "property": "value", "value": scheme},
-            {"id": "segment", "property": "value", "value": None},
-            {"id": "country", "property": "value", "value": None},
-            {"id": "at-risk-only", "property": "value", "value": []},
-        ],
-        "changedPropIds": ["customer-grid.getRowsRequest"],
-    }
-
-
 @pytest.fixture(scope="module")
 def client(segment_lake: SegmentLake, lake_dir: Path):
     from app.views import create_app
@@ -286,25 +267,6 @@ def client(segment_lake: SegmentLake, lake_dir: Path):
     http = OffLoopClient(app.server.test_client())
     http.get("/")  # Dash registers its routes lazily on the first request
     return http, config
-
-
-class OffLoopClient:
-    """Flask's test client, called from a worker thread. pytest-playwright's sync API leaves an asyncio
-    loop running in the main thread once a browser test has run, and Dash dispatches callbacks through
-    asgiref, which refuses to run inside a running loop (a 500 that depends on test order)."""
-
-    def __init__(self, http) -> None:
-        self.http = http
-
-    def _off_loop(self, method: str, *args, **kwargs):
-        with ThreadPoolExecutor(max_workers=1) as worker:
-            return worker.submit(getattr(self.http, method), *args, **kwargs).result()
-
-    def get(self, *args, **kwargs):
-        return self._off_loop("get", *args, **kwargs)
-
-    def post(self, *args, **kwargs):
-        return self._off_loop("post", *args, **kwargs)
 
 
 def test_a_page_of_customers_within_the_cap_is_served(client) -> None:

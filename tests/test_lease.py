@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -18,13 +19,13 @@ D = date(2011, 12, 9)
 
 
 def test_a_second_writer_fails_naming_the_holder(tmp_path) -> None:
-    with lease(tmp_path, "cluster", D, ttl_seconds=600):
+    with lease(tmp_path, "cluster", D):
         with pytest.raises(LeaseHeldError, match=rf"cluster of {D} is already running: pid {os.getpid()}"):
-            with lease(tmp_path, "cluster", D, ttl_seconds=600):
+            with lease(tmp_path, "cluster", D):
                 pass
-        with lease(tmp_path, "cluster", D + timedelta(days=1), ttl_seconds=600):  # another date: its own lease
+        with lease(tmp_path, "cluster", D + timedelta(days=1)):  # another date: its own lease
             pass
-        with lease(tmp_path, "label", D, ttl_seconds=600):  # another step: its own lease
+        with lease(tmp_path, "label", D):  # another step: its own lease
             pass
     assert held_leases(tmp_path) == []
 
@@ -33,10 +34,10 @@ def test_a_second_process_is_refused_too(tmp_path) -> None:
     code = (
         "import sys; from datetime import date; from pathlib import Path\n"
         "from jobs.adapters.lease import lease, LeaseHeldError\n"
-        f"try:\n    with lease(Path({str(tmp_path)!r}), 'cluster', date(2011, 12, 9), 600): pass\n"
+        f"try:\n    with lease(Path({str(tmp_path)!r}), 'cluster', date(2011, 12, 9)): pass\n"
         "except LeaseHeldError as e:\n    print(e); sys.exit(3)\n"
     )
-    with lease(tmp_path, "cluster", D, ttl_seconds=600):
+    with lease(tmp_path, "cluster", D):
         other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert other.returncode == 3 and f"pid {os.getpid()}" in other.stdout
     again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -44,19 +45,19 @@ def test_a_second_process_is_refused_too(tmp_path) -> None:
 
 
 def test_the_lease_is_released_when_the_step_fails(tmp_path) -> None:
-    with pytest.raises(ZeroDivisionError), lease(tmp_path, "ingest", D, ttl_seconds=600):
+    with pytest.raises(ZeroDivisionError), lease(tmp_path, "ingest", D):
         1 / 0  # noqa: B018
     assert held_leases(tmp_path) == []
 
 
-def write_lease(tmp_path, pid: int, expires: datetime) -> None:
+def write_lease(tmp_path, pid: int, expires: datetime, host: str | None = None) -> None:
     path = lease_path(tmp_path, "ingest", D)
     path.parent.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC)
     path.write_text(
         json.dumps(
             {
-                "host": socket.gethostname(),
+                "host": host or socket.gethostname(),
                 "pid": pid,
                 "token": "old",
                 "acquired_at": now.isoformat(),
@@ -70,20 +71,70 @@ def test_a_lease_of_a_dead_process_is_broken(tmp_path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     write_lease(tmp_path, dead.pid, datetime.now(UTC) + timedelta(hours=1))
-    with lease(tmp_path, "ingest", D, ttl_seconds=600) as held:
+    with lease(tmp_path, "ingest", D) as held:
         assert held["pid"] == os.getpid()
     assert held_leases(tmp_path) == []
 
 
 def test_an_expired_lease_is_broken(tmp_path) -> None:
     write_lease(tmp_path, os.getpid(), datetime.now(UTC) - timedelta(seconds=1))
-    with lease(tmp_path, "ingest", D, ttl_seconds=600) as held:
+    with lease(tmp_path, "ingest", D) as held:
         assert held["token"] != "old"
 
 
+def test_a_lease_left_by_another_host_that_stopped_beating_is_broken_after_a_few_beats(tmp_path) -> None:
+    """A recreated scheduler container: its lease names a host that no longer exists and a pid
+    this host cannot check. It was renewed 1 s ago, with beats every 0.2 s and 3 missed beats
+    allowed: refused while fresh, broken once the beats stopped for longer than 0.6 s (not hours)."""
+    write_lease(tmp_path, 1, datetime.now(UTC) + timedelta(seconds=0.6), host="scheduler-old-container")
+    with pytest.raises(LeaseHeldError, match="scheduler-old-container"):
+        with lease(tmp_path, "ingest", D, heartbeat_seconds=0.2, missed_beats=3):
+            pass
+    with lease(tmp_path, "ingest", D, heartbeat_seconds=0.2, missed_beats=3, wait_seconds=5, poll_seconds=0.1) as held:
+        assert held["host"] == socket.gethostname() and held["token"] != "old"
+    assert held_leases(tmp_path) == []
+
+
+def test_a_live_lease_keeps_beating_and_is_never_broken(tmp_path) -> None:
+    """A holder in another process (named as another host, so only its beats keep it) runs for
+    ten times its expiry window: every try meanwhile is refused, and its expiry moves forward."""
+    code = (
+        "import sys, time, socket; from datetime import date; from pathlib import Path\n"
+        "socket.gethostname = lambda: 'another-host'\n"
+        "from jobs.adapters.lease import lease\n"
+        f"with lease(Path({str(tmp_path)!r}), 'cluster', date(2011, 12, 9), heartbeat_seconds=0.1, missed_beats=3):\n"
+        "    print('held', flush=True); time.sleep(3)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        path = lease_path(tmp_path, "cluster", D)
+        expiries = set()
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            with pytest.raises(LeaseHeldError, match="another-host"):
+                with lease(tmp_path, "cluster", D, heartbeat_seconds=0.1, missed_beats=3):
+                    pass
+            expiries.add(json.loads(path.read_text())["expires_at"])
+            time.sleep(0.2)
+        assert len(expiries) >= 5  # renewed again and again, never broken
+    finally:
+        holder.wait(timeout=30)
+    assert holder.returncode == 0 and held_leases(tmp_path) == []
+
+
+def test_the_heartbeat_renews_its_own_lease(tmp_path) -> None:
+    with lease(tmp_path, "label", D, heartbeat_seconds=0.1, missed_beats=3) as held:
+        first = json.loads(lease_path(tmp_path, "label", D).read_text())["expires_at"]
+        time.sleep(0.5)
+        later = json.loads(lease_path(tmp_path, "label", D).read_text())
+        assert later["expires_at"] > first and later["token"] == held["token"]
+    assert held_leases(tmp_path) == []
+
+
 def test_a_writer_waits_up_to_the_bound_then_fails(tmp_path) -> None:
-    with lease(tmp_path, "eda", D, ttl_seconds=600):
-        with pytest.raises(LeaseHeldError), lease(tmp_path, "eda", D, 600, wait_seconds=0.3, poll_seconds=0.1):
+    with lease(tmp_path, "eda", D):
+        with pytest.raises(LeaseHeldError), lease(tmp_path, "eda", D, wait_seconds=0.3, poll_seconds=0.1):
             pass
 
 

@@ -182,12 +182,18 @@ class SuiteRunner:
         """Render the Data Docs pages of ``days`` (default: of every result kept) and the index;
         returns the index page. A night renders its own page only: rendering every kept result
         would grow with the history (7.6 s against 1.1 s at a year of results)."""
+        from jobs.adapters.data_docs import escape_stored_results, localise_site
+
+        keys = self.context.validation_results_store.list_keys()
+        if days is not None:
+            names = {day.isoformat() for day in days}
+            keys = [k for k in keys if k.run_id.run_name in names]
+        escape_stored_results(self.context, keys)  # landed values render as text, never as markup
         if days is None:
             self.context.build_data_docs()
         else:
-            names = {day.isoformat() for day in days}
-            keys = [k for k in self.context.validation_results_store.list_keys() if k.run_id.run_name in names]
             self.context.build_data_docs(resource_identifiers=keys)
+        localise_site(data_docs_site(self.settings))  # CSS/JS from the site itself, not from CDNs
         return data_docs_site(self.settings) / "index.html"
 
     def day_page(self, day: date) -> Path | None:

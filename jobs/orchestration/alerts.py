@@ -2,16 +2,23 @@
 message (``{"text": ...}``) to the webhook in ``alerts.webhook_url`` (``RFM__ALERTS__WEBHOOK_URL``;
 empty: nothing is posted).
 
-The message names the DAG, the run date, the task, the reason (for a failed validation, every
-failed expectation with its counts, from the day's validation report) and links to the task log
-and the Data Docs. ``on_failure`` is the tasks' and the DAG's ``on_failure_callback``; a run past
-``dag.run_timeout_minutes`` fails as ``timed_out`` and lands there too.
+The message names the DAG, the run date, the task, the reason (the exception's type; for a failed
+validation, every failed expectation with its counts, from the day's validation report) and links
+to the task log and the Data Docs. ``on_failure`` is the tasks' and the DAG's
+``on_failure_callback``; a run past ``dag.run_timeout_minutes`` fails as ``timed_out`` and lands
+there too.
+
+Landed data never reaches the chat (issue 27, item 6): the message carries counts, names and
+links, never raw rows, cell values or exception text (which may quote them: the task log has
+those), and every piece is escaped for Slack's markup (``&``, ``<``, ``>``), so a landed
+``<!channel>`` or ``<https://evil|click>`` can only ever be shown as text.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import urllib.request
 from datetime import date
 from typing import Any
@@ -37,6 +44,36 @@ def validation_failures(settings: Settings, run_date: date) -> list[str]:
     return list(report.failures) if report is not None and not report.success else []
 
 
+def slack_escape(text: object) -> str:
+    """``text`` as literal Slack text: its three control characters escaped (Slack's own rule)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_RULE_SUFFIX = re.compile(r" \[rule [\w.-]+: \w+\]$")
+_VALUES_FROM = (", e.g. ", " could not be evaluated (", ": observed ")
+
+
+def without_values(failure: str) -> str:
+    """A validation failure line (``jobs.adapters.expectations.describe_failure``) without the
+    landed values it may quote: its examples, error text and observed value are cut off; the
+    expectation, its counts and its ``[rule …]`` stay."""
+    suffix = _RULE_SUFFIX.search(failure)
+    head = failure[: suffix.start()] if suffix else failure
+    for marker in _VALUES_FROM:
+        if marker in head:
+            head = head[: head.index(marker)] + (" could not be evaluated" if "evaluated" in marker else "")
+    return head + (suffix.group(0) if suffix else "")
+
+
+def reason_of(context: dict[str, Any]) -> str:
+    """Why it failed, without the exception's message (which may quote landed values)."""
+    exception = context.get("exception")
+    if isinstance(exception, BaseException):
+        return f"{type(exception).__name__} (the message is in the task log)"
+    reason = str(exception or context.get("reason") or "failed")
+    return reason if re.fullmatch(r"[\w .:-]{1,80}", reason) else "failed (see the task log)"
+
+
 def run_date_of(context: dict[str, Any]) -> str:
     return str(context.get("ds") or getattr(context.get("dag_run"), "logical_date", "") or "?")[:10]
 
@@ -48,24 +85,23 @@ def failure_message(context: dict[str, Any], settings: Settings) -> str:
     ti = context.get("ti") or context.get("task_instance")
     task = getattr(ti, "task_id", None)
     run_date = run_date_of(context)
-    reason = context.get("exception") or context.get("reason") or "failed"
-    what = f"task *{task}*" if task else "the DAG run"
-    lines = [f":rotating_light: *{dag_id}* {run_date}: {what} failed", f"Reason: {reason}"]
-    if context.get("reason") == "timed_out" or "timed_out" in str(reason):
-        lines[0] = (
-            f":hourglass: *{dag_id}* {run_date}: the run missed its deadline ({settings.dag.run_timeout_minutes} min)"
-        )
+    reason = reason_of(context)
+    what = f"task *{slack_escape(task)}*" if task else "the DAG run"
+    dag, day = slack_escape(dag_id), slack_escape(run_date)
+    lines = [f":rotating_light: *{dag}* {day}: {what} failed", f"Reason: {slack_escape(reason)}"]
+    if context.get("reason") == "timed_out" or "timed_out" in reason:
+        lines[0] = f":hourglass: *{dag}* {day}: the run missed its deadline ({settings.dag.run_timeout_minutes} min)"
     try:
         failures = validation_failures(settings, date.fromisoformat(run_date))
     except ValueError:
         failures = []
     if failures and task in (None, "validate"):
         lines.append(f"Failed expectations ({len(failures)}):")
-        lines.extend(f"• {failure}" for failure in failures)
+        lines.extend(f"• {slack_escape(without_values(failure))}" for failure in failures)
     log_url = getattr(ti, "log_url", None)
     if log_url:
-        lines.append(f"Task log: {log_url}")
-    lines.append(f"Data Docs: {data_docs_url(settings)}")
+        lines.append(f"Task log: {slack_escape(log_url)}")
+    lines.append(f"Data Docs: {slack_escape(data_docs_url(settings))}")
     return "\n".join(lines)
 
 
