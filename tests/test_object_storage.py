@@ -91,7 +91,7 @@ def test_lease_objects_admit_one_writer_of_many_racing(bucket_settings) -> None:
     def contend() -> None:
         barrier.wait()
         try:
-            with lease(lake, "cluster", D, ttl_seconds=600):
+            with lease(lake, "cluster", D):
                 inside.append(threading.get_ident())
                 hold.wait(10)
         except LeaseHeldError as exc:
@@ -117,9 +117,28 @@ def test_a_stale_lease_object_is_broken_but_a_fresh_one_never_deleted(bucket_set
     path = lease_path(lake, "ingest", D)
     stale = {"host": "elsewhere", "pid": 1, "token": "old", "acquired_at": "2000-01-01T00:00:00+00:00"}
     path.write_text(json.dumps({**stale, "expires_at": "2000-01-01T01:00:00+00:00"}))
-    with lease(lake, "ingest", D, ttl_seconds=600) as held:  # the expired lease is broken
+    with lease(lake, "ingest", D) as held:  # the expired lease is broken
         assert json.loads(path.read_text())["token"] == held["token"]
         etag_before = storage.read_tagged(path)[1]
         assert storage.delete_if_match(path, '"not-its-etag"') is False  # a breaker holding an old ETag
         assert storage.read_tagged(path)[1] == etag_before  # removes nothing
+    assert held_leases(lake) == []
+
+
+def test_a_lease_object_is_renewed_by_its_heartbeat_and_a_stolen_one_is_not_overwritten(bucket_settings) -> None:
+    import json
+    import time
+
+    lake = bucket_settings.path("lake_dir")
+    path = lease_path(lake, "label", D)
+    with lease(lake, "label", D, heartbeat_seconds=0.3, missed_beats=3) as held:
+        time.sleep(1.5)
+        stored = json.loads(path.read_text())
+        assert stored["token"] == held["token"] and stored["renewed_at"] > stored["acquired_at"], stored
+        etag = storage.read_tagged(path)[1]
+        assert storage.replace_if_match(path, b"{}", '"not-its-etag"') is None  # an old ETag changes nothing
+        assert (
+            storage.read_tagged(path)[1] != '"not-its-etag"' and json.loads(path.read_text())["token"] == held["token"]
+        )
+        assert etag  # the heartbeat keeps renewing through If-Match puts
     assert held_leases(lake) == []

@@ -64,7 +64,8 @@ def test_the_dashboard_shows_a_landed_payload_as_text_in_chromium(page, hostile_
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/"
     try:
-        page.set_viewport_size({"width": 1400, "height": 1000})
+        # wide enough that the grid renders the country column too (it virtualises columns off-screen)
+        page.set_viewport_size({"width": 3000, "height": 1000})
         page.goto(url)
         page.click("#country")
         option = page.locator(".dash-dropdown-option", has_text=PAYLOAD)
