@@ -13,16 +13,18 @@ import logging
 from datetime import date, timedelta
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.adapters import lake
 from jobs.config import Rfm, Settings
+from jobs.core.clv import net_purchase_days
 from jobs.core.rfm import (
     STATE_COLUMNS,
     STATE_KEY,
     compute_rfm,
     considered_lines,
+    is_cancellation,
     contributions,
     is_purchase,
     merge_day,
@@ -169,12 +171,20 @@ def state_of(spark: SparkSession, settings: Settings, run_date: date) -> tuple[D
 
 
 def purchase_days(bronze: DataFrame, settings: Settings, run_date: date) -> pd.DataFrame:
-    """customer_id, purchase_date, amount: the purchase lines' spend per customer and day up to ``run_date``
-    (the input of the reference summary, ``jobs.core.clv.customer_summary``)."""
+    """customer_id, purchase_date, amount: each customer's spend per purchase day up to ``run_date``, net of
+    cancellations when ``rfm.net_of_cancellations`` (matched to what they cancel by
+    ``jobs.core.clv.net_purchase_days``); the input of ``jobs.core.clv.customer_summary``."""
     lines = considered_lines(bronze.filter(F.col("transaction_date") <= F.lit(run_date).cast("date")), settings.rfm)
-    return (
-        lines.filter(is_purchase(settings.rfm))
-        .groupBy("customer_id", F.col("transaction_date").alias("purchase_date"))
-        .agg(F.sum(F.col("quantity") * F.col("price")).cast("double").alias("amount"))
-        .toPandas()
-    )
+
+    def per_item(kind: Column) -> pd.DataFrame:
+        return (
+            lines.filter(kind)
+            .groupBy("customer_id", "stock_code", F.col("transaction_date").alias("purchase_date"))
+            .agg(F.sum(F.col("quantity") * F.col("price")).cast("double").alias("amount"))
+            .toPandas()
+        )
+
+    purchases = per_item(is_purchase(settings.rfm))
+    if not settings.rfm.net_of_cancellations:
+        return purchases.groupby(["customer_id", "purchase_date"], as_index=False)["amount"].sum()
+    return net_purchase_days(purchases, per_item(is_cancellation(settings.rfm)))
