@@ -10,6 +10,10 @@ netted with the lines through the holdout's end, restricted to holdout dates). N
 origin enters a predictor. Predictors of P(>= 1 purchase day in the holdout), the number of purchase
 days and the holdout net revenue:
 
+- ``gbt``: Spark ML gradient-boosted trees on the customer state (``jobs.core.value_features``):
+  a GBTClassifier for P(purchase), isotonic-calibrated on the newest training origin's predictions, a
+  GBTRegressor of log(1 + net revenue) for the value and a Poisson-free regressor of purchase days;
+  training examples from rolling origins whose holdout ends on or before the origin;
 - ``bgnbd``: BG/NBD + Gamma-Gamma fitted at the origin (the clv step's model);
 - ``naive``: the repeat rate x / T over the horizon (P = 1 - exp(-rate)), spend = mean day spend;
 - ``past_monetary``: the RFM net monetary at the origin (a ranking: AUC and capture only);
@@ -32,11 +36,14 @@ import pandas as pd
 
 from jobs.config import Settings, load_settings
 from jobs.core.clv import customer_summary, expected_spend, fit_params, net_purchase_days, score
+from jobs.core.value_features import FEATURES, example_frame, features, training_origins
+from jobs.core.value_features import labels as value_labels
 from jobs.definitions import CLV_MONTHS
 
 ORIGINS = (date(2011, 3, 10), date(2011, 6, 9), date(2011, 9, 9))
 HOLDOUT_DAYS = 91
 TOP_SHARES = (0.10, 0.20)
+HOME_COUNTRY = "United Kingdom"
 
 
 def auc(score_: np.ndarray, label: np.ndarray) -> float:
@@ -119,6 +126,53 @@ def predictors(
     return frame, params.as_dict()
 
 
+def supervised(
+    lines: tuple[pd.DataFrame, pd.DataFrame], countries: pd.Series, origin: date, horizon: int, index: pd.Index
+) -> pd.DataFrame:
+    """The gbt predictor's columns for the customers of ``index`` (features at ``origin``)."""
+    from pyspark.ml.classification import GBTClassifier
+    from pyspark.ml.feature import VectorAssembler
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.ml.regression import GBTRegressor, IsotonicRegression
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+
+    spark = SparkSession.getActiveSession()
+    first_day = pd.to_datetime(lines[0]["purchase_date"]).min().date()
+    examples = []
+    for at in training_origins(origin, first_day, horizon, step_days=14, min_history_days=7):
+        known = split(lines, at + timedelta(days=horizon))
+        label_days = net_purchase_days(*known)
+        state_days = net_purchase_days(*split(lines, at))
+        rows = features(state_days, known[0], countries, at, horizon)
+        examples.append(example_frame(rows, value_labels(label_days, at, horizon), at))
+    train = pd.concat(examples)
+    newest = train["origin"] == examples[0]["origin"].iloc[0]
+    fit_part = train[~newest] if (~newest).any() else train
+    assemble = VectorAssembler(inputCols=FEATURES, outputCol="features")
+
+    def frame(rows: pd.DataFrame):
+        return assemble.transform(spark.createDataFrame(rows.reset_index(drop=True)))
+
+    classifier = GBTClassifier(labelCol="bought", maxIter=60, maxDepth=4, stepSize=0.1, seed=7).fit(frame(fit_part))
+    raw = F.element_at(vector_to_array("probability"), 2)
+    held = classifier.transform(frame(train[newest])).withColumn("raw", raw)
+    calibrator = IsotonicRegression(featuresCol="raw", labelCol="bought", predictionCol="p").fit(held)
+    revenue = GBTRegressor(labelCol="log_revenue", maxIter=60, maxDepth=4, seed=7).fit(frame(train))
+    purchases = GBTRegressor(labelCol="purchases", maxIter=60, maxDepth=4, seed=7).fit(frame(train))
+    state = features(net_purchase_days(*split(lines, origin)), split(lines, origin)[0], countries, origin, horizon)
+    scored = classifier.transform(frame(state.reset_index())).withColumn("raw", raw)
+    scored = calibrator.transform(scored).drop("prediction")
+    scored = revenue.transform(scored).withColumnRenamed("prediction", "log_value").drop("features")
+    scored = purchases.transform(assemble.transform(scored)).withColumnRenamed("prediction", "n")
+    out = scored.select("customer_id", "p", "n", "log_value").toPandas().set_index("customer_id")
+    out = out.reindex(index)
+    return pd.DataFrame(
+        {"gbt_p": out["p"].clip(0, 1), "gbt_n": out["n"].clip(lower=0), "gbt_v": np.expm1(out["log_value"])},
+        index=index,
+    ).fillna(0.0)
+
+
 def evaluate(frame: pd.DataFrame, actual: pd.DataFrame, names: list[str]) -> dict[str, dict[str, Any]]:
     """The metrics of each predictor in ``frame`` (columns NAME_p, NAME_n, NAME_v) against ``actual``."""
     actual = actual.reindex(frame.index, fill_value=0)
@@ -143,17 +197,18 @@ def evaluate(frame: pd.DataFrame, actual: pd.DataFrame, names: list[str]) -> dic
 
 
 def backtest(
-    lines: tuple[pd.DataFrame, pd.DataFrame], origin: date, horizon: int, settings: Settings
+    lines: tuple[pd.DataFrame, pd.DataFrame], countries: pd.Series, origin: date, horizon: int, settings: Settings
 ) -> dict[str, Any]:
     """Every number of one origin."""
     end = origin + timedelta(days=horizon)
     frame, params = predictors(lines, origin, horizon, settings)
+    frame = frame.join(supervised(lines, countries, origin, horizon, frame.index))
     actual = holdout(lines, origin, end)
     known = actual.reindex(frame.index, fill_value=0)
     frame["oracle_p"] = (known["purchases"] > 0).astype(float)
     frame["oracle_n"] = known["purchases"].astype(float)
     frame["oracle_v"] = known["revenue"].astype(float)
-    names = ["bgnbd", "naive", "past_monetary", "oracle"]
+    names = ["gbt", "bgnbd", "naive", "past_monetary", "oracle"]
     return {
         "origin": origin.isoformat(),
         "holdout_end": end.isoformat(),
@@ -186,10 +241,12 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def extract(settings: Settings, source: Path, through: date) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Purchase and cancellation lines per customer, stock code and day up to ``through``, via Spark."""
+def extract(settings: Settings, source: Path, through: date) -> tuple[tuple[pd.DataFrame, pd.DataFrame], pd.Series]:
+    """Purchase and cancellation lines per customer, stock code and day up to ``through``, and 1 per
+    customer whose main country (most purchase lines) is the home market ``eda.home_country``, via Spark."""
     from pyspark.sql import functions as F
 
+    from jobs.adapters.customer_state import purchase_items
     from jobs.adapters.expectations import validation_frame
     from jobs.adapters.spark import get_spark
     from jobs.adapters.transactions import typed_rows
@@ -197,18 +254,13 @@ def extract(settings: Settings, source: Path, through: date) -> tuple[pd.DataFra
     from jobs.ops.backfill import read_source
 
     spark = get_spark(settings)
-    transactions = typed_rows(validation_frame(read_source(spark, source), settings))
-    lines = considered_lines(transactions.filter(F.col("transaction_date") <= F.lit(through)), settings.rfm).cache()
-
-    def per_item(kind) -> pd.DataFrame:
-        return (
-            lines.filter(kind)
-            .groupBy("customer_id", "stock_code", F.col("transaction_date").alias("purchase_date"))
-            .agg(F.sum(F.col("quantity") * F.col("price")).cast("double").alias("amount"))
-            .toPandas()
-        )
-
-    return per_item(is_purchase(settings.rfm)), per_item(is_cancellation(settings.rfm))
+    transactions = typed_rows(validation_frame(read_source(spark, source), settings)).cache()
+    lines = considered_lines(transactions.filter(F.col("transaction_date") <= F.lit(through)), settings.rfm)
+    counts = lines.filter(is_purchase(settings.rfm)).groupBy("customer_id", "country").count().toPandas()
+    main = counts.sort_values(["customer_id", "count"], ascending=[True, False]).drop_duplicates("customer_id")
+    home = (main.set_index("customer_id")["country"] == HOME_COUNTRY).astype(float)
+    purchases = purchase_items(transactions, settings, through, is_purchase(settings.rfm))
+    return (purchases, purchase_items(transactions, settings, through, is_cancellation(settings.rfm))), home
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,11 +269,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--origins", default=",".join(o.isoformat() for o in ORIGINS))
     parser.add_argument("--holdout-days", type=int, default=HOLDOUT_DAYS)
     parser.add_argument("--json", type=Path, help="also write every number here")
+    parser.add_argument("--lines-cache", type=Path, help="keep the extracted lines here (parquet) and reuse them")
     args = parser.parse_args(argv)
     origins = [date.fromisoformat(o) for o in args.origins.split(",")]
     settings = load_settings()
-    lines = extract(settings, args.source, max(origins) + timedelta(days=args.holdout_days))
-    results = [backtest(lines, origin, args.holdout_days, settings) for origin in origins]
+    through = max(origins) + timedelta(days=args.holdout_days)
+    cache = args.lines_cache
+    if cache and (cache / "countries.parquet").exists():
+        lines = (pd.read_parquet(cache / "purchases.parquet"), pd.read_parquet(cache / "cancellations.parquet"))
+        countries = pd.read_parquet(cache / "countries.parquet")["home"]
+        from jobs.adapters.spark import get_spark
+
+        get_spark(settings)
+    else:
+        lines, countries = extract(settings, args.source, through)
+        if cache:
+            cache.mkdir(parents=True, exist_ok=True)
+            lines[0].to_parquet(cache / "purchases.parquet")
+            lines[1].to_parquet(cache / "cancellations.parquet")
+            countries.rename("home").to_frame().to_parquet(cache / "countries.parquet")
+    results = [backtest(lines, countries, origin, args.holdout_days, settings) for origin in origins]
     print(markdown(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
