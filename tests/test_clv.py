@@ -228,16 +228,22 @@ def test_the_plan_fits_on_retrain_dates_and_reuses_a_nights_version(
 def test_at_risk_value_is_above_median_spend_and_unlikely_to_buy() -> None:
     monetary = pd.Series([10.0, 20.0, 300.0, 400.0, 500.0, 600.0])  # median 350
     p_purchase = pd.Series([0.1, 0.9, 0.2, 0.6, 0.49, 0.05])
-    assert at_risk_value(monetary, p_purchase, 0.5).tolist() == [False, False, False, False, True, True]
+    recency = pd.Series([90, 90, 90, 90, 30, 29])  # the last one bought 29 days ago: not at risk
+    assert at_risk_value(monetary, p_purchase, recency, 0.5, 30).tolist() == [False, False, False, False, True, False]
 
 
 def test_value_columns_cover_every_gold_customer() -> None:
-    segments = pd.DataFrame({"customer_id": ["a", "b", "c"], "monetary": [10.0, 500.0, 800.0]})
+    segments = pd.DataFrame(
+        {"customer_id": ["a", "b", "c"], "monetary": [10.0, 500.0, 800.0], "recency_days": [8, 18, 60]}
+    )
     scores = score(DAILY, customer_summary(HISTORY, AS_OF), 90, 12, 0.01, 30)
-    values = value_columns(segments, scores, 0.5)
+    values = value_columns(segments, scores, 0.5, 30)
     assert values.columns.tolist() == ["customer_id", *CLV_COLUMNS.values(), AT_RISK_VALUE]
     assert values["customer_id"].tolist() == ["a", "b", "c"]
     assert values["expected_purchases_90d"].notna().all() and (values["clv_12m"] > 0).all()
+    cancelled = value_columns(segments.assign(monetary=[0.0, 500.0, 800.0]), scores, 0.5, 30)
+    assert cancelled["clv_12m"].tolist()[0] == 0.0, "every purchase cancelled: not a buyer, no value"
+    assert cancelled["clv_12m"].tolist()[1:] == values["clv_12m"].tolist()[1:]
     # c: 191 days since its only purchase, high spend; b bought thrice in three weeks.
     assert (
         values.set_index("customer_id").loc["c", "p_purchase_90d"]

@@ -258,9 +258,13 @@ def score(
     )
 
 
-def at_risk_value(monetary: pd.Series, p_purchase: pd.Series, max_p_purchase: float) -> pd.Series:
-    """Above-median historical monetary and a probability to buy again below ``max_p_purchase``."""
-    return (monetary.astype(float) > monetary.astype(float).median()) & (p_purchase < max_p_purchase)
+def at_risk_value(
+    monetary: pd.Series, p_purchase: pd.Series, recency_days: pd.Series, max_p_purchase: float, min_recency_days: int
+) -> pd.Series:
+    """Above-median historical monetary, a probability to buy again below ``max_p_purchase``, and no purchase
+    in the last ``min_recency_days`` days (someone who just bought is not one to win back)."""
+    valuable = monetary.astype(float) > monetary.astype(float).median()
+    return valuable & (p_purchase < max_p_purchase) & (recency_days.astype(float) >= min_recency_days)
 
 
 def fit_params(summary: pd.DataFrame) -> ClvParams:
