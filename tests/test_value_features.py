@@ -46,3 +46,23 @@ def test_training_origins_end_their_window_before_the_scoring_origin() -> None:
     assert origins[0] == date(2011, 6, 10) and all(o <= date(2011, 6, 10) for o in origins)
     assert origins[-1] >= date(2010, 12, 8) and origins == sorted(origins, reverse=True)
     assert training_origins(date(2011, 3, 1), date(2010, 12, 1), 91, 14, 7) == []
+
+
+def test_backtest_metrics_on_a_known_ranking() -> None:
+    from harness.backtest_value import auc, capture, evaluate
+
+    label = pd.Series([0, 0, 1, 1]).to_numpy()
+    assert auc(pd.Series([0.1, 0.2, 0.3, 0.4]).to_numpy(), label) == 1.0
+    assert auc(pd.Series([0.4, 0.3, 0.2, 0.1]).to_numpy(), label) == 0.0
+    assert auc(pd.Series([0.5, 0.5, 0.5, 0.5]).to_numpy(), label) == 0.5
+    revenue = pd.Series([0.0, 10.0, 30.0, 60.0]).to_numpy()
+    assert capture(revenue, revenue, 0.25) == pytest.approx(0.6)
+    assert capture(-revenue, revenue, 0.5) == pytest.approx(0.1)
+    ids = pd.Index([f"c{i}" for i in range(20)], name="customer_id")
+    bought = pd.Series([i % 2 for i in range(20)], index=ids, dtype=float)
+    frame = pd.DataFrame({"m_p": bought * 0.8 + 0.1, "m_n": bought, "m_v": bought * 5}, index=ids)
+    actual = pd.DataFrame({"purchases": bought[bought > 0], "revenue": bought[bought > 0] * 5})
+    row = evaluate(frame, actual, ["m"])["m"]
+    assert row["auc"] == 1.0 and row["mae_purchases"] == 0.0 and row["top10"] == pytest.approx(0.2)
+    assert row["top20"] == pytest.approx(0.4)
+    assert row["brier"] == pytest.approx(0.01) and row["max_decile_gap"] == pytest.approx(0.1)
