@@ -12,7 +12,7 @@ days and the holdout net revenue:
 
 - ``gbt``: Spark ML gradient-boosted trees on the customer state (``jobs.core.value_features``):
   a GBTClassifier for P(purchase), isotonic-calibrated on the newest training origin's predictions, a
-  GBTRegressor of log(1 + net revenue) for the value and a Poisson-free regressor of purchase days;
+  GBTRegressor of log(1 + net revenue) for the value and another of the purchase days;
   training examples from rolling origins whose holdout ends on or before the origin;
 - ``bgnbd``: BG/NBD + Gamma-Gamma fitted at the origin (the clv step's model);
 - ``naive``: the repeat rate x / T over the horizon (P = 1 - exp(-rate)), spend = mean day spend;
