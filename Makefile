@@ -17,7 +17,7 @@ RUN_TO ?= 2011-12-09
 # UI) or dags-test (`airflow dags test` in one process).
 RUNNER ?= backfill
 
-.PHONY: help prerequisites setup lock setup-test system-packages run rerun maintain test test-fast lint replay stability-month backtest-clv backtest-value airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster test-heavy bench-pipeline fault-injection
+.PHONY: help prerequisites setup lock setup-test system-packages run rerun maintain test test-fast lint replay stability-month backtest-clv backtest-value airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-cluster test-heavy test-hostile bench-pipeline fault-injection
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -135,6 +135,9 @@ fault-injection: setup ## SIGKILL a retrain night at every fault point, re-run i
 
 test-heavy: setup-test ## the `heavy` tests CI leaves out: Spark cluster, tasks one by one as Spark Connect clients, the real-month incremental check with re-runs, `make run` twice
 	$(BIN)/pytest --durations=0 -m heavy
+
+test-hostile: setup-test ## the whole hostile corpus: every case through the landing inventory, every accepted one through validate and ingest (several minutes)
+	$(BIN)/pytest -q tests/test_hostile.py tests/test_hostile_spark.py -m "heavy or not heavy" --durations=10
 
 test-cluster: setup ## one night on a Spark standalone master + worker (127.0.0.1) started from the pip pyspark
 	$(BIN)/pytest -q tests/test_spark_cluster.py

@@ -51,6 +51,13 @@ class Landing(BaseModel):
     sensor_poke_seconds: int
     sensor_timeout_seconds: int
     split_bytes: int = Field(gt=0)
+    # the day folder's inventory and the bounds of what a landed file may hold (docs/pipeline.md, "Hostile input")
+    ignore: list[str] = Field(default_factory=list)  # fnmatch patterns of names recorded, never read
+    max_file_bytes: int = Field(default=1 << 30, gt=0)  # inflated bytes of one data file
+    max_day_bytes: int = Field(default=2 << 30, gt=0)  # inflated bytes of a day's data files
+    max_columns: int = Field(default=64, gt=0)  # header fields of one file
+    max_field_chars: int = Field(default=4096, gt=0)  # characters of one field
+    max_record_lines: int = Field(default=8, gt=0)  # physical lines one CSV record may span
 
 
 class Policy(BaseModel):
@@ -69,6 +76,7 @@ class Validation(BaseModel):
     adjustment_stock_codes: list[str]
     max_rows_per_day: int = Field(ge=1)
     quarantine_max_share: float = Field(ge=0, le=1)
+    quarantine_max_day_share: float = Field(default=0.02, ge=0, le=1)  # every rule together
     policies: dict[str, Policy]
 
     def max_share(self, rule: str) -> float:

@@ -105,8 +105,10 @@ CANONICAL_COLUMNS = [
     "customer_id",
     "country",
 ]
-# Fields a row cannot do without: a source must provide each of them.
-REQUIRED_COLUMNS = ["invoice", "stock_code", "quantity", "invoice_date", "price", "customer_id"]
+# Columns a source must provide: every column ingest selects into bronze (``typed_rows``). The suite's
+# ``expect_column_to_exist`` rules are generated from this list (``expectations.load_suite``) and the
+# strict reader checks each file's header against it before Spark reads the file.
+REQUIRED_COLUMNS = list(CANONICAL_COLUMNS)
 # Where a landed row comes from: its file (name within the day folder) and its row number in that
 # file (1 = the first row after the header); with the run date, the key of a quarantined row.
 SOURCE_FILE, SOURCE_ROW = "source_file", "source_row"
@@ -117,6 +119,13 @@ RAW_RECORD = "raw_record"
 FAIL, QUARANTINE, WARN = "fail", "quarantine", "warn"
 # The audit's count of rows held back in quarantine (beside the RFM exclusion reasons).
 QUARANTINED = "quarantined"
+# Row accounting, kept in the ingest audit record's ``excluded_rows`` map beside the exclusion reasons:
+# records the strict reader counted = bronze rows + quarantined + exact duplicates dropped.
+LANDED_RECORDS, BRONZE_ROWS, DUPLICATES_DROPPED = (
+    "accounting:landed_records",
+    "accounting:bronze_rows",
+    "accounting:duplicates_dropped",
+)
 
 # ---------------------------------------------------------------- customer measures and features
 RECENCY, FREQUENCY, MONETARY = "recency_days", "frequency", "monetary"

@@ -23,7 +23,7 @@ from jobs.adapters.transactions import (
     to_canonical_names,
 )
 from jobs.config import Settings
-from jobs.definitions import FAIL, ROW_KEY, SOURCE_FILE, SOURCE_ROW, WARN
+from jobs.definitions import FAIL, REQUIRED_COLUMNS, ROW_KEY, SOURCE_FILE, SOURCE_ROW, WARN
 from jobs.errors import DataValidationError, PermanentError
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,10 @@ class ValidationReport:
     quarantine_notes: list[str] = field(default_factory=list)
     # one entry per quarantined row: {"source_file", "source_row", "expectations": [...]}
     quarantined: list[dict[str, Any]] = field(default_factory=list)
+    # every entry of the day folder: name, decision (data, marker, ignored), size, sha256, inflated
+    # bytes, and for data files the records the strict reader counted (jobs.adapters.inventory)
+    inventory: list[dict[str, Any]] = field(default_factory=list)
+    records: dict[str, int] = field(default_factory=dict)  # data file -> records (the accounting's total)
 
 
 @dataclass
@@ -107,11 +111,26 @@ def number_patterns(settings: Settings) -> dict[str, str]:
     }
 
 
+def required_column_expectations() -> list[dict[str, Any]]:
+    """``expect_column_to_exist`` for each of ``REQUIRED_COLUMNS``: the columns ingest selects are
+    required by the suite from that one definition (the suite file holds no column list)."""
+    return [
+        {
+            "type": "expect_column_to_exist",
+            "kwargs": {"column": column},
+            "meta": {"rule": "required_column", "why": "ingest loads this column (definitions.REQUIRED_COLUMNS)"},
+            "severity": "critical",
+        }
+        for column in REQUIRED_COLUMNS
+    ]
+
+
 def load_suite(settings: Settings):  # -> gx.ExpectationSuite
     """The version-controlled suite from ``expectations/``; every rule must have a policy."""
     import great_expectations as gx
 
     spec = json.loads((settings.path("expectations_dir") / SUITE_FILE).read_text())
+    spec["expectations"] = required_column_expectations() + spec["expectations"]
     rules = {e.get("meta", {}).get("rule") for e in spec["expectations"]}
     unknown = sorted(str(r) for r in rules - set(settings.validation.policies))
     if unknown:
@@ -286,6 +305,12 @@ def apply_policies(results: list[Any], settings: Settings, frame: pd.DataFrame) 
             outcome.quarantine_notes.append(line)
             for key in keys:
                 outcome.quarantined.setdefault(key, []).append(f"{rule}: {expectation_name(result)}")
+    day_limit = settings.validation.quarantine_max_day_share
+    if rows and len(outcome.quarantined) / rows > day_limit:
+        outcome.failures.append(
+            f"{len(outcome.quarantined)} of {rows} rows ({len(outcome.quarantined) / rows:.2%}) would be quarantined "
+            f"by all rules together, above validation.quarantine_max_day_share={day_limit:.2%}"
+        )
     return outcome
 
 
@@ -332,7 +357,14 @@ def collect_day(frame: DataFrame, settings: Settings, day: date) -> pd.DataFrame
     return frame.toPandas()
 
 
-def check_day(runner: SuiteRunner, frame: pd.DataFrame, day: date, landing_fingerprint: str) -> ValidationReport:
+def check_day(
+    runner: SuiteRunner,
+    frame: pd.DataFrame,
+    day: date,
+    landing_fingerprint: str,
+    inventory: list[dict[str, Any]] | None = None,
+    records: dict[str, int] | None = None,
+) -> ValidationReport:
     """Run the suite on one day's prepared rows, apply the policies and keep the result, passed or failed."""
     result = runner.run(frame, day)
     outcome = apply_policies(result.results, runner.settings, frame)
@@ -356,6 +388,8 @@ def check_day(runner: SuiteRunner, frame: pd.DataFrame, day: date, landing_finge
             {SOURCE_FILE: file, SOURCE_ROW: row, "expectations": broken}
             for (file, row), broken in sorted(outcome.quarantined.items())
         ],
+        inventory=inventory or [],
+        records=records or {},
     )
     _write_json(result_file, {"report": asdict(report), "great_expectations": result.to_json_dict()})
     _write_json(day_results_dir(runner.settings, day) / "latest.json", asdict(report))

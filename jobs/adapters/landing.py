@@ -15,13 +15,16 @@ import zlib
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from jobs.errors import UnreadableFileError
+from jobs.adapters.inventory import DATA_SUFFIXES, PARQUET_MAGIC, Inventory, Limits, _gunzip, take_inventory
+from jobs.definitions import REQUIRED_COLUMNS
+from jobs.errors import DataValidationError, UnreadableFileError
 
-DATA_SUFFIXES = {"csv": (".csv", ".csv.gz"), "parquet": (".parquet",)}
-PARQUET_MAGIC = b"PAR1"
+if TYPE_CHECKING:
+    from jobs.config import Settings
 
 
 def day_dir(landing_dir: Path, day: date) -> Path:
@@ -35,30 +38,46 @@ def has_arrived(landing_dir: Path, day: date, marker: str) -> bool:
 
 
 def data_files(landing_dir: Path, day: date, fmt: str) -> list[Path]:
-    """The day's data files in name order (marker and hidden files excluded)."""
+    """The day's data files in name order (marker and hidden files excluded, suffixes in any case).
+
+    A listing only: the steps read a day through ``day_inventory``, which refuses what this skips.
+    """
     folder = day_dir(landing_dir, day)
     if not folder.is_dir():
         return []
     suffixes = DATA_SUFFIXES[fmt]
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(("_", ".")) and p.name.endswith(suffixes)
+        p
+        for p in folder.iterdir()
+        if not p.is_symlink()
+        and p.is_file()
+        and not p.name.startswith(("_", "."))
+        and p.name.lower().endswith(suffixes)
     )
 
 
-def _check_gzip(blocks: Iterator[bytes]) -> Iterator[bytes]:
-    """Decompress a gzip stream (every member) as it passes, raising on corruption or truncation."""
-    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    for block in blocks:
-        while block:
-            yield decompressor.decompress(block)
-            block = decompressor.unused_data
-            if decompressor.eof and block:
-                decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            else:
-                block = b""
-    yield decompressor.flush()
-    if not decompressor.eof:
-        raise EOFError("the gzip stream ends before its end marker (truncated)")
+def day_inventory(settings: Settings, day: date) -> Inventory:
+    """Every entry of the day's folder classified, and its data files read by the strict reader
+    within the bounds of ``landing`` in conf (``jobs.adapters.inventory``)."""
+    landing = settings.landing
+    folder = day_dir(settings.path("landing_dir"), day)
+    try:
+        inventory = take_inventory(folder, landing.marker, landing.format, landing.ignore, Limits.of(landing))
+        for entry in inventory.data:
+            refuse_ambiguous_columns(entry.name, entry.columns, settings)
+    except DataValidationError as error:  # the same class (exit 2), naming the day's folder
+        raise type(error)(f"{day} in {folder}: {error}") from None
+    return inventory
+
+
+def refuse_ambiguous_columns(name: str, header: list[str], settings: Settings) -> None:
+    """Two source names of one required column in a file (``InvoiceNo`` and ``Invoice``):
+    ``DataValidationError`` before Spark reads it. A missing column is the suite's to report
+    (``expect_column_to_exist`` from ``definitions.REQUIRED_COLUMNS``), in the day's result."""
+    for target in REQUIRED_COLUMNS:
+        found = [c for c in header if c in {*settings.columns.get(target, []), target}]
+        if len(found) > 1:
+            raise DataValidationError(f"{name!r}: columns {', '.join(found)} all map to {target}: ambiguous")
 
 
 def _check_utf8(blocks: Iterator[bytes]) -> None:
@@ -88,14 +107,14 @@ def file_digest(path: Path) -> tuple[bytes, int]:
                 yield block
 
     try:
-        if path.name.endswith(".gz"):
-            _check_utf8(_check_gzip(blocks()))
-        elif path.name.endswith(".csv"):
+        if path.name.lower().endswith(".gz"):
+            _check_utf8(_gunzip(blocks()))
+        elif path.name.lower().endswith(".csv"):
             _check_utf8(blocks())
         else:
             for _ in blocks():
                 pass
-            if path.name.endswith(".parquet") and not (head == tail == PARQUET_MAGIC):
+            if path.name.lower().endswith(".parquet") and not (head == tail == PARQUET_MAGIC):
                 raise ValueError("no Parquet magic bytes at both ends (truncated or not Parquet)")
     except UnicodeDecodeError as error:
         raise UnreadableFileError(f"{path}: unreadable: not UTF-8 text ({error.reason})") from None

@@ -16,6 +16,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
+from jobs.adapters.inventory import literal_path
 from jobs.adapters.landing import data_files
 from jobs.config import Settings
 from jobs.definitions import CANONICAL_COLUMNS, RAW_RECORD, SOURCE_FILE, SOURCE_ROW
@@ -89,9 +90,9 @@ def read_file_text(spark: SparkSession, path: Path, fmt: str, label: str | None 
     ``source_row`` (1 = the first row after the header, in file order) and ``raw_record``
     (the row's fields as read, a JSON object keyed by the file's own column names)."""
     if fmt == "parquet":  # the row's index within its file, whichever split reads it
-        frame = read_parquet_text(spark, [str(path)], extra=[F.col("_metadata.row_index").alias("_order")])
+        frame = read_parquet_text(spark, [literal_path(path)], extra=[F.col("_metadata.row_index").alias("_order")])
     else:  # multiLine CSV is not splittable: one task reads the file, its ids count 0, 1, 2, ...
-        frame = read_export_text(spark, [str(path)]).withColumn("_order", F.monotonically_increasing_id())
+        frame = read_export_text(spark, [literal_path(path)]).withColumn("_order", F.monotonically_increasing_id())
     columns = [c for c in frame.columns if c != "_order"]
     fields = [F.col(f"`{c}`") for c in columns]
     return frame.select(

@@ -22,14 +22,14 @@ from jobs.adapters.audit import require_continuity, write_audit
 from jobs.adapters.customer_state import load_snapshot
 from jobs.adapters.daily_tables import write_daily_tables
 from jobs.adapters.expectations import ValidationReport, read_latest_report
-from jobs.adapters.landing import data_files, fingerprint
+from jobs.adapters.landing import day_inventory
 from jobs.adapters.quarantine import quarantine_keys, split_quarantined, write_quarantine
 from jobs.adapters.spark import get_spark
 from jobs.adapters.transactions import parse_transactions, read_landed_day, typed_rows
 from jobs.config import Settings, load_settings
 from jobs.core.rfm import exclusion_counts
-from jobs.definitions import QUARANTINED
-from jobs.errors import LakeStateError, LandingChangedError
+from jobs.definitions import BRONZE_ROWS, DUPLICATES_DROPPED, LANDED_RECORDS, QUARANTINED, SOURCE_FILE, SOURCE_ROW
+from jobs.errors import DataValidationError, LakeStateError, LandingChangedError
 
 
 def require_validated(settings: Settings, run_date: date) -> ValidationReport:
@@ -44,9 +44,9 @@ def require_validated(settings: Settings, run_date: date) -> ValidationReport:
 
 
 def require_unchanged(settings: Settings, run_date: date, report: ValidationReport) -> None:
-    """Refuse when the landed files are not the bytes the report validated."""
-    files = data_files(settings.path("landing_dir"), run_date, settings.landing.format)
-    if report.landing_fingerprint != fingerprint(files):
+    """Refuse when the landed files are not the bytes the report validated (the inventory is taken
+    again: an entry added since, a symlink or a bound crossed, fails here too)."""
+    if report.landing_fingerprint != day_inventory(settings, run_date).fingerprint:
         raise LandingChangedError(f"the landed files of {run_date} changed after validation: validate them again")
 
 
@@ -62,7 +62,38 @@ def extract_day(
     require_unchanged(settings, run_date, report)
     keys = quarantine_keys(spark, report.quarantined)
     kept, held = split_quarantined(parsed, keys, F.lit(run_date), report.landing_fingerprint)
+    require_accounted(run_date, report, kept, held)
     return typed_rows(kept), held
+
+
+def require_accounted(run_date: date, report: ValidationReport, kept: DataFrame, held: DataFrame) -> None:
+    """Per file: the strict reader's records (kept in the report) = rows to load + rows quarantined
+    (+ exact duplicates dropped: none, bronze keeps them). Else ``DataValidationError`` naming the
+    file and the first record number missing or extra."""
+    if not report.records:
+        return  # a report from before the inventory: validate again to account for the day
+    rows = kept.select(SOURCE_FILE, SOURCE_ROW).unionByName(held.select(SOURCE_FILE, SOURCE_ROW))
+    counted = {
+        r[SOURCE_FILE]: (int(r["n"]), int(r["lo"]), int(r["hi"]))
+        for r in rows.groupBy(SOURCE_FILE)
+        .agg(F.count("*").alias("n"), F.min(SOURCE_ROW).alias("lo"), F.max(SOURCE_ROW).alias("hi"))
+        .collect()
+    }
+    for name in sorted(set(report.records) | set(counted)):
+        expected = report.records.get(name, 0)
+        n, lo, hi = counted.get(name, (0, 1, 0))
+        if (n, lo, hi) == (expected, 1, expected) or (n == expected == 0):
+            continue
+        numbers = {r[0] for r in rows.filter(F.col(SOURCE_FILE) == name).select(SOURCE_ROW).collect()}
+        missing = next((i for i in range(1, expected + 1) if i not in numbers), None)
+        where = (
+            f"record {missing} is missing"
+            if missing
+            else f"record {min(numbers - set(range(1, expected + 1)))} is extra"
+        )
+        raise DataValidationError(
+            f"{run_date}: {name!r}: the strict reader counted {expected} records, bronze + quarantine hold {n}; {where}"
+        )
 
 
 def ingest_day(
@@ -95,8 +126,20 @@ def ingest_day(
     versions.update(write_daily_tables(spark, settings, run_date, run_date))
     customers = lake.read(spark, settings.table_path("silver_customer_rfm"), versions["silver_customer_rfm"])
     customers = customers.filter(F.col("snapshot_date") == F.lit(run_date)).count()
+    accounting = {
+        LANDED_RECORDS: sum(report.records.values()),
+        BRONZE_ROWS: rows_in,
+        DUPLICATES_DROPPED: 0,  # bronze keeps exact duplicates (RFM leaves them out: ``excluded``)
+    }
     write_audit(
-        spark, settings, run_date, "ingest", rows_in + quarantined, excluded, versions, report.landing_fingerprint
+        spark,
+        settings,
+        run_date,
+        "ingest",
+        rows_in + quarantined,
+        {**excluded, **accounting},
+        versions,
+        report.landing_fingerprint,
     )
     return {
         "run_date": run_date.isoformat(),
@@ -104,5 +147,6 @@ def ingest_day(
         "quarantined": quarantined,
         "customers": customers,
         "excluded": excluded,
+        "accounting": accounting,
         **versions,
     }

@@ -9,6 +9,7 @@ many rows broke it; this step never writes to the lake.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict
 from datetime import date
@@ -24,13 +25,15 @@ from jobs.adapters.expectations import (
     raise_if_failed,
     validation_frame,
 )
-from jobs.adapters.landing import data_files, fingerprint, has_arrived
+from jobs.adapters.inventory import Inventory, Limits, first_disagreement
+from jobs.adapters.landing import day_inventory, has_arrived
 from jobs.adapters.spark import get_spark
 from jobs.adapters.transactions import (
     read_landed_day,
 )
 from jobs.config import Settings, load_settings
-from jobs.errors import LakeStateError, LandingChangedError
+from jobs.definitions import RAW_RECORD, SOURCE_FILE, SOURCE_ROW
+from jobs.errors import DataValidationError, LakeStateError, LandingChangedError
 
 log = logging.getLogger(__name__)
 
@@ -46,29 +49,51 @@ def validate_day(day: date, settings: Settings | None = None, spark: SparkSessio
     if not has_arrived(landing_dir, day, settings.landing.marker):
         raise LakeStateError(f"no arrival marker for {day} under {landing_dir}: the day's data has not landed")
     spark = spark or get_spark(settings)
-    frame, pinned = read_pinned(spark, settings, day)
+    frame, inventory = read_pinned(spark, settings, day)
     runner = SuiteRunner(settings)
-    report = check_day(runner, frame, day, pinned)
+    report = check_day(runner, frame, day, inventory.fingerprint, inventory.as_records(), inventory.records)
     runner.build_data_docs([day])
     raise_if_failed([report])
-    return {k: v for k, v in asdict(report).items() if k not in ("failures", "quarantined")}
+    return {k: v for k, v in asdict(report).items() if k not in ("failures", "quarantined", "inventory")}
 
 
 READ_ATTEMPTS = 2
 
 
-def read_pinned(spark: SparkSession, settings: Settings, day: date) -> tuple[pd.DataFrame, str]:
-    """The day's validation frame and the fingerprint of exactly the bytes it was read from."""
+def read_pinned(spark: SparkSession, settings: Settings, day: date) -> tuple[pd.DataFrame, Inventory]:
+    """The day's validation frame and the inventory of exactly the bytes it was read from.
+
+    The inventory (every entry classified, every data file read by the strict reader within the
+    bounds in conf) comes first: what it refuses never reaches Spark. Spark's rows of each file
+    must then be the strict reader's records (``require_accounted``).
+    """
     landing_dir = settings.path("landing_dir")
     for _ in range(READ_ATTEMPTS):
-        files = data_files(landing_dir, day, settings.landing.format)
-        before = fingerprint(files)
-        frame = collect_day(validation_frame(read_landed_day(spark, settings, day, files), settings), settings, day)
-        after = fingerprint(data_files(landing_dir, day, settings.landing.format))
-        if before == after:
+        before = day_inventory(settings, day)
+        raw = read_landed_day(spark, settings, day, before.data_paths)
+        frame = collect_day(validation_frame(raw, settings), settings, day)
+        after = day_inventory(settings, day)
+        if before.fingerprint == after.fingerprint:
+            require_accounted(before, frame, settings)
             return frame, before
         log.warning("%s: the landed files changed while they were read; reading them again", day)
     raise LandingChangedError(
         f"the landed files of {day} under {landing_dir} kept changing while they were validated "
         f"({READ_ATTEMPTS} reads): wait for the delivery to finish, then validate again"
     )
+
+
+def require_accounted(inventory: Inventory, frame: pd.DataFrame, settings: Settings) -> None:
+    """Spark's rows of each file are exactly the records the strict reader counted; else
+    ``DataValidationError`` naming the file, both counts and the first record they disagree on."""
+    counts = frame[SOURCE_FILE].value_counts().to_dict() if len(frame) else {}
+    for name, records in inventory.records.items():
+        read = int(counts.get(name, 0))
+        if read == records:
+            continue
+        rows = frame[frame[SOURCE_FILE] == name].sort_values(SOURCE_ROW)[RAW_RECORD]
+        theirs = [list(json.loads(r).values()) for r in rows]
+        where = first_disagreement(inventory.folder, name, Limits.of(settings.landing), theirs)
+        raise DataValidationError(
+            f"{name!r}: Spark read {read} rows, the strict CSV reader {records} records; first difference: {where}"
+        )
