@@ -23,7 +23,7 @@ RUN_TO ?= 2011-12-09
 # UI) or dags-test (`airflow dags test` in one process).
 RUNNER ?= backfill
 
-.PHONY: help prerequisites setup lock setup-test system-packages run rerun maintain test test-fast lint s3-jars s3-server replay stability-month backtest-clv airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-s3 test-cluster test-heavy test-hostile screenshots bench-pipeline fault-injection
+.PHONY: help prerequisites setup lock setup-test system-packages run rerun maintain test test-fast lint s3-jars s3-server replay stability-month backtest-clv backtest-value airflow prod-local mlflow-ui compare clean clean-all dashboard bench test-dashboard test-rerun-twice test-incremental-year test-s3 test-cluster test-heavy test-hostile screenshots bench-pipeline fault-injection
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -124,6 +124,9 @@ prod-local: setup ## the production path on 127.0.0.1: PostgreSQL, MLflow server
 mlflow-ui: setup ## MLflow tracking UI on 127.0.0.1:5000 over the pipeline's store (one worker: sized for a small machine)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
 	  --backend-store-uri "$$($(BIN)/python -c 'from jobs.config import load_settings; print(load_settings().tracking_uri)')"
+
+backtest-value: setup ## value predictors over three origins, net revenue: make backtest-value [SOURCE=$(REAL_DATA)] [ORIGINS=2011-03-10,2011-06-09,2011-09-09]
+	$(BIN)/python -m harness.backtest_value --source "$(or $(SOURCE),$(REAL_DATA))" $(if $(ORIGINS),--origins $(ORIGINS))
 
 backtest-clv: setup ## CLV model vs naive baseline on a real history: make backtest-clv SOURCE=file [CAL_END=2011-09-09 HOLDOUT_END=2011-12-09]
 	@test -n "$(SOURCE)" || { echo "usage: make backtest-clv SOURCE=path [CAL_END=YYYY-MM-DD HOLDOUT_END=YYYY-MM-DD]"; exit 2; }

@@ -199,6 +199,7 @@ class Clv(BaseModel):
     monthly_discount_rate: float = Field(ge=0)
     days_per_month: int = Field(ge=1)
     at_risk_max_p_purchase: float = Field(gt=0, le=1)
+    at_risk_min_recency_days: int = Field(ge=0)
 
 
 class Eda(BaseModel):

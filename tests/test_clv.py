@@ -13,6 +13,7 @@ from jobs.core.clv import (
     at_risk_value,
     customer_summary,
     expected_purchases,
+    net_purchase_days,
     p_alive,
     p_no_purchase,
     score,
@@ -44,6 +45,52 @@ HISTORY = purchase_lines(
         ("c", "2011-12-10", 99.0),  # after the as-of date: ignored
     ]
 )
+
+
+def item_lines(rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["customer_id", "stock_code", "purchase_date", "amount"]).assign(
+        purchase_date=lambda f: pd.to_datetime(f["purchase_date"]).dt.date
+    )
+
+
+def test_cancellations_take_back_what_they_cancel_from_the_day_it_was_bought() -> None:
+    purchases = item_lines(
+        [
+            ("whale", "X", "2011-05-01", 168_470.0),  # cancelled the same day (issue 28's customer 16446)
+            ("whale", "Y", "2011-05-01", 2.90),
+            ("b", "X", "2011-03-01", 40.0),
+            ("b", "X", "2011-04-01", 40.0),  # the most recent purchase of X before the cancellation
+            ("b", "Z", "2011-04-01", 10.0),
+            ("b", "Y", "2011-06-01", 25.0),
+            ("gone", "X", "2011-02-01", 30.0),  # everything cancelled: not a buyer
+        ]
+    )
+    cancellations = item_lines(
+        [
+            ("whale", "X", "2011-05-01", -168_470.0),
+            ("b", "X", "2011-05-15", -40.0),
+            ("b", "Q", "2011-05-20", -5.0),  # never bought Q: from b's latest day on or before (04-01)
+            ("b", "X", "2011-02-01", -9.0),  # before any purchase of b: cancels nothing known
+            ("gone", "X", "2011-02-20", -30.0),
+        ]
+    )
+    days = net_purchase_days(purchases, cancellations).set_index(["customer_id", "purchase_date"])["amount"]
+    assert days.to_dict() == pytest.approx(
+        {
+            ("whale", date(2011, 5, 1)): 2.90,
+            ("b", date(2011, 3, 1)): 40.0,
+            ("b", date(2011, 4, 1)): 5.0,
+            ("b", date(2011, 6, 1)): 25.0,
+        }
+    )
+
+
+def test_a_cancellation_larger_than_the_items_day_takes_the_rest_of_that_day_and_never_goes_negative() -> None:
+    purchases = item_lines([("c", "X", "2011-03-01", 10.0), ("c", "Y", "2011-03-01", 15.0)])
+    more = item_lines([("c", "X", "2011-03-02", -18.0)])
+    assert net_purchase_days(purchases, more)["amount"].tolist() == pytest.approx([7.0])
+    everything = item_lines([("c", "X", "2011-03-02", -100.0)])
+    assert net_purchase_days(purchases, everything).empty
 
 
 def test_summary_counts_repeat_purchase_days() -> None:
@@ -79,6 +126,30 @@ def test_the_papers_worked_example() -> None:
     assert expected_purchases(CDNOW, 2, 30.43, 38.86, 39).item() == pytest.approx(1.226, abs=5e-4)
 
 
+def test_no_purchase_of_the_papers_customer_tends_to_the_dropout_probability() -> None:
+    # The paper's customer (x = 2, t_x = 30.43, T = 38.86 weeks, CDNOW fit with a = 0.793 > 0): an active
+    # customer buys eventually, so P(no purchase in t) falls from 1 to P(dropped out) = 1 - P(alive).
+    over = [p_no_purchase(CDNOW, 2, 30.43, 38.86, t).item() for t in (0, 1, 39, 520, 1e7)]
+    assert over[0] == pytest.approx(1.0, abs=1e-12)
+    assert over == sorted(over, reverse=True)
+    assert over[-1] == pytest.approx(1 - p_alive(CDNOW, 2, 30.43, 38.86).item(), abs=1e-3)
+    assert 0.2 < 1 - over[2] < 0.9
+
+
+@pytest.mark.parametrize("a, b", [(0.793, 2.426), (0.002, 1.002), (0.5, 0.4)], ids=["cdnow", "a~0", "b<1"])
+def test_no_purchase_of_a_one_time_buyer_is_the_gamma_poisson_zero(a: float, b: float) -> None:
+    # x = 0: in the BG/NBD nobody drops out before a repeat purchase, so P(0 in t) = ((alpha+T)/(alpha+T+t))^r
+    # whatever a and b (the library's form adds a dropout term: 0.160 instead of 0.370 in issue 28).
+    params = ClvParams(r=0.8, alpha=60.0, a=a, b=b, p=6.25, q=3.74, v=15.44)
+    expected = ((60.0 + 30) / (60.0 + 30 + 90)) ** 0.8
+    assert p_no_purchase(params, 0, 0, 30, 90).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_no_purchase_rejects_non_positive_parameters() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        p_no_purchase(ClvParams(r=0.8, alpha=60.0, a=0.5, b=0.0, p=1, q=2, v=1), 1, 5, 30, 90)
+
+
 @pytest.mark.parametrize("params", [CDNOW, DAILY], ids=["cdnow", "daily"])
 def test_closed_forms_equal_the_librarys_predictions(params: ClvParams) -> None:
     import arviz as az
@@ -112,8 +183,11 @@ def test_closed_forms_equal_the_librarys_predictions(params: ClvParams) -> None:
     np.testing.assert_allclose(
         expected_purchases(params, x, t_x, age, 90), lib(bg.expected_purchases(data=data, future_t=90)), rtol=1e-12
     )
+    repeat = (x > 0).to_numpy()  # the library lacks the x > 0 indicator: right only for repeat buyers
     np.testing.assert_allclose(
-        p_no_purchase(params, x, t_x, age, 90), lib(bg.expected_probability_no_purchase(t=90, data=data)), rtol=1e-12
+        p_no_purchase(params, x, t_x, age, 90)[repeat],
+        lib(bg.expected_probability_no_purchase(t=90, data=data))[repeat],
+        rtol=1e-12,
     )
     ours = score(params, data, horizon_days=90, months=12, monthly_discount_rate=0.01, days_per_month=30)
     theirs = gg.expected_customer_lifetime_value(
@@ -154,16 +228,22 @@ def test_the_plan_fits_on_retrain_dates_and_reuses_a_nights_version(
 def test_at_risk_value_is_above_median_spend_and_unlikely_to_buy() -> None:
     monetary = pd.Series([10.0, 20.0, 300.0, 400.0, 500.0, 600.0])  # median 350
     p_purchase = pd.Series([0.1, 0.9, 0.2, 0.6, 0.49, 0.05])
-    assert at_risk_value(monetary, p_purchase, 0.5).tolist() == [False, False, False, False, True, True]
+    recency = pd.Series([90, 90, 90, 90, 30, 29])  # the last one bought 29 days ago: not at risk
+    assert at_risk_value(monetary, p_purchase, recency, 0.5, 30).tolist() == [False, False, False, False, True, False]
 
 
 def test_value_columns_cover_every_gold_customer() -> None:
-    segments = pd.DataFrame({"customer_id": ["a", "b", "c"], "monetary": [10.0, 500.0, 800.0]})
+    segments = pd.DataFrame(
+        {"customer_id": ["a", "b", "c"], "monetary": [10.0, 500.0, 800.0], "recency_days": [8, 18, 60]}
+    )
     scores = score(DAILY, customer_summary(HISTORY, AS_OF), 90, 12, 0.01, 30)
-    values = value_columns(segments, scores, 0.5)
+    values = value_columns(segments, scores, 0.5, 30)
     assert values.columns.tolist() == ["customer_id", *CLV_COLUMNS.values(), AT_RISK_VALUE]
     assert values["customer_id"].tolist() == ["a", "b", "c"]
     assert values["expected_purchases_90d"].notna().all() and (values["clv_12m"] > 0).all()
+    cancelled = value_columns(segments.assign(monetary=[0.0, 500.0, 800.0]), scores, 0.5, 30)
+    assert cancelled["clv_12m"].tolist()[0] == 0.0, "every purchase cancelled: not a buyer, no value"
+    assert cancelled["clv_12m"].tolist()[1:] == values["clv_12m"].tolist()[1:]
     # c: 191 days since its only purchase, high spend; b bought thrice in three weeks.
     assert (
         values.set_index("customer_id").loc["c", "p_purchase_90d"]

@@ -75,7 +75,10 @@ def test_every_gold_customer_gets_a_value(nights) -> None:
         assert segments["cluster_label"].notna().all(), "the label step's columns are kept"
         high = segments["monetary"].astype(float) > segments["monetary"].astype(float).median()
         flagged = high & (segments["p_purchase_90d"] < settings.clv.at_risk_max_p_purchase)
+        flagged &= segments["recency_days"] >= settings.clv.at_risk_min_recency_days
         assert (segments[AT_RISK_VALUE] == flagged).all()
+        assert not segments.loc[segments["recency_days"] < settings.clv.at_risk_min_recency_days, AT_RISK_VALUE].any()
+        assert (segments.loc[segments["monetary"].astype(float) <= 0, "clv_12m"] == 0).all(), "not a buyer"
 
 
 def test_segment_summary_holds_the_per_segment_means(nights) -> None:

@@ -13,17 +13,19 @@ import logging
 from datetime import date, timedelta
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.adapters import lake
 from jobs.config import Rfm, Settings
+from jobs.core.clv import net_purchase_days
 from jobs.core.rfm import (
     STATE_COLUMNS,
     STATE_KEY,
     compute_rfm,
     considered_lines,
     contributions,
+    is_cancellation,
     is_purchase,
     merge_day,
     snapshot_from_state,
@@ -169,12 +171,29 @@ def state_of(spark: SparkSession, settings: Settings, run_date: date) -> tuple[D
 
 
 def purchase_days(bronze: DataFrame, settings: Settings, run_date: date) -> pd.DataFrame:
-    """customer_id, purchase_date, amount: the purchase lines' spend per customer and day up to ``run_date``
-    (the input of the reference summary, ``jobs.core.clv.customer_summary``)."""
+    """customer_id, purchase_date, amount: the purchase lines' gross spend per customer and day up to
+    ``run_date`` (the input of the reference summary, ``jobs.core.clv.customer_summary``, of the state's
+    ``value_summary``)."""
+    items = purchase_items(bronze, settings, run_date, is_purchase(settings.rfm))
+    return items.groupby(["customer_id", "purchase_date"], as_index=False)["amount"].sum()
+
+
+def net_purchase_days_of(bronze: DataFrame, settings: Settings, run_date: date) -> pd.DataFrame:
+    """``purchase_days`` net of the cancellations up to ``run_date``, matched to what they cancel
+    (``jobs.core.clv.net_purchase_days``)."""
+    return net_purchase_days(
+        purchase_items(bronze, settings, run_date, is_purchase(settings.rfm)),
+        purchase_items(bronze, settings, run_date, is_cancellation(settings.rfm)),
+    )
+
+
+def purchase_items(bronze: DataFrame, settings: Settings, run_date: date, kind: Column) -> pd.DataFrame:
+    """customer_id, stock_code, purchase_date, amount: the ``kind`` lines' quantity x price per customer,
+    stock code and day up to ``run_date`` (the lines RFM considers)."""
     lines = considered_lines(bronze.filter(F.col("transaction_date") <= F.lit(run_date).cast("date")), settings.rfm)
     return (
-        lines.filter(is_purchase(settings.rfm))
-        .groupBy("customer_id", F.col("transaction_date").alias("purchase_date"))
+        lines.filter(kind)
+        .groupBy("customer_id", "stock_code", F.col("transaction_date").alias("purchase_date"))
         .agg(F.sum(F.col("quantity") * F.col("price")).cast("double").alias("amount"))
         .toPandas()
     )

@@ -8,10 +8,11 @@ date, ``monetary_value`` = mean spend of the repeat purchase days (0 without rep
 *not* the pipeline's RFM ``frequency`` (distinct invoices) nor its ``recency_days`` (days since
 the last purchase); the columns keep the library's names on purpose.
 
-Scoring uses the published closed forms, identical (to the last bit, same scipy functions) to
-``pymc_marketing.clv`` 0.19.2 ``BetaGeoModel`` / ``GammaGammaModel`` predictions:
+Scoring uses the published closed forms, equal to ``pymc_marketing.clv`` 0.19.2 ``BetaGeoModel`` /
+``GammaGammaModel`` predictions except ``p_no_purchase`` (the library lacks the x > 0 indicator):
 - BG/NBD (Fader, Hardie & Lee 2005, eq. 10): expected purchases in the next t days; P(alive)
-  (Fader, Hardie & Lee 2008, note 021); P(no purchase in the next t days) (note 039, eq. 34).
+  (Fader, Hardie & Lee 2008, note 021); P(no purchase in the next t days) from the paper's likelihood with the x > 0
+  indicator (the library's note 039 form lacks it; see ``p_no_purchase``).
 - Gamma-Gamma (Fader & Hardie 2013, note 025): expected spend per purchase day.
 - CLV as ``pymc_marketing.clv.utils.customer_lifetime_value``: monthly increments of expected
   purchases x expected spend, discounted per month (a month = ``days_per_month`` days).
@@ -56,6 +57,88 @@ class ClvParams:
 
     def is_finite(self) -> bool:
         return bool(np.isfinite(list(asdict(self).values())).all())
+
+
+NET_LINE_COLUMNS = ["customer_id", "stock_code", "purchase_date", "amount"]
+
+
+def net_purchase_days(purchases: pd.DataFrame, cancellations: pd.DataFrame) -> pd.DataFrame:
+    """customer_id, purchase_date, amount: each customer's purchase days net of their cancellations.
+
+    Both inputs have ``NET_LINE_COLUMNS`` (``amount`` = quantity x price, positive for purchases,
+    negative for cancellation lines). A cancellation takes back what it cancels, matched as:
+    1. the same customer and stock code, the most recent purchase day on or before the cancellation
+       date (up to that day's spend on the code);
+    2. more cancelled than that day bought on the code: the excess from the rest of that day's spend;
+       no purchase of the code: from the customer's most recent purchase day on or before the
+       cancellation date (any code), up to that day's remaining spend. A cancellation older than every
+       purchase of the customer cancels nothing that is known (the purchase predates the data).
+    A day whose net spend is 0 is no purchase day; a customer whose purchases were all cancelled has no
+    purchase day at all (not a buyer). The RFM ``monetary`` nets the same lines per customer; this
+    places them on days, which the value models need.
+    """
+    item_days = (
+        purchases.groupby(["customer_id", "stock_code", "purchase_date"], as_index=False)["amount"]
+        .sum()
+        .astype({"amount": float})
+    )
+    item_days["purchase_date"] = pd.to_datetime(item_days["purchase_date"])
+    taken = (
+        cancellations.groupby(["customer_id", "stock_code", "purchase_date"], as_index=False)["amount"]
+        .sum()
+        .astype({"amount": float})
+    )
+    taken = taken.assign(purchase_date=pd.to_datetime(taken["purchase_date"]), amount=-taken["amount"])
+    taken = taken[taken["amount"] > 0].rename(columns={"purchase_date": "cancel_date", "amount": "cancelled"})
+    keys = ["customer_id", "stock_code"]
+    matched = pd.merge_asof(
+        taken.sort_values("cancel_date"),
+        item_days.sort_values("purchase_date").assign(matched_date=lambda d: d["purchase_date"])[
+            [*keys, "purchase_date", "matched_date"]
+        ],
+        left_on="cancel_date",
+        right_on="purchase_date",
+        by=keys,
+        direction="backward",
+    ).drop(columns="purchase_date")
+    per_item = (
+        matched.dropna(subset=["matched_date"])
+        .groupby([*keys, "matched_date"], as_index=False)["cancelled"]
+        .sum()
+        .rename(columns={"matched_date": "purchase_date"})
+    )
+    item_days = item_days.merge(per_item, on=[*keys, "purchase_date"], how="left").fillna({"cancelled": 0.0})
+    item_days["net"] = (item_days["amount"] - item_days["cancelled"]).clip(lower=0.0)
+    excess = item_days.assign(left=item_days["cancelled"] - (item_days["amount"] - item_days["net"]))
+    leftover = pd.concat(
+        [
+            matched.loc[matched["matched_date"].isna(), ["customer_id", "cancel_date", "cancelled"]],
+            excess.loc[excess["left"] > 0, ["customer_id", "purchase_date", "left"]].set_axis(
+                ["customer_id", "cancel_date", "cancelled"], axis=1
+            ),
+        ]
+    )
+    days = item_days.groupby(["customer_id", "purchase_date"], as_index=False)["net"].sum()
+    if not leftover.empty:
+        placed = pd.merge_asof(
+            leftover.sort_values("cancel_date"),
+            days[["customer_id", "purchase_date"]].sort_values("purchase_date"),
+            left_on="cancel_date",
+            right_on="purchase_date",
+            by="customer_id",
+            direction="backward",
+        ).dropna(subset=["purchase_date"])
+        per_day = placed.groupby(["customer_id", "purchase_date"], as_index=False)["cancelled"].sum()
+        days = days.merge(per_day, on=["customer_id", "purchase_date"], how="left").fillna({"cancelled": 0.0})
+        days["net"] = (days["net"] - days["cancelled"]).clip(lower=0.0)
+    days = days[days["net"] > 0]
+    return pd.DataFrame(
+        {
+            "customer_id": days["customer_id"].to_numpy(),
+            "purchase_date": days["purchase_date"].dt.date.to_numpy(),
+            "amount": days["net"].to_numpy(dtype=float),
+        }
+    ).reset_index(drop=True)
 
 
 def customer_summary(purchase_days: pd.DataFrame, as_of: date) -> pd.DataFrame:
@@ -112,17 +195,25 @@ def p_alive(params: ClvParams, x: object, t_x: object, T: object) -> np.ndarray:
 
 
 def p_no_purchase(params: ClvParams, x: object, t_x: object, T: object, t: float) -> np.ndarray:
-    """BG/NBD P(no purchase in the next ``t`` days | x, t_x, T)."""
+    """BG/NBD P(no purchase in the next ``t`` days | x, t_x, T), Fader, Hardie & Lee (2005) likelihood:
+
+        [B(a, b+x) / (alpha+T+t)^(r+x) + d B(a+1, b+x-1) / (alpha+t_x)^(r+x)]
+        / [B(a, b+x) / (alpha+T)^(r+x) + d B(a+1, b+x-1) / (alpha+t_x)^(r+x)],   d = 1 if x > 0 else 0.
+
+    The second terms are "dropped out after the last purchase", possible only after a repeat purchase
+    (the d term). pymc-marketing 0.19.2 omits d: exact only while a ~ 0; for x = 0 and b < 1 it also
+    takes scipy's ``betaln(a+1, b-1)``, log|B| of a negative argument. Here the d term is evaluated at
+    max(x, 1) (b + x - 1 >= b > 0) and zeroed for x = 0, so any b > 0 is valid.
+    """
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    if min(r, alpha, a, b) <= 0:
+        raise ValueError(f"BG/NBD parameters must be positive: {params}")
     x, t_x, T = _arrays(x, t_x, T)
-    e, f, m = alpha + t_x, alpha + T + t, alpha + T
-    beta = betaln(a, b + x)
-    k_e = betaln(a + 1, b + x - 1) - (r + x) * np.log(e)
-    k_f = beta - (r + x) * np.log(f)
-    k_m = beta - (r + x) * np.log(m)
-    k1, k2 = np.maximum(k_e, k_f), np.maximum(k_e, k_m)
-    with np.errstate(invalid="ignore"):  # x = 0 and b < 1: betaln(a+1, b-1) is undefined, as in the library
-        return np.exp(k1 - k2) * (np.exp(k_e - k1) + np.exp(k_f - k1)) / (np.exp(k_e - k2) + np.exp(k_m - k2))
+    log_alive = betaln(a, b + x)
+    log_dropped = np.where(x > 0, betaln(a + 1, b + np.maximum(x, 1) - 1) - (r + x) * np.log(alpha + t_x), -np.inf)
+    numerator = np.logaddexp(log_alive - (r + x) * np.log(alpha + T + t), log_dropped)
+    denominator = np.logaddexp(log_alive - (r + x) * np.log(alpha + T), log_dropped)
+    return np.exp(numerator - denominator)
 
 
 def expected_spend(params: ClvParams, x: object, m_x: object) -> np.ndarray:
@@ -167,9 +258,13 @@ def score(
     )
 
 
-def at_risk_value(monetary: pd.Series, p_purchase: pd.Series, max_p_purchase: float) -> pd.Series:
-    """Above-median historical monetary and a probability to buy again below ``max_p_purchase``."""
-    return (monetary.astype(float) > monetary.astype(float).median()) & (p_purchase < max_p_purchase)
+def at_risk_value(
+    monetary: pd.Series, p_purchase: pd.Series, recency_days: pd.Series, max_p_purchase: float, min_recency_days: int
+) -> pd.Series:
+    """Above-median historical monetary, a probability to buy again below ``max_p_purchase``, and no purchase
+    in the last ``min_recency_days`` days (someone who just bought is not one to win back)."""
+    valuable = monetary.astype(float) > monetary.astype(float).median()
+    return valuable & (p_purchase < max_p_purchase) & (recency_days.astype(float) >= min_recency_days)
 
 
 def fit_params(summary: pd.DataFrame) -> ClvParams:

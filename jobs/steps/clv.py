@@ -79,11 +79,18 @@ def plan_clv(
     return ClvPlan(False, champion, f"scored with the champion, version {champion}")
 
 
-def value_columns(segments: pd.DataFrame, scores: pd.DataFrame, max_p_purchase: float) -> pd.DataFrame:
-    """customer_id and the gold CLV columns for every customer of ``segments`` (customer_id, monetary)."""
-    merged = segments[["customer_id", "monetary"]].merge(scores, on="customer_id", how="left")
+def value_columns(
+    segments: pd.DataFrame, scores: pd.DataFrame, max_p_purchase: float, min_recency_days: int
+) -> pd.DataFrame:
+    """customer_id and the gold CLV columns for every customer of ``segments`` (customer_id, monetary,
+    recency_days). A customer without net spend (every purchase cancelled: monetary 0) is not a buyer:
+    CLV 0."""
+    merged = segments[["customer_id", "monetary", "recency_days"]].merge(scores, on="customer_id", how="left")
+    merged.loc[merged["monetary"] <= 0, "clv"] = 0.0
     out = merged[["customer_id"]].assign(**{column: merged[score] for score, column in CLV_COLUMNS.items()})
-    out[AT_RISK_VALUE] = at_risk_value(merged["monetary"], merged["p_purchase"], max_p_purchase)
+    out[AT_RISK_VALUE] = at_risk_value(
+        merged["monetary"], merged["p_purchase"], merged["recency_days"], max_p_purchase, min_recency_days
+    )
     return out
 
 
@@ -223,8 +230,8 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
         if tonight is not None and (champion is None or int(tonight.version) > int(champion.version)):
             clv_registry.move_alias(settings, version)  # an earlier attempt registered it and died before the alias
     scores = score(params, summary, **clv_registry.scoring_config(settings))
-    segments = gold.select("customer_id", F.col("monetary").cast("double"), "cluster_label").toPandas()
-    values = value_columns(segments, scores, settings.clv.at_risk_max_p_purchase)
+    segments = gold.select("customer_id", F.col("monetary").cast("double"), "recency_days", "cluster_label").toPandas()
+    values = value_columns(segments, scores, settings.clv.at_risk_max_p_purchase, settings.clv.at_risk_min_recency_days)
     if values[CLV_COLUMNS["clv"]].isna().any():
         missing = values.loc[values[CLV_COLUMNS["clv"]].isna(), "customer_id"].head(5).tolist()
         raise LakeStateError(f"{run_date}: gold customers without purchases in the customer state, e.g. {missing}")
