@@ -41,22 +41,17 @@ import pandas as pd
 
 from jobs.cli import night_steps
 from jobs.config import Settings, load_settings
-from jobs.definitions import CLV_COLUMNS, FAULT_POINT_ENV, FAULT_TRACE_ENV, NIGHT_STEPS, TRAINED_ON_TAG
+from jobs.definitions import (
+    CLV_COLUMNS,
+    FAULT_POINT_ENV,
+    FAULT_TRACE_ENV,
+    GOLD_BUSINESS_COLUMNS,
+    NIGHT_STEPS,
+    TRAINED_ON_TAG,
+)
 
 BUSINESS_COLUMNS = [
-    "snapshot_date",
-    "customer_id",
-    "recency_days",
-    "frequency",
-    "monetary",
-    "r_score",
-    "f_score",
-    "m_score",
-    "rfm_score",
-    "rfm_segment",
-    "cluster",
-    "cluster_label",
-    "country",
+    *GOLD_BUSINESS_COLUMNS,
     *CLV_COLUMNS.values(),
 ]
 KILLED = -9  # subprocess return code of a process ended by SIGKILL

@@ -71,6 +71,22 @@ READS_LANDING = ("validate", "ingest")
 TABLES_ALSO_WRITTEN = {"label": ["gold_published", "run_audit"], "clv": ["run_audit"]}
 # The publish record: its Asset event (emitted by clv, the last writer of a night) triggers segment_export.
 EXPORT_TRIGGER_TABLE = "gold_published"
+# The gold segment columns a re-run must reproduce exactly (the checks of idempotence and convergence).
+GOLD_BUSINESS_COLUMNS = [
+    "snapshot_date",
+    "customer_id",
+    "recency_days",
+    "frequency",
+    "monetary",
+    "r_score",
+    "f_score",
+    "m_score",
+    "rfm_score",
+    "rfm_segment",
+    "cluster",
+    "cluster_label",
+    "country",
+]
 # The table the per-segment lists are read from, at the version the publish record holds.
 EXPORT_SOURCE_TABLE = "gold_customer_segments"
 # Columns of the per-segment customer lists marketing tools import (segment_export).

@@ -22,6 +22,7 @@ from jobs.adapters import tracking
 from jobs.adapters.landing import write_day
 from jobs.definitions import (
     DAG_RUN_TAG,
+    GOLD_BUSINESS_COLUMNS,
     NIGHT_TYPE_TAG,
     SUPERSEDED_TAG,
     TABLES,
@@ -38,21 +39,7 @@ pytestmark = pytest.mark.e2e
 
 HISTORY_END = date(2011, 12, 8)
 NIGHTS = [date(2011, 12, 9), date(2011, 12, 10)]
-BUSINESS_COLUMNS = [
-    "snapshot_date",
-    "customer_id",
-    "recency_days",
-    "frequency",
-    "monetary",
-    "r_score",
-    "f_score",
-    "m_score",
-    "rfm_score",
-    "rfm_segment",
-    "cluster",
-    "cluster_label",
-    "country",
-]
+BUSINESS_COLUMNS = GOLD_BUSINESS_COLUMNS
 
 
 def read_table(settings, name: str, day: date | None = None) -> pd.DataFrame:

@@ -11,24 +11,11 @@ import pytest
 from deltalake import DeltaTable
 
 from jobs.config import REPO_ROOT
+from jobs.definitions import GOLD_BUSINESS_COLUMNS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.heavy]
 
-BUSINESS_COLUMNS = [
-    "snapshot_date",
-    "customer_id",
-    "recency_days",
-    "frequency",
-    "monetary",
-    "r_score",
-    "f_score",
-    "m_score",
-    "rfm_score",
-    "rfm_segment",
-    "cluster",
-    "cluster_label",
-    "country",
-]
+BUSINESS_COLUMNS = GOLD_BUSINESS_COLUMNS
 
 
 def make_run(data_dir) -> subprocess.CompletedProcess:
