@@ -260,9 +260,8 @@ def test_the_runs_name_their_night_and_reopening_airflow_adds_no_dag_version(pip
     airflow` does (no launcher environment) finds the same DAG: still one version; segment_export
     was unpaused for the nights' events."""
     import sqlite3
-    import subprocess
 
-    from jobs.orchestration.local import airflow_bin, airflow_env
+    from jobs.orchestration.services import AirflowConfig, airflow_cli
 
     database = pipeline.path("airflow_home") / "airflow.db"
 
@@ -280,7 +279,7 @@ def test_the_runs_name_their_night_and_reopening_airflow_adds_no_dag_version(pip
         assert f"night {night}" in notes.values(), notes
     versions = f"select count(*) from dag_version where dag_id = '{pipeline.dag.dag_id}'"
     before = query(versions)[0][0]
-    subprocess.run([airflow_bin(), "dags", "reserialize"], env=airflow_env(pipeline), check=True, capture_output=True)
+    airflow_cli(AirflowConfig.sqlite(pipeline), "dags", "reserialize")
     assert query(versions)[0][0] == before == 1, "one DAG version: the launcher does not change the DAG"
     assert query("select is_paused from dag where dag_id = 'segment_export'") == [(0,)]
 
@@ -343,15 +342,15 @@ def test_every_dag_param_acts(pipeline):
     import subprocess
 
     from jobs.definitions import PARAM_TAG_PREFIX
-    from jobs.orchestration.local import airflow_bin, airflow_env
+    from jobs.orchestration.services import AirflowConfig, venv_bin
 
     night = NIGHTS[-1]
     state = DeltaTable(str(pipeline.table_path("silver_customer_state")))
     before = state.version()
     conf = {"force_retrain": True, "full_recompute": True, "k": 5}
     done = subprocess.run(
-        [airflow_bin(), "dags", "test", pipeline.dag.dag_id, night.isoformat(), "-c", json.dumps(conf)],
-        env=airflow_env(pipeline),
+        [venv_bin("airflow"), "dags", "test", pipeline.dag.dag_id, night.isoformat(), "-c", json.dumps(conf)],
+        env=AirflowConfig.sqlite(pipeline).env(),
         capture_output=True,
         text=True,
         timeout=1800,
