@@ -40,7 +40,8 @@ def nights(real_replay):
 def test_fits_on_retrain_nights_and_scores_with_the_champion_between(nights) -> None:
     settings, rows = nights
     assert rows.index[rows["clv_fitted"]].tolist() == RETRAIN_NIGHTS
-    assert rows["clv_model_version"].tolist() == ["1"] * 7 + ["2"] * 7
+    champion_of = {night: "2" if night >= RETRAIN_NIGHTS[1] else "1" for night in NIGHTS}
+    assert rows["clv_model_version"].to_dict() == champion_of
     assert str(clv_registry.champion(settings).version) == "2"
     for night in NIGHTS:
         fitted_on = RETRAIN_NIGHTS[1] if night >= RETRAIN_NIGHTS[1] else RETRAIN_NIGHTS[0]
@@ -100,7 +101,11 @@ def test_the_registered_pyfunc_scores_like_the_night(spark, nights) -> None:
     model = mlflow.pyfunc.load_model(f"models:/{settings.clv.registered_name}@{settings.clv.alias}")
     predicted = model.predict(summary).set_index("customer_id")
     segments = gold(settings, "gold_customer_segments", REPLAY_LAST_NIGHT).set_index("customer_id")
-    np.testing.assert_allclose(predicted.loc[segments.index, "clv"], segments["clv_12m"], rtol=1e-12)
+    buyers = segments["monetary"].astype(float) > 0  # the step's rule: no net spend, not a buyer, CLV 0
+    assert (~buyers).any() and (segments.loc[~buyers, "clv_12m"] == 0).all()
+    np.testing.assert_allclose(
+        predicted.loc[segments.index[buyers], "clv"], segments.loc[buyers, "clv_12m"], rtol=1e-12
+    )
 
 
 def test_a_rerun_reuses_its_nights_version_and_converges(spark, nights) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import sys
@@ -254,6 +255,16 @@ def test_library_stderr_becomes_info_records_without_colour_or_progress_redraws(
         "coloured and a half",
     ]
     assert {r.levelname for r in records} == {"INFO"}
+
+
+def test_a_summary_that_cannot_be_written_is_a_warning_not_a_failed_task(tmp_path, caplog):
+    """The step has succeeded: a result the summary cannot read must not fail (and retry) the task."""
+    from jobs.orchestration.task import summary_lines
+
+    with caplog.at_level(logging.WARNING, logger="rfm.summary"):
+        lines = summary_lines(settings_for(tmp_path), "cluster", {"run_date": "2011-12-09"})
+    assert lines == ["cluster 2011-12-09: done (summary unavailable)"]
+    assert "no summary for cluster: KeyError" in caplog.text
 
 
 def test_every_step_ends_with_what_it_did_and_the_mlflow_url(tmp_path):

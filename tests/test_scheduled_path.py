@@ -7,14 +7,14 @@ compose shape), and Airflow's api-server, scheduler, dag-processor and triggerer
 LocalExecutor. The Airflow processes run with ``SPARK_HOME`` pointing nowhere, so a task that
 tried to start a driver of its own would fail: every Spark call goes through the Connect server.
 
-History is backfilled up to 2011-12-03; the DAG's start and end dates (config, through
-RFM__DAG__START_DATE / END_DATE) make catch-up schedule exactly the week Sunday 2011-12-04 …
+History is backfilled up to 2011-12-07; the DAG's start and end dates (config, through
+RFM__DAG__START_DATE / END_DATE) make catch-up schedule exactly the nights Thursday 2011-12-08 …
 Saturday 2011-12-10 (no trading): the first night retrains and registers the first model, the
 others score with it. The test unpauses the DAG and waits for the **scheduled** runs; it asserts
 them through the REST API v2, then reads the champion alias back through the MLflow server and
 checks that `segment_export`, scheduled on the publish-record Asset that `clv` updates, exported
 each night after clv, with the published gold rows and CLV columns. Chromium then takes the
-docs' screenshots of that week: the Airflow grid and the nights compared in MLflow.
+docs' screenshots of those nights: the Airflow grid and the nights compared in MLflow.
 """
 
 from __future__ import annotations
@@ -46,8 +46,10 @@ from tests.helpers import listening_addresses, non_loopback
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow]
 
-HISTORY_START, HISTORY_END = date(2011, 11, 1), date(2011, 12, 3)
-NIGHTS = days_between(date(2011, 12, 4), date(2011, 12, 10))  # a week; Saturday 12-10 without trading
+HISTORY_START, HISTORY_END = date(2011, 11, 1), date(2011, 12, 7)
+# a retrain, a score night and Saturday 12-10 without trading: the three kinds of night (the
+# retrain cadence over more nights is test_replay_real's, on real data)
+NIGHTS = days_between(date(2011, 12, 8), date(2011, 12, 10))
 ORDER = ["wait_for_landing", "validate", "ingest", "cluster", "label", "clv", "eda"]
 DAG_ID, EXPORT_DAG_ID = "rfm_segmentation", "segment_export"
 WAIT_SECONDS = 3600  # an upper bound for a loaded CI machine, not a performance assertion
@@ -99,7 +101,7 @@ def prepared(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scheduled(prepared):
-    """The stack up, both DAGs unpaused, the week's scheduled nights and their exports done."""
+    """The stack up, both DAGs unpaused, the scheduled nights and their exports done."""
     root, data_dir = prepared
     pipeline_env = {
         "RFM__PATHS__DATA_DIR": str(data_dir),

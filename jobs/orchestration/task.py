@@ -117,7 +117,6 @@ def run_in_task(step: Callable[..., dict[str, Any]], run_date: str, **kwargs: An
     from jobs.adapters.spark import end_remote_session
     from jobs.config import load_settings
     from jobs.orchestration import lineage
-    from jobs.orchestration.summaries import step_lines
 
     quiet_third_party_loggers()
     day = date.fromisoformat(run_date)
@@ -130,8 +129,21 @@ def run_in_task(step: Callable[..., dict[str, Any]], run_date: str, **kwargs: An
         finally:
             end_remote_session()
         lineage.record(settings, step_name(step), day, result)  # the task's OpenLineage inputs and outputs
-        log_lines(step_lines(settings, step_name(step), result))
+        log_lines(summary_lines(settings, step_name(step), result))
     return result
+
+
+def summary_lines(settings: Any, step: str, result: dict[str, Any]) -> list[str]:
+    """The step's summary lines; the step has already succeeded, so a summary that cannot be
+    written (MLflow unreachable, a result without the usual keys) becomes a warning line, never a
+    failed task that the retry would run again."""
+    from jobs.orchestration.summaries import step_lines
+
+    try:
+        return step_lines(settings, step, result)
+    except Exception as error:  # noqa: BLE001 - the summary is informative only
+        logging.getLogger("rfm.summary").warning("no summary for %s: %s: %s", step, type(error).__name__, error)
+        return [f"{step} {result.get('run_date', '')}: done (summary unavailable)".replace("  ", " ")]
 
 
 def with_fixed_k(settings: Any, k: int | None) -> Any:
