@@ -83,7 +83,7 @@ run: setup ## end to end on generated data: history, the DAG for RUN_FROM..RUN_T
 	$(BIN)/python -m jobs.ops.summary --run-date $(RUN_TO)
 
 test: setup-test lint ## lint, then the test suite (unit, Spark, validation, DAG, end to end, browser); `heavy` tests have their own targets
-	$(BIN)/pytest --durations=15 -m "not heavy" -n 2 --dist loadfile --no-loadscope-reorder
+	$(BIN)/pytest --durations=40 -m "not heavy" -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: setup ## seconds, not minutes: no Spark, no Airflow, no browser, no S3 server (config, rules, landing, dashboard data)
 	RFM_TESTS_FAST=1 $(BIN)/pytest -q -m "not spark and not airflow and not e2e and not browser and not realdata and not s3"
