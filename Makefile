@@ -138,8 +138,11 @@ compare: setup ## the last LAST nights side by side from MLflow (default 14): ma
 dashboard: setup ## segment explorer (Dash) over the gold tables on 127.0.0.1:8050 (conf/ dashboard:)
 	$(BIN)/python -m app
 
-screenshots: setup ## the docs' screenshots of the dashboard, Airflow and MLflow after a replay: make screenshots [DATE=2011-12-09] (Chromium)
-	$(BIN)/python -m harness.screenshot --date $(or $(DATE),2011-12-09) --consoles
+SCREENSHOTS_DIR ?= build/screenshots
+screenshots: setup ## the docs' screenshots of every console after a real replay of 2011-12-08..09 in its own data dir (Chromium; ~15 min)
+	rm -rf "$(SCREENSHOTS_DIR)/data"
+	RFM__PATHS__DATA_DIR="$(abspath $(SCREENSHOTS_DIR))/data" $(MAKE) replay SOURCE="$(REAL_DATA)" FROM=2011-12-08 TO=2011-12-09
+	RFM__PATHS__DATA_DIR="$(abspath $(SCREENSHOTS_DIR))/data" $(BIN)/python -m harness.screenshot --date 2011-12-09 --consoles
 
 test-rerun-twice: setup ## slow (two full runs): `make run` twice in one data dir, gold business columns identical
 	$(BIN)/pytest -q tests/test_make_run_twice.py

@@ -1,5 +1,5 @@
 """The docs' screenshots of the consoles over a lake: ``python -m harness.screenshot --date D [--consoles]``
-(``make screenshots``, after ``make replay``).
+(``make screenshots``).
 
 Serves the app over the configured data dir (``RFM__PATHS__DATA_DIR``) on a free loopback port
 and saves, with Debian's Chromium, the overview (``docs/dashboard.png``), the customer value
@@ -7,7 +7,9 @@ view (``docs/dashboard-value.png``) and the customer table (``docs/dashboard-cus
 snapshot D. ``--consoles`` also starts Airflow's api-server and the MLflow UI over the same data dir
 (free loopback ports) and saves the nightly DAG's grid (``airflow-grid.png``), the night's ``clv``
 task log (``airflow-task-log.png``), the export DAG (``airflow-export.png``), the experiment's runs
-(``mlflow-runs.png``) and the night's run with its description (``mlflow-run.png``).
+(``mlflow-runs.png``), the night's run with its description (``mlflow-run.png``) and the
+night and the one before compared (``mlflow-compare.png``). ``make screenshots`` replays the real
+2011-12-08..09 into its own data dir first.
 """
 
 from __future__ import annotations
@@ -59,27 +61,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def consoles(browser, settings, night: date, out: Path) -> None:
     """Airflow (api-server only, over the data dir's SQLite DB) and the MLflow UI: their pages of ``night``."""
+    import json
     import os
     import signal
     import subprocess
     import sys
     import time
+    from datetime import timedelta
+    from urllib.parse import quote
 
     import requests
 
     from jobs.adapters import tracking
-    from jobs.orchestration.local import persisted_secret
-    from jobs.orchestration.services import AirflowApi, AirflowConfig, free_ports, start_airflow, stop_all
+    from jobs.orchestration.services import AirflowApi, AirflowConfig, free_ports, start_airflow, stop
 
-    home = settings.path("airflow_home")
     airflow_port, mlflow_port = free_ports(2)
-    config = AirflowConfig(
-        home=home,
-        db_url=f"sqlite:///{home / 'airflow.db'}",
-        port=airflow_port,
-        admin_password=persisted_secret(home / "admin-password"),
-        extra_env={"RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))},
-    )
+    config = AirflowConfig.sqlite(settings, port=airflow_port)  # the installation `make replay` ran
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     mlflow_ui = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "ui", "--host", "127.0.0.1", "--port", str(mlflow_port)]
@@ -89,7 +86,7 @@ def consoles(browser, settings, night: date, out: Path) -> None:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    procs = start_airflow(config, home / "services", ("api-server",), migrate=False)
+    procs = start_airflow(config, config.home / "services", ("api-server",), migrate=False)
     try:
         dag_id = settings.dag.dag_id
         runs = AirflowApi(config).get(f"/dags/{dag_id}/dagRuns", limit=100, order_by="-logical_date")["dag_runs"]
@@ -117,6 +114,13 @@ def consoles(browser, settings, night: date, out: Path) -> None:
                 time.sleep(2)
         pages["mlflow-runs.png"] = (f"{mlflow_url}/#/experiments/{experiment}", night.isoformat())
         pages["mlflow-run.png"] = (f"{mlflow_url}/#/experiments/{experiment}/runs/{night_run.info.run_id}", "Night")
+        nights = [
+            r.info.run_id
+            for day in (night - timedelta(days=1), night)
+            for r in tracking.runs_for_date(settings, dag_id, day)
+        ]
+        compare = f"#/compare-runs?runs={quote(json.dumps(nights))}&experiments={quote(json.dumps([experiment]))}"
+        pages["mlflow-compare.png"] = (f"{mlflow_url}/{compare}", "silhouette")
         for name, (url, text) in pages.items():
             page.goto(url)
             page.get_by_text(text).first.wait_for(timeout=180_000)
@@ -125,7 +129,7 @@ def consoles(browser, settings, night: date, out: Path) -> None:
             print(out / name)
         context.close()
     finally:
-        stop_all(procs)
+        stop(*procs)
         os.killpg(mlflow_ui.pid, signal.SIGTERM)
         mlflow_ui.wait(timeout=60)
 
