@@ -28,7 +28,15 @@ from deltalake import DeltaTable
 from jobs import storage
 from jobs.adapters.publish import published_versions
 from jobs.config import Settings
-from jobs.definitions import AT_RISK_VALUE, CLV_COLUMNS, GONE_CUSTOMER, LABEL_SCHEMES, NEW_CUSTOMER, RFM_MEASURES
+from jobs.definitions import (
+    AT_RISK_VALUE,
+    CLV_COLUMNS,
+    GONE_CUSTOMER,
+    LABEL_SCHEMES,
+    NEW_CUSTOMER,
+    RFM_COLUMNS,
+    RFM_MEASURES,
+)
 
 # The clv step's columns (null in a lake or a snapshot the clv step has not scored).
 VALUE_COLUMNS = {**{column: pa.float64() for column in CLV_COLUMNS.values()}, AT_RISK_VALUE: pa.bool_()}
@@ -36,13 +44,7 @@ VALUE_MEASURES = [CLV_COLUMNS["p_alive"], CLV_COLUMNS["p_purchase"], CLV_COLUMNS
 CUSTOMER_COLUMNS = [
     "customer_id",
     "country",
-    "recency_days",
-    "frequency",
-    "monetary",
-    "r_score",
-    "f_score",
-    "m_score",
-    "rfm_score",
+    *RFM_COLUMNS,
     "rfm_segment",
     "cluster",
     "cluster_label",

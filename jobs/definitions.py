@@ -13,6 +13,13 @@ from datetime import date, timedelta
 # The nightly DAG's steps in their order; each is its task's id (``jobs.cli.night_steps`` maps them to functions).
 NIGHT_STEPS = ("validate", "ingest", "cluster", "label", "clv", "eda")
 
+# ---------------------------------------------------------------- customer measures and features
+RECENCY, FREQUENCY, MONETARY = "recency_days", "frequency", "monetary"
+# The three RFM measures, in this order everywhere: quintile scores, clustering features, profiles.
+RFM_MEASURES = [RECENCY, FREQUENCY, MONETARY]
+# A customer's RFM measures and their 1-5 quintile scores, as gold, the exports and the dashboard list them.
+RFM_COLUMNS = [*RFM_MEASURES, "r_score", "f_score", "m_score", "rfm_score"]
+
 # ---------------------------------------------------------------- Delta tables (under paths.lake_dir)
 TABLES = {
     "bronze_transactions": "bronze/transactions",
@@ -75,13 +82,7 @@ EXPORT_TRIGGER_TABLE = "gold_published"
 GOLD_BUSINESS_COLUMNS = [
     "snapshot_date",
     "customer_id",
-    "recency_days",
-    "frequency",
-    "monetary",
-    "r_score",
-    "f_score",
-    "m_score",
-    "rfm_score",
+    *RFM_COLUMNS,
     "rfm_segment",
     "cluster",
     "cluster_label",
@@ -93,13 +94,7 @@ EXPORT_SOURCE_TABLE = "gold_customer_segments"
 EXPORT_COLUMNS = [
     "customer_id",
     "country",
-    "recency_days",
-    "frequency",
-    "monetary",
-    "r_score",
-    "f_score",
-    "m_score",
-    "rfm_score",
+    *RFM_COLUMNS,
     "cluster_label",
     "rfm_segment",
     "snapshot_date",
@@ -143,10 +138,6 @@ LANDED_RECORDS, BRONZE_ROWS, DUPLICATES_DROPPED = (
     "accounting:duplicates_dropped",
 )
 
-# ---------------------------------------------------------------- customer measures and features
-RECENCY, FREQUENCY, MONETARY = "recency_days", "frequency", "monetary"
-# The three RFM measures, in this order everywhere: quintile scores, clustering features, profiles.
-RFM_MEASURES = [RECENCY, FREQUENCY, MONETARY]
 
 # ---------------------------------------------------------------- label schemes
 CLUSTER_SCHEME, RFM_SCHEME = "cluster", "rfm"

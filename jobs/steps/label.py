@@ -38,7 +38,7 @@ from jobs.config import Settings, load_settings
 from jobs.core.features import log_feature_profile, log_feature_scale
 from jobs.core.labels import LabelDecision, carry_labels, empty_labels, standardised_centroids
 from jobs.core.scoring import add_rfm_scores
-from jobs.definitions import GONE_CUSTOMER, LABEL_SCHEMES, NEW_CUSTOMER, RFM_MEASURES
+from jobs.definitions import GONE_CUSTOMER, LABEL_SCHEMES, NEW_CUSTOMER, RFM_COLUMNS, RFM_MEASURES
 from jobs.errors import LakeStateError
 
 LOGGER = logging.getLogger(__name__)
@@ -55,13 +55,7 @@ def build_segments(
     ).select(
         "snapshot_date",
         "customer_id",
-        "recency_days",
-        "frequency",
-        "monetary",
-        "r_score",
-        "f_score",
-        "m_score",
-        "rfm_score",
+        *RFM_COLUMNS,
         "rfm_segment",
         "cluster",
         label_of[F.col("cluster")].alias("cluster_label"),
