@@ -99,28 +99,29 @@ def real_data_path() -> Path:
     return REAL_DATA
 
 
-REPLAY_FIRST_NIGHT, REPLAY_LAST_NIGHT = date(2011, 12, 2), date(2011, 12, 9)
-REPLAY_MONTH_FIRST_NIGHT = date(2011, 11, 20)  # twenty real nights: 11-20 .. 12-09
+REPLAY_FIRST_NIGHT, REPLAY_LAST_NIGHT = date(2011, 12, 6), date(2011, 12, 9)  # every step of the DAG
+REPLAY_INGEST_FIRST_NIGHT = date(2011, 11, 27)  # thirteen real nights: 11-27 .. 12-09
+REPLAY_RETRAIN_EVERY_DAYS = 3  # conf's 7, shortened: a retrain with a champion within four nights
 
 
 @pytest.fixture(scope="session")
 def real_replay(spark, real_data_path, tmp_path_factory) -> tuple[Settings, pd.DataFrame]:
-    """Twenty real nights, night by night in this process (``jobs.ops.replay``): the history before
-    them loaded in one commit; validate and ingest every night from 2011-11-20 (the RFM snapshots);
-    every step of the DAG on the last eight, 2011-12-02 (the first champion) through 12-09, a retrain
-    night with a champion (the 7-day cadence). ``make test-incremental-year`` checks every night of
+    """Thirteen real nights, night by night in this process (``jobs.ops.replay``): the history before
+    them loaded in one commit; validate and ingest every night from 2011-11-27 (the RFM snapshots);
+    every step of the DAG on the last four, 2011-12-06 (the first champion) through 12-09, a retrain
+    night with a champion (the retrain cadence shortened to 3 days). ``make test-incremental-year`` checks every night of
     the year; these nights cover the same code paths in CI. Its lake and MLflow store, and one row per
     modelled night of what the steps reported. Shared by every module that needs a real
     multi-night lake (test_replay_real, test_clv_step: one xdist unit)."""
     from jobs.ops.replay import replay_nights
 
-    settings = settings_for(tmp_path_factory.mktemp("replay"))
+    settings = settings_for(tmp_path_factory.mktemp("replay"), model={"retrain_every_days": REPLAY_RETRAIN_EVERY_DAYS})
     modelled = set(days_between(REPLAY_FIRST_NIGHT, REPLAY_LAST_NIGHT))
     rows = replay_nights(
         settings,
         spark,
         real_data_path,
-        REPLAY_MONTH_FIRST_NIGHT - timedelta(days=1),
+        REPLAY_INGEST_FIRST_NIGHT - timedelta(days=1),
         REPLAY_LAST_NIGHT,
         label_on=modelled,
     )
