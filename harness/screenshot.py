@@ -99,7 +99,10 @@ def consoles(browser, settings, night: date, out: Path) -> None:
         page = context.new_page()
         pages = {
             "airflow-grid.png": (f"{config.url}/dags/{dag_id}", "eda"),
-            "airflow-task-log.png": (f"{config.url}/dags/{dag_id}/runs/{run['dag_run_id']}/tasks/clv", "rfm.summary"),
+            "airflow-task-log.png": (
+                f"{config.url}/dags/{dag_id}/runs/{run['dag_run_id']}/tasks/clv",
+                "MLflow: http",
+            ),  # the summary's last line
             "airflow-export.png": (f"{config.url}/dags/segment_export", "export"),
         }
         night_run = tracking.runs_for_date(settings, dag_id, night)[0]

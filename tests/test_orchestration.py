@@ -212,6 +212,35 @@ def test_following_a_backfill_reports_each_night_and_stops_at_a_failure(monkeypa
         local.follow_backfill(failing, "rfm", date(2011, 12, 8), date(2011, 12, 9), [Alive()])
 
 
+class BackfillsApi:
+    """Answers GET /backfills with the scripted completed_at values, one per call (the last one for ever)."""
+
+    def __init__(self, script: list) -> None:
+        self.script = script
+
+    def get(self, path: str, **params):
+        assert path == "/backfills" and params["dag_id"] == "rfm"
+        from jobs.orchestration.services import ServerBusy
+
+        answer = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if answer == "busy":
+            raise ServerBusy("GET: 503 database is locked")
+        return {"backfills": [{"id": 1, "completed_at": answer}]}
+
+
+def test_the_scheduler_stays_up_until_the_backfill_is_marked_completed(monkeypatch, capsys):
+    """Otherwise the Airflow UI shows "Backfill in progress" for nights that are done."""
+    from jobs.orchestration import local
+
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    api = BackfillsApi(["busy", None, None, "2026-12-04T11:51:00Z"])
+    assert local.wait_backfill_completed(api, "rfm")
+    assert api.script == ["2026-12-04T11:51:00Z"], "asked until the backfill was completed"
+    stuck = BackfillsApi([None])
+    assert not local.wait_backfill_completed(stuck, "rfm", timeout=0.05, every=0)
+    assert "not yet marked completed" in capsys.readouterr().out
+
+
 def test_spark_drivers_bind_to_loopback_unless_told_otherwise(monkeypatch):
     from jobs.adapters.spark import loopback_driver, server_command
 

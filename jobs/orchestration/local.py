@@ -133,6 +133,7 @@ def backfill_with_scheduler(settings: Settings, first: date, last: date, extra: 
             procs.append(svc.start_component(config, "scheduler", home / "services"))
             svc.wait_healthy(config, procs, ("scheduler",))
             follow_backfill(api, dag_id, first, last, procs)
+            wait_backfill_completed(api, dag_id)
         finally:
             svc.stop(*procs[1:])  # the scheduler first: then nothing else writes to SQLite
             del procs[1:]
@@ -152,6 +153,26 @@ def clear_leftovers(api: Any, dag_id: str) -> None:
 
 
 EXPORT_DAG_ID = "segment_export"
+
+
+def wait_backfill_completed(api: Any, dag_id: str, timeout: float = 90, every: float = 3) -> bool:
+    """Keep the scheduler up until it marks the backfill completed (it checks every 30 s), so the
+    UI does not show "Backfill in progress" for nights that are done. False, with a line, on timeout."""
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            backfills = api.get("/backfills", dag_id=dag_id, limit=100)["backfills"]
+            if all(b["completed_at"] for b in backfills):
+                return True
+        except (requests.RequestException, svc.ServerBusy):
+            pass
+        time.sleep(every)
+    print(f"the backfill of {dag_id} is done but not yet marked completed after {timeout:.0f} s", flush=True)
+    return False
 
 
 def name_the_night(api: Any, dag_id: str, run: dict[str, Any], night: date) -> None:
