@@ -115,7 +115,7 @@ def consoles(browser, settings, night: date, out: Path) -> None:
                     break
             except requests.RequestException:
                 time.sleep(2)
-        pages["mlflow-runs.png"] = (f"{mlflow_url}/#/experiments/{experiment}", night.isoformat())
+        pages["mlflow-runs.png"] = (f"{mlflow_url}/#/experiments/{experiment}/runs", night.isoformat())
         pages["mlflow-run.png"] = (f"{mlflow_url}/#/experiments/{experiment}/runs/{night_run.info.run_id}", "Night")
         nights = [
             r.info.run_id
