@@ -236,7 +236,7 @@ def test_a_step_runs_alone_through_spark_submit(pipeline):
 
 
 def test_mlflow_opens_on_runs_named_after_the_night_with_descriptions(pipeline):
-    """The experiment is a classic-ML one (the UI opens on its runs); each night's run is named
+    """The experiment is a classic-ML one (experimentKind); each night's run is named
     '<night> <type>' and described (Airflow run, EDA report); models and versions are described."""
     from jobs.definitions import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, NOTE_TAG
 
