@@ -61,14 +61,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def consoles(browser, settings, night: date, out: Path) -> None:
     """Airflow (api-server only, over the data dir's SQLite DB) and the MLflow UI: their pages of ``night``."""
-    import json
     import os
     import signal
     import subprocess
     import sys
     import time
     from datetime import timedelta
-    from urllib.parse import quote
 
     import requests
 
@@ -115,15 +113,14 @@ def consoles(browser, settings, night: date, out: Path) -> None:
                     break
             except requests.RequestException:
                 time.sleep(2)
-        pages["mlflow-runs.png"] = (f"{mlflow_url}/#/experiments/{experiment}/runs", night.isoformat())
-        pages["mlflow-run.png"] = (f"{mlflow_url}/#/experiments/{experiment}/runs/{night_run.info.run_id}", "Night")
+        pages["mlflow-runs.png"] = (tracking.runs_page(mlflow_url, experiment), night.isoformat())
+        pages["mlflow-run.png"] = (tracking.run_page(mlflow_url, experiment, night_run.info.run_id), "Night")
         nights = [
             r.info.run_id
             for day in (night - timedelta(days=1), night)
             for r in tracking.runs_for_date(settings, dag_id, day)
         ]
-        compare = f"#/compare-runs?runs={quote(json.dumps(nights))}&experiments={quote(json.dumps([experiment]))}"
-        pages["mlflow-compare.png"] = (f"{mlflow_url}/{compare}", "silhouette")
+        pages["mlflow-compare.png"] = (tracking.compare_page(mlflow_url, experiment, nights), "silhouette")
         for name, (url, text) in pages.items():
             page.goto(url)
             page.get_by_text(text).first.wait_for(timeout=180_000)

@@ -39,6 +39,16 @@ def test_mlflow_links_follow_the_tracking_server_or_the_configured_ui(tmp_path):
     assert mlflow_ui_base(public) == "https://ml.example"
 
 
+def test_mlflow_pages_open_the_runs_tab_and_compare_named_runs():
+    from jobs.adapters.tracking import compare_page, runs_page
+
+    base = "http://127.0.0.1:5123"
+    assert runs_page(base, "7") == "http://127.0.0.1:5123/#/experiments/7/runs"
+    assert compare_page(base, "7", ["a", "b"]) == (
+        "http://127.0.0.1:5123/#/compare-runs?runs=%5B%22a%22%2C%20%22b%22%5D&experiments=%5B%227%22%5D"
+    )
+
+
 def test_data_docs_link_is_the_days_latest_page_under_the_plugin_prefix(tmp_path):
     settings = settings_for(tmp_path)
     site = settings.path("validation_dir") / "gx" / "uncommitted" / "data_docs" / "local_site" / "validations"

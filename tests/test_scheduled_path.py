@@ -404,8 +404,6 @@ def test_each_task_emitted_openlineage_events_with_its_tables_and_versions(sched
 def test_chromium_renders_the_airflow_grid_and_the_mlflow_compare_view(scheduled, tmp_path):
     """Chromium against the running services: the nightly DAG's grid (behind the login) and the
     nights compared in MLflow. (The docs' screenshots come from a real replay: `make screenshots`.)"""
-    from urllib.parse import quote
-
     from playwright.sync_api import sync_playwright
 
     stack, settings = scheduled["stack"], scheduled["settings"]
@@ -416,10 +414,7 @@ def test_chromium_renders_the_airflow_grid_and_the_mlflow_compare_view(scheduled
     ).json()["access_token"]
     runs = [tracking.runs_for_date(settings, DAG_ID, night)[0] for night in NIGHTS]
     experiment = runs[0].info.experiment_id
-    compare = (
-        f"{stack.mlflow_url}/#/compare-runs?runs={quote(json.dumps([r.info.run_id for r in runs]))}"
-        f"&experiments={quote(json.dumps([experiment]))}"
-    )
+    compare = tracking.compare_page(stack.mlflow_url, experiment, [r.info.run_id for r in runs])
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         context = browser.new_context(viewport={"width": 1600, "height": 1000})

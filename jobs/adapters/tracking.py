@@ -111,9 +111,28 @@ def ui_base(settings: Settings) -> str:
     return DEFAULT_MLFLOW_UI
 
 
+def runs_page(base: str, experiment: str) -> str:
+    """The runs tab of an experiment in the MLflow UI at ``base`` (MLflow 3 opens an experiment on
+    its GenAI overview otherwise)."""
+    return f"{base}/#/experiments/{experiment}/runs"
+
+
+def run_page(base: str, experiment: str, run_id: str) -> str:
+    """One run's page in the MLflow UI at ``base``."""
+    return f"{runs_page(base, experiment)}/{run_id}"
+
+
+def compare_page(base: str, experiment: str, run_ids: list[str]) -> str:
+    """The MLflow UI's comparison of ``run_ids`` (runs of ``experiment``)."""
+    import json
+    from urllib.parse import quote
+
+    return f"{base}/#/compare-runs?runs={quote(json.dumps(run_ids))}&experiments={quote(json.dumps([experiment]))}"
+
+
 def run_url(settings: Settings, experiment: str, run_id: str) -> str:
     """The MLflow UI page of one run."""
-    return f"{ui_base(settings)}/#/experiments/{experiment}/runs/{run_id}"
+    return run_page(ui_base(settings), experiment, run_id)
 
 
 def describe_version(settings: Settings, name: str, version: str, run_id: str, what: str, trained_on: str) -> None:

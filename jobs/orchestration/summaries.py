@@ -167,4 +167,4 @@ def mlflow_url(settings: Settings, run_id: str | None) -> str:
     experiment = tracking.experiment_id(settings)
     if run_id:
         return mlflow_run_url(settings, experiment, run_id)
-    return f"{mlflow_ui_base(settings)}/#/experiments/{experiment}/runs"  # the runs tab: MLflow 3 opens on an overview
+    return tracking.runs_page(mlflow_ui_base(settings), experiment)

@@ -143,7 +143,7 @@ def summary_lines(settings: Any, step: str, result: dict[str, Any]) -> list[str]
         return step_lines(settings, step, result)
     except Exception as error:  # noqa: BLE001 - the summary is informative only
         logging.getLogger("rfm.summary").warning("no summary for %s: %s: %s", step, type(error).__name__, error)
-        return [f"{step} {result.get('run_date', '')}: done (summary unavailable)".replace("  ", " ")]
+        return [f"{step} {result.get('run_date', '')}: done (summary unavailable)"]
 
 
 def with_fixed_k(settings: Any, k: int | None) -> Any:
