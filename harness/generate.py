@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Iterable
 from datetime import date, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from jobs import storage
 from jobs.config import load_settings
 from jobs.ops.split import land_days
 
@@ -379,7 +379,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     end_date = date.fromisoformat(defaults.end_date)
     parser.add_argument("--end-date", type=date.fromisoformat, metavar="YYYY-MM-DD", default=end_date)
-    parser.add_argument("--landing-dir", type=Path, default=settings.path("landing_dir"))
+    parser.add_argument("--landing-dir", help="a folder or s3://… (default: paths.landing_dir)")
     parser.add_argument("--naming", choices=["retail", "ii"], default="retail", help="Online Retail (II) column names")
     parser.add_argument("--format", choices=["csv", "parquet"], default=settings.landing.format)
     return parser.parse_args(argv)
@@ -390,11 +390,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     frame = generate_transactions(args.customers, args.days, args.seed, args.end_date)
     start = args.end_date - timedelta(days=args.days - 1)
-    marker = load_settings().landing.marker
-    written = land_days(with_naming(frame, args.naming), args.landing_dir, start, args.end_date, marker, args.format)
+    settings = load_settings()
+    marker = settings.landing.marker
+    landing_dir = (
+        storage.location(args.landing_dir, settings.storage) if args.landing_dir else settings.path("landing_dir")
+    )
+    written = land_days(with_naming(frame, args.naming), landing_dir, start, args.end_date, marker, args.format)
     customers = frame.loc[frame["CustomerID"] != "", "CustomerID"].nunique()
     window = f"{len(written)} days ({start} .. {args.end_date})"
-    print(f"{len(frame)} rows, {window}, {customers} customers -> {args.landing_dir}")
+    print(f"{len(frame)} rows, {window}, {customers} customers -> {landing_dir}")
     return 0
 
 

@@ -18,6 +18,7 @@ import errno
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -294,6 +295,37 @@ def upload_folder(folder: Path, target: UPath, last: str | None = None) -> None:
     stale = [key for key in old if key not in new_keys]
     if stale:
         fs.rm(stale)
+
+
+def download_folder(source: UPath, target: Path) -> None:
+    """Get every object under ``source`` into the local folder ``target`` (same relative keys)."""
+    fs, root = source.fs, source.path.rstrip("/")
+    for key in fs.find(root):
+        local = target / key[len(root) + 1 :]
+        local.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(key, str(local))
+
+
+@contextmanager
+def scratch(data_dir: Location, prefix: str) -> Iterator[Location]:
+    """A temporary folder under ``<data_dir>/tmp`` that this process and the Spark driver (a
+    Connect server, a cluster) both reach: a local folder, or a key prefix on the bucket when the
+    data dir is one. Removed afterwards, whatever happened."""
+    root = data_dir / "tmp"
+    if is_remote(root):
+        folder = root / f"{prefix}{uuid.uuid4().hex}"
+        try:
+            yield folder
+        finally:
+            if folder.fs.exists(folder.path):
+                folder.fs.rm(folder.path, recursive=True)
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    local = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    try:
+        yield local
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
 
 
 def _replace_local(new: Path, target: Path) -> None:

@@ -1,20 +1,28 @@
 """The lake on S3-compatible object storage (issue 29): a real SeaweedFS on 127.0.0.1 (the ``s3``
-fixture), reached through jobs.storage by delta-rs, s3fs and the leases. No Spark here."""
+fixture), reached through jobs.storage by delta-rs, s3fs, the leases and the landing inventory. No Spark here."""
 
 from __future__ import annotations
 
+import stat
+import tempfile
 import threading
 import uuid
 from datetime import date
+from pathlib import Path
 
 import deltalake
+import pandas as pd
 import pyarrow as pa
 import pytest
 from upath import UPath
 
 from jobs import storage
+from jobs.adapters.inventory import list_folder, open_stream
+from jobs.adapters.landing import data_files, day_dir, day_inventory, has_arrived, write_day
 from jobs.adapters.lease import LeaseHeldError, held_leases, lease, lease_path
+from jobs.errors import DataValidationError
 from tests.conftest import s3_settings
+from tests.hostile_corpus import CASES, DAY, Case, Fail, build_day
 
 pytestmark = pytest.mark.s3
 
@@ -142,3 +150,100 @@ def test_a_lease_object_is_renewed_by_its_heartbeat_and_a_stolen_one_is_not_over
         )
         assert etag  # the heartbeat keeps renewing through If-Match puts
     assert held_leases(lake) == []
+
+
+# ---------------------------------------------------------------- the landing zone on the bucket
+
+
+def _objects_of(folder: Path) -> dict[str, bytes] | None:
+    """The day folder as object keys (relative) and bytes; None when it has no S3 equivalent (a
+    symlink, a FIFO, a socket, a hard link, an empty folder)."""
+    if folder.is_symlink():
+        return None
+    objects = {}
+    for path in sorted(folder.rglob("*")):
+        status = path.lstat()
+        if path.is_symlink() or not (stat.S_ISREG(status.st_mode) or stat.S_ISDIR(status.st_mode)):
+            return None
+        if stat.S_ISDIR(status.st_mode):
+            if not any(p.is_file() for p in path.rglob("*")):
+                return None
+            continue
+        if status.st_nlink > 1:
+            return None
+        objects[path.relative_to(folder).as_posix()] = path.read_bytes()
+    return objects
+
+
+def _bucket_cases() -> list[Case]:
+    """The hostile corpus's cases a bucket can hold (every kind but the file-system-only ones)."""
+    kept = []
+    with tempfile.TemporaryDirectory() as root:
+        for number, case in enumerate(CASES):
+            folder = Path(root) / str(number)
+            folder.mkdir()
+            case.build(folder)
+            if _objects_of(folder) is not None:
+                kept.append(case)
+    return kept
+
+
+BUCKET_CASES = _bucket_cases()
+
+
+def test_most_of_the_hostile_corpus_has_a_bucket_form() -> None:
+    assert len(BUCKET_CASES) >= len(CASES) - 12, [c.id for c in CASES if c not in BUCKET_CASES]
+    assert {c.kind for c in BUCKET_CASES} == {"filesystem", "encoding", "structure", "resource", "payload"}
+
+
+@pytest.mark.parametrize("case", BUCKET_CASES, ids=[c.id for c in BUCKET_CASES])
+def test_a_hostile_day_on_the_bucket_gets_the_verdict_it_gets_on_disk(s3, tmp_path, case) -> None:
+    """The day built on disk, put as objects under ``landing/date=D/``: the inventory of the
+    prefix refuses what the folder's refuses, and accounts for every record of what it accepts."""
+    local_settings, folder = build_day(tmp_path / "disk", case)
+    objects = _objects_of(folder)
+    settings = s3_settings(s3, tmp_path / "data", uuid.uuid4().hex, landing=case.limits)
+    prefix = str(day_dir(settings.path("landing_dir"), DAY)).removeprefix("s3://lake/")
+    client = s3.client()
+    for key, body in objects.items():  # the exact key: no client-side path normalisation
+        client.put_object(Bucket="lake", Key=f"{prefix}/{key}", Body=body)
+    if isinstance(case.verdict, Fail):
+        with pytest.raises(DataValidationError) as on_bucket:
+            day_inventory(settings, DAY)
+        # SeaweedFS stores a key's backslash as '/': that file is a deeper key there, refused as one
+        names = "refused: a folder" if any("\\" in key for key in objects) else case.verdict.names
+        assert names in str(on_bucket.value), str(on_bucket.value)
+        return
+    inventory = day_inventory(settings, DAY)
+    on_disk = day_inventory(local_settings, DAY)
+    assert inventory.records == case.verdict.records == on_disk.records
+    assert inventory.fingerprint == on_disk.fingerprint  # the same bytes, wherever they landed
+    assert [(e.name, e.decision, e.size, e.sha256) for e in inventory.entries] == [
+        (e.name, e.decision, e.size, e.sha256) for e in on_disk.entries
+    ]
+
+
+def test_a_day_on_the_bucket_arrives_with_its_marker_and_is_listed_not_globbed(bucket_settings) -> None:
+    landing = bucket_settings.path("landing_dir")
+    marker = bucket_settings.landing.marker
+    rows = pd.DataFrame({"InvoiceNo": ["536365"], "CustomerID": ["17850"]})
+    assert not has_arrived(landing, D, marker) and data_files(landing, D, "csv") == []
+    (day_dir(landing, D) / "transactions.csv").write_bytes(rows.to_csv(index=False).encode())
+    assert not has_arrived(landing, D, marker)  # the data without the marker: still arriving
+    written = write_day(landing, D, rows, marker)
+    assert has_arrived(landing, D, marker)
+    assert [p.name for p in data_files(landing, D, "csv")] == [written.name] == ["transactions.csv"]
+    assert (day_dir(landing, D) / "transactions.csv").read_bytes() == rows.to_csv(index=False).encode()
+    (day_dir(landing, D) / "date=nested" / "x.csv").write_bytes(b"a\n1\n")
+    assert [p.name for p in data_files(landing, D, "csv")] == ["transactions.csv"]  # a deeper key is no file
+
+
+def test_an_object_replaced_after_the_listing_is_refused(bucket_settings) -> None:
+    folder = day_dir(bucket_settings.path("landing_dir"), D)
+    (folder / "transactions.csv").write_bytes(b"a,b\n1,2\n")
+    listed = list_folder(folder)["transactions.csv"]
+    (folder / "transactions.csv").write_bytes(b"a,b\n1,2\n3,4\n")  # a new object under the same key
+    with pytest.raises(DataValidationError, match="replaced by another entry"):
+        open_stream(folder, "transactions.csv", listed)
+    with open_stream(folder, "transactions.csv", list_folder(folder)["transactions.csv"]) as stream:
+        assert stream.read() == b"a,b\n1,2\n3,4\n"

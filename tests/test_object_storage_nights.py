@@ -7,7 +7,7 @@ History is backfilled up to 2011-12-08 and every step of the DAG runs, each unde
 2011-12-09 and 12-10, then the export and the lake maintenance. Then: the lake is read from the
 bucket by delta-rs alone; nothing of it is in the local data dir; two writers of one Spark
 driver racing on one table both commit (the deployment's writers: one driver, the Spark Connect
-server's; ``docs/operations.md``). Landing and validation results stay local (issue 29 item 4).
+server's; ``docs/operations.md``). The days land as objects; validation results stay local.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sys
 import uuid
 from datetime import date
 from pathlib import Path
+from unittest import mock
 
 import deltalake
 import pytest
@@ -26,15 +27,15 @@ import pytest
 from harness.generate import generate_transactions
 from jobs.definitions import EXPORT_MANIFEST, TABLES
 from jobs.ops.split import land_days
-from tests.conftest import settings_for
+from tests.conftest import s3_settings
 
 pytestmark = [pytest.mark.spark, pytest.mark.s3]
 
 HISTORY_END = date(2011, 12, 8)
 NIGHTS = [date(2011, 12, 9), date(2011, 12, 10)]
-# what may be written under the local data dir: the SQLite tracking store (the scheduled path has
-# PostgreSQL), the validation results and Data Docs (not on the bucket yet), logs
-LOCAL_ALLOWED = {"mlflow", "validation", "airflow", "logs", "tmp"}
+# the local-only folders: the SQLite tracking store (the scheduled path has PostgreSQL), the
+# Airflow home (logs), the validation results and Data Docs (not on the bucket yet)
+LOCAL_ALLOWED = {"mlflow", "validation", "airflow"}
 
 
 def drive(nights: bool) -> None:
@@ -129,21 +130,25 @@ def drive(nights: bool) -> None:
 
 
 def run_child(server, root: Path, nights: bool) -> dict:
-    """``drive`` in a child process with the locations on the bucket, under a fresh prefix."""
-    data_dir, landing = root / "data", root / "landing-drop"
-    prefix = f"s3://lake/{uuid.uuid4().hex}"
+    """``drive`` in a child process with the data dir on the bucket, under a fresh prefix: the
+    landing, the lake, reports, exports, scratch folders and MLflow artifacts. Local: the MLflow
+    SQLite store (the scheduled path has PostgreSQL), the Airflow home and the validation results."""
+    local = root / "local"
+    hex_prefix = uuid.uuid4().hex
+    prefix = f"s3://lake/{hex_prefix}"
     if nights:
-        settings = settings_for(data_dir)
-        frame = generate_transactions(customers=300, days=45, seed=5, end_date=NIGHTS[-1])
-        land_days(frame, landing, date(2011, 10, 27), NIGHTS[-1], settings.landing.marker)
+        with mock.patch.dict(os.environ, server.env):
+            landing = s3_settings(server, local, hex_prefix).path("landing_dir")
+            frame = generate_transactions(customers=300, days=45, seed=5, end_date=NIGHTS[-1])
+            land_days(frame, landing, date(2011, 10, 27), NIGHTS[-1], "_SUCCESS")
     env = {
         **os.environ,
         **server.env,
-        "RFM__PATHS__DATA_DIR": str(data_dir),
-        "RFM__PATHS__LANDING_DIR": str(landing),
-        "RFM__PATHS__LAKE_DIR": f"{prefix}/lake",
-        "RFM__PATHS__REPORTS_DIR": f"{prefix}/reports",
-        "RFM__PATHS__EXPORTS_DIR": f"{prefix}/exports",
+        "RFM__PATHS__DATA_DIR": prefix,
+        "RFM__PATHS__MLFLOW_DIR": str(local / "mlflow"),
+        "RFM__PATHS__AIRFLOW_HOME": str(local / "airflow"),
+        "RFM__PATHS__VALIDATION_DIR": str(local / "validation"),
+        "RFM__STORAGE__ENDPOINT_URL": server.endpoint_url,
         "RFM__MLFLOW__ARTIFACTS_DESTINATION": f"{prefix}/mlflow",
         "RFM__CLUSTERING__K": "4",  # one fit on the retrain night: the sweep is tested elsewhere
         "RFM__MAINTENANCE__MIN_RETENTION_HOURS": "0",
@@ -159,7 +164,7 @@ def run_child(server, root: Path, nights: bool) -> dict:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
     print(f"seconds: {result['seconds']}")
-    return {"prefix": prefix, "data_dir": data_dir, "result": result, "server": server}
+    return {"prefix": prefix, "local": local, "result": result, "server": server}
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +215,11 @@ def keys(run, under: str) -> list[str]:
     return [item["Key"].removeprefix(prefix) for page in pages for item in page.get("Contents", [])]
 
 
+def read_object(run, key: str) -> bytes:
+    prefix = run["prefix"].removeprefix("s3://lake/")
+    return run["server"].client().get_object(Bucket="lake", Key=f"{prefix}/{key}")["Body"].read()
+
+
 @pytest.mark.heavy
 def test_the_lake_on_the_bucket_is_readable_by_delta_rs_alone(bucket_run) -> None:
     segments = delta_rs_alone(bucket_run, "gold_customer_segments").to_pandas()
@@ -224,14 +234,22 @@ def test_the_lake_on_the_bucket_is_readable_by_delta_rs_alone(bucket_run) -> Non
 
 
 @pytest.mark.heavy
-def test_nothing_of_the_lake_reports_or_exports_is_written_locally(bucket_run) -> None:
-    written = {p.name for p in bucket_run["data_dir"].iterdir()} if bucket_run["data_dir"].exists() else set()
+def test_nothing_but_the_local_only_folders_is_written_locally(bucket_run) -> None:
+    written = {p.name for p in bucket_run["local"].iterdir()} if bucket_run["local"].exists() else set()
     assert written <= LOCAL_ALLOWED, written - LOCAL_ALLOWED
-    scratch = bucket_run["data_dir"] / "tmp"  # the model's staging folder (the driver's and the task's): emptied
-    assert not scratch.exists() or not [p for p in scratch.rglob("*") if p.is_file()]
-    parquet = list(bucket_run["data_dir"].rglob("*.parquet")) + list(bucket_run["data_dir"].rglob("_delta_log"))
-    assert parquet == []
-    assert not any(bucket_run["data_dir"].rglob("*.png")) and not any(bucket_run["data_dir"].rglob("*.csv"))
+    files = [p for p in bucket_run["local"].rglob("*") if p.is_file()]
+    assert not [p for p in files if p.suffix in {".parquet", ".csv", ".png", ".html"} and "validation" not in p.parts]
+    assert not any(bucket_run["local"].rglob("_delta_log"))
+
+
+@pytest.mark.heavy
+def test_the_landing_and_the_scratch_folders_were_on_the_bucket(bucket_run) -> None:
+    landing = keys(bucket_run, "landing")
+    for night in NIGHTS:
+        assert {f"date={night.isoformat()}/transactions.csv", f"date={night.isoformat()}/_SUCCESS"} <= set(landing)
+    customers = bucket_run["result"]["customers"]
+    assert all(customers[f"label:{night}"] > 0 for night in NIGHTS)  # validated and ingested from those objects
+    assert keys(bucket_run, "tmp") == []  # the backfill's and the model's scratch folders: removed
 
 
 @pytest.mark.heavy
@@ -243,8 +261,11 @@ def test_reports_exports_and_mlflow_artifacts_are_objects_in_the_bucket(bucket_r
     exports = keys(bucket_run, "exports")
     for night in NIGHTS:
         assert f"snapshot_date={night.isoformat()}/{EXPORT_MANIFEST}" in exports  # the published pointer
-        folder = bucket_run["result"]["export"][f"export:{night}"].removeprefix(bucket_run["prefix"] + "/exports/")
-        assert any(k.startswith(folder + "/") and k.endswith(".csv") for k in exports)
+        pointer = json.loads(read_object(bucket_run, f"exports/snapshot_date={night.isoformat()}/{EXPORT_MANIFEST}"))
+        folder = pointer["path"].removeprefix(bucket_run["prefix"] + "/exports/")  # a later export may replace it
+        assert folder.startswith("_versions/") and any(
+            k.startswith(folder + "/") and k.endswith(".csv") for k in exports
+        )
     artifacts = keys(bucket_run, "mlflow")
     assert any("eda" in k and k.endswith("report.html") for k in artifacts), artifacts[:20]
     assert any(k.endswith("MLmodel") for k in artifacts), artifacts[:20]

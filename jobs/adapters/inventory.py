@@ -11,8 +11,9 @@ regular file that was listed): hashed, decompressed within a byte budget (``land
 mode, with bounded field length and record span. The records counted here are the ones every
 later reader must account for (validate compares Spark's rows, ingest bronze + quarantine).
 
-The file system is reached only through ``list_entries``, ``stat_entry`` and ``open_stream``, so
-another backend (object storage, issue 29) replaces three small functions.
+A day on a bucket (``s3://…/date=D/``) is read the same way: one listing of its prefix (a deeper key
+is refused like a folder), each object streamed and checked to still be the object listed (its
+ETag). The folder is reached only through ``list_folder`` and ``open_stream``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import IO, Any
 
+from jobs import storage
 from jobs.errors import DataValidationError, UnreadableFileError
+from jobs.storage import Location
 
 DATA_SUFFIXES = {"csv": (".csv", ".csv.gz"), "parquet": (".parquet",)}
 PARQUET_MAGIC = b"PAR1"
@@ -77,7 +80,7 @@ class Entry:
 class Inventory:
     """Every entry of a day folder; ``fingerprint`` ties a validation to the data files' bytes."""
 
-    folder: Path
+    folder: Location
     entries: list[Entry]
 
     @property
@@ -85,7 +88,7 @@ class Inventory:
         return [e for e in self.entries if e.decision == DATA]
 
     @property
-    def data_paths(self) -> list[Path]:
+    def data_paths(self) -> list[Location]:
         return [self.folder / e.name for e in self.data]
 
     @property
@@ -100,32 +103,82 @@ class Inventory:
         return [asdict(e) for e in self.entries]
 
 
-# ---------------------------------------------------------------- the file-system backend (swap for fsspec)
+# ---------------------------------------------------------------- the two backends: a local folder, a bucket prefix
 
 
-def list_entries(folder: Path) -> list[str]:
-    """Names in ``folder`` (not recursive), sorted."""
-    return sorted(os.listdir(folder))
+@dataclass(frozen=True)
+class Listed:
+    """An entry as listed, never followed: its kind (``file`` or what else it is), size, number of
+    names and identity (device and inode; an object's ETag), checked again when it is opened."""
+
+    kind: str
+    size: int
+    links: int = 1
+    identity: tuple[Any, ...] = ()
 
 
-def stat_entry(folder: Path, name: str) -> os.stat_result:
-    """The entry's own status: a symlink is reported as one, never followed."""
-    return os.lstat(Path(folder) / name)
+def list_folder(folder: Location) -> dict[str, Listed]:
+    """Every entry of ``folder`` (not recursive) by name, sorted; empty when it does not exist.
+
+    Local: ``lstat`` of each name (a symlink is one, never followed). On a bucket: one listing of
+    the prefix (ListObjectsV2, no glob); a deeper key shows as a folder."""
+    if storage.is_remote(folder):
+        return _list_prefix(folder)
+    return {name: _listed(os.lstat(Path(folder) / name)) for name in sorted(os.listdir(folder))}
 
 
-def open_stream(folder: Path, name: str, listed: os.stat_result) -> IO[bytes]:
-    """A binary stream of a regular file, never through a symlink; refused when the entry is no
-    longer the file that was listed (swapped for a link, a FIFO, another file)."""
+def _listed(status: os.stat_result) -> Listed:
+    kind = "file" if stat.S_ISREG(status.st_mode) else _kind(status.st_mode)
+    return Listed(kind, status.st_size, status.st_nlink, (status.st_dev, status.st_ino))
+
+
+def _list_prefix(folder: Location) -> dict[str, Listed]:
+    fs, root = storage.filesystem(folder)
+    try:
+        found = fs.ls(root, detail=True, refresh=True)
+    except FileNotFoundError:
+        return {}
+    entries = {}
+    for info in found:
+        name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+        if info.get("type") == "directory":
+            entries[name] = Listed("a folder (a deeper key prefix)", 0)
+        else:
+            entries[name] = Listed("file", int(info.get("size") or 0), 1, (info.get("ETag"),))
+    return dict(sorted(entries.items()))
+
+
+def open_stream(folder: Location, name: str, listed: Listed) -> IO[bytes]:
+    """A binary stream of the listed file, never through a symlink; refused when the entry is no
+    longer the file that was listed (swapped for a link, a FIFO, another file or object)."""
+    if storage.is_remote(folder):
+        return _open_object(folder, name, listed)
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(Path(folder) / name, flags)
     except OSError as error:
         raise DataValidationError(f"{name!r}: refused: cannot be opened as a regular file ({error.strerror})") from None
     opened = os.fstat(fd)
-    if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (listed.st_dev, listed.st_ino):
+    if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != listed.identity:
         os.close(fd)
-        raise DataValidationError(f"{name!r}: refused: replaced by another entry while the day was read")
+        raise _replaced(name)
     return os.fdopen(fd, "rb")
+
+
+def _open_object(folder: Location, name: str, listed: Listed) -> IO[bytes]:
+    fs, root = storage.filesystem(folder)
+    try:
+        stream = fs.open(f"{root}/{name}", "rb", block_size=BLOCK, cache_type="none")
+    except FileNotFoundError:
+        raise _replaced(name) from None
+    if (stream.details.get("ETag"),) != listed.identity:
+        stream.close()
+        raise _replaced(name)
+    return stream
+
+
+def _replaced(name: str) -> DataValidationError:
+    return DataValidationError(f"{name!r}: refused: replaced by another entry while the day was read")
 
 
 # ---------------------------------------------------------------- classification
@@ -143,12 +196,12 @@ def _kind(mode: int) -> str:
     return next((text for test, text in kinds if test(mode)), "not a regular file")
 
 
-def classify(name: str, status: os.stat_result, marker: str, fmt: str, ignore: list[str]) -> str:
+def classify(name: str, listed: Listed, marker: str, fmt: str, ignore: list[str]) -> str:
     """``data``, ``marker`` or ``ignored``; anything else raises naming the entry and why."""
-    if not stat.S_ISREG(status.st_mode):
-        raise DataValidationError(f"{name!r}: refused: {_kind(status.st_mode)} in the day folder (never opened)")
-    if status.st_nlink > 1:
-        raise DataValidationError(f"{name!r}: refused: a hard link ({status.st_nlink} names for one file)")
+    if listed.kind != "file":
+        raise DataValidationError(f"{name!r}: refused: {listed.kind} in the day folder (never opened)")
+    if listed.links > 1:
+        raise DataValidationError(f"{name!r}: refused: a hard link ({listed.links} names for one file)")
     if name == marker:
         return MARKER
     if any(fnmatchcase(name, pattern) for pattern in ignore):
@@ -356,9 +409,9 @@ def _parquet_shape(name: str, stream: IO[bytes], limits: Limits) -> tuple[list[s
 
 
 def scan_file(
-    folder: Path,
+    folder: Location,
     name: str,
-    status: os.stat_result,
+    status: Listed,
     limits: Limits,
     budget: _Budget | None = None,
     on_record: Callable[[int, list[str]], None] | None = None,
@@ -377,10 +430,10 @@ def scan_file(
     try:
         with open_stream(folder, name, status) as stream:
             if lower.endswith(".parquet"):
-                budget.take(name, status.st_size, status.st_size)
+                budget.take(name, status.size, status.size)
                 head, tail = (
                     stream.read(4),
-                    (stream.seek(-4, os.SEEK_END) if status.st_size >= 8 else 0, stream.read(4)),
+                    (stream.seek(-4, os.SEEK_END) if status.size >= 8 else 0, stream.read(4)),
                 )
                 if not (head == tail[1] == PARQUET_MAGIC):
                     raise ValueError("no Parquet magic bytes at both ends (truncated or not Parquet)")
@@ -407,7 +460,7 @@ def scan_file(
     return Entry(name, DATA, counter[0], digest.hexdigest(), used[0], records, columns)
 
 
-def _digest_only(folder: Path, name: str, status: os.stat_result) -> Entry:
+def _digest_only(folder: Location, name: str, status: Listed) -> Entry:
     digest, counter = hashlib.sha256(), [0]
     with open_stream(folder, name, status) as stream:
         for _ in _raw_blocks(stream, digest, counter):
@@ -415,27 +468,27 @@ def _digest_only(folder: Path, name: str, status: os.stat_result) -> Entry:
     return Entry(name, "", counter[0], digest.hexdigest())
 
 
-def take_inventory(folder: Path, marker: str, fmt: str, ignore: list[str], limits: Limits) -> Inventory:
-    """Every entry of the day folder classified, recorded and (data files) strictly read.
+def take_inventory(folder: Location, marker: str, fmt: str, ignore: list[str], limits: Limits) -> Inventory:
+    """Every entry of the day folder (or prefix) classified, recorded and (data files) strictly read.
 
     Raises ``DataValidationError`` (exit 2) naming the first entry refused. A missing folder is
     an empty inventory (the marker check decides whether the day has arrived).
     """
-    folder = Path(folder)
-    try:
-        status = os.lstat(folder)
-    except FileNotFoundError:
-        return Inventory(folder, [])
-    if not stat.S_ISDIR(status.st_mode):
-        raise DataValidationError(f"{str(folder)!r}: refused: the day folder is {_kind(status.st_mode)}")
+    if not storage.is_remote(folder):
+        folder = Path(folder)
+        try:
+            status = os.lstat(folder)
+        except FileNotFoundError:
+            return Inventory(folder, [])
+        if not stat.S_ISDIR(status.st_mode):
+            raise DataValidationError(f"{str(folder)!r}: refused: the day folder is {_kind(status.st_mode)}")
     budget, entries = _Budget(limits), []
-    for name in list_entries(folder):
-        status = stat_entry(folder, name)
-        decision = classify(name, status, marker, fmt, ignore)
+    for name, listed in list_folder(folder).items():
+        decision = classify(name, listed, marker, fmt, ignore)
         if decision == DATA:
-            entries.append(scan_file(folder, name, status, limits, budget))
+            entries.append(scan_file(folder, name, listed, limits, budget))
         else:
-            entry = _digest_only(folder, name, status)
+            entry = _digest_only(folder, name, listed)
             entry.decision = decision
             entries.append(entry)
     return Inventory(folder, entries)
@@ -456,12 +509,14 @@ def fingerprint_of(files: list[tuple[str, int, bytes]]) -> str:
 _GLOB_CHARS = re.compile(r"([\\*?\[\]{}])")
 
 
-def literal_path(path: Path) -> str:
-    """``path`` for a Hadoop/Spark reader, its glob characters escaped so the name is read as itself."""
-    return _GLOB_CHARS.sub(r"\\\1", str(Path(path).absolute()))
+def literal_path(path: Location) -> str:
+    """``path`` for a Hadoop/Spark reader (``s3a://`` on a bucket), its glob characters escaped so
+    the name is read as itself."""
+    text = storage.spark_uri(path) if storage.is_remote(path) else str(Path(path).absolute())
+    return _GLOB_CHARS.sub(r"\\\1", text)
 
 
-def first_disagreement(folder: Path, name: str, limits: Limits, theirs: list[list[str | None]]) -> str:
+def first_disagreement(folder: Location, name: str, limits: Limits, theirs: list[list[str | None]]) -> str:
     """Where another reader's rows of ``name`` (in file order) first differ from the strict reader's
     records: the record number and both versions. Empty and null fields count as equal."""
     found: list[str] = []
@@ -476,7 +531,7 @@ def first_disagreement(folder: Path, name: str, limits: Limits, theirs: list[lis
 
     if name.lower().endswith(".parquet"):
         return "Parquet row counts differ"
-    entry = scan_file(folder, name, stat_entry(folder, name), limits, on_record=compare)
+    entry = scan_file(folder, name, list_folder(folder)[name], limits, on_record=compare)
     count = int(entry.records or 0)
     if not found and len(theirs) > count:
         found.append(f"record {count + 1}: only the other reader has it: {_shown(theirs[count])}")

@@ -2,7 +2,8 @@
 
 A day's folder holds one or more data files (CSV with a header row, or Parquet) and, written
 last, the marker file. Marker present and no rows: a day without trading. Marker absent: the
-day's data has not arrived yet.
+day's data has not arrived yet. On a bucket the folder is a key prefix and the marker the
+commit signal: a sender puts every data object, then the marker object.
 """
 
 from __future__ import annotations
@@ -14,46 +15,51 @@ import tempfile
 import zlib
 from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from jobs.adapters.inventory import DATA_SUFFIXES, PARQUET_MAGIC, Inventory, Limits, _gunzip, take_inventory
+from jobs import storage
+from jobs.adapters.inventory import (
+    DATA_SUFFIXES,
+    PARQUET_MAGIC,
+    Inventory,
+    Limits,
+    _gunzip,
+    list_folder,
+    take_inventory,
+)
 from jobs.definitions import REQUIRED_COLUMNS
 from jobs.errors import DataValidationError, UnreadableFileError
+from jobs.storage import Location
 
 if TYPE_CHECKING:
     from jobs.config import Settings
 
 
-def day_dir(landing_dir: Path, day: date) -> Path:
-    """Folder holding the files of ``day``."""
-    return Path(landing_dir) / f"date={day.isoformat()}"
+def day_dir(landing_dir: Location, day: date) -> Location:
+    """Folder (or key prefix) holding the files of ``day``."""
+    return landing_dir / f"date={day.isoformat()}"
 
 
-def has_arrived(landing_dir: Path, day: date, marker: str) -> bool:
-    """True once the day's arrival marker exists."""
-    return (day_dir(landing_dir, day) / marker).is_file()
+def has_arrived(landing_dir: Location, day: date, marker: str) -> bool:
+    """True once the day's arrival marker exists (one listing: a regular file or an object)."""
+    listed = list_folder(day_dir(landing_dir, day)).get(marker)
+    return listed is not None and listed.kind == "file"
 
 
-def data_files(landing_dir: Path, day: date, fmt: str) -> list[Path]:
+def data_files(landing_dir: Location, day: date, fmt: str) -> list[Location]:
     """The day's data files in name order (marker and hidden files excluded, suffixes in any case).
 
     A listing only: the steps read a day through ``day_inventory``, which refuses what this skips.
     """
     folder = day_dir(landing_dir, day)
-    if not folder.is_dir():
-        return []
     suffixes = DATA_SUFFIXES[fmt]
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if not p.is_symlink()
-        and p.is_file()
-        and not p.name.startswith(("_", "."))
-        and p.name.lower().endswith(suffixes)
-    )
+    return [
+        folder / name
+        for name, listed in list_folder(folder).items()
+        if listed.kind == "file" and not name.startswith(("_", ".")) and name.lower().endswith(suffixes)
+    ]
 
 
 def day_inventory(settings: Settings, day: date) -> Inventory:
@@ -87,7 +93,7 @@ def _check_utf8(blocks: Iterator[bytes]) -> None:
     decoder.decode(b"", final=True)
 
 
-def file_digest(path: Path) -> tuple[bytes, int]:
+def file_digest(path: Location) -> tuple[bytes, int]:
     """SHA-256 and size of a file's bytes, read once; the file is checked on the way.
 
     ``.csv.gz``: a complete, uncorrupted gzip stream of UTF-8 text; ``.csv``: UTF-8 text;
@@ -129,7 +135,7 @@ def _field(value: bytes) -> bytes:
     return len(value).to_bytes(8, "big") + value
 
 
-def fingerprint(files: list[Path]) -> str:
+def fingerprint(files: list[Location]) -> str:
     """Content hash of a day's files, ties a validation result to the exact bytes it saw.
 
     Each field is length-prefixed (the number of files; per file its name, its size and the
@@ -144,20 +150,24 @@ def fingerprint(files: list[Path]) -> str:
     return outer.hexdigest()
 
 
-def write_day(landing_dir: Path, day: date, rows: pd.DataFrame, marker: str, fmt: str = "csv") -> Path:
-    """Land ``rows`` as the file of ``day`` (atomically), then write the marker.
-
-    An empty frame still lands a header-only file: a day without trading.
+def write_day(landing_dir: Location, day: date, rows: pd.DataFrame, marker: str, fmt: str = "csv") -> Location:
+    """Land ``rows`` as the file of ``day`` (atomically: a rename on disk, one put on a bucket),
+    then write the marker. An empty frame still lands a header-only file: a day without trading.
     """
     folder = day_dir(landing_dir, day)
+    name = "transactions.parquet" if fmt == "parquet" else "transactions.csv"
+    if storage.is_remote(folder):
+        body = rows.to_parquet(index=False) if fmt == "parquet" else rows.to_csv(index=False).encode()
+        (folder / name).write_bytes(body)
+        (folder / marker).write_bytes(b"")
+        return folder / name
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / ("transactions.parquet" if fmt == "parquet" else "transactions.csv")
     fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".tmp-")
     os.close(fd)
     if fmt == "parquet":
         rows.to_parquet(tmp_name, index=False)
     else:
         rows.to_csv(tmp_name, index=False)
-    os.replace(tmp_name, target)
+    os.replace(tmp_name, folder / name)
     (folder / marker).touch()
-    return target
+    return folder / name

@@ -33,6 +33,7 @@ from mlflow.exceptions import MlflowException
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 
+from jobs import storage
 from jobs.adapters import tracking
 from jobs.adapters.faults import fault_point
 from jobs.config import Settings
@@ -47,6 +48,7 @@ from jobs.definitions import (
     RFM_MEASURES,
     TRAINED_ON_TAG,
 )
+from jobs.storage import Location
 
 PREDICTION = "prediction"  # MLflow's signature inference expects Spark ML's default name
 MODEL_ARTIFACT = "model"  # the run artifact folder of the pipeline model
@@ -121,8 +123,8 @@ def register(
 
     inputs = features.select(*RFM_MEASURES).limit(5)
     signature = infer_signature(inputs.toPandas(), model.transform(inputs).select(PREDICTION).toPandas())
-    with staging_dir(settings) as folder:
-        save_spark_flavour(model, folder / MODEL_ARTIFACT, signature, metadata)
+    with model_folders(settings) as (shared, folder):
+        save_spark_flavour(model, shared / MODEL_ARTIFACT, folder / MODEL_ARTIFACT, signature, metadata)
         mlflow.log_artifacts(str(folder / MODEL_ARTIFACT), MODEL_ARTIFACT)
     fault_point(FAULT_MODEL_LOGGED)
     version_tags = {**tags, TRAINED_ON_TAG: metadata["trained_on"], K_TAG: str(metadata["k"])}
@@ -142,23 +144,31 @@ def register(
 
 
 @contextmanager
-def staging_dir(settings: Settings) -> Iterator[Path]:
-    """A temporary folder under the data folder: the Spark driver (a Connect server too) and this
-    process both see it."""
-    root = settings.path("data_dir") / "tmp"
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix="model-") as folder:
-        yield Path(folder)
+def model_folders(settings: Settings) -> Iterator[tuple[Location, Path]]:
+    """(a folder the Spark driver reads and writes, a local folder MLflow logs from and downloads
+    to): one folder under the data dir when it is local, else a bucket prefix and a temporary
+    local folder (the driver may run on another host; ``storage.scratch``)."""
+    with storage.scratch(settings.path("data_dir"), "model-") as shared:
+        if not storage.is_remote(shared):
+            yield shared, Path(shared)
+            return
+        with tempfile.TemporaryDirectory(prefix="rfm-model-") as local:
+            yield shared, Path(local)
 
 
-def save_spark_flavour(model: PipelineModel, folder: Path, signature: Any, metadata: dict[str, Any]) -> None:
-    """``mlflow.spark.save_model``'s layout (``sparkml/`` and an MLmodel with the spark and pyfunc
-    flavours, so ``mlflow.spark.load_model`` reads it), written by Spark ML itself: mlflow 3.17.2's
-    own save copies through the driver's JVM, which a Spark Connect client does not have."""
+def save_spark_flavour(
+    model: PipelineModel, shared: Location, folder: Path, signature: Any, metadata: dict[str, Any]
+) -> None:
+    """``mlflow.spark.save_model``'s layout in ``folder`` (``sparkml/`` and an MLmodel with the spark
+    and pyfunc flavours, so ``mlflow.spark.load_model`` reads it), written by Spark ML itself into
+    ``shared`` (then copied to ``folder`` when that is on a bucket): mlflow 3.17.2's own save copies
+    through the driver's JVM, which a Spark Connect client does not have."""
     import pyspark
     from mlflow.models import Model
 
-    model.write().overwrite().save(str(folder / SPARK_MODEL_DATA))
+    model.write().overwrite().save(storage.spark_uri(shared / SPARK_MODEL_DATA))
+    if storage.is_remote(shared):
+        storage.download_folder(shared / SPARK_MODEL_DATA, folder / SPARK_MODEL_DATA)
     description = Model(signature=signature, metadata=metadata)
     description.add_flavor(
         "spark",
@@ -183,9 +193,14 @@ def load(settings: Settings, version: str) -> PipelineModel:
     """The Spark pipeline model of a registered version (read whole by Spark ML before the staged
     copy goes; works over Spark Connect as well)."""
     tracking.client(settings)
-    with staging_dir(settings) as folder:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=version_uri(settings, version), dst_path=str(folder))
-        return PipelineModel.load(str(Path(local) / SPARK_MODEL_DATA))
+    with model_folders(settings) as (shared, folder):
+        local = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=version_uri(settings, version), dst_path=str(folder))
+        )
+        if storage.is_remote(shared):
+            storage.upload_folder(local / SPARK_MODEL_DATA, shared / SPARK_MODEL_DATA)
+            return PipelineModel.load(storage.spark_uri(shared / SPARK_MODEL_DATA))
+        return PipelineModel.load(str(local / SPARK_MODEL_DATA))
 
 
 def metadata(settings: Settings, version: str) -> dict[str, Any]:

@@ -21,18 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import sys
-import tempfile
 import time
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs import storage
 from jobs.adapters import lake
 from jobs.adapters.audit import AuditRecord, audit_frame, gap_problem, loaded_days, rerun_from, stale_problem
 from jobs.adapters.customer_state import rebuild_state
@@ -43,6 +41,7 @@ from jobs.adapters.expectations import (
     raise_if_failed,
     validation_frame,
 )
+from jobs.adapters.inventory import list_folder
 from jobs.adapters.landing import data_files, fingerprint
 from jobs.adapters.quarantine import quarantine_keys, split_quarantined, write_quarantine
 from jobs.adapters.spark import get_spark
@@ -52,12 +51,13 @@ from jobs.config import Settings, load_settings
 from jobs.core.rfm import EXCLUSION_REASONS, exclusion_reason
 from jobs.definitions import QUARANTINED, days_between
 from jobs.errors import DataValidationError, LakeStateError, PermanentError
+from jobs.storage import Location
 
 log = logging.getLogger(__name__)
 
 
 def read_source(
-    spark: SparkSession, source: Path, landing_format: str = "csv", settings: Settings | None = None
+    spark: SparkSession, source: Location, landing_format: str = "csv", settings: Settings | None = None
 ) -> DataFrame:
     """Every row of an export file, or of all days of a landing folder (``landing_format``), as text.
 
@@ -72,18 +72,20 @@ def read_source(
     return read_files(spark, settings, [source], "parquet" if source.suffix == ".parquet" else "csv")
 
 
-def source_files(source: Path, landing_format: str = "csv") -> list[Path]:
-    """The export file, or every data file of a landing folder's days."""
+def source_files(source: Location, landing_format: str = "csv") -> list[Location]:
+    """The export file, or every data file of a landing folder's days (one listing of the folder
+    or prefix, then one of each day's)."""
     if not source.is_dir():
         return [source]
-    return [
-        p
-        for folder in sorted(source.glob("date=*"))
-        for p in data_files(source, date.fromisoformat(folder.name[5:]), landing_format)
+    days = [
+        name
+        for name, entry in list_folder(source).items()
+        if entry.kind.startswith("a folder") and name.startswith("date=")
     ]
+    return [p for name in days for p in data_files(source, date.fromisoformat(name[5:]), landing_format)]
 
 
-def source_fingerprint(source: Path, landing_format: str = "csv") -> str:
+def source_fingerprint(source: Location, landing_format: str = "csv") -> str:
     """Identity of the source recorded in each day's validation report; checks every file is readable."""
     return f"backfill:{fingerprint(source_files(source, landing_format))}"
 
@@ -147,12 +149,12 @@ def plan_chunks(rows_per_day: dict[date, int], days: list[date], max_rows: int) 
     return chunks
 
 
-def stage_by_day(parsed: DataFrame, first: date, until: date, staging: Path) -> DataFrame:
+def stage_by_day(parsed: DataFrame, first: date, until: date, staging: Location) -> DataFrame:
     """The source's rows in [first, until] written once as Parquet partitioned by day, read back."""
     in_range = F.col(DAY_COLUMN).between(F.lit(first), F.lit(until))
     dated = parsed.withColumn(DAY_COLUMN, F.to_date("invoice_date")).filter(in_range)
-    dated.write.mode("overwrite").partitionBy(DAY_COLUMN).parquet(str(staging))
-    return parsed.sparkSession.read.parquet(str(staging))
+    dated.write.mode("overwrite").partitionBy(DAY_COLUMN).parquet(storage.spark_uri(staging))
+    return parsed.sparkSession.read.parquet(storage.spark_uri(staging))
 
 
 def collect_chunk(staged: DataFrame, days: list[date]) -> pd.DataFrame:
@@ -276,7 +278,7 @@ def load_history(
 
 
 def backfill(
-    source: Path,
+    source: Location,
     until: date,
     first: date | None = None,
     settings: Settings | None = None,
@@ -295,14 +297,10 @@ def backfill(
     first = first or first_day(parsed)
     if first is None or first > until:
         raise DataValidationError(f"{source} has no rows on or before {until}")
-    settings.path("data_dir").mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".backfill-staging-", dir=settings.path("data_dir")))
-    try:
+    with storage.scratch(settings.path("data_dir"), "backfill-") as staging:
         staged = stage_by_day(parsed, first, until, staging / "rows")
         days_checked, quarantined = validate_history(staged, settings, first, until, pinned, chunk_rows)
         written = load_history(spark, settings, staged.drop(DAY_COLUMN), first, until, quarantined, pinned)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     written.update(write_daily_tables(spark, settings, first, until))
     bronze = lake.read(spark, settings.table_path("bronze_transactions"))
     written["silver_customer_state"] = rebuild_state(spark, settings, bronze)
@@ -319,7 +317,7 @@ def backfill(
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
     parser = argparse.ArgumentParser(description="Validate and load history up to a date in one pass.")
-    parser.add_argument("--source", required=True, type=Path, help="export file or landing folder")
+    parser.add_argument("--source", required=True, help="export file or landing folder (a path or s3://…)")
     parser.add_argument("--until", required=True, type=date.fromisoformat, help="last day to load, YYYY-MM-DD")
     parser.add_argument("--from", dest="first", type=date.fromisoformat, help="first day (default: the source's)")
     parser.add_argument(
@@ -327,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        summary = backfill(args.source, args.until, args.first, chunk_rows=args.chunk_rows)
+        source = storage.location(args.source, load_settings().storage)
+        summary = backfill(source, args.until, args.first, chunk_rows=args.chunk_rows)
     except PermanentError as error:
         print(f"FAILED: {error}", file=sys.stderr)
         return EXIT_PERMANENT_FAILURE

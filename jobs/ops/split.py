@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from jobs import storage
 from jobs.adapters.landing import write_day
 from jobs.config import Settings, load_settings
 from jobs.definitions import days_between
+from jobs.storage import Location
 
 
 def read_export(path: Path) -> pd.DataFrame:
@@ -39,7 +41,7 @@ def date_column(frame: pd.DataFrame, settings: Settings) -> str:
 
 def land_days(
     frame: pd.DataFrame,
-    landing_dir: Path,
+    landing_dir: Location,
     start: date,
     end: date,
     marker: str,
@@ -61,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     day = {"type": date.fromisoformat, "metavar": "YYYY-MM-DD"}
     parser.add_argument("--from", dest="start", help="first day (default: the source's first)", **day)
     parser.add_argument("--to", dest="end", help="last day (default: the source's last)", **day)
-    parser.add_argument("--landing-dir", type=Path, default=load_settings().path("landing_dir"))
+    parser.add_argument("--landing-dir", help="a folder or s3://… (default: paths.landing_dir)")
     return parser.parse_args(argv)
 
 
@@ -76,9 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.source} has no rows: give --from and --to")
     start = args.start or date.fromisoformat(keys.min())
     end = args.end or date.fromisoformat(keys.max())
-    days = land_days(frame, args.landing_dir, start, end, settings.landing.marker, settings.landing.format, column)
+    landing_dir = (
+        storage.location(args.landing_dir, settings.storage) if args.landing_dir else settings.path("landing_dir")
+    )
+    days = land_days(frame, landing_dir, start, end, settings.landing.marker, settings.landing.format, column)
     landed = keys.between(start.isoformat(), end.isoformat()).sum()
-    print(f"{landed} rows, {len(days)} days ({start} .. {end}) from {args.source} -> {args.landing_dir}")
+    print(f"{landed} rows, {len(days)} days ({start} .. {end}) from {args.source} -> {landing_dir}")
     return 0
 
 
