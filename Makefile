@@ -115,9 +115,9 @@ maintain: setup ## compact (OPTIMIZE) and VACUUM the lake, keeping every recentl
 airflow: setup ## Airflow UI/API on 127.0.0.1:8080 over this dags folder (Ctrl-C stops it)
 	$(BIN)/python -m jobs.orchestration airflow
 
-prod-local: setup ## the production path on 127.0.0.1: PostgreSQL, MLflow server, Spark Connect, Airflow scheduler/dag-processor/triggerer/api-server (Ctrl-C stops all) [SPARK_CLUSTER=1: Spark on a standalone master + worker]
+prod-local: setup $(if $(filter s3,$(STORAGE)),s3-jars s3-server) ## the production path on 127.0.0.1: PostgreSQL, MLflow server, Spark Connect, Airflow scheduler/dag-processor/triggerer/api-server (Ctrl-C stops all) [SPARK_CLUSTER=1: Spark on a standalone master + worker; STORAGE=s3: every location on an S3 server]
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "PostgreSQL is needed: make system-packages (apt-get install postgresql)"; exit 1; }
-	$(BIN)/python -m jobs.orchestration prod-local $(if $(SPARK_CLUSTER),--spark-cluster)
+	$(BIN)/python -m jobs.orchestration prod-local $(if $(SPARK_CLUSTER),--spark-cluster) $(if $(STORAGE),--storage $(STORAGE))
 
 # One worker and no job consumers (they run MLflow's GenAI jobs, which this project does not use):
 # the UI answers in seconds on a 2-core machine instead of starting 4 workers and 7 consumers.

@@ -39,6 +39,19 @@ def settings_for(data_dir: Path, **sections: dict) -> Settings:
     return base.model_copy(update=update)
 
 
+def settings_from_env(env: dict[str, str], **sections: dict) -> Settings:
+    """The configuration a process with ``env`` loads: its ``RFM__PATHS__*`` and the storage
+    endpoint (a ``BucketDeployment``'s), some sections overridden."""
+    base = load_settings()
+    paths = {key.removeprefix("RFM__PATHS__").lower(): v for key, v in env.items() if key.startswith("RFM__PATHS__")}
+    update = {"paths": base.paths.model_copy(update=paths)}
+    if "RFM__STORAGE__ENDPOINT_URL" in env:
+        update["storage"] = base.storage.model_copy(update={"endpoint_url": env["RFM__STORAGE__ENDPOINT_URL"]})
+    for name, values in sections.items():
+        update[name] = getattr(base, name).model_copy(update=values)
+    return base.model_copy(update=update)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings whose data dir (landing, lake, validation, MLflow) is this test's tmp dir."""

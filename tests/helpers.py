@@ -134,3 +134,26 @@ def non_loopback(listeners: dict[str, set[str]]) -> dict[str, set[str]]:
         return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback  # Java listens on ::ffff:127.0.0.1
 
     return {name: bad for name, addrs in listeners.items() if (bad := {a for a in addrs if not loopback(a)})}
+
+
+def delta_rs_alone(server, uri: str, version: int | None = None):
+    """The Delta table at ``uri`` (``s3://…``) read with nothing but delta-rs and the S3 server's
+    address and keys (no project code between them)."""
+    import deltalake
+
+    options = {
+        "AWS_ENDPOINT_URL": server.endpoint_url,
+        "AWS_ACCESS_KEY_ID": server.access_key,
+        "AWS_SECRET_ACCESS_KEY": server.secret_key,
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }
+    return deltalake.DeltaTable(uri, version=version, storage_options=options)
+
+
+def object_keys(server, root: str, under: str) -> list[str]:
+    """The keys under ``<root>/<under>/`` on the S3 server (``root``: ``s3://bucket/prefix``), relative."""
+    bucket, _, prefix = root.removeprefix("s3://").partition("/")
+    prefix = f"{prefix}/{under}/"
+    pages = server.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [item["Key"].removeprefix(prefix) for page in pages for item in page.get("Contents", [])]

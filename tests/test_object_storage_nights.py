@@ -28,6 +28,8 @@ from harness.generate import generate_transactions
 from jobs.definitions import EXPORT_MANIFEST, TABLES
 from jobs.ops.split import land_days
 from tests.conftest import s3_settings
+from tests.helpers import delta_rs_alone as read_with_delta_rs_alone
+from tests.helpers import object_keys
 
 pytestmark = [pytest.mark.spark, pytest.mark.s3]
 
@@ -196,23 +198,11 @@ def test_optimize_and_vacuum_run_on_the_bucket(bucket_writes) -> None:
 
 def delta_rs_alone(run, name: str, version: int | None = None) -> deltalake.DeltaTable:
     """The table read from the bucket with nothing but delta-rs and the server's address and keys."""
-    server = run["server"]
-    options = {
-        "AWS_ENDPOINT_URL": server.endpoint_url,
-        "AWS_ACCESS_KEY_ID": server.access_key,
-        "AWS_SECRET_ACCESS_KEY": server.secret_key,
-        "AWS_REGION": "us-east-1",
-        "AWS_ALLOW_HTTP": "true",
-    }
-    table = TABLES.get(name, name)
-    return deltalake.DeltaTable(f"{run['prefix']}/lake/{table}", version=version, storage_options=options)
+    return read_with_delta_rs_alone(run["server"], f"{run['prefix']}/lake/{TABLES.get(name, name)}", version)
 
 
 def keys(run, under: str) -> list[str]:
-    client = run["server"].client()
-    prefix = run["prefix"].removeprefix("s3://lake/") + f"/{under}/"
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket="lake", Prefix=prefix)
-    return [item["Key"].removeprefix(prefix) for page in pages for item in page.get("Contents", [])]
+    return object_keys(run["server"], run["prefix"], under)
 
 
 def read_object(run, key: str) -> bytes:

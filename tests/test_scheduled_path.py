@@ -1,13 +1,16 @@
-"""The production path, for real: the scheduler runs the nightly DAG on PostgreSQL, tasks log to an MLflow server.
+"""The production path, for real: the scheduler runs the nightly DAG on PostgreSQL, tasks log to an
+MLflow server, every location is on an S3 server.
 
-Started and stopped here, all on 127.0.0.1 (jobs/orchestration/services.py, as `make prod-local`):
-PostgreSQL (one database and role for Airflow, one for MLflow), `mlflow server`, a Spark
+Started and stopped here, all on 127.0.0.1 (jobs/orchestration/services.py, as `make prod-local
+STORAGE=s3`): SeaweedFS (the session's S3 server: landing, lake, reports, exports, scratch folders
+and the MLflow artifacts under one prefix of its ``lake`` bucket), PostgreSQL (one database and
+role for Airflow, one for MLflow), `mlflow server --artifacts-destination s3://…`, a Spark
 standalone master and worker, a Spark Connect server holding the driver on that master (the
 compose shape), and Airflow's api-server, scheduler, dag-processor and triggerer with the
 LocalExecutor. The Airflow processes run with ``SPARK_HOME`` pointing nowhere, so a task that
 tried to start a driver of its own would fail: every Spark call goes through the Connect server.
 
-History is backfilled up to 2011-12-07; the DAG's start and end dates (config, through
+The days land as objects; history is backfilled from them up to 2011-12-07; the DAG's start and end dates (config, through
 RFM__DAG__START_DATE / END_DATE) make catch-up schedule exactly the nights Thursday 2011-12-08 …
 Saturday 2011-12-10 (no trading): the first night retrains and registers the first model, the
 others score with it. The test unpauses the DAG and waits for the **scheduled** runs; it asserts
@@ -26,25 +29,28 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from datetime import date, datetime
 from pathlib import Path
+from unittest import mock
 
 import pandas as pd
 import pytest
 import requests
-from deltalake import DeltaTable
 
 from harness.generate import generate_transactions
+from jobs import storage
 from jobs.adapters import registry, tracking
 from jobs.config import REPO_ROOT, load_settings
-from jobs.definitions import NIGHT_TYPE_TAG, days_between
+from jobs.definitions import NIGHT_TYPE_TAG, TABLES, days_between
 from jobs.ops.split import land_days
+from jobs.orchestration.object_store import BucketDeployment
 from jobs.orchestration.services import AirflowApi, ServerBusy, production_stack
 from jobs.steps.export import read_manifest
-from tests.conftest import settings_for
-from tests.helpers import listening_addresses, non_loopback
+from tests.conftest import settings_from_env
+from tests.helpers import delta_rs_alone, listening_addresses, non_loopback, object_keys
 
-pytestmark = [pytest.mark.e2e, pytest.mark.airflow]
+pytestmark = [pytest.mark.e2e, pytest.mark.airflow, pytest.mark.s3]
 
 HISTORY_START, HISTORY_END = date(2011, 11, 1), date(2011, 12, 7)
 # a retrain, a score night and Saturday 12-10 without trading: the three kinds of night (the
@@ -74,37 +80,34 @@ def wait_for(what: str, check, timeout: float = WAIT_SECONDS, every: float = 5):
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """Generated days landed, history up to HISTORY_END loaded (in a child process: its JVM exits)."""
-    root = tmp_path_factory.mktemp("scheduled")
-    data_dir = root / "data"
-    settings = settings_for(data_dir)
-    frame = generate_transactions(customers=300, days=45, seed=11, end_date=NIGHTS[-1])
-    land_days(frame, settings.path("landing_dir"), HISTORY_START, NIGHTS[-1], settings.landing.marker)
-    env = {**os.environ, "RFM__PATHS__DATA_DIR": str(data_dir)}
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.ops.backfill",
-            "--source",
-            str(settings.path("landing_dir")),
-            "--until",
-            HISTORY_END.isoformat(),
-        ],
-        env=env,
-        check=True,
-        timeout=1800,
-    )
-    return root, data_dir
+def deployment(s3_server):
+    """Every location of the set on the session's S3 server, under a fresh prefix; its keys in this
+    process's environment while the module runs (the checks read the bucket)."""
+    bucket = BucketDeployment(s3_server, f"s3://lake/{uuid.uuid4().hex}")
+    with mock.patch.dict(os.environ, s3_server.env):
+        yield bucket
 
 
 @pytest.fixture(scope="module")
-def scheduled(prepared):
-    """The stack up, both DAGs unpaused, the scheduled nights and their exports done."""
-    root, data_dir = prepared
+def prepared(deployment, tmp_path_factory):
+    """Generated days landed as objects, history up to HISTORY_END loaded from them (in a child
+    process: its JVM exits)."""
+    root = tmp_path_factory.mktemp("scheduled")
+    env = deployment.pipeline_env(root / "stack")
+    settings = settings_from_env(env)
+    frame = generate_transactions(customers=300, days=45, seed=11, end_date=NIGHTS[-1])
+    land_days(frame, settings.path("landing_dir"), HISTORY_START, NIGHTS[-1], settings.landing.marker)
+    source = str(settings.path("landing_dir"))
+    backfill = [sys.executable, "-m", "jobs.ops.backfill", "--source", source, "--until", HISTORY_END.isoformat()]
+    subprocess.run(backfill, env={**os.environ, **env}, check=True, timeout=1800, cwd=REPO_ROOT)
+    return root, env
+
+
+@pytest.fixture(scope="module")
+def scheduled(prepared, deployment):
+    """The stack up on the bucket, both DAGs unpaused, the scheduled nights and their exports done."""
+    root, env = prepared
     pipeline_env = {
-        "RFM__PATHS__DATA_DIR": str(data_dir),
         "RFM__DAG__START_DATE": NIGHTS[0].isoformat(),
         "RFM__DAG__END_DATE": NIGHTS[-1].isoformat(),
         "RFM__DAG__CATCHUP": "true",
@@ -115,7 +118,7 @@ def scheduled(prepared):
         "RFM__LINEAGE__TRANSPORT": str(root / "openlineage.jsonl"),  # the file transport of OpenLineage
         "SPARK_HOME": str(root / "no-spark-here"),  # no task can start a driver: Spark Connect only
     }
-    with production_stack(root / "stack", pipeline_env, spark_cluster=True) as stack:
+    with production_stack(root / "stack", pipeline_env, spark_cluster=True, bucket=deployment) as stack:
         api = AirflowApi(stack.airflow)
         wait_for(
             "both DAGs parsed",
@@ -139,7 +142,7 @@ def scheduled(prepared):
 
         def exports_done():
             done = [r for r in api.dag_runs(EXPORT_DAG_ID) if r["state"] in ("success", "failed")]
-            exported = {m["snapshot_date"] for m in (read_manifest(settings_for(data_dir), n) for n in NIGHTS) if m}
+            exported = {m["snapshot_date"] for m in (read_manifest(settings_from_env(env), n) for n in NIGHTS) if m}
             return (
                 done
                 if len(exported) == len(NIGHTS)
@@ -148,8 +151,10 @@ def scheduled(prepared):
             )
 
         exports = wait_for("the nights' exports", exports_done, timeout=900)
-        settings = settings_for(data_dir, mlflow={"tracking_uri": stack.mlflow_url})
+        settings = settings_from_env(env, mlflow={"tracking_uri": stack.mlflow_url})
         yield {
+            "root": root,
+            "deployment": deployment,
             "runs": runs,
             "tasks": tasks,
             "exports": exports,
@@ -347,15 +352,45 @@ def test_segment_export_ran_after_each_complete_snapshot_with_the_published_rows
         assert datetime.fromisoformat(manifest["exported_at"]) >= clv_ends[run_id].replace(microsecond=0)
         version = published[night]["gold_customer_segments"]
         assert manifest["source_version"] == version, "the published version, written by clv"
-        gold = DeltaTable(str(settings.table_path("gold_customer_segments")), version=version).to_pandas(
+        gold = storage.delta_table(settings.table_path("gold_customer_segments"), version).to_pandas(
             filters=[("snapshot_date", "=", night)]
         )
         assert manifest["customers"] == len(gold) > 100
         assert manifest["rows_per_scheme"] == {"cluster": len(gold), "rfm": len(gold)}
         assert manifest["columns"] == EXPORT_COLUMNS + EXPORT_CLV_COLUMNS, "the CLV columns are exported"
-        folder = settings.path("exports_dir") / f"snapshot_date={night}"
-        exported = pd.concat([pd.read_parquet(folder / f["parquet"]) for f in manifest["files"]])
+        folder = storage.location(manifest["path"], settings.storage)  # the version the pointer names
+        exported = pd.concat([pd.read_parquet((folder / f["parquet"]).open("rb")) for f in manifest["files"]])
         assert len(exported) == 2 * len(gold) and exported["clv_12m"].notna().all()
+
+
+def test_every_location_was_on_the_bucket_and_only_logs_and_service_state_are_local(scheduled):
+    """The landing objects, the lake, the reports, the exports and the MLflow artifacts are keys on
+    the S3 server; under the local folder: PostgreSQL, Airflow's home and logs, the Spark worker's
+    work dir, the validation results (not on the bucket yet), the lineage file."""
+    deployment, root = scheduled["deployment"], scheduled["root"]
+    server = deployment.server
+    landing = set(object_keys(server, deployment.root, "landing"))
+    assert {f"date={n.isoformat()}/{m}" for n in NIGHTS for m in ("transactions.csv", "_SUCCESS")} <= landing
+    reports = object_keys(server, deployment.root, "reports")
+    assert {f"date={n.isoformat()}/report.html" for n in NIGHTS} <= set(reports)
+    artifacts = object_keys(server, deployment.root, "mlflow")
+    assert any(k.endswith("MLmodel") for k in artifacts) and any(k.endswith("report.html") for k in artifacts)
+    assert object_keys(server, deployment.root, "tmp") == []  # scratch folders removed
+    local = {p.name for p in (root / "stack").iterdir()}
+    assert local <= {"postgres", "services", "airflow", "spark-worker", "validation"}, local
+    written = [p for p in root.rglob("*") if p.is_file() and "validation" not in p.parts]
+    lake_like = [p for p in written if p.suffix in {".parquet", ".csv", ".png", ".html"} or "_delta_log" in p.parts]
+    assert lake_like == [], lake_like[:10]
+
+
+def test_the_lake_on_the_bucket_is_readable_by_delta_rs_alone(scheduled):
+    deployment = scheduled["deployment"]
+    uri = f"{deployment.root}/lake/{TABLES['gold_customer_segments']}"
+    segments = delta_rs_alone(deployment.server, uri).to_pandas()
+    per_night = segments.groupby(segments["snapshot_date"].astype(str)).size()
+    for night in NIGHTS:
+        manifest = read_manifest(scheduled["settings"], night)
+        assert per_night[night.isoformat()] == manifest["customers"] > 100, night
 
 
 def test_each_task_emitted_openlineage_events_with_its_tables_and_versions(scheduled):

@@ -24,6 +24,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from jobs import storage
 from jobs.config import Settings
 from jobs.definitions import READS_LANDING, TABLES_ALSO_WRITTEN, TABLES_READ, TABLES_WRITTEN
 
@@ -93,8 +94,8 @@ def recorded(task_id: str) -> StepLineage | None:
 
 
 def transport_config(transport: str | None, data_dir: Path) -> dict[str, Any] | None:
-    """The provider's transport for ``lineage.transport``: http(s) URL, file path (relative: to the
-    data folder), or None (off)."""
+    """The provider's transport for ``lineage.transport``: http(s) URL, file path (relative: to
+    ``data_dir``, a local folder), or None (off)."""
     if not transport:
         return None
     if transport.startswith(("http://", "https://")):
@@ -105,7 +106,9 @@ def transport_config(transport: str | None, data_dir: Path) -> dict[str, Any] | 
 
 def airflow_env(settings: Settings, transport: str | None = None) -> dict[str, str]:
     """``AIRFLOW__OPENLINEAGE__*`` for every Airflow process (``transport`` overrides the config)."""
-    config = transport_config(transport or settings.lineage.transport, settings.path("data_dir"))
+    data_dir = settings.path("data_dir")  # a file transport writes a local file: beside the logs when it is a bucket
+    local = settings.local_path("airflow_home") if storage.is_remote(data_dir) else data_dir
+    config = transport_config(transport or settings.lineage.transport, local)
     if config is None:
         return {"AIRFLOW__OPENLINEAGE__DISABLED": "True"}
     return {

@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import signal
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 from jobs.config import Settings, load_settings
 from jobs.definitions import days_between
+from jobs.orchestration import object_store
 from jobs.orchestration import services as svc
 
 
@@ -280,17 +281,29 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def prod_local(settings: Settings, airflow_port: int, mlflow_port: int, spark_cluster: bool = False) -> None:
+def prod_local(
+    settings: Settings, airflow_port: int, mlflow_port: int, spark_cluster: bool = False, on_bucket: bool = False
+) -> None:
     """Start the production set on loopback over this data dir, print how to use it, stop it on Ctrl-C
-    (``spark_cluster``: the Spark Connect server on a standalone master and worker)."""
-    folder = settings.path("data_dir") / "prod-local"
+    (``spark_cluster``: the Spark Connect server on a standalone master and worker; ``on_bucket``:
+    every location on a SeaweedFS S3 server started here, ``s3://lake/rfm``)."""
+    folder = settings.local_path("data_dir") / "prod-local"
     password = svc.persisted_secret(folder / "airflow-admin-password")
-    print(f"Starting PostgreSQL, MLflow and Airflow under {folder} (a minute or two) ...", flush=True)
-    pipeline_env = {"RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))}
-    with svc.production_stack(
-        folder, pipeline_env, password, airflow_port, mlflow_port, spark_cluster=spark_cluster
-    ) as stack:
-        print(stack.describe(), "\nDAGs start paused: unpause them in the UI. Ctrl-C stops everything.", flush=True)
+    with ExitStack() as stack:
+        bucket, pipeline_env = None, {"RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))}
+        if on_bucket:
+            print(f"Starting the S3 server (SeaweedFS) under {folder / 's3'} ...", flush=True)
+            server = stack.enter_context(object_store.s3_server(folder / "s3", buckets=("lake",)))
+            bucket, pipeline_env = object_store.BucketDeployment(server, "s3://lake/rfm"), {}
+        print(f"Starting PostgreSQL, MLflow and Airflow under {folder} (a minute or two) ...", flush=True)
+        prod = svc.production_stack(
+            folder, pipeline_env, password, airflow_port, mlflow_port, spark_cluster=spark_cluster, bucket=bucket
+        )
+        described = stack.enter_context(prod).describe()
+        if bucket:
+            exports = " ".join(f"{k}={v}" for k, v in bucket.pipeline_env(folder).items())
+            described += f"\nEvery location is on {bucket.root}; to land days or backfill by hand: export {exports}"
+        print(described, "\nDAGs start paused: unpause them in the UI. Ctrl-C stops everything.", flush=True)
         wait_for_interrupt()
 
 
@@ -309,12 +322,13 @@ def main(argv: list[str] | None = None) -> int:
     prod.add_argument("--airflow-port", type=int, default=8080)
     prod.add_argument("--mlflow-port", type=int, default=5000)
     prod.add_argument("--spark-cluster", action="store_true", help="run Spark on a standalone master and worker")
+    prod.add_argument("--storage", choices=["local", "s3"], default="local", help="s3: every location on an S3 server")
     args = parser.parse_args(argv)
     settings = load_settings()
     if args.command == "airflow":
         standalone(settings)
     elif args.command == "prod-local":
-        prod_local(settings, args.airflow_port, args.mlflow_port, args.spark_cluster)
+        prod_local(settings, args.airflow_port, args.mlflow_port, args.spark_cluster, args.storage == "s3")
     elif args.command == "nights":
         run_nights(settings, args.first, args.last, args.runner)
     else:

@@ -118,6 +118,41 @@ def command(folder: Path, ports: dict[str, int], config: Path) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class BucketDeployment:
+    """The pipeline with every location under ``root`` (``s3://bucket/prefix``) on ``server``: the
+    data dir (landing, lake, reports, exports, scratch folders) and the MLflow server's artifacts.
+    Only what must be local stays under ``local``: MLflow's SQLite store (unused beside a
+    server), the Airflow home (logs) and the validation results."""
+
+    server: S3Server
+    root: str
+
+    @property
+    def artifacts(self) -> str:
+        """The MLflow server's ``--artifacts-destination``."""
+        return f"{self.root}/mlflow"
+
+    def pipeline_env(self, local: Path) -> dict[str, str]:
+        """What every pipeline process (tasks, the Spark Connect server, the Spark worker) needs."""
+        return {
+            **self.server.env,
+            "RFM__PATHS__DATA_DIR": self.root,
+            "RFM__PATHS__MLFLOW_DIR": str(local / "mlflow"),
+            "RFM__PATHS__AIRFLOW_HOME": str(local / "airflow"),
+            "RFM__PATHS__VALIDATION_DIR": str(local / "validation"),
+        }
+
+    def mlflow_server_env(self) -> dict[str, str]:
+        """What ``mlflow server --artifacts-destination s3://…`` needs (boto3 reads it)."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.server.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.server.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "MLFLOW_S3_ENDPOINT_URL": self.server.endpoint_url,
+        }
+
+
 @contextmanager
 def s3_server(folder: Path, buckets: tuple[str, ...] = ("lake",)) -> Iterator[S3Server]:
     """SeaweedFS on 127.0.0.1 with its own keys and ``buckets``, stopped (group, with a timeout) on exit."""

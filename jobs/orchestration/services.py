@@ -48,6 +48,7 @@ from pytest_postgresql.executors import PostgreSQLExecutor
 
 from jobs.config import REPO_ROOT, Settings, load_settings
 from jobs.orchestration.lineage import airflow_env as lineage_env
+from jobs.orchestration.object_store import BucketDeployment
 
 HOST = "127.0.0.1"
 PLUGINS_FOLDER = REPO_ROOT / "plugins"
@@ -307,12 +308,16 @@ class Postgres:
 
 
 # ------------------------------------------------------------------------------ MLflow, Spark
-def start_mlflow(db_url: str, artifacts: Path, port: int, logs: Path) -> SimpleExecutor:
-    """``mlflow server`` on ``db_url`` with proxied artifacts, on 127.0.0.1:``port``, once /health answers."""
-    artifacts.mkdir(parents=True, exist_ok=True)
+def start_mlflow(
+    db_url: str, artifacts: Path | str, port: int, logs: Path, env: dict[str, str] | None = None
+) -> SimpleExecutor:
+    """``mlflow server`` on ``db_url`` with proxied artifacts (a folder, or ``s3://…`` with ``env``
+    naming the endpoint and keys), on 127.0.0.1:``port``, once /health answers."""
+    if isinstance(artifacts, Path):
+        artifacts.mkdir(parents=True, exist_ok=True)
     cmd = [venv_bin("mlflow"), "server", "--backend-store-uri", db_url, "--artifacts-destination", str(artifacts)]
     cmd += ["--default-artifact-root", "mlflow-artifacts:/", "--host", HOST, "--port", str(port), "--workers", "1"]
-    env = {**os.environ, "NO_PROXY": "*"}
+    env = {**os.environ, **(env or {}), "NO_PROXY": "*"}
     return start("mlflow", cmd, logs / "mlflow.log", env, url=f"http://{HOST}:{port}/health")
 
 
@@ -353,13 +358,17 @@ class SparkStandalone:
         stop(*self.processes)
 
 
-def start_spark_standalone(folder: Path, cores: int = 2, memory: str = "2g") -> SparkStandalone:
+def start_spark_standalone(
+    folder: Path, cores: int = 2, memory: str = "2g", env: dict[str, str] | None = None
+) -> SparkStandalone:
     """A master and one worker (``cores``, ``memory``) from the pip pyspark, bound to 127.0.0.1;
-    returns once the worker has registered."""
+    returns once the worker has registered. ``env`` reaches the executors (the S3 keys: s3a reads
+    them from the environment)."""
     from jobs.adapters.spark import pyspark_home
 
     spark_class = str(pyspark_home() / "bin" / "spark-class")
-    env = {**os.environ, "SPARK_HOME": str(pyspark_home()), "SPARK_LOCAL_IP": HOST, "SPARK_NO_DAEMONIZE": "1"}
+    env = {**os.environ, **(env or {}), "SPARK_HOME": str(pyspark_home()), "SPARK_LOCAL_IP": HOST}
+    env["SPARK_NO_DAEMONIZE"] = "1"
     env["PYSPARK_PYTHON"] = sys.executable
     master_port, master_ui, worker_port, worker_ui = free_ports(4)
     url, ui, work_dir = f"spark://{HOST}:{master_port}", f"http://{HOST}:{master_ui}", folder / "spark-worker"
@@ -612,6 +621,7 @@ def production_stack(
     mlflow_port: int | None = None,
     postgres_dir: Path | None = None,
     spark_cluster: bool = False,
+    bucket: BucketDeployment | None = None,
 ) -> Iterator[Stack]:
     """PostgreSQL, MLflow server, a Spark Connect server and Airflow under ``folder``, stopped (in
     reverse) on exit. The tasks connect to the Spark Connect server: the driver is not in the
@@ -621,7 +631,9 @@ def production_stack(
 
     ``pipeline_env`` (``RFM__…`` variables) goes to every Airflow process, so the DAG and its
     tasks see it; the MLflow tracking URI is set to the server started here. ``postgres_dir``:
-    the cluster's folder (default ``folder/postgres``; see ``Postgres`` for root)."""
+    the cluster's folder (default ``folder/postgres``; see ``Postgres`` for root). ``bucket``:
+    every location and the MLflow server's artifacts on an S3 server (``BucketDeployment``), only
+    logs and service state under ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     logs = folder / "services"
     mlflow_port = mlflow_port or free_port()
@@ -629,12 +641,15 @@ def production_stack(
     with ExitStack() as stack:
         postgres = Postgres(postgres_dir or folder / "postgres").start()
         stack.callback(postgres.stop)
-        mlflow = start_mlflow(postgres.url("mlflow"), folder / "mlflow-artifacts", mlflow_port, logs)
+        artifacts, artifacts_env = (bucket.artifacts, bucket.mlflow_server_env()) if bucket else (None, None)
+        mlflow = start_mlflow(
+            postgres.url("mlflow"), artifacts or folder / "mlflow-artifacts", mlflow_port, logs, artifacts_env
+        )
         stack.callback(stop, mlflow)
-        pipeline_env = dict(pipeline_env or {})
+        pipeline_env = {**(bucket.pipeline_env(folder) if bucket else {}), **(pipeline_env or {})}
         cluster = None
         if spark_cluster:
-            cluster = start_spark_standalone(folder)
+            cluster = start_spark_standalone(folder, env=pipeline_env)
             stack.callback(cluster.stop)
             pipeline_env["RFM__SPARK__MASTER"] = cluster.url
         spark = stack.enter_context(spark_connect_server(logs, pipeline_env))
