@@ -293,6 +293,8 @@ def test_dockerfile_installs_the_pyproject_pins():
     # Delta jars resolved at build time into the ivy dir the containers use
     assert "RFM__PATHS__IVY_DIR=/opt/rfm/.ivy" in text
     assert re.search(r"^RUN python -m jobs\.adapters\.spark\b", text, re.M)
+    # and hadoop-aws with the AWS SDK: the driver's sessions on s3a:// locations start offline
+    assert re.search(r"^RUN [^\n]*python -m jobs\.adapters\.spark --s3\b", text, re.M), "no S3 jars in the image"
     for var in ("JAVA_HOME=", "PYSPARK_PYTHON=", "AIRFLOW_HOME=", f"RFM__PATHS__DATA_DIR={LAKE_PATH}"):
         assert var in text
 
