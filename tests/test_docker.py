@@ -1,4 +1,5 @@
-"""The Docker deployment (docker/): the compose file is valid, secrets are required, the lake is shared.
+"""The Docker deployment (docker/): the compose file is valid, secrets are required, every location is
+on the S3 store's bucket and no service mounts another's files.
 
 No Docker engine is needed: check-jsonschema (a dev dependency) validates docker/compose.yml
 against the Compose Specification's JSON schema, and the tests below read the file with its
@@ -7,15 +8,22 @@ against the Compose Specification's JSON schema, and the tests below read the fi
 
 from __future__ import annotations
 
+import copy
+import json
+import os
 import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
 from packaging.requirements import Requirement
+
+if TYPE_CHECKING:
+    from jobs.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER = REPO / "docker"
@@ -26,6 +34,8 @@ DOCKERIGNORE = DOCKER / "Dockerfile.dockerignore"
 
 SERVICES = {
     "postgres",
+    "s3",
+    "s3-init",
     "airflow-init",
     "airflow-apiserver",
     "airflow-scheduler",
@@ -37,9 +47,16 @@ SERVICES = {
     "mlflow",
     "dashboard",
 }
-ONE_OFF = {"airflow-init"}  # runs to completion: no healthcheck
-LAKE_USERS = ["airflow-scheduler", "spark-master", "spark-worker", "spark-connect", "mlflow", "dashboard"]
-LAKE_PATH = "/opt/rfm/data"
+ONE_OFF = {"airflow-init", "s3-init"}  # run to completion: no healthcheck
+IMAGE_DATA_DIR = "/opt/rfm/data"  # the image's own data folder (a container run without a bucket)
+BUCKET = "lake"
+ENDPOINT = "http://s3:8333"
+# The services that run the project's code against the bucket, by the keys they hold: the ones that
+# run steps (tasks, driver, executors) or store artifacts write; the others only read.
+WRITERS = {"airflow-scheduler", "spark-connect", "spark-worker", "mlflow", "s3-init"}
+READERS = {"airflow-init", "airflow-apiserver", "airflow-dag-processor", "airflow-triggerer", "dashboard"}
+# The one volume two services may mount: Airflow's own task logs (compose.yml x-airflow-logs).
+SHARED_VOLUMES = {"airflow-logs": {"airflow-scheduler", "airflow-triggerer", "airflow-apiserver"}}
 
 # Every `${VAR:?message}` in the compose file is a value that must be supplied.
 REQUIRED_VARS = sorted(set(re.findall(r"\$\{(\w+):\?", COMPOSE.read_text())))
@@ -167,16 +184,165 @@ def test_config_fails_clearly_without_postgres_password():
         render(values)
 
 
-def test_lake_volume_is_mounted_at_the_same_path(rendered):
-    assert "lake" in rendered["volumes"]
+def mounts_by_source(config: dict) -> dict[str, set[str]]:
+    """Which services mount each named volume or host path (short or long syntax)."""
+    found: dict[str, set[str]] = {}
+    for name, service in config["services"].items():
+        for vol in service.get("volumes", []):
+            if isinstance(vol, str):
+                source = vol.split(":")[0] if ":" in vol else None  # no colon: an anonymous volume
+            else:
+                source = vol.get("source")
+            if source:
+                found.setdefault(source, set()).add(name)
+    return found
+
+
+def shared_mounts(config: dict) -> dict[str, set[str]]:
+    """The volumes and host paths that more than one service mounts."""
+    return {source: names for source, names in mounts_by_source(config).items() if len(names) > 1}
+
+
+def test_no_service_mounts_another_services_files(rendered):
+    """Issue 29: the bucket replaced the shared `lake` volume; only Airflow's logs are shared."""
+    assert "lake" not in rendered["volumes"], "the lake volume is back"
+    assert "lake" not in mounts_by_source(rendered), f"mounted by {mounts_by_source(rendered).get('lake')}"
+    shared = shared_mounts(rendered)
+    for source, names in shared.items():
+        assert SHARED_VOLUMES.get(source) == names, f"{source} is mounted by {sorted(names)}"
+    assert shared == SHARED_VOLUMES
+    for name, service in rendered["services"].items():
+        for vol in service.get("volumes", []):
+            target = vol.split(":")[1] if isinstance(vol, str) else vol["target"]
+            assert not target.startswith(IMAGE_DATA_DIR), f"{name} mounts {vol!r} over the data folder"
+
+
+def test_a_second_mount_of_a_volume_is_caught(rendered):
+    broken = copy.deepcopy(rendered)
+    broken["services"]["dashboard"]["volumes"] = [{"type": "volume", "source": "s3-data", "target": "/data"}]
+    broken["services"]["mlflow"]["volumes"].append("pgdata:/var/lib/postgresql/data:ro")
+    added = {"s3-data": {"s3", "dashboard"}, "pgdata": {"postgres", "mlflow"}}
+    assert shared_mounts(broken) == {**shared_mounts(rendered), **added}
+
+
+def test_the_spark_services_mount_nothing(rendered):
+    """The worker reaches the bucket over s3a only, so it can run on another host."""
+    for name in ("spark-master", "spark-worker", "spark-connect"):
+        assert not rendered["services"][name].get("volumes"), f"{name} mounts {rendered['services'][name]['volumes']}"
+
+
+def test_an_s3_store_with_its_own_volume_and_a_healthcheck(rendered):
+    from jobs.orchestration.object_store import SEAWEEDFS_VERSION
+
     services = rendered["services"]
-    for name in LAKE_USERS:
-        assert volume_targets(services[name], "lake") == [LAKE_PATH], name
+    s3 = services["s3"]
+    assert s3["image"] == f"chrislusf/seaweedfs:{SEAWEEDFS_VERSION}", "the S3 server version the tests run"
+    assert s3["command"][0] == "server" and {"-filer", "-s3", "-s3.port=8333"} <= set(s3["command"])
+    assert "http://127.0.0.1:8333/healthz" in s3["healthcheck"]["test"], s3["healthcheck"]
+    assert volume_targets(s3, "s3-data") == ["/data"] and "s3-data" in rendered["volumes"]
+    assert "ports" not in s3, "the store is reached inside the compose networks only"
+    assert set(s3["networks"]) == {"default", "spark"}, "the Spark driver and executors reach it too"
+    init = services["s3-init"]
+    assert init["depends_on"]["s3"]["condition"] == "service_healthy"
+    assert "create_bucket(" in "\n".join(init["command"]), "the one-off creates the bucket"
+
+
+def s3_identities(config: dict) -> dict[str, dict]:
+    """The S3 store's identities by name: the JSON config it is started with (-s3.config)."""
+    s3 = config["services"]["s3"]
+    (ref,) = s3["configs"]
+    assert f"-s3.config={ref['target']}" in s3["command"], "the store does not read its identities"
+    return {i["name"]: i for i in json.loads(config["configs"][ref["source"]]["content"])["identities"]}
+
+
+def keys(service: dict) -> dict[str, str]:
+    env = service.get("environment", {})
+    return {name: env[name] for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if name in env}
+
+
+def test_writers_and_readers_hold_their_own_keys(rendered):
+    """Issue 12, item 15 on the bucket: only the services that run steps (and MLflow's artifact store)
+    write; the dashboard and the Airflow services that run no step hold keys that only read."""
+    identities = s3_identities(rendered)
+    assert set(identities) == {"rfm", "reader"}
+    writer = {"AWS_ACCESS_KEY_ID": TEST_VALUES["S3_ACCESS_KEY"], "AWS_SECRET_ACCESS_KEY": TEST_VALUES["S3_SECRET_KEY"]}
+    reader = {
+        "AWS_ACCESS_KEY_ID": TEST_VALUES["S3_READER_ACCESS_KEY"],
+        "AWS_SECRET_ACCESS_KEY": TEST_VALUES["S3_READER_SECRET_KEY"],
+    }
+    for name, expected in (("rfm", writer), ("reader", reader)):
+        (credential,) = identities[name]["credentials"]
+        assert credential == {
+            "accessKey": expected["AWS_ACCESS_KEY_ID"],
+            "secretKey": expected["AWS_SECRET_ACCESS_KEY"],
+        }
+    assert sorted(identities["reader"]["actions"]) == [f"List:{BUCKET}", f"Read:{BUCKET}"], "the reader only reads"
+    services = rendered["services"]
+    for name in sorted(WRITERS):
+        assert keys(services[name]) == writer, f"{name} must hold the writer keys"
+    for name in sorted(READERS):
+        assert keys(services[name]) == reader, f"{name} must hold the reader keys only"
+    for name in sorted(set(services) - WRITERS - READERS):
+        assert not keys(services[name]), f"{name} runs no pipeline code: no keys"
+
+
+def settings_of(service: dict, monkeypatch) -> Settings:
+    """The pipeline's configuration as a service's processes load it (its RFM__* and AWS_* environment)."""
+    from jobs.config import Settings
+
+    for name in [n for n in os.environ if n.startswith(("RFM__", "AWS_"))]:
+        monkeypatch.delenv(name)
+    for name, value in service["environment"].items():
+        if name.startswith(("RFM__", "AWS_")):
+            monkeypatch.setenv(name, str(value))
+    return Settings()
+
+
+def test_every_pipeline_service_finds_every_location_on_the_bucket(rendered, monkeypatch):
+    """Read by the real configuration loader: every bucket-capable location under s3://lake/rfm, the
+    endpoint of the `s3` service, the local-only folders local (jobs.config refuses them on a bucket)."""
+    from jobs import storage
+
+    for name in sorted(WRITERS | READERS):
+        settings = settings_of(rendered["services"][name], monkeypatch)
+        for location in storage.BUCKET_CAPABLE:
+            found = str(settings.path(location))
+            assert found.startswith(f"s3://{BUCKET}/rfm"), f"{name}: paths.{location} is {found}, not on the bucket"
+        assert str(settings.local_path("airflow_home")) == "/opt/airflow", name
+        assert not storage.is_s3(settings.local_path("mlflow_dir")), name
+        assert settings.storage.endpoint_url == ENDPOINT, f"{name} does not reach the s3 service"
+        assert storage.spark_conf(settings)["spark.hadoop.fs.s3a.endpoint"] == ENDPOINT, name
+
+
+def test_the_executors_read_the_keys_from_the_workers_environment(rendered, monkeypatch):
+    """s3a's credentials provider reads the environment of each JVM: the worker's, which its
+    executors inherit, holds the writer keys (nothing is mounted from the driver's host)."""
+    from jobs import storage
+
+    worker = rendered["services"]["spark-worker"]
+    conf = storage.spark_conf(settings_of(worker, monkeypatch))
+    assert conf["spark.hadoop.fs.s3a.aws.credentials.provider"].endswith("EnvironmentVariableCredentialsProvider")
+    assert keys(worker) == keys(rendered["services"]["spark-connect"]), "driver and executors write as one identity"
+
+
+def test_mlflow_stores_artifacts_on_the_bucket(rendered, monkeypatch):
+    from jobs import storage
+
+    services = rendered["services"]
+    mlflow = services["mlflow"]
+    destinations = [arg.split("=", 1)[1] for arg in mlflow["command"] if arg.startswith("--artifacts-destination=")]
+    assert destinations == [f"s3://{BUCKET}/rfm/mlflow"], destinations
+    for name in sorted(WRITERS | READERS):
+        env = services[name]["environment"]
+        assert env["RFM__MLFLOW__ARTIFACTS_DESTINATION"] == destinations[0], f"{name} names another destination"
+    # what jobs.storage.mlflow_env gives an MLflow server of this configuration (boto3's endpoint, keys, region)
+    expected = storage.mlflow_env(settings_of(mlflow, monkeypatch))
+    assert expected and {k: mlflow["environment"].get(k) for k in expected} == expected
 
 
 def test_one_image_for_driver_executors_and_mlflow(rendered):
     services = rendered["services"]
-    images = {services[name]["image"] for name in SERVICES - {"postgres"}}
+    images = {services[name]["image"] for name in SERVICES - {"postgres", "s3"}}
     assert len(images) == 1, images
     build = services["airflow-scheduler"]["build"]
     assert (COMPOSE.parent / build["context"]).resolve() == REPO and build["dockerfile"] == "docker/Dockerfile"
@@ -210,13 +376,17 @@ def test_airflow_and_pipeline_settings(rendered):
         connect["command"][:4] == ["python", "-m", "jobs.adapters.spark", "--serve"] and "15002" in connect["command"]
     )
     assert services["airflow-scheduler"]["depends_on"]["spark-connect"]["condition"] == "service_healthy"
+    shared = without_keys(env)  # the keys differ: test_writers_and_readers_hold_their_own_keys
     for name in ("airflow-apiserver", "airflow-dag-processor", "airflow-triggerer"):
-        assert services[name]["environment"] == env, f"{name} must share the Airflow settings"
-    init_env = services["airflow-init"]["environment"]
-    assert {k: v for k, v in init_env.items() if k != "AIRFLOW_ADMIN_PASSWORD"} == env, "init shares them too"
+        assert without_keys(services[name]["environment"]) == shared, f"{name} must share the Airflow settings"
+    init_env = without_keys(services["airflow-init"]["environment"])
+    assert {k: v for k, v in init_env.items() if k != "AIRFLOW_ADMIN_PASSWORD"} == shared, "init shares them too"
     assert "spark://spark-master:7077" in services["spark-worker"]["command"]
-    assert f"--artifacts-destination={LAKE_PATH}/mlflow/artifacts" in services["mlflow"]["command"]
     assert services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql")
+
+
+def without_keys(env: dict) -> dict:
+    return {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
 
 
 def test_compose_and_the_local_launcher_read_one_table_of_airflow_settings(rendered, tmp_path):
@@ -241,6 +411,10 @@ def test_start_order(rendered):
     assert "healthcheck" in services["postgres"]
     for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "mlflow"):
         assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+    # the bucket exists before anything reads or writes it
+    assert services["s3-init"]["depends_on"]["s3"]["condition"] == "service_healthy"
+    for name in ("airflow-scheduler", "spark-connect", "mlflow", "dashboard"):
+        assert services[name]["depends_on"]["s3-init"]["condition"] == "service_completed_successfully", name
 
 
 def test_no_literal_secret_in_compose_file():
@@ -253,11 +427,16 @@ def test_no_literal_secret_in_compose_file():
         if isinstance(env, list):
             env = dict(item.split("=", 1) for item in env)
         for key, value in env.items():
-            if re.search(r"PASSWORD|SECRET|FERNET", key):
+            if re.search(r"PASSWORD|SECRET|FERNET|ACCESS_KEY", key):
                 assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", str(value)), f"{name}.{key} must be a required variable"
     # passwords inside connection URLs (environment, commands, anywhere)
     for password in re.findall(r"://[^:/@\s]+:([^@\s]+)@", raw):
         assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", password), f"literal password in URL: {password}"
+    # the S3 store's keys in its identities config
+    found = re.findall(r'"(?:accessKey|secretKey)": "([^"]*)"', raw)
+    assert len(found) == 4, found
+    for key in found:
+        assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", key), f"literal S3 key: {key}"
 
 
 def dockerfile_text() -> str:
@@ -293,7 +472,9 @@ def test_dockerfile_installs_the_pyproject_pins():
     # Delta jars resolved at build time into the ivy dir the containers use
     assert "RFM__PATHS__IVY_DIR=/opt/rfm/.ivy" in text
     assert re.search(r"^RUN python -m jobs\.adapters\.spark\b", text, re.M)
-    for var in ("JAVA_HOME=", "PYSPARK_PYTHON=", "AIRFLOW_HOME=", f"RFM__PATHS__DATA_DIR={LAKE_PATH}"):
+    # and hadoop-aws with the AWS SDK: the driver's sessions on s3a:// locations start offline
+    assert re.search(r"^RUN [^\n]*python -m jobs\.adapters\.spark --s3\b", text, re.M), "no S3 jars in the image"
+    for var in ("JAVA_HOME=", "PYSPARK_PYTHON=", "AIRFLOW_HOME=", f"RFM__PATHS__DATA_DIR={IMAGE_DATA_DIR}"):
         assert var in text
 
 
@@ -372,31 +553,6 @@ def test_build_context_excludes_local_state():
     else:
         for path in (".venv", ".ivy", "data", ".git"):
             assert any(p.strip("/") == path for p in patterns), path
-
-
-LAKE_WRITERS = {"airflow-scheduler", "spark-connect", "spark-worker", "mlflow"}  # tasks, driver, executors, artifacts
-
-
-def lake_read_only(service: dict) -> list[bool]:
-    """For each mount of the lake volume: read-only or not (short or long syntax)."""
-    modes = []
-    for vol in service.get("volumes", []):
-        if isinstance(vol, str) and vol.split(":")[0] == "lake":
-            modes.append(vol.split(":")[-1] == "ro")
-        elif isinstance(vol, dict) and vol.get("source") == "lake":
-            modes.append(bool(vol.get("read_only")))
-    return modes
-
-
-def test_only_the_steps_write_the_lake(rendered):
-    """Issue 12, item 15: the dashboard and the Airflow services that run no step mount it read-only."""
-    for name, service in rendered["services"].items():
-        modes = lake_read_only(service)
-        if name in LAKE_WRITERS:
-            assert modes == [False], f"{name} needs write access to the lake"
-        else:
-            assert all(modes), f"{name} mounts the lake writable"
-    assert lake_read_only(rendered["services"]["dashboard"]) == [True]
 
 
 def test_the_dashboard_is_served_by_gunicorn_behind_basic_auth(rendered):
