@@ -192,6 +192,7 @@ def validate_history(
             progress.advance(len(rows), day)
         del frame
     runner.build_data_docs()
+    runner.close()  # on a bucket: removes the temporary GX project (also done when the runner is collected)
     raise_if_failed(reports)
     return len(reports), [entry for report in reports for entry in report.quarantined]
 
