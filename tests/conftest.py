@@ -154,12 +154,18 @@ def s3(s3_server, monkeypatch):
 
 
 def s3_settings(server, data_dir: Path, prefix: str, **sections: dict) -> Settings:
-    """Settings with every bucket-capable location under ``s3://lake/<prefix>/`` (landing and
-    validation stay local: issue 29 item 4 is not done) and the MLflow artifacts on the bucket."""
+    """Settings with the lake, the validation results and Data Docs, the reports and the exports
+    under ``s3://lake/<prefix>/`` and the MLflow artifacts on the bucket (landing stays local:
+    issue 29 item 4 is not done)."""
     root = f"s3://lake/{prefix}"
     base = settings_for(data_dir, **sections)
     paths = base.paths.model_copy(
-        update={"lake_dir": f"{root}/lake", "reports_dir": f"{root}/reports", "exports_dir": f"{root}/exports"}
+        update={
+            "lake_dir": f"{root}/lake",
+            "validation_dir": f"{root}/validation",
+            "reports_dir": f"{root}/reports",
+            "exports_dir": f"{root}/exports",
+        }
     )
     storage = base.storage.model_copy(update={"endpoint_url": server.endpoint_url})
     mlflow = base.mlflow.model_copy(update={"artifacts_destination": f"{root}/mlflow"})
