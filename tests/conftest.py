@@ -167,14 +167,15 @@ def s3(s3_server, monkeypatch):
 
 
 def s3_settings(server, data_dir: Path, prefix: str, **sections: dict) -> Settings:
-    """Settings with the landing, lake, reports and exports under ``s3://lake/<prefix>/`` and the
-    MLflow artifacts on the bucket (validation results stay local)."""
+    """Settings with every location under ``s3://lake/<prefix>/`` (landing, lake, validation results
+    and Data Docs, reports, exports) and the MLflow artifacts on the bucket."""
     root = f"s3://lake/{prefix}"
     base = settings_for(data_dir, **sections)
     paths = base.paths.model_copy(
         update={
             "landing_dir": f"{root}/landing",
             "lake_dir": f"{root}/lake",
+            "validation_dir": f"{root}/validation",
             "reports_dir": f"{root}/reports",
             "exports_dir": f"{root}/exports",
         }

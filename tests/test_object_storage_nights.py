@@ -7,7 +7,8 @@ History is backfilled up to 2011-12-08 and every step of the DAG runs, each unde
 2011-12-09 and 12-10, then the export and the lake maintenance. Then: the lake is read from the
 bucket by delta-rs alone; nothing of it is in the local data dir; two writers of one Spark
 driver racing on one table both commit (the deployment's writers: one driver, the Spark Connect
-server's; ``docs/operations.md``). The days land as objects; validation results stay local.
+server's; ``docs/operations.md``). The days land as objects; the validation results and Data Docs
+are objects too.
 """
 
 from __future__ import annotations
@@ -35,9 +36,8 @@ pytestmark = [pytest.mark.spark, pytest.mark.s3]
 
 HISTORY_END = date(2011, 12, 8)
 NIGHTS = [date(2011, 12, 9), date(2011, 12, 10)]
-# the local-only folders: the SQLite tracking store (the scheduled path has PostgreSQL), the
-# Airflow home (logs), the validation results and Data Docs (not on the bucket yet)
-LOCAL_ALLOWED = {"mlflow", "validation", "airflow"}
+# the local-only folders: the SQLite tracking store (the scheduled path has PostgreSQL), the Airflow home
+LOCAL_ALLOWED = {"mlflow", "airflow"}
 
 
 def drive(nights: bool) -> None:
@@ -134,7 +134,7 @@ def drive(nights: bool) -> None:
 def run_child(server, root: Path, nights: bool) -> dict:
     """``drive`` in a child process with the data dir on the bucket, under a fresh prefix: the
     landing, the lake, reports, exports, scratch folders and MLflow artifacts. Local: the MLflow
-    SQLite store (the scheduled path has PostgreSQL), the Airflow home and the validation results."""
+    SQLite store (the scheduled path has PostgreSQL) and the Airflow home."""
     local = root / "local"
     hex_prefix = uuid.uuid4().hex
     prefix = f"s3://lake/{hex_prefix}"
@@ -149,7 +149,6 @@ def run_child(server, root: Path, nights: bool) -> dict:
         "RFM__PATHS__DATA_DIR": prefix,
         "RFM__PATHS__MLFLOW_DIR": str(local / "mlflow"),
         "RFM__PATHS__AIRFLOW_HOME": str(local / "airflow"),
-        "RFM__PATHS__VALIDATION_DIR": str(local / "validation"),
         "RFM__STORAGE__ENDPOINT_URL": server.endpoint_url,
         "RFM__MLFLOW__ARTIFACTS_DESTINATION": f"{prefix}/mlflow",
         "RFM__CLUSTERING__K": "4",  # one fit on the retrain night: the sweep is tested elsewhere
@@ -228,7 +227,7 @@ def test_nothing_but_the_local_only_folders_is_written_locally(bucket_run) -> No
     written = {p.name for p in bucket_run["local"].iterdir()} if bucket_run["local"].exists() else set()
     assert written <= LOCAL_ALLOWED, written - LOCAL_ALLOWED
     files = [p for p in bucket_run["local"].rglob("*") if p.is_file()]
-    assert not [p for p in files if p.suffix in {".parquet", ".csv", ".png", ".html"} and "validation" not in p.parts]
+    assert not [p for p in files if p.suffix in {".parquet", ".csv", ".png", ".html"}]
     assert not any(bucket_run["local"].rglob("_delta_log"))
 
 

@@ -366,7 +366,7 @@ def test_segment_export_ran_after_each_complete_snapshot_with_the_published_rows
 def test_every_location_was_on_the_bucket_and_only_logs_and_service_state_are_local(scheduled):
     """The landing objects, the lake, the reports, the exports and the MLflow artifacts are keys on
     the S3 server; under the local folder: PostgreSQL, Airflow's home and logs, the Spark worker's
-    work dir, the validation results (not on the bucket yet), the lineage file."""
+    work dir, the lineage file."""
     deployment, root = scheduled["deployment"], scheduled["root"]
     server = deployment.server
     landing = set(object_keys(server, deployment.root, "landing"))
@@ -377,8 +377,12 @@ def test_every_location_was_on_the_bucket_and_only_logs_and_service_state_are_lo
     assert any(k.endswith("MLmodel") for k in artifacts) and any(k.endswith("report.html") for k in artifacts)
     assert object_keys(server, deployment.root, "tmp") == []  # scratch folders removed
     local = {p.name for p in (root / "stack").iterdir()}
-    assert local <= {"postgres", "services", "airflow", "spark-worker", "validation"}, local
-    written = [p for p in root.rglob("*") if p.is_file() and "validation" not in p.parts]
+    assert local <= {"postgres", "services", "airflow", "spark-worker"}, local
+    validation = object_keys(server, deployment.root, "validation")
+    for night in NIGHTS:
+        assert f"results/date={night.isoformat()}/latest.json" in validation
+        assert any(f"/{night.isoformat()}/" in k and k.endswith(".html") for k in validation)  # its Data Docs page
+    written = [p for p in root.rglob("*") if p.is_file()]
     lake_like = [p for p in written if p.suffix in {".parquet", ".csv", ".png", ".html"} or "_delta_log" in p.parts]
     assert lake_like == [], lake_like[:10]
 

@@ -9,13 +9,15 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from jobs import storage
+from jobs.adapters.gx_bucket import SITE as SITE_FOLDER
+from jobs.adapters.gx_bucket import BucketProject
 from jobs.adapters.transactions import (
     is_adjustment,
     money_integer_digits,
@@ -25,6 +27,7 @@ from jobs.adapters.transactions import (
 from jobs.config import Settings
 from jobs.definitions import FAIL, REQUIRED_COLUMNS, ROW_KEY, SOURCE_FILE, SOURCE_ROW, WARN
 from jobs.errors import DataValidationError, PermanentError
+from jobs.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +147,11 @@ class SuiteRunner:
     GX runs on pandas: a day is at most a few thousand rows, where GX's pandas engine takes
     ~0.3 s against ~5 s for its Spark engine's 38 metric jobs. Spark still reads and parses the
     files, so the values validated are exactly the values ingested.
+
+    On a bucket (``validation_dir: s3://…``) the project is a temporary local folder seeded from
+    the bucket and published back after each Data Docs build (``jobs.adapters.gx_bucket``). Use
+    it as a context manager (or call ``close``): closing publishes what is left and removes that
+    folder; locally it does nothing.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -151,19 +159,38 @@ class SuiteRunner:
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         self.settings = settings
-        self.context = gx.get_context(mode="file", project_root_dir=str(settings.path("validation_dir")))
-        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        source = self.context.data_sources.add_or_update_pandas(name="landed")
-        asset = next((a for a in source.assets if a.name == "transactions"), None) or source.add_dataframe_asset(
-            name="transactions"
-        )
-        batch = next((b for b in asset.batch_definitions if b.name == "day"), None) or (
-            asset.add_batch_definition_whole_dataframe("day")
-        )
-        suite = self.context.suites.add_or_update(load_suite(settings))
-        self.definition = self.context.validation_definitions.add_or_update(
-            gx.ValidationDefinition(name="transactions-day", data=batch, suite=suite)
-        )
+        location = settings.path("validation_dir")
+        self.bucket = BucketProject(location) if storage.is_remote(location) else None
+        self.project = self.bucket.folder if self.bucket else location
+        try:
+            self.context = gx.get_context(mode="file", project_root_dir=str(self.project))
+            self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+            source = self.context.data_sources.add_or_update_pandas(name="landed")
+            asset = next((a for a in source.assets if a.name == "transactions"), None) or source.add_dataframe_asset(
+                name="transactions"
+            )
+            batch = next((b for b in asset.batch_definitions if b.name == "day"), None) or (
+                asset.add_batch_definition_whole_dataframe("day")
+            )
+            suite = self.context.suites.add_or_update(load_suite(settings))
+            self.definition = self.context.validation_definitions.add_or_update(
+                gx.ValidationDefinition(name="transactions-day", data=batch, suite=suite)
+            )
+        except BaseException:
+            self.close(publish=False)
+            raise
+
+    def __enter__(self) -> SuiteRunner:
+        return self
+
+    def __exit__(self, error_type: type[BaseException] | None, *_: object) -> None:
+        self.close(publish=error_type is None)
+
+    def close(self, publish: bool = True) -> None:
+        """On a bucket: publish the results and pages not yet published (``publish``), then remove
+        the temporary project. Locally: nothing to do."""
+        if self.bucket is not None:
+            self.bucket.close(publish)
 
     def run(self, frame: pd.DataFrame, day: date) -> Any:
         """Validate one day's rows; the result is also kept in the GX results store."""
@@ -178,10 +205,11 @@ class SuiteRunner:
             run_id=RunIdentifier(run_name=day.isoformat()),  # the day names its Data Docs page
         )
 
-    def build_data_docs(self, days: list[date] | None = None) -> Path:
+    def build_data_docs(self, days: list[date] | None = None) -> Location:
         """Render the Data Docs pages of ``days`` (default: of every result kept) and the index;
         returns the index page. A night renders its own page only: rendering every kept result
-        would grow with the history (7.6 s against 1.1 s at a year of results)."""
+        would grow with the history (7.6 s against 1.1 s at a year of results). On a bucket the
+        results and pages are then published (the index last)."""
         from jobs.adapters.data_docs import escape_stored_results, localise_site
 
         keys = self.context.validation_results_store.list_keys()
@@ -193,23 +221,42 @@ class SuiteRunner:
             self.context.build_data_docs()
         else:
             self.context.build_data_docs(resource_identifiers=keys)
-        localise_site(data_docs_site(self.settings))  # CSS/JS from the site itself, not from CDNs
+        localise_site(self.project / SITE_FOLDER)  # CSS/JS from the site itself, not from CDNs
+        if self.bucket is not None:
+            self.bucket.publish()
         return data_docs_site(self.settings) / "index.html"
 
-    def day_page(self, day: date) -> Path | None:
+    def day_page(self, day: date) -> Location | None:
         """The Data Docs page of the latest validation of ``day`` (None before one is built)."""
         return day_page(self.settings, day)
 
 
-def data_docs_site(settings: Settings) -> Path:
-    """The folder of the local Data Docs site."""
-    return settings.path("validation_dir") / "gx" / "uncommitted" / "data_docs" / "local_site"
+def data_docs_site(settings: Settings) -> Location:
+    """The folder of the Data Docs site: a local ``Path``, or a ``UPath`` on the bucket."""
+    return settings.path("validation_dir") / SITE_FOLDER
 
 
-def day_page(settings: Settings, day: date) -> Path | None:
+def site_pages(site: Location, day: date) -> list[str]:
+    """The Data Docs pages of ``day``'s validations, relative to ``site`` and sorted (the latest
+    run last): ``validations/<suite>/<day>/<run time>/<batch>.html``. On a bucket: one listing of
+    the suites, one of each suite's day (never a walk of the whole site)."""
+    if not storage.is_remote(site):
+        return sorted(p.relative_to(site).as_posix() for p in site.glob(f"validations/*/{day.isoformat()}/*/*.html"))
+    fs, root = site.fs, site.path.rstrip("/")
+    try:
+        suites = fs.ls(f"{root}/validations", detail=False)
+    except FileNotFoundError:
+        return []
+    keys = (key for suite in suites for key in fs.find(f"{suite.rstrip('/')}/{day.isoformat()}"))
+    pages = (key.removeprefix(root + "/") for key in keys if key.endswith(".html"))
+    return sorted(rel for rel in pages if len(rel.split("/")) == 5)
+
+
+def day_page(settings: Settings, day: date) -> Location | None:
     """The Data Docs page of the latest validation of ``day``: validations/<suite>/<day>/<run time>/<batch>.html."""
-    pages = sorted(data_docs_site(settings).glob(f"validations/*/{day.isoformat()}/*/*.html"))
-    return pages[-1] if pages else None
+    site = data_docs_site(settings)
+    pages = site_pages(site, day)
+    return site / pages[-1] if pages else None
 
 
 def _exception_message(exception_info: dict[str, Any] | None) -> str | None:
@@ -341,7 +388,12 @@ def missing_customer_warnings(settings: Settings, missing_share: float | None) -
     return warnings
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
+def _write_json(path: Location, payload: dict[str, Any]) -> None:
+    """``payload`` as JSON at ``path``, whole or not at all: locally a temporary file renamed
+    over it; on a bucket a single put (an object appears whole)."""
+    if storage.is_remote(path):
+        path.fs.pipe_file(path.path, json.dumps(payload, indent=2, default=str).encode())
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     with os.fdopen(fd, "w") as handle:
@@ -349,7 +401,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def day_results_dir(settings: Settings, day: date) -> Path:
+def day_results_dir(settings: Settings, day: date) -> Location:
     return settings.path("validation_dir") / "results" / f"date={day.isoformat()}"
 
 

@@ -183,17 +183,17 @@ def validate_history(
         raise DataValidationError(
             f"days with more rows than validation.max_rows_per_day={limit}: {too_large}; nothing was written"
         )
-    runner = SuiteRunner(settings)
     days = days_between(first, until)
     progress = Progress(len(days), "validated")
     reports = []
-    for chunk in plan_chunks(counts, days, chunk_rows):
-        frame = collect_chunk(staged, chunk)
-        for day, rows in split_by_day(frame, chunk[0], chunk[-1]).items():
-            reports.append(check_day(runner, rows, day, fingerprint))
-            progress.advance(len(rows), day)
-        del frame
-    runner.build_data_docs()
+    with SuiteRunner(settings) as runner:  # on a bucket: its temporary GX project is published, then removed
+        for chunk in plan_chunks(counts, days, chunk_rows):
+            frame = collect_chunk(staged, chunk)
+            for day, rows in split_by_day(frame, chunk[0], chunk[-1]).items():
+                reports.append(check_day(runner, rows, day, fingerprint))
+                progress.advance(len(rows), day)
+            del frame
+        runner.build_data_docs()
     raise_if_failed(reports)
     return len(reports), [entry for report in reports for entry in report.quarantined]
 

@@ -23,17 +23,35 @@ import urllib.request
 from datetime import date
 from typing import Any
 
+from jobs import storage
 from jobs.config import Settings, load_settings
+from jobs.definitions import DATA_DOCS_URL_PREFIX
 
 log = logging.getLogger(__name__)
 
 
 def data_docs_url(settings: Settings) -> str:
-    """The Data Docs index: the configured URL, else the local file."""
+    """The Data Docs index: the configured URL; else the local file, or for a site on a bucket
+    the index as the Airflow API server serves it (``plugins/rfm_links.py``), absolute when
+    Airflow's ``[api] base_url`` is known."""
     if settings.alerts.data_docs_url:
         return settings.alerts.data_docs_url
-    index = settings.path("validation_dir") / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    from jobs.adapters.expectations import data_docs_site
+
+    index = data_docs_site(settings) / "index.html"
+    if storage.is_remote(index):
+        return f"{airflow_base_url()}{DATA_DOCS_URL_PREFIX}/index.html"
     return index.as_uri()
+
+
+def airflow_base_url() -> str:
+    """Airflow's ``[api] base_url`` without its trailing slash ('' outside Airflow or unset)."""
+    try:
+        from airflow.configuration import conf
+
+        return str(conf.get("api", "base_url", fallback="") or "").rstrip("/")
+    except Exception:  # noqa: BLE001 - an alert never fails for want of a link
+        return ""
 
 
 def validation_failures(settings: Settings, run_date: date) -> list[str]:

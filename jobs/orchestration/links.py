@@ -11,7 +11,7 @@ from datetime import date
 from typing import Any
 
 from jobs.adapters import tracking
-from jobs.adapters.expectations import data_docs_site, day_page
+from jobs.adapters.expectations import data_docs_site, site_pages
 from jobs.config import Settings
 from jobs.definitions import DATA_DOCS_URL_KEY, DATA_DOCS_URL_PREFIX, MLFLOW_RUN_URL_KEY
 
@@ -29,9 +29,10 @@ def mlflow_run_url(settings: Settings, experiment_id: str, run_id: str) -> str:
 
 
 def data_docs_url(settings: Settings, day: date) -> str | None:
-    """The path of the day's Data Docs page under the Airflow API server (None before one is built)."""
-    page = day_page(settings, day)
-    return f"{DATA_DOCS_URL_PREFIX}/{page.relative_to(data_docs_site(settings)).as_posix()}" if page else None
+    """The path of the day's Data Docs page under the Airflow API server (None before one is built);
+    the site is a local folder or on the bucket."""
+    pages = site_pages(data_docs_site(settings), day)
+    return f"{DATA_DOCS_URL_PREFIX}/{pages[-1]}" if pages else None
 
 
 def push_mlflow_link(ti: Any, settings: Settings, run_id: str | None) -> None:

@@ -121,9 +121,9 @@ def command(folder: Path, ports: dict[str, int], config: Path) -> list[str]:
 @dataclass(frozen=True)
 class BucketDeployment:
     """The pipeline with every location under ``root`` (``s3://bucket/prefix``) on ``server``: the
-    data dir (landing, lake, reports, exports, scratch folders) and the MLflow server's artifacts.
-    Only what must be local stays under ``local``: MLflow's SQLite store (unused beside a
-    server), the Airflow home (logs) and the validation results."""
+    data dir (landing, lake, validation results and Data Docs, reports, exports, scratch folders)
+    and the MLflow server's artifacts. Only what must be local stays under ``local``: MLflow's
+    SQLite store (unused beside a server) and the Airflow home (logs)."""
 
     server: S3Server
     root: str
@@ -140,7 +140,6 @@ class BucketDeployment:
             "RFM__PATHS__DATA_DIR": self.root,
             "RFM__PATHS__MLFLOW_DIR": str(local / "mlflow"),
             "RFM__PATHS__AIRFLOW_HOME": str(local / "airflow"),
-            "RFM__PATHS__VALIDATION_DIR": str(local / "validation"),
         }
 
     def mlflow_server_env(self) -> dict[str, str]:

@@ -50,9 +50,9 @@ def validate_day(day: date, settings: Settings | None = None, spark: SparkSessio
         raise LakeStateError(f"no arrival marker for {day} under {landing_dir}: the day's data has not landed")
     spark = spark or get_spark(settings)
     frame, inventory = read_pinned(spark, settings, day)
-    runner = SuiteRunner(settings)
-    report = check_day(runner, frame, day, inventory.fingerprint, inventory.as_records(), inventory.records)
-    runner.build_data_docs([day])
+    with SuiteRunner(settings) as runner:
+        report = check_day(runner, frame, day, inventory.fingerprint, inventory.as_records(), inventory.records)
+        runner.build_data_docs([day])
     raise_if_failed([report])
     return {k: v for k, v in asdict(report).items() if k not in ("failures", "quarantined", "inventory")}
 
