@@ -28,6 +28,7 @@ import pytest
 from harness.generate import generate_transactions
 from jobs.definitions import EXPORT_MANIFEST, TABLES
 from jobs.ops.split import land_days
+from jobs.steps.export import VERSIONS_DIR
 from tests.conftest import s3_settings
 from tests.helpers import delta_rs_alone as read_with_delta_rs_alone
 from tests.helpers import object_keys
@@ -252,7 +253,7 @@ def test_reports_exports_and_mlflow_artifacts_are_objects_in_the_bucket(bucket_r
         assert f"snapshot_date={night.isoformat()}/{EXPORT_MANIFEST}" in exports  # the published pointer
         pointer = json.loads(read_object(bucket_run, f"exports/snapshot_date={night.isoformat()}/{EXPORT_MANIFEST}"))
         folder = pointer["path"].removeprefix(bucket_run["prefix"] + "/exports/")  # a later export may replace it
-        assert folder.startswith("_versions/") and any(
+        assert folder.startswith(f"{VERSIONS_DIR}/") and any(
             k.startswith(folder + "/") and k.endswith(".csv") for k in exports
         )
     artifacts = keys(bucket_run, "mlflow")
