@@ -113,14 +113,14 @@ def real_data_path() -> Path:
 
 
 REPLAY_FIRST_NIGHT, REPLAY_LAST_NIGHT = date(2011, 12, 6), date(2011, 12, 9)  # every step of the DAG
-REPLAY_INGEST_FIRST_NIGHT = date(2011, 11, 27)  # thirteen real nights: 11-27 .. 12-09
+REPLAY_INGEST_FIRST_NIGHT = date(2011, 12, 2)  # eight real nights: 12-02 .. 12-09 (Saturday 12-03: no trading)
 REPLAY_RETRAIN_EVERY_DAYS = 3  # conf's 7, shortened: a retrain with a champion within four nights
 
 
 @pytest.fixture(scope="session")
 def real_replay(spark, real_data_path, tmp_path_factory) -> tuple[Settings, pd.DataFrame]:
-    """Thirteen real nights, night by night in this process (``jobs.ops.replay``): the history before
-    them loaded in one commit; validate and ingest every night from 2011-11-27 (the RFM snapshots);
+    """Eight real nights, night by night in this process (``jobs.ops.replay``): the history before
+    them loaded in one commit; validate and ingest every night from 2011-12-02 (the RFM snapshots);
     every step of the DAG on the last four, 2011-12-06 (the first champion) through 12-09, a retrain
     night with a champion (the retrain cadence shortened to 3 days). ``make test-incremental-year`` checks every night of
     the year; these nights cover the same code paths in CI. Its lake and MLflow store, and one row per
