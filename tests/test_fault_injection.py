@@ -1,6 +1,7 @@
 """The fault-injection suite in CI (issue 12, "The measure"): a few representative points through
 the same harness as ``make fault-injection`` (``harness.fault_injection``), which runs them all:
-a task boundary, a gap between two registry calls, a Delta write killed before its commit.
+a gap between two registry calls and a Delta write killed before its commit (a task boundary,
+the simplest kind, only in the full matrix).
 
 One scenario per module: a generated history loaded by the backfill, then one retrain night run
 clean as the reference (in one process, each step's fault points traced). Each trial restores
@@ -47,15 +48,11 @@ def test_the_reference_night_reaches_every_kind_of_point(scenario) -> None:
     ]
 
 
-@pytest.mark.parametrize(
-    ("step", "point"),
-    [
-        ("label", "after:label"),  # a task boundary: the work committed, the lease held
-        ("cluster", FAULT_DECISION_RECORDED),  # between two registry calls: decided, the alias not moved
-    ],
-)
-def test_a_killed_night_converges_on_its_retry(scenario, step, point) -> None:
-    trial = fi.run_trial(scenario, step, point)
+def test_a_night_killed_between_two_registry_calls_converges_on_its_retry(scenario) -> None:
+    """Decided, the alias not moved. (A task boundary, ``after:<step>``, is in the full matrix of
+    ``make fault-injection``; CI keeps the subtler points.)"""
+    point = FAULT_DECISION_RECORDED
+    trial = fi.run_trial(scenario, "cluster", point)
     assert trial.killed, f"{point} was never reached"
     assert trial.outcome == "converged", trial.outcome
 
