@@ -77,8 +77,12 @@ class S3Server:
         stop(self.executor)
 
     def start(self) -> None:
-        """Start a stopped server again on the same ports and data (a fault test's restart)."""
+        """Start a stopped server again on the same ports, keys and data (a fault test's restart), and
+        wait until each bucket takes a write: the gateway answers before the volumes are back."""
         self.executor.start()
+        client = self.client()
+        for bucket in self.buckets:
+            until_writable(client, bucket)
 
 
 def stop(executor: HTTPExecutor) -> None:
@@ -138,22 +142,23 @@ def s3_server(folder: Path, buckets: tuple[str, ...] = ("lake",)) -> Iterator[S3
     config.chmod(0o600)
     log = folder / "weed.log"
     endpoint = f"http://{HOST}:{ports['s3']}"
-    with open(log, "ab") as out:
-        executor = HTTPExecutor(
-            command(folder, ports, config),
-            url=f"{endpoint}/healthz",
-            status=r"^\d\d\d$",  # any answer: the gateway is up (auth comes next)
-            method="GET",
-            cwd=str(folder),
-            timeout=START_TIMEOUT_SECONDS,
-            stdout=out,
-            stderr=out,
-        )
-        try:
-            executor.start()
-        except Exception as exc:
-            stop(executor)
-            raise RuntimeError(f"SeaweedFS did not start: {exc}\n{log.read_text(errors='replace')[-3000:]}") from exc
+    out = open(log, "ab")  # noqa: SIM115 - open while the server may be (re)started: closed on exit
+    executor = HTTPExecutor(
+        command(folder, ports, config),
+        url=f"{endpoint}/healthz",
+        status=r"^\d\d\d$",  # any answer: the gateway is up (auth comes next)
+        method="GET",
+        cwd=str(folder),
+        timeout=START_TIMEOUT_SECONDS,
+        stdout=out,
+        stderr=out,
+    )
+    try:
+        executor.start()
+    except Exception as exc:
+        stop(executor)
+        out.close()
+        raise RuntimeError(f"SeaweedFS did not start: {exc}\n{log.read_text(errors='replace')[-3000:]}") from exc
     server = S3Server(endpoint, access_key, secret_key, buckets, executor, log)
     try:
         client = server.client()
@@ -162,6 +167,7 @@ def s3_server(folder: Path, buckets: tuple[str, ...] = ("lake",)) -> Iterator[S3
         yield server
     finally:
         server.stop()
+        out.close()
 
 
 def create_bucket(client, bucket: str, attempts: int = 30) -> None:
@@ -183,6 +189,22 @@ def create_bucket(client, bucket: str, attempts: int = 30) -> None:
             if attempt == attempts - 1:
                 raise
         time.sleep(1)
+
+
+def until_writable(client, bucket: str, attempts: int = 60) -> None:
+    """Put and delete a probe object in ``bucket`` until it works (a restarted server's volumes
+    register with its master a few seconds after the gateway answers)."""
+    import time
+
+    for attempt in range(attempts):
+        try:
+            client.put_object(Bucket=bucket, Key="_probe", Body=b"")
+            client.delete_object(Bucket=bucket, Key="_probe")
+            return
+        except Exception:  # noqa: BLE001 - not ready yet: any error until the last attempt
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1)
 
 
 def main() -> None:
