@@ -53,6 +53,7 @@ class S3Server:
     buckets: tuple[str, ...]
     executor: HTTPExecutor
     log: Path
+    metrics_url: str = ""  # Prometheus text: SeaweedFS_s3_request_total by request type
 
     @property
     def env(self) -> dict[str, str]:
@@ -119,6 +120,8 @@ def command(folder: Path, ports: dict[str, int], config: Path) -> list[str]:
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         f"-s3.config={config}",
+        f"-metricsPort={ports['metrics']}",  # Prometheus counters: S3 requests by type (make bench-pipeline)
+        f"-metricsIp={HOST}",
     ]
 
 
@@ -129,7 +132,7 @@ def s3_server(folder: Path, buckets: tuple[str, ...] = ("lake",)) -> Iterator[S3
         raise RuntimeError(f"no S3 server binary at {server_binary()}: run `make s3-server`")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "data").mkdir(exist_ok=True)
-    names = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")
+    names = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc", "metrics")
     ports: dict[str, int] = {}
     for name in names:
         port = port_for.select_random(exclude_ports=set(ports.values()))
@@ -159,7 +162,9 @@ def s3_server(folder: Path, buckets: tuple[str, ...] = ("lake",)) -> Iterator[S3
         stop(executor)
         out.close()
         raise RuntimeError(f"SeaweedFS did not start: {exc}\n{log.read_text(errors='replace')[-3000:]}") from exc
-    server = S3Server(endpoint, access_key, secret_key, buckets, executor, log)
+    server = S3Server(
+        endpoint, access_key, secret_key, buckets, executor, log, f"http://{HOST}:{ports['metrics']}/metrics"
+    )
     try:
         client = server.client()
         for bucket in buckets:
