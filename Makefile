@@ -160,7 +160,7 @@ test-incremental-year: setup ## incremental RFM vs compute_rfm every night of th
 	RFM__PATHS__DATA_DIR="$$(mktemp -d)" $(BIN)/python -m harness.check_incremental --source "$(REAL_DATA)" \
 	  --from 2010-12-02 --to 2011-12-09 --rerun-every 7
 
-fault-injection: setup ## SIGKILL a retrain night at every fault point, re-run it, check it converged (FAULTS_ARGS="--points ...")
+fault-injection: setup ## SIGKILL a retrain night at every fault point, re-run it, check it converged (FAULTS_ARGS="--points ..."; "--storage-outage": stop the S3 server mid-step instead)
 	$(BIN)/python -m harness.fault_injection $(FAULTS_ARGS)
 
 test-heavy: setup-test ## the `heavy` tests CI leaves out: Spark cluster, tasks one by one as Spark Connect clients, the real-month incremental check with re-runs, `make run` twice
@@ -175,8 +175,8 @@ test-hostile: setup-test ## the whole hostile corpus: every case through the lan
 test-cluster: setup ## one night on a Spark standalone master + worker (127.0.0.1) started from the pip pyspark
 	$(BIN)/pytest -q tests/test_spark_cluster.py
 
-bench-pipeline: setup ## Spark RFM vs DuckDB, incremental vs full silver, backfill and nights task by task (wall, peak RSS) at xN of the real file: make bench-pipeline FACTORS="1 10 100" [CONNECT=1: tasks as Spark Connect clients]
-	RFM__PATHS__DATA_DIR="$$(mktemp -d)" $(BIN)/python -m harness.bench_pipeline --source "$(REAL_DATA)" --factor $(FACTORS) --nights $(if $(CONNECT),--connect)
+bench-pipeline: setup ## Spark RFM vs DuckDB, incremental vs full silver, backfill and nights task by task (wall, peak RSS) at xN of the real file: make bench-pipeline FACTORS="1 10 100" [CONNECT=1: tasks as Spark Connect clients] [STORAGE=s3: the nights on a bucket too, beside disk]
+	RFM__PATHS__DATA_DIR="$$(mktemp -d)" $(BIN)/python -m harness.bench_pipeline --source "$(REAL_DATA)" --factor $(FACTORS) --nights $(if $(CONNECT),--connect) $(if $(filter s3,$(STORAGE)),--storage s3)
 
 clean: ## remove run outputs (data dir: landing, lake, validation, MLflow, Airflow home)
 	rm -rf data spark-warehouse metastore_db derby.log .pytest_cache

@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 import duckdb
 import psutil
 
+from harness.bucket import requests_between
 from jobs.adapters.landing import write_day
 from jobs.config import Settings
 from jobs.core.rules import sql_string
@@ -112,20 +114,33 @@ def peak_rss_of_tree(process: psutil.Process) -> int:
     return total
 
 
+Requests = Callable[[], dict[str, dict[str, Any]]]  # the S3 server's request counts so far, by type
+
+
 def bench_nights(
-    settings: Settings, export: Path, first_night: date, work: Path, connect: bool = False
+    settings: Settings,
+    export: Path,
+    first_night: date,
+    work: Path,
+    connect: bool = False,
+    extra_env: dict[str, str] | None = None,
+    requests: Requests | None = None,
 ) -> dict[str, Any]:
     """Backfill up to the day before ``first_night``, then that night (retrain) and the next (score);
-    ``connect``: the nights' tasks as clients of one Spark Connect server."""
-    env = {**os.environ, "RFM__PATHS__DATA_DIR": str(settings.path("data_dir"))}
+    ``connect``: the nights' tasks as clients of one Spark Connect server. ``extra_env``: more of
+    the tasks' environment (the bucket's locations and keys); ``requests``: the S3 server's counts,
+    read around each task (its requests then go into the figures)."""
+    env = {**os.environ, "RFM__PATHS__DATA_DIR": str(settings.path("data_dir")), **(extra_env or {})}
     log = work / f"{export.stem}-nights.log"
     history_end = first_night - timedelta(days=1)
     duck_s, duck_rows = duckdb_read_seconds(export)
+    before = requests() if requests else {}
     backfill = run_measured(
         [sys.executable, "-m", "jobs.ops.backfill", "--source", str(export), "--until", history_end.isoformat()],
         env,
         log,
     )
+    after = requests() if requests else {}
     figures: dict[str, Any] = {
         "backfill_s": backfill.seconds,
         "backfill_rows_per_s": round(duck_rows / backfill.seconds),
@@ -133,28 +148,40 @@ def bench_nights(
         "backfill_peak_rss_bytes": backfill.peak_rss_bytes,
         "driver": "spark-connect" if connect else "per task",
     }
+    if requests:
+        figures["backfill_requests"] = requests_between(before, after)
     if not connect:
-        run_nights(settings, export, first_night, env, log, figures)
+        run_nights(settings, export, first_night, env, log, figures, requests)
         return figures
     with spark_connect_server(work / "services", env) as server:
         try:
-            run_nights(settings, export, first_night, {**env, "RFM__SPARK__REMOTE": server.url}, log, figures)
+            remote = {**env, "RFM__SPARK__REMOTE": server.url}
+            run_nights(settings, export, first_night, remote, log, figures, requests)
         finally:
             figures["connect_server_peak_rss_bytes"] = peak_rss_of_tree(psutil.Process(server.process.process.pid))
     return figures
 
 
 def run_nights(
-    settings: Settings, export: Path, first_night: date, env: dict[str, str], log: Path, figures: dict[str, Any]
+    settings: Settings,
+    export: Path,
+    first_night: date,
+    env: dict[str, str],
+    log: Path,
+    figures: dict[str, Any],
+    requests: Requests | None = None,
 ) -> None:
     """Land and run the retrain night and the scoring night task by task, recording into ``figures``."""
     for kind, night in zip(NIGHT_KINDS, (first_night, first_night + timedelta(days=1)), strict=True):
         figures[f"{kind}_night"] = night.isoformat()
         figures[f"{kind}_rows"] = land_day_from(export, night, settings)
         for task in NIGHT_STEPS:
+            before = requests() if requests else {}
             measured = run_measured([sys.executable, "-m", "jobs", task, "--run-date", night.isoformat()], env, log)
             figures[f"{kind}_{task}_s"] = measured.seconds
             figures[f"{kind}_{task}_peak_rss_bytes"] = measured.peak_rss_bytes
+            if requests:
+                figures[f"{kind}_{task}_requests"] = requests_between(before, requests())
             print(
                 f"{kind} night {night}: {task} {measured.seconds} s, peak RSS {measured.peak_rss_bytes / 1e6:,.0f} MB",
                 flush=True,

@@ -12,7 +12,11 @@ times, on that same input and in this process:
   state, snapshot derived) vs the full recompute it replaces (``compute_rfm`` over bronze,
   written to silver), with the history before that day already in bronze and in the state;
 - with ``--nights``, the nightly path as the scheduler runs it (``harness.bench_night``): the
-  backfill and the last two days' nights, each task its own process, wall and peak RSS per task.
+  backfill and the last two days' nights, each task its own process, wall and peak RSS per task;
+- with ``--storage s3`` too, the same backfill and nights again with every location that can live
+  on a bucket on a real S3 server (SeaweedFS on 127.0.0.1, ``harness.bucket``), task by task beside
+  the local-disk run of the same process: seconds, the ratio bucket / disk, and the S3 requests each
+  task made (by type, with the seconds the server spent answering them).
 
 Wall times depend on the machine and its load: compare the ratios of one run, not seconds
 across runs. Timings never go into tests.
@@ -34,7 +38,8 @@ import duckdb
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from harness.bench_night import bench_nights, format_curve
+from harness import bucket
+from harness.bench_night import NIGHT_KINDS, bench_nights, format_curve
 from harness.check_incremental import typed_source
 from jobs.adapters import lake
 from jobs.adapters.customer_state import load_snapshot, rebuild_state
@@ -42,6 +47,7 @@ from jobs.adapters.spark import get_spark
 from jobs.config import Rfm, Settings, load_settings
 from jobs.core.rfm import compute_rfm
 from jobs.core.rules import cancellation_sql, non_product_sql, purchase_sql, sql_string
+from jobs.definitions import NIGHT_STEPS
 
 CUSTOMER_OFFSET = 100_000
 
@@ -176,8 +182,10 @@ def run(
     spark: SparkSession | None = None,
     nights: bool = False,
     connect: bool = False,
+    storage: str = "local",
 ) -> list[dict[str, Any]]:
-    """Each factor in fresh lakes under a temporary data dir; one record per factor."""
+    """Each factor in fresh lakes under a temporary data dir; one record per factor. ``storage="s3"``:
+    the nights also on a bucket (their figures prefixed ``s3_``)."""
     base = settings or load_settings()
     spark = spark or get_spark(base)
     results = []
@@ -194,8 +202,70 @@ def run(
                     bench_nights(night_settings, Path(work) / f"x{factor}.csv", first_night, Path(work), connect)
                 )
                 print(json.dumps(result), flush=True)  # with the nights: a long run's figures so far
+                if storage == "s3":
+                    result.update(bucket_nights(base, Path(work), factor, first_night, connect))
+                    print(json.dumps(result), flush=True)
             results.append(result)
     return results
+
+
+def bucket_nights(base: Settings, work: Path, factor: int, first_night: date, connect: bool) -> dict[str, Any]:
+    """The backfill and both nights of ``bench_nights`` with the locations on a fresh S3 server
+    (landing, validation results and the MLflow store's database stay local), prefixed ``s3_``."""
+    from jobs.orchestration.object_store import s3_server
+
+    with s3_server(work / f"s3-x{factor}") as server:
+        root = f"s3://lake/bench-x{factor}"
+        settings = bucket.on_bucket(with_data_dir(base, work / f"nights-s3-x{factor}"), server.endpoint_url, root)
+        figures = bench_nights(
+            settings,
+            work / f"x{factor}.csv",
+            first_night,
+            work,
+            connect,
+            extra_env={**server.env, **bucket.bucket_env(root)},
+            requests=lambda: bucket.request_counts(server.metrics_url),
+        )
+    return {f"s3_{key}": value for key, value in figures.items()}
+
+
+def storage_tasks() -> list[tuple[str, str]]:
+    """(row name, figure key) of every task the bucket-vs-disk table compares."""
+    return [("backfill", "backfill")] + [
+        (f"{kind} {task}", f"{kind}_{task}") for kind in NIGHT_KINDS for task in [*NIGHT_STEPS, "night"]
+    ]
+
+
+def format_storage(results: list[dict[str, Any]]) -> str:
+    """Per factor and task: seconds on local disk, on the bucket, their ratio, and the task's S3
+    requests (count, and the seconds the server spent answering them)."""
+    lines = []
+    for r in results:
+        if "s3_backfill_s" not in r:
+            continue
+        lines.append(
+            f"x{r['factor']}: {'task':<18}{'disk s':>9}{'bucket s':>10}{'bucket/disk':>12}{'requests':>10}{'server s':>10}"
+            "  requests by type"
+        )
+        for name, key in storage_tasks():
+            disk, remote = r[f"{key}_s"], r[f"s3_{key}_s"]
+            spent = r.get(f"s3_{key}_requests", {})
+            if key.endswith("_night"):
+                kind = key.removesuffix("_night")
+                spent = {}
+                for task in NIGHT_STEPS:
+                    for request, entry in r.get(f"s3_{kind}_{task}_requests", {}).items():
+                        total = spent.setdefault(request, {"count": 0, "seconds": 0.0})
+                        total["count"] += entry["count"]
+                        total["seconds"] += entry["seconds"]
+            count = sum(e["count"] for e in spent.values())
+            seconds = sum(e["seconds"] for e in spent.values())
+            by_type = ", ".join(f"{t} {e['count']}" for t, e in sorted(spent.items(), key=lambda i: -i[1]["count"]))
+            lines.append(
+                f"{'':5}{name:<18}{disk:>9}{remote:>10}{round(remote / max(disk, 1e-9), 2):>12}{count:>10}"
+                f"{round(seconds, 1):>10}  {by_type}"
+            )
+    return "\n".join(lines)
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
@@ -221,11 +291,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rows", type=int, help="only the first R rows of the source (a quick check)")
     parser.add_argument("--nights", action="store_true", help="also the backfill and two nights, task by task")
     parser.add_argument("--connect", action="store_true", help="--nights: the tasks as Spark Connect clients")
+    parser.add_argument(
+        "--storage",
+        choices=["local", "s3"],
+        default="local",
+        help="s3: --nights also with the locations on a real S3 server (make s3-server), beside the local run",
+    )
     args = parser.parse_args(argv)
-    results = run(args.source, args.factor, args.max_rows, nights=args.nights, connect=args.connect)
+    if args.storage == "s3" and not args.nights:
+        parser.error("--storage s3 compares the nights: add --nights")
+    results = run(
+        args.source, args.factor, args.max_rows, nights=args.nights, connect=args.connect, storage=args.storage
+    )
     print(format_table(results))
     if args.nights:
         print(format_curve(results))
+    if args.storage == "s3":
+        print(format_storage(results))
     print(json.dumps(results))
     return 0
 

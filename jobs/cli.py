@@ -11,9 +11,10 @@ from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
 
-from jobs.errors import PermanentError
+from jobs.errors import PermanentError, StorageUnavailableError
 
 EXIT_PERMANENT_FAILURE = 2
+EXIT_STORAGE_UNAVAILABLE = 75  # EX_TEMPFAIL: the object store did not answer; a retry can succeed
 
 
 def run_date_parser(description: str) -> argparse.ArgumentParser:
@@ -73,7 +74,8 @@ def run_step(step: Callable[[date], dict[str, Any]], description: str, argv: Seq
 
     The step holds its (step, run date) lease meanwhile (``jobs.adapters.lease``). A step with a
     ``full`` parameter also takes ``--full`` (recompute from the whole history).
-    Exit 0 on success, 2 on a permanent failure (bad input, lake state); other errors raise.
+    Exit 0 on success, 2 on a permanent failure (bad input, lake state), 75 when the object store
+    did not answer (retryable; one line naming the endpoint and location); other errors raise (1).
     """
     from jobs.adapters.lease import run_leased
     from jobs.adapters.spark import end_remote_session
@@ -91,6 +93,9 @@ def run_step(step: Callable[[date], dict[str, Any]], description: str, argv: Seq
     except PermanentError as error:
         print(f"FAILED: {error}", file=sys.stderr)
         return EXIT_PERMANENT_FAILURE
+    except StorageUnavailableError as error:
+        print(f"FAILED (retryable): {error}", file=sys.stderr)
+        return EXIT_STORAGE_UNAVAILABLE
     finally:
         end_remote_session()
     print(json.dumps(summary, indent=2, default=str))

@@ -58,7 +58,12 @@ class Storage(BaseModel):
     endpoint_url: str | None = None  # an S3-compatible endpoint (http://127.0.0.1:8333); None: AWS
     region: str = "us-east-1"
     path_style: bool = True  # bucket in the path, not the host name (what S3-compatible stores serve)
-    max_attempts: int = Field(default=3, ge=1)  # Spark's s3a retries of a failed call before the task fails
+    # a stopped or unreachable endpoint fails the step in tens of seconds, not minutes (Airflow retries it):
+    max_attempts: int = Field(default=3, ge=1)  # tries of a failed request by each client (s3a, botocore, delta-rs)
+    connect_timeout_seconds: int = Field(
+        default=5, gt=0
+    )  # a connection the endpoint does not accept in this time fails
+    read_timeout_seconds: int = Field(default=30, gt=0)  # an open connection silent this long fails the request
 
 
 class Landing(BaseModel):

@@ -203,6 +203,9 @@ def days_between(first: date, last: date) -> list[date]:
 # FAULT_TRACE_ENV names a file each point reached is appended to (the harness finds the points that way).
 FAULT_POINT_ENV = "RFM_FAULT_POINT"
 FAULT_TRACE_ENV = "RFM_FAULT_TRACE"
+# With FAULT_PAUSE_ENV naming a file, the armed point pauses instead: it writes the file and goes on
+# once the harness has removed it (the harness stops the S3 server meanwhile: a storage outage).
+FAULT_PAUSE_ENV = "RFM_FAULT_PAUSE"
 # The registry calls of a retrain night, in order; a fault point sits after each one.
 FAULT_MODEL_LOGGED = "registry:model-logged"  # the model logged to the night's run, no version yet
 FAULT_VERSION_REGISTERED = "registry:version-registered"  # the version registered (tagged), never evaluated

@@ -19,3 +19,8 @@ class UnreadableFileError(DataValidationError):
 
 class LandingChangedError(LakeStateError):
     """The landed files changed while a step was reading them: what was validated is not what is there."""
+
+
+class StorageUnavailableError(RuntimeError):
+    """The object store did not answer (refused, timed out, unresolvable): retrying can help, once it is back.
+    Not a ``PermanentError``: the task fails and Airflow retries it; ``python -m jobs`` exits 75."""

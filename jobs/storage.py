@@ -10,12 +10,17 @@ never from a conf file. Each client gets the location in its own form:
 - plain files (validation results, reports, exports, leases, landing objects): a ``UPath`` over
   fsspec/s3fs (``location``), so ``exists``/``open``/``iterdir`` work the same on disk and on a bucket;
 - MLflow: ``mlflow server --artifacts-destination s3://…`` with ``mlflow_env``.
+
+Every client gets the same bounds (``storage.max_attempts``, ``connect_timeout_seconds``,
+``read_timeout_seconds``): an endpoint that is down fails a step in tens of seconds, and
+``unavailable`` names that failure (``StorageUnavailableError``, retryable) whichever client met it.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -23,8 +28,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from upath import UPath
+
+from jobs.errors import StorageUnavailableError
 
 if TYPE_CHECKING:
     from jobs.config import Settings, Storage
@@ -67,7 +75,12 @@ def fsspec_options(conf: Storage) -> dict[str, Any]:
         "secret": keys["AWS_SECRET_ACCESS_KEY"],
         "token": keys.get("AWS_SESSION_TOKEN"),
         "client_kwargs": client,
-        "config_kwargs": {"s3": {"addressing_style": "path" if conf.path_style else "auto"}},
+        "config_kwargs": {
+            "s3": {"addressing_style": "path" if conf.path_style else "auto"},
+            "connect_timeout": conf.connect_timeout_seconds,
+            "read_timeout": conf.read_timeout_seconds,
+            "retries": {"max_attempts": conf.max_attempts, "mode": "standard"},
+        },
         # listings must see what another process just wrote (markers, leases, new days)
         "use_listings_cache": False,
     }
@@ -87,11 +100,16 @@ def delta_options(location: str | os.PathLike[str], conf: Storage) -> dict[str, 
     racing on one version cannot both win (no DynamoDB lock needed)."""
     if not is_s3(location):
         return None
-    return _delta_options(conf.endpoint_url, conf.region, conf.path_style)
+    return _delta_options(
+        conf.endpoint_url, conf.region, conf.path_style, conf.max_attempts, conf.connect_timeout_seconds
+    )
 
 
-def _delta_options(endpoint_url: str | None, region: str, path_style: bool) -> dict[str, str]:
+def _delta_options(
+    endpoint_url: str | None, region: str, path_style: bool, attempts: int, connect_timeout: int
+) -> dict[str, str]:
     options = {**credentials(), "AWS_REGION": region, "conditional_put": "etag"}
+    options.update({"max_retries": str(attempts - 1), "connect_timeout": f"{connect_timeout}s"})
     if endpoint_url:
         options["AWS_ENDPOINT_URL"] = endpoint_url
         options["AWS_ALLOW_HTTP"] = str(endpoint_url.startswith("http://")).lower()
@@ -105,9 +123,12 @@ def table_options(location: str | os.PathLike[str]) -> dict[str, str] | None:
     if not is_s3(location):
         return None
     options = getattr(location, "storage_options", {}) or {}
-    client = options.get("client_kwargs", {})
-    style = options.get("config_kwargs", {}).get("s3", {}).get("addressing_style", "path")
-    return _delta_options(client.get("endpoint_url"), client.get("region_name", "us-east-1"), style == "path")
+    client, config = options.get("client_kwargs", {}), options.get("config_kwargs", {})
+    style = config.get("s3", {}).get("addressing_style", "path")
+    attempts, connect_timeout = config.get("retries", {}).get("max_attempts", 3), config.get("connect_timeout", 5)
+    return _delta_options(
+        client.get("endpoint_url"), client.get("region_name", "us-east-1"), style == "path", attempts, connect_timeout
+    )
 
 
 def delta_table(location: str | os.PathLike[str], version: int | None = None) -> Any:
@@ -153,9 +174,13 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.hadoop.fs.s3a.aws.credentials.provider": (
             "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"
         ),
-        # a night's small commits: fail a call to a stopped server in seconds, not minutes
+        # a night's small commits: fail a call to a stopped server in seconds, not minutes (the
+        # defaults: 5 SDK attempts inside each of 7 s3a retries, 30 s to connect, 200 s of silence)
         "spark.hadoop.fs.s3a.attempts.maximum": str(conf.max_attempts),
         "spark.hadoop.fs.s3a.retry.limit": str(conf.max_attempts),
+        # hadoop-aws 3.4 raises a connect timeout under 15 s to 15 s (with a warning): ask for no less
+        "spark.hadoop.fs.s3a.connection.establish.timeout": f"{max(conf.connect_timeout_seconds, 15)}s",
+        "spark.hadoop.fs.s3a.connection.timeout": f"{conf.read_timeout_seconds}s",
     }
     if conf.endpoint_url:
         values["spark.hadoop.fs.s3a.endpoint"] = conf.endpoint_url
@@ -168,9 +193,67 @@ def mlflow_env(settings: Settings) -> dict[str, str]:
     if not is_s3(settings.mlflow.artifacts_destination or ""):
         return {}
     env = {**credentials(), "AWS_DEFAULT_REGION": settings.storage.region}
+    env.update({"AWS_MAX_ATTEMPTS": str(settings.storage.max_attempts), "AWS_RETRY_MODE": "standard"})
     if settings.storage.endpoint_url:
         env["MLFLOW_S3_ENDPOINT_URL"] = settings.storage.endpoint_url
     return env
+
+
+# What a client says when the endpoint does not answer (refused, timed out, unresolvable): botocore
+# (s3fs, MLflow), the AWS SDK under hadoop-aws (through Py4J or Spark Connect), object_store (delta-rs).
+# The first pattern says how; the AWS SDK's generic "Unable to execute HTTP request" counts when none does.
+UNREACHABLE = [
+    re.compile(
+        r"Connection refused|Could not connect to the endpoint URL|Cannot connect to host|connect timed out|"
+        r"Connect timeout|Read timed out|tcp connect error|No route to host|UnknownHostException",
+        re.IGNORECASE,
+    ),
+    re.compile(r"Unable to execute HTTP request", re.IGNORECASE),
+]
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def unavailable(error: BaseException, settings: Settings) -> StorageUnavailableError | None:
+    """``error`` as a one-line ``StorageUnavailableError`` when it, or an error it came from, says
+    the S3 endpoint did not answer (and names it or an ``s3://``/``s3a://`` location); else None."""
+    if isinstance(error, StorageUnavailableError):
+        return error
+    if not uses_s3(settings):
+        return None
+    endpoint = settings.storage.endpoint_url
+    host = urlsplit(endpoint).netloc if endpoint else "amazonaws.com"
+    for cause in _chain(error):
+        text = " ".join(ANSI.sub("", f"{type(cause).__name__}: {cause}").split())
+        found = next((match for pattern in UNREACHABLE if (match := pattern.search(text))), None)
+        if found and (host in text or "s3a://" in text or "s3://" in text):
+            location = _named_location(text, endpoint) or settings.paths.lake_dir
+            return StorageUnavailableError(
+                f"storage unreachable: the S3 endpoint {endpoint or 'of AWS'} did not answer ({found.group(0)}) "
+                f"at {location}; retryable: run the step again once the endpoint answers"
+            )
+    return None
+
+
+def _named_location(text: str, endpoint: str | None) -> str | None:
+    """The first ``s3://``/``s3a://`` location an error message names, or the key of a URL on the endpoint."""
+    found = re.search(r"s3a?://[^\s:'\"]+", text)
+    if found:
+        return found.group(0)
+    found = re.search(re.escape(endpoint.rstrip("/")) + r"/([^\s?'\")]+)", text) if endpoint else None
+    return S3_SCHEME + found.group(1) if found else None
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and every error it was raised from or while handling, outermost first."""
+    seen: list[BaseException] = []
+    pending = [error]
+    while pending:
+        current = pending.pop(0)
+        if current is None or any(current is known for known in seen):
+            continue
+        seen.append(current)
+        pending += [current.__cause__, current.__context__]
+    return seen
 
 
 def is_remote(location: object) -> bool:

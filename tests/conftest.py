@@ -62,7 +62,7 @@ def settings(tmp_path: Path) -> Settings:
 # module is one unit of work, so its module fixtures are built once; the modules sharing the real
 # replay share a unit; the longest units start first, so neither worker idles at the end.
 SHARED_UNITS = {"test_replay_real": "real_replay", "test_clv_step": "real_replay"}
-LONGEST_FIRST = ["real_replay", "test_end_to_end", "test_scheduled_path", "test_fault_injection"]
+LONGEST_FIRST = ["real_replay", "test_end_to_end", "test_scheduled_path", "test_fault_injection", "test_storage_outage"]
 
 
 def unit_of(module: str) -> str:

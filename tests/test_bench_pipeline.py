@@ -85,3 +85,32 @@ def test_the_curve_puts_each_tasks_factors_side_by_side() -> None:
     score_ingest = next(line for line in lines if line.startswith("score ingest"))
     assert score_ingest.split() == ["score", "ingest", "10.0", "1024", "25.0", "1024", "2.5"]
     assert "x10 1,000 (DuckDB reads 50,000)" in lines[-1]
+
+
+def test_the_storage_table_puts_bucket_and_disk_side_by_side_with_the_requests() -> None:
+    from harness.bench_pipeline import format_storage, storage_tasks
+
+    result: dict = {"factor": 1}
+    for _, key in storage_tasks():
+        result[f"{key}_s"], result[f"s3_{key}_s"] = 10.0, 25.0
+        if not key.endswith("_night"):
+            result[f"s3_{key}_requests"] = {"PUT": {"count": 30, "seconds": 0.5}, "HEAD": {"count": 70, "seconds": 0.3}}
+    lines = format_storage([result]).splitlines()
+    score_label = next(line for line in lines if line.split()[:2] == ["score", "label"])
+    assert score_label.split() == ["score", "label", "10.0", "25.0", "2.5", "100", "0.8", "HEAD", "70,", "PUT", "30"]
+    score_night = next(line for line in lines if line.split()[:2] == ["score", "night"])
+    assert score_night.split()[2:7] == ["10.0", "25.0", "2.5", str(6 * 100), "4.8"]  # the night's tasks summed
+
+
+@pytest.mark.s3
+def test_the_servers_request_counts_are_read_by_type(s3) -> None:
+    from harness import bucket
+
+    client = s3.client()
+    before = bucket.request_counts(s3.metrics_url)
+    for index in range(3):
+        client.put_object(Bucket="lake", Key=f"counted/{index}", Body=b"x")
+    client.list_objects_v2(Bucket="lake", Prefix="counted/")
+    spent = bucket.requests_between(before, bucket.request_counts(s3.metrics_url))
+    assert spent["PUT"]["count"] == 3 and spent["LIST"]["count"] == 1
+    assert all(entry["seconds"] >= 0 for entry in spent.values())

@@ -63,7 +63,7 @@ def test_a_snapshot_killed_between_its_gold_writes_is_not_shown_until_the_rerun(
     completes the snapshot and D appears."""
     assert fi.inject(scenario, "label", "write:gold/segment_summary")
     settings = scenario.settings()
-    assert NIGHT in set(fi.gold(scenario.work)["snapshot_date"]), "the first gold write should be committed"
+    assert NIGHT in set(fi.gold(scenario.settings())["snapshot_date"]), "the first gold write should be committed"
     lake = SegmentLake.from_settings(settings)
     assert NIGHT not in lake.snapshot_dates()
     assert lake.snapshot(NIGHT) is None

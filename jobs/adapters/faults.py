@@ -12,6 +12,10 @@ exception handler runs. The points (see docs/operations.md, "Fault injection"):
 
 With ``RFM_FAULT_TRACE`` set to a file, every point reached is appended to it (one line each):
 the harness runs a clean night that way to list the points it then kills at.
+
+With ``RFM_FAULT_PAUSE`` set to a file, the armed point pauses instead of killing: it writes that
+file and waits until the harness removes it, then goes on (a write point then does its real
+write). The harness stops the S3 server in between: the step meets a storage outage right there.
 """
 
 from __future__ import annotations
@@ -19,14 +23,17 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jobs import storage
-from jobs.definitions import FAULT_POINT_ENV, FAULT_TRACE_ENV
+from jobs.definitions import FAULT_PAUSE_ENV, FAULT_POINT_ENV, FAULT_TRACE_ENV
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
+
+PAUSE_LIMIT_SECONDS = 600  # a paused step goes on after this even if nobody removed the file
 
 
 def armed(name: str) -> bool:
@@ -45,9 +52,28 @@ def kill() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def pausing() -> bool:
+    """Whether the armed point pauses (``RFM_FAULT_PAUSE``) rather than kills."""
+    return bool(os.environ.get(FAULT_PAUSE_ENV))
+
+
+def pause(name: str) -> None:
+    """Write the ``RFM_FAULT_PAUSE`` file (naming the point) and wait until it is removed."""
+    handshake = Path(os.environ[FAULT_PAUSE_ENV])
+    staged = handshake.with_name(handshake.name + ".tmp")
+    staged.write_text(name + "\n")
+    staged.replace(handshake)  # whole or absent: the harness acts on its existence
+    deadline = time.monotonic() + PAUSE_LIMIT_SECONDS
+    while handshake.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def fault_point(name: str) -> None:
-    """Die here when ``RFM_FAULT_POINT`` names this point; otherwise nothing."""
+    """Die here (or pause, with ``RFM_FAULT_PAUSE``) when ``RFM_FAULT_POINT`` names this point; otherwise nothing."""
     if armed(name):
+        if pausing():
+            pause(name)
+            return
         kill()
 
 
@@ -65,6 +91,9 @@ def in_write(kind: str, frame: DataFrame, path: Path, partition_by: str | None =
     names — the orphan files a writer killed before its commit leaves — and then the process dies.
     """
     if armed(table_point(kind, path)):
+        if pausing():  # then the real write, against whatever the harness made of the store meanwhile
+            pause(table_point(kind, path))
+            return
         writer = frame.write.mode("append").format("parquet")
         if partition_by:
             writer = writer.partitionBy(partition_by)

@@ -195,8 +195,8 @@ class _Heartbeat(threading.Thread):
                 if not _store_replace(self.path, renewed):
                     log.error("lease %s is no longer ours (broken by another writer): heartbeat stops", self.path)
                     return
-            except OSError:
-                log.exception("could not renew the lease %s; retrying at the next beat", self.path)
+            except Exception as error:  # noqa: BLE001 - the store down or slow: beat again, the step decides
+                log.warning("could not renew the lease %s (%s); retrying at the next beat", self.path, error)
                 continue
             self.record = renewed
             self.beats += 1
@@ -248,9 +248,15 @@ def lease(
     heartbeat.start()
     try:
         yield record
-    finally:
+    except BaseException:
         heartbeat.stop()
-        _store_remove(path, record["token"])
+        try:  # the step's own error is what the caller must see, not a release that failed after it
+            _store_remove(path, record["token"])
+        except Exception as error:  # noqa: BLE001 - e.g. the store down: the lease goes stale on its own
+            log.warning("could not release the lease %s (%s): it is stale once this process ends", path, error)
+        raise
+    heartbeat.stop()
+    _store_remove(path, record["token"])
 
 
 def step_lease(settings: Settings, step: str, run_date: date) -> AbstractContextManager[dict[str, Any]]:
@@ -275,12 +281,19 @@ def run_leased(step: Callable[..., dict[str, Any]], day: date, settings: Setting
     """``step(day, **kwargs)`` under its (step, day) lease (``settings`` locate it; positional, so
     ``kwargs`` may pass the step its own ``settings``); its ``after:<step>`` fault point fires
     once the work is done, lease still held: the task boundary every runner shares (CLI, DAG task,
-    ``make rerun``)."""
+    ``make rerun``). An error that says the object store did not answer, whichever client met it,
+    becomes a ``StorageUnavailableError`` (retryable, one line: ``storage.unavailable``)."""
     from jobs.adapters.faults import fault_point
 
-    with step_lease(settings, step_name(step), day):
-        summary = step(day, **kwargs)
-        fault_point(f"after:{step_name(step)}")
+    try:
+        with step_lease(settings, step_name(step), day):
+            summary = step(day, **kwargs)
+            fault_point(f"after:{step_name(step)}")
+    except Exception as error:
+        outage = storage.unavailable(error, settings)
+        if outage is None or outage is error:
+            raise
+        raise outage from error
     return summary
 
 

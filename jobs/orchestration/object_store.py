@@ -53,6 +53,7 @@ class S3Server:
     buckets: tuple[str, ...]
     executor: HTTPExecutor
     log: Path
+    metrics_url: str = ""  # Prometheus text: SeaweedFS_s3_request_total by request type
 
     @property
     def env(self) -> dict[str, str]:
@@ -77,8 +78,12 @@ class S3Server:
         stop(self.executor)
 
     def start(self) -> None:
-        """Start a stopped server again on the same ports and data (a fault test's restart)."""
+        """Start a stopped server again on the same ports, keys and data (a fault test's restart), and
+        wait until each bucket takes a write: the gateway answers before the volumes are back."""
         self.executor.start()
+        client = self.client()
+        for bucket in self.buckets:
+            until_writable(client, bucket)
 
 
 def stop(executor: HTTPExecutor) -> None:
@@ -115,6 +120,8 @@ def command(folder: Path, ports: dict[str, int], config: Path) -> list[str]:
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         f"-s3.config={config}",
+        f"-metricsPort={ports['metrics']}",  # Prometheus counters: S3 requests by type (make bench-pipeline)
+        f"-metricsIp={HOST}",
     ]
 
 
@@ -159,7 +166,7 @@ def s3_server(folder: Path, buckets: tuple[str, ...] = ("lake",)) -> Iterator[S3
         raise RuntimeError(f"no S3 server binary at {server_binary()}: run `make s3-server`")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "data").mkdir(exist_ok=True)
-    names = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")
+    names = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc", "metrics")
     ports: dict[str, int] = {}
     for name in names:
         port = port_for.select_random(exclude_ports=set(ports.values()))
@@ -172,23 +179,26 @@ def s3_server(folder: Path, buckets: tuple[str, ...] = ("lake",)) -> Iterator[S3
     config.chmod(0o600)
     log = folder / "weed.log"
     endpoint = f"http://{HOST}:{ports['s3']}"
-    with open(log, "ab") as out:
-        executor = HTTPExecutor(
-            command(folder, ports, config),
-            url=f"{endpoint}/healthz",
-            status=r"^\d\d\d$",  # any answer: the gateway is up (auth comes next)
-            method="GET",
-            cwd=str(folder),
-            timeout=START_TIMEOUT_SECONDS,
-            stdout=out,
-            stderr=out,
-        )
-        try:
-            executor.start()
-        except Exception as exc:
-            stop(executor)
-            raise RuntimeError(f"SeaweedFS did not start: {exc}\n{log.read_text(errors='replace')[-3000:]}") from exc
-    server = S3Server(endpoint, access_key, secret_key, buckets, executor, log)
+    out = open(log, "ab")  # noqa: SIM115 - open while the server may be (re)started: closed on exit
+    executor = HTTPExecutor(
+        command(folder, ports, config),
+        url=f"{endpoint}/healthz",
+        status=r"^\d\d\d$",  # any answer: the gateway is up (auth comes next)
+        method="GET",
+        cwd=str(folder),
+        timeout=START_TIMEOUT_SECONDS,
+        stdout=out,
+        stderr=out,
+    )
+    try:
+        executor.start()
+    except Exception as exc:
+        stop(executor)
+        out.close()
+        raise RuntimeError(f"SeaweedFS did not start: {exc}\n{log.read_text(errors='replace')[-3000:]}") from exc
+    server = S3Server(
+        endpoint, access_key, secret_key, buckets, executor, log, f"http://{HOST}:{ports['metrics']}/metrics"
+    )
     try:
         client = server.client()
         for bucket in buckets:
@@ -196,6 +206,7 @@ def s3_server(folder: Path, buckets: tuple[str, ...] = ("lake",)) -> Iterator[S3
         yield server
     finally:
         server.stop()
+        out.close()
 
 
 def create_bucket(client, bucket: str, attempts: int = 30) -> None:
@@ -217,6 +228,22 @@ def create_bucket(client, bucket: str, attempts: int = 30) -> None:
             if attempt == attempts - 1:
                 raise
         time.sleep(1)
+
+
+def until_writable(client, bucket: str, attempts: int = 60) -> None:
+    """Put and delete a probe object in ``bucket`` until it works (a restarted server's volumes
+    register with its master a few seconds after the gateway answers)."""
+    import time
+
+    for attempt in range(attempts):
+        try:
+            client.put_object(Bucket=bucket, Key="_probe", Body=b"")
+            client.delete_object(Bucket=bucket, Key="_probe")
+            return
+        except Exception:  # noqa: BLE001 - not ready yet: any error until the last attempt
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1)
 
 
 def main() -> None:
