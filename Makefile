@@ -166,8 +166,8 @@ fault-injection: setup ## SIGKILL a retrain night at every fault point, re-run i
 test-heavy: setup-test ## the `heavy` tests CI leaves out: Spark cluster, tasks one by one as Spark Connect clients, the real-month incremental check with re-runs, `make run` twice
 	$(BIN)/pytest --durations=0 -m heavy
 
-test-s3: setup-test ## two whole nights with the lake, reports, exports and MLflow artifacts on a real S3 server (SeaweedFS, 127.0.0.1), read back by delta-rs alone (long)
-	$(BIN)/pytest -q -s tests/test_object_storage.py tests/test_object_storage_nights.py
+test-s3: setup-test ## on a real S3 server (SeaweedFS, 127.0.0.1): two whole nights read back by delta-rs alone, and the server stopped in the middle of a step (long)
+	$(BIN)/pytest -q -s tests/test_object_storage.py tests/test_object_storage_nights.py tests/test_storage_outage.py tests/test_validation_on_bucket.py
 
 test-hostile: setup-test ## the whole hostile corpus: every case through the landing inventory, every accepted one through validate and ingest (several minutes)
 	$(BIN)/pytest -q tests/test_hostile.py tests/test_hostile_spark.py -m "heavy or not heavy" --durations=10

@@ -6,7 +6,8 @@ retryable line naming the endpoint and the location, within bounded time, and th
   shares (``run_leased``), and ``python -m jobs`` exits 75 with that one line (not 2: Airflow retries).
 - With a real server stopped and started again (no Spark): s3fs and delta-rs give up within the
   configured bounds, and find the data again after the restart.
-- The outage trial of ``make fault-injection FAULTS_ARGS=--storage-outage``, once: the label step of
+- The outage trial of ``make fault-injection FAULTS_ARGS=--storage-outage``, once (``heavy``: in
+  ``make test-s3``, not in CI): the label step of
   a retrain night, its locations on the bucket, paused at its first gold write while the harness
   stops the server; its retry after the restart converges (``harness.fault_injection.check``).
 """
@@ -174,6 +175,7 @@ def outage_scenario(own_server, tmp_path_factory):
 @pytest.mark.spark
 @pytest.mark.faults
 @pytest.mark.s3
+@pytest.mark.heavy  # about 8 min on a busy 2-core machine: `make test-s3`, not CI's 40-minute budget
 def test_the_server_stopped_in_the_middle_of_a_step_fails_it_retryable_and_the_rerun_converges(
     own_server, outage_scenario
 ) -> None:
