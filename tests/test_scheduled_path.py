@@ -11,9 +11,9 @@ LocalExecutor. The Airflow processes run with ``SPARK_HOME`` pointing nowhere, s
 tried to start a driver of its own would fail: every Spark call goes through the Connect server.
 
 The days land as objects; history is backfilled from them up to 2011-12-07; the DAG's start and end dates (config, through
-RFM__DAG__START_DATE / END_DATE) make catch-up schedule exactly the nights Thursday 2011-12-08 …
-Saturday 2011-12-10 (no trading): the first night retrains and registers the first model, the
-others score with it. The test unpauses the DAG and waits for the **scheduled** runs; it asserts
+RFM__DAG__START_DATE / END_DATE) make catch-up schedule exactly the nights Thursday 2011-12-08 and
+Friday 2011-12-09: the first night retrains and registers the first model, the second scores
+with it (a night without trading through the DAG is test_end_to_end's Saturday). The test unpauses the DAG and waits for the **scheduled** runs; it asserts
 them through the REST API v2, then reads the champion alias back through the MLflow server and
 checks that `segment_export`, scheduled on the publish-record Asset that `clv` updates, exported
 each night after clv, with the published gold rows and CLV columns. Chromium then opens the
@@ -53,9 +53,9 @@ from tests.helpers import delta_rs_alone, listening_addresses, non_loopback, obj
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow, pytest.mark.s3]
 
 HISTORY_START, HISTORY_END = date(2011, 11, 1), date(2011, 12, 7)
-# a retrain, a score night and Saturday 12-10 without trading: the three kinds of night (the
+# a retrain and a score night (a night without trading is test_end_to_end's Saturday 12-10; the
 # retrain cadence over more nights is test_replay_real's, on real data)
-NIGHTS = days_between(date(2011, 12, 8), date(2011, 12, 10))
+NIGHTS = days_between(date(2011, 12, 8), date(2011, 12, 9))
 ORDER = ["wait_for_landing", "validate", "ingest", "cluster", "label", "clv", "eda"]
 DAG_ID, EXPORT_DAG_ID = "rfm_segmentation", "segment_export"
 WAIT_SECONDS = 3600  # an upper bound for a loaded CI machine, not a performance assertion
