@@ -11,6 +11,8 @@ Each process tree (Python and its Spark JVM) is sampled every 0.2 s; its peak RS
 sum seen. With ``connect`` the nights' tasks are Spark Connect clients of one server started after
 the backfill (``jobs.adapters.spark --serve``, as ``make prod-local`` and compose run them); the
 server's peak RSS (the kernel's high-water mark of its processes) is reported beside the tasks'.
+With a second ``Setup`` (``bench-pipeline --storage s3``: the locations on a bucket) each task runs
+in both setups in turn, its figures' keys prefixed ``s3_``, with the S3 requests it made.
 Timings never go into tests.
 """
 
@@ -117,76 +119,91 @@ def peak_rss_of_tree(process: psutil.Process) -> int:
 Requests = Callable[[], dict[str, dict[str, Any]]]  # the S3 server's request counts so far, by type
 
 
+@dataclass(frozen=True)
+class Setup:
+    """One way of running the nights: its settings, its tasks' environment, the prefix of its
+    figures' keys and, on a bucket, the S3 server's request counts (read around each task)."""
+
+    settings: Settings
+    env: dict[str, str]
+    prefix: str = ""
+    requests: Requests | None = None
+
+
+def task_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A task's environment: this one, the settings' data dir, and ``extra``."""
+    return {**os.environ, "RFM__PATHS__DATA_DIR": str(settings.path("data_dir")), **(extra or {})}
+
+
 def bench_nights(
     settings: Settings,
     export: Path,
     first_night: date,
     work: Path,
     connect: bool = False,
-    extra_env: dict[str, str] | None = None,
-    requests: Requests | None = None,
+    beside: Setup | None = None,
 ) -> dict[str, Any]:
     """Backfill up to the day before ``first_night``, then that night (retrain) and the next (score);
-    ``connect``: the nights' tasks as clients of one Spark Connect server. ``extra_env``: more of
-    the tasks' environment (the bucket's locations and keys); ``requests``: the S3 server's counts,
-    read around each task (its requests then go into the figures)."""
-    env = {**os.environ, "RFM__PATHS__DATA_DIR": str(settings.path("data_dir")), **(extra_env or {})}
+    ``connect``: the nights' tasks as clients of one Spark Connect server. ``beside``: a second setup
+    (the bucket) measured in turn with the first, task by task (each task on disk, then on the
+    bucket), so a change of load on the machine falls on both sides of a ratio alike."""
     log = work / f"{export.stem}-nights.log"
+    setups = [Setup(settings, task_env(settings))] + ([beside] if beside else [])
+    if connect and beside:
+        raise ValueError("a second setup runs its tasks with a driver each: not with --connect")
     history_end = first_night - timedelta(days=1)
     duck_s, duck_rows = duckdb_read_seconds(export)
-    before = requests() if requests else {}
-    backfill = run_measured(
-        [sys.executable, "-m", "jobs.ops.backfill", "--source", str(export), "--until", history_end.isoformat()],
-        env,
-        log,
-    )
-    after = requests() if requests else {}
     figures: dict[str, Any] = {
-        "backfill_s": backfill.seconds,
-        "backfill_rows_per_s": round(duck_rows / backfill.seconds),
         "duckdb_read_rows_per_s": round(duck_rows / max(duck_s, 1e-9)),
-        "backfill_peak_rss_bytes": backfill.peak_rss_bytes,
         "driver": "spark-connect" if connect else "per task",
     }
-    if requests:
-        figures["backfill_requests"] = requests_between(before, after)
+    backfill = [sys.executable, "-m", "jobs.ops.backfill", "--source", str(export), "--until", history_end.isoformat()]
+    for setup in setups:
+        measured = measure(setup, backfill, log, figures, "backfill")
+        figures[f"{setup.prefix}backfill_rows_per_s"] = round(duck_rows / measured.seconds)
     if not connect:
-        run_nights(settings, export, first_night, env, log, figures, requests)
+        run_nights(setups, export, first_night, log, figures)
         return figures
-    with spark_connect_server(work / "services", env) as server:
+    with spark_connect_server(work / "services", setups[0].env) as server:
         try:
-            remote = {**env, "RFM__SPARK__REMOTE": server.url}
-            run_nights(settings, export, first_night, remote, log, figures, requests)
+            remote = Setup(settings, {**setups[0].env, "RFM__SPARK__REMOTE": server.url})
+            run_nights([remote], export, first_night, log, figures)
         finally:
             figures["connect_server_peak_rss_bytes"] = peak_rss_of_tree(psutil.Process(server.process.process.pid))
     return figures
 
 
-def run_nights(
-    settings: Settings,
-    export: Path,
-    first_night: date,
-    env: dict[str, str],
-    log: Path,
-    figures: dict[str, Any],
-    requests: Requests | None = None,
-) -> None:
-    """Land and run the retrain night and the scoring night task by task, recording into ``figures``."""
+def measure(setup: Setup, command: list[str], log: Path, figures: dict[str, Any], key: str) -> Measured:
+    """Run ``command`` in ``setup``; its seconds, peak RSS (and S3 requests) into ``figures`` under ``key``."""
+    before = setup.requests() if setup.requests else {}
+    measured = run_measured(command, setup.env, log)
+    figures[f"{setup.prefix}{key}_s"] = measured.seconds
+    figures[f"{setup.prefix}{key}_peak_rss_bytes"] = measured.peak_rss_bytes
+    if setup.requests:
+        figures[f"{setup.prefix}{key}_requests"] = requests_between(before, setup.requests())
+    return measured
+
+
+def run_nights(setups: list[Setup], export: Path, first_night: date, log: Path, figures: dict[str, Any]) -> None:
+    """Land and run the retrain night and the scoring night task by task (each task in every setup
+    in turn), recording into ``figures``."""
     for kind, night in zip(NIGHT_KINDS, (first_night, first_night + timedelta(days=1)), strict=True):
         figures[f"{kind}_night"] = night.isoformat()
-        figures[f"{kind}_rows"] = land_day_from(export, night, settings)
+        for setup in setups:
+            figures[f"{setup.prefix}{kind}_rows"] = land_day_from(export, night, setup.settings)
         for task in NIGHT_STEPS:
-            before = requests() if requests else {}
-            measured = run_measured([sys.executable, "-m", "jobs", task, "--run-date", night.isoformat()], env, log)
-            figures[f"{kind}_{task}_s"] = measured.seconds
-            figures[f"{kind}_{task}_peak_rss_bytes"] = measured.peak_rss_bytes
-            if requests:
-                figures[f"{kind}_{task}_requests"] = requests_between(before, requests())
-            print(
-                f"{kind} night {night}: {task} {measured.seconds} s, peak RSS {measured.peak_rss_bytes / 1e6:,.0f} MB",
-                flush=True,
+            for setup in setups:
+                command = [sys.executable, "-m", "jobs", task, "--run-date", night.isoformat()]
+                measured = measure(setup, command, log, figures, f"{kind}_{task}")
+                print(
+                    f"{setup.prefix or 'disk_'}{kind} night {night}: {task} {measured.seconds} s, "
+                    f"peak RSS {measured.peak_rss_bytes / 1e6:,.0f} MB",
+                    flush=True,
+                )
+        for setup in setups:
+            figures[f"{setup.prefix}{kind}_night_s"] = round(
+                sum(figures[f"{setup.prefix}{kind}_{task}_s"] for task in NIGHT_STEPS), 1
             )
-        figures[f"{kind}_night_s"] = round(sum(figures[f"{kind}_{task}_s"] for task in NIGHT_STEPS), 1)
 
 
 def format_curve(results: list[dict[str, Any]]) -> str:

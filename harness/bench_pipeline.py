@@ -13,10 +13,10 @@ times, on that same input and in this process:
   written to silver), with the history before that day already in bronze and in the state;
 - with ``--nights``, the nightly path as the scheduler runs it (``harness.bench_night``): the
   backfill and the last two days' nights, each task its own process, wall and peak RSS per task;
-- with ``--storage s3`` too, the same backfill and nights again with every location that can live
-  on a bucket on a real S3 server (SeaweedFS on 127.0.0.1, ``harness.bucket``), task by task beside
-  the local-disk run of the same process: seconds, the ratio bucket / disk, and the S3 requests each
-  task made (by type, with the seconds the server spent answering them).
+- with ``--storage s3`` too, the same backfill and nights with every location that can live on a
+  bucket on a real S3 server (SeaweedFS on 127.0.0.1, ``harness.bucket``), each task run on disk and
+  then on the bucket in turn: seconds, the ratio bucket / disk, and the S3 requests each task made
+  (by type, with the seconds the server spent answering them).
 
 Wall times depend on the machine and its load: compare the ratios of one run, not seconds
 across runs. Timings never go into tests.
@@ -29,7 +29,8 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from harness import bucket
-from harness.bench_night import NIGHT_KINDS, bench_nights, format_curve
+from harness.bench_night import NIGHT_KINDS, Setup, bench_nights, format_curve, task_env
 from harness.check_incremental import typed_source
 from jobs.adapters import lake
 from jobs.adapters.customer_state import load_snapshot, rebuild_state
@@ -198,35 +199,29 @@ def run(
             if nights:
                 night_settings = with_data_dir(base, Path(work) / f"nights-x{factor}")
                 first_night = date.fromisoformat(result["night"]) - timedelta(days=1)
-                result.update(
-                    bench_nights(night_settings, Path(work) / f"x{factor}.csv", first_night, Path(work), connect)
-                )
+                export = Path(work) / f"x{factor}.csv"
+                with bucket_setup(base, Path(work), factor, storage) as beside:
+                    result.update(bench_nights(night_settings, export, first_night, Path(work), connect, beside))
                 print(json.dumps(result), flush=True)  # with the nights: a long run's figures so far
-                if storage == "s3":
-                    result.update(bucket_nights(base, Path(work), factor, first_night, connect))
-                    print(json.dumps(result), flush=True)
             results.append(result)
     return results
 
 
-def bucket_nights(base: Settings, work: Path, factor: int, first_night: date, connect: bool) -> dict[str, Any]:
-    """The backfill and both nights of ``bench_nights`` with the locations on a fresh S3 server
-    (landing, validation results and the MLflow store's database stay local), prefixed ``s3_``."""
+@contextmanager
+def bucket_setup(base: Settings, work: Path, factor: int, storage: str) -> Iterator[Setup | None]:
+    """With ``storage="s3"``: the nights' second setup, the locations on a fresh S3 server (the
+    landing folder, validation results and the MLflow store's database stay local), figures
+    prefixed ``s3_``; else None."""
+    if storage != "s3":
+        yield None
+        return
     from jobs.orchestration.object_store import s3_server
 
     with s3_server(work / f"s3-x{factor}") as server:
         root = f"s3://lake/bench-x{factor}"
         settings = bucket.on_bucket(with_data_dir(base, work / f"nights-s3-x{factor}"), server.endpoint_url, root)
-        figures = bench_nights(
-            settings,
-            work / f"x{factor}.csv",
-            first_night,
-            work,
-            connect,
-            extra_env={**server.env, **bucket.bucket_env(root)},
-            requests=lambda: bucket.request_counts(server.metrics_url),
-        )
-    return {f"s3_{key}": value for key, value in figures.items()}
+        env = task_env(settings, {**server.env, **bucket.bucket_env(root)})
+        yield Setup(settings, env, "s3_", lambda: bucket.request_counts(server.metrics_url))
 
 
 def storage_tasks() -> list[tuple[str, str]]:
@@ -298,8 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         help="s3: --nights also with the locations on a real S3 server (make s3-server), beside the local run",
     )
     args = parser.parse_args(argv)
-    if args.storage == "s3" and not args.nights:
-        parser.error("--storage s3 compares the nights: add --nights")
+    if args.storage == "s3" and (not args.nights or args.connect):
+        parser.error("--storage s3 compares the nights with a driver per task: add --nights, not --connect")
     results = run(
         args.source, args.factor, args.max_rows, nights=args.nights, connect=args.connect, storage=args.storage
     )

@@ -467,16 +467,18 @@ def run_outage_trial(scenario: Scenario, server: Any, step: str, point: str) -> 
             return trial
         server.stop()
         stopped = time.monotonic()
-        handshake.unlink()  # the step goes on, against a stopped server
         try:
-            trial.exit_code = process.wait(OUTAGE_FAIL_WITHIN_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        trial.failed_after_seconds = round(time.monotonic() - stopped, 1)
+            handshake.unlink()  # the step goes on, against a stopped server
+            try:
+                trial.exit_code = process.wait(OUTAGE_FAIL_WITHIN_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            trial.failed_after_seconds = round(time.monotonic() - stopped, 1)
+        finally:
+            server.start()
     lines = log.read_text(errors="replace").splitlines()
     trial.error_line = next((line for line in reversed(lines) if line.startswith("FAILED")), "")
-    server.start()
     if trial.exit_code == EXIT_STORAGE_UNAVAILABLE:
         trial.retry_codes = recover(scenario, step)
         if all(code == 0 for code in trial.retry_codes.values()):

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from upath import UPath
 
@@ -239,8 +239,12 @@ def _named_location(text: str, endpoint: str | None) -> str | None:
     found = re.search(r"s3a?://[^\s:'\"]+", text)
     if found:
         return found.group(0)
-    found = re.search(re.escape(endpoint.rstrip("/")) + r"/([^\s?'\")]+)", text) if endpoint else None
-    return S3_SCHEME + found.group(1) if found else None
+    found = re.search(re.escape(endpoint.rstrip("/")) + r"(/[^\s'\")]+)", text) if endpoint else None
+    if found is None:
+        return None
+    url = urlsplit(found.group(1))  # a listing names its folder in the query: /bucket?list-type=2&prefix=a%2Fb
+    prefix = parse_qs(url.query).get("prefix", [""])[0]
+    return S3_SCHEME + url.path.strip("/") + (f"/{prefix.rstrip('/')}" if prefix else "")
 
 
 def _chain(error: BaseException) -> list[BaseException]:

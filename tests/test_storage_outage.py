@@ -69,8 +69,15 @@ def on_bucket(tmp_path) -> Settings:
             "Could not connect to the endpoint URL",
             "s3://lake/n/lake/_leases/label__2011-12-09.json",
         ),
+        (
+            EndpointConnectionError(
+                endpoint_url=f"{ENDPOINT}/lake?list-type=2&prefix=n%2Fmlflow%2F1%2F&encoding-type=url"
+            ),
+            "Could not connect to the endpoint URL",
+            "s3://lake/n/mlflow/1",
+        ),
     ],
-    ids=["hadoop-aws", "delta-rs", "botocore"],
+    ids=["hadoop-aws", "delta-rs", "botocore", "botocore-listing"],
 )
 def test_each_clients_unreachable_endpoint_is_one_retryable_line(on_bucket, error, how, where) -> None:
     outage = storage.unavailable(error, on_bucket)
