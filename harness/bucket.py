@@ -14,7 +14,8 @@ from typing import Any
 
 from jobs.config import Settings
 
-# landing_dir and validation_dir join these once they can live on a bucket (issue 29 item 4)
+# the lake and what the steps publish; the harnesses keep landing and validation results local so their
+# figures and restores stay comparable with the runs before issue 29 (BucketDeployment puts the whole data dir on a bucket)
 ON_THE_BUCKET = ("lake_dir", "reports_dir", "exports_dir")
 REQUESTS = re.compile(r'^SeaweedFS_s3_request_seconds_(count|sum)\{bucket="[^"]*",type="([^"]+)"\} (\S+)$', re.M)
 
