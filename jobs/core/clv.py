@@ -284,3 +284,39 @@ def fit_params(summary: pd.DataFrame) -> ClvParams:
         for name in names
     }
     return ClvParams(**fitted)
+
+
+def value_quantiles(
+    params: ClvParams,
+    summary: pd.DataFrame,
+    quantiles: tuple[float, ...],
+    months: int,
+    monthly_discount_rate: float,
+    days_per_month: int,
+    draws: int,
+    seed: int,
+) -> np.ndarray:
+    """Per customer (rows) the ``quantiles`` (columns) of the discounted spend over ``months``, from the
+    models' predictive distribution by Monte Carlo (``draws`` per customer, fixed ``seed``).
+
+    Each draw follows the models given the customer's history: alive with P(alive); if alive, a rate
+    lambda ~ Gamma(r + x, alpha + T) and a dropout probability p ~ Beta(a, b + x) (the posterior of an
+    active customer), purchases per month ~ Poisson(lambda x days_per_month) until the purchase after
+    which the customer drops out (Geometric(p)-th purchase, counted); a spend rate
+    nu ~ Gamma(p_gg x + q, v + x m_x) (Gamma-Gamma posterior), a month's n purchases spend
+    Gamma(p_gg n, nu). Its mean is ``lifetime_value``; its quantiles are the customer's interval.
+    """
+    rng = np.random.default_rng(seed)
+    x, t_x, T, m_x = (summary[c].to_numpy(dtype=float) for c in ("frequency", "recency", "T", "monetary_value"))
+    shape = (draws, len(x))
+    alive = rng.random(shape) < p_alive(params, x, t_x, T)
+    rate = rng.gamma(params.r + x, 1 / (params.alpha + T), shape)
+    last = np.where(alive, rng.geometric(rng.beta(params.a, params.b + x, shape)), 0)
+    nu = rng.gamma(params.p * x + params.q, 1 / (params.v + x * m_x), shape)
+    value, before = np.zeros(shape), np.zeros(shape, dtype=np.int64)
+    for month in range(1, months + 1):
+        cumulative = np.minimum(before + rng.poisson(rate * days_per_month), last)
+        spend = rng.gamma(params.p * (cumulative - before), 1 / nu)
+        value += spend / (1 + monthly_discount_rate) ** month
+        before = cumulative
+    return np.quantile(value, quantiles, axis=0).T
