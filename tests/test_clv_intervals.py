@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.core.calibration import IDENTITY, ISOTONIC, Calibration, fit_isotonic, identity
+from jobs.core.calibration import IDENTITY, ISOTONIC, Calibration, calibration_of, fit_isotonic, identity
 from jobs.core.clv import ClvParams, lifetime_value, value_quantiles
 
 # a daily BG/NBD with real dropout and a Gamma-Gamma with a finite mean spend (q > 1)
@@ -109,3 +111,29 @@ def test_a_map_round_trips_through_a_model_versions_metadata() -> None:
     old = Calibration.from_dict(None)
     assert old.method == IDENTITY and "no calibration" in old.reason
     assert identity("why").as_dict() == {"method": IDENTITY, "reason": "why", "x": [], "y": []}
+
+
+def test_calibration_is_fitted_on_the_history_before_the_origin_only() -> None:
+    rng = np.random.default_rng(2)
+    start = pd.Timestamp("2011-01-01")
+    rows = [
+        (f"c{i}", (start + pd.Timedelta(days=int(d))).date(), 10.0)
+        for i in range(300)
+        for d in sorted(set(rng.integers(0, 300, rng.integers(1, 6))))
+    ]
+    days = pd.DataFrame(rows, columns=["customer_id", "purchase_date", "amount"])
+    seen = []
+
+    def fit(summary: pd.DataFrame) -> ClvParams:
+        seen.append(summary)
+        return TRUE
+
+    origin, end = date(2011, 8, 1), date(2011, 10, 30)
+    calibration = calibration_of(days, origin, end, min_history_days=90, min_customers=100, fit=fit)
+    assert calibration.method == ISOTONIC and str(origin) in calibration.reason
+    assert (seen[0]["T"] <= (pd.Timestamp(origin) - start).days).all(), "the refit sees nothing after the origin"
+    assert len(calibration.x) == len(calibration.y) >= 2
+    short = calibration_of(days, date(2011, 3, 1), date(2011, 5, 30), 90, 100, fit=fit)
+    assert short.method == IDENTITY and "fewer than 90" in short.reason
+    none = calibration_of(days, date(2010, 12, 1), date(2011, 3, 1), 90, 100, fit=fit)
+    assert none.method == IDENTITY and "no purchase" in none.reason

@@ -9,10 +9,15 @@ map (no thresholds) stands for "not calibrated", always with its reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import numpy as np
+import pandas as pd
+
+from jobs.core.clv import ClvParams, customer_summary, fit_params, p_no_purchase
 
 IDENTITY = "identity"
 ISOTONIC = "isotonic"
@@ -62,3 +67,40 @@ def fit_isotonic(predicted: object, bought: object, min_customers: int, reason: 
         return identity("every calibration customer had the same outcome")
     model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(predicted, bought)
     return Calibration(ISOTONIC, reason, tuple(map(float, model.X_thresholds_)), tuple(map(float, model.y_thresholds_)))
+
+
+def calibration_of(
+    days: pd.DataFrame,
+    origin: date,
+    end: date,
+    min_history_days: int,
+    min_customers: int,
+    fit: Callable[[pd.DataFrame], ClvParams] = fit_params,
+) -> Calibration:
+    """The map of P(purchase in (origin, end]) as the model predicts it from the history up to ``origin``
+    (refitted on that history: nothing after ``origin`` is seen) to who bought in that window.
+
+    ``days``: customer_id, purchase_date, amount, through ``end`` at least. The identity, with its reason,
+    when the history before ``origin`` is shorter than ``min_history_days`` or the fit is not finite.
+    """
+    when = pd.to_datetime(days["purchase_date"])
+    known = days[when <= pd.Timestamp(origin)]
+    if known.empty:
+        return identity(f"no purchase on or before the calibration origin {origin}")
+    history = (pd.Timestamp(origin) - when[when <= pd.Timestamp(origin)].min()).days
+    if history < min_history_days:
+        return identity(
+            f"{history} days of history before the calibration origin {origin}, fewer than {min_history_days}"
+        )
+    summary = customer_summary(known, origin)
+    if len(summary) < min_customers:
+        return identity(f"{len(summary)} customers before the calibration origin {origin}, fewer than {min_customers}")
+    params = fit(summary)
+    if not params.is_finite():
+        return identity(f"the refit as of {origin} gave non-finite parameters")
+    x, t_x, T = (summary[c].to_numpy(dtype=float) for c in ("frequency", "recency", "T"))
+    predicted = 1 - p_no_purchase(params, x, t_x, T, (end - origin).days)
+    later = days.loc[(when > pd.Timestamp(origin)) & (when <= pd.Timestamp(end)), "customer_id"]
+    bought = summary["customer_id"].isin(set(later)).to_numpy()
+    reason = f"BG/NBD refitted as of {origin} on {len(summary)} customers; purchases in ({origin}, {end}]"
+    return fit_isotonic(predicted, bought, min_customers, reason)

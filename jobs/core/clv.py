@@ -259,12 +259,20 @@ def score(
 
 
 def at_risk_value(
-    monetary: pd.Series, p_purchase: pd.Series, recency_days: pd.Series, max_p_purchase: float, min_recency_days: int
+    monetary: pd.Series,
+    p_purchase_calibrated: pd.Series,
+    recency_days: pd.Series,
+    min_monetary_quantile: float,
+    max_p_purchase: float,
+    min_recency_days: int,
 ) -> pd.Series:
-    """Above-median historical monetary, a probability to buy again below ``max_p_purchase``, and no purchase
-    in the last ``min_recency_days`` days (someone who just bought is not one to win back)."""
-    valuable = monetary.astype(float) > monetary.astype(float).median()
-    return valuable & (p_purchase < max_p_purchase) & (recency_days.astype(float) >= min_recency_days)
+    """The one at-risk definition for marketing: value at stake (net historical monetary above its
+    ``min_monetary_quantile`` over the night's customers), unlikely to come back (calibrated P(purchase in
+    90 days) below ``max_p_purchase``) and no purchase in the last ``min_recency_days`` days (someone who
+    just bought is not one to win back)."""
+    money = monetary.astype(float)
+    valuable = money > money.quantile(min_monetary_quantile)
+    return valuable & (p_purchase_calibrated < max_p_purchase) & (recency_days.astype(float) >= min_recency_days)
 
 
 def fit_params(summary: pd.DataFrame) -> ClvParams:
