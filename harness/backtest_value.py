@@ -15,6 +15,9 @@ days and the holdout net revenue:
   GBTRegressor of log(1 + net revenue) for the value and another of the purchase days;
   training examples from rolling origins whose holdout ends on or before the origin;
 - ``bgnbd``: BG/NBD + Gamma-Gamma fitted at the origin (the clv step's model);
+- ``bgnbd_cal``: the same with P(purchase) through the clv step's calibration map
+  (``jobs.core.calibration.calibration_of``): BG/NBD refitted as of origin - horizon, an isotonic map
+  of its P(purchase) to who bought in (origin - horizon, origin]: data before the origin only;
 - ``naive``: the repeat rate x / T over the horizon (P = 1 - exp(-rate)), spend = mean day spend;
 - ``past_monetary``: the RFM net monetary at the origin (a ranking: AUC and capture only);
 - ``oracle``: the holdout itself (upper bound of capture).
@@ -35,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.config import Settings, load_settings
+from jobs.core.calibration import calibration_of
 from jobs.core.clv import customer_summary, expected_spend, fit_params, net_purchase_days, score
 from jobs.core.value_features import FEATURES, example_frame, features, training_origins
 from jobs.core.value_features import labels as value_labels
@@ -100,8 +104,17 @@ def predictors(
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """Per customer known at ``origin``: each predictor's P(purchase), purchase days and value."""
     known = split(lines, origin)
-    summary = customer_summary(net_purchase_days(*known), origin)
+    known_days = net_purchase_days(*known)
+    summary = customer_summary(known_days, origin)
     params = fit_params(summary)
+    conf = settings.clv
+    calibration = calibration_of(
+        known_days,
+        origin - timedelta(days=horizon),
+        origin,
+        conf.calibration_min_history_days,
+        conf.calibration_min_customers,
+    )
     scores = score(
         params, summary, horizon, CLV_MONTHS, settings.clv.monthly_discount_rate, settings.clv.days_per_month
     )
@@ -116,6 +129,9 @@ def predictors(
             "bgnbd_p": scores["p_purchase"].to_numpy(),
             "bgnbd_n": scores["expected_purchases"].to_numpy(),
             "bgnbd_v": scores["expected_purchases"].to_numpy() * spend,
+            "bgnbd_cal_p": calibration.apply(scores["p_purchase"].to_numpy()),
+            "bgnbd_cal_n": scores["expected_purchases"].to_numpy(),
+            "bgnbd_cal_v": scores["expected_purchases"].to_numpy() * spend,
             "naive_p": 1 - np.exp(-naive_rate),
             "naive_n": naive_rate,
             "naive_v": naive_rate * mean_day,
@@ -123,7 +139,7 @@ def predictors(
     ).set_index("customer_id")
     frame["past_monetary_v"] = past_monetary(known).reindex(frame.index, fill_value=0.0)
     frame["past_monetary_p"] = frame["past_monetary_v"]
-    return frame, params.as_dict()
+    return frame, {**params.as_dict(), "calibration": f"{calibration.method}: {calibration.reason}"}
 
 
 def supervised(
@@ -208,7 +224,7 @@ def backtest(
     frame["oracle_p"] = (known["purchases"] > 0).astype(float)
     frame["oracle_n"] = known["purchases"].astype(float)
     frame["oracle_v"] = known["revenue"].astype(float)
-    names = ["gbt", "bgnbd", "naive", "past_monetary", "oracle"]
+    names = ["gbt", "bgnbd", "bgnbd_cal", "naive", "past_monetary", "oracle"]
     return {
         "origin": origin.isoformat(),
         "holdout_end": end.isoformat(),
