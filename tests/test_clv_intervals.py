@@ -75,6 +75,18 @@ def test_wrong_parameters_miss_the_rate() -> None:
     assert (truth <= bounds[:, 1]).mean() < 0.9 - 0.025
 
 
+def test_no_dropout_as_on_the_real_data_is_a_gamma_poisson_interval(simulated) -> None:
+    """The real data's fit has a ~ 1e-15: every dropout draw is 0.0; nobody drops out, the mean still holds."""
+    summary, _, _ = simulated
+    flat = ClvParams(**{**TRUE.as_dict(), "a": 1.9e-15})
+    draws = value_quantiles(
+        flat, summary.head(300), tuple(np.linspace(0.0005, 0.9995, 1000)), MONTHS, RATE, DAYS, 2000, 5
+    )
+    assert np.isfinite(draws).all()
+    closed = lifetime_value(flat, summary.head(300), MONTHS, RATE, DAYS)
+    assert draws.mean(axis=1).sum() == pytest.approx(closed.sum(), rel=0.03)
+
+
 def test_the_same_seed_gives_the_same_interval(simulated) -> None:
     summary, _, bounds = simulated
     again = value_quantiles(TRUE, summary.head(50), (0.1, 0.9), MONTHS, RATE, DAYS, draws=600, seed=3)

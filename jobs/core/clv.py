@@ -310,7 +310,8 @@ def value_quantiles(
     Each draw follows the models given the customer's history: alive with P(alive); if alive, a rate
     lambda ~ Gamma(r + x, alpha + T) and a dropout probability p ~ Beta(a, b + x) (the posterior of an
     active customer), purchases per month ~ Poisson(lambda x days_per_month) until the purchase after
-    which the customer drops out (Geometric(p)-th purchase, counted); a spend rate
+    which the customer drops out (Geometric(p)-th purchase, counted; none when p underflows to 0, as
+    with the real data's a ~ 1e-15); a spend rate
     nu ~ Gamma(p_gg x + q, v + x m_x) (Gamma-Gamma posterior), a month's n purchases spend
     Gamma(p_gg n, nu). Its mean is ``lifetime_value``; its quantiles are the customer's interval.
     """
@@ -319,7 +320,9 @@ def value_quantiles(
     shape = (draws, len(x))
     alive = rng.random(shape) < p_alive(params, x, t_x, T)
     rate = rng.gamma(params.r + x, 1 / (params.alpha + T), shape)
-    last = np.where(alive, rng.geometric(rng.beta(params.a, params.b + x, shape)), 0)
+    dropout = rng.beta(params.a, params.b + x, shape)  # 0.0 when a ~ 0 (the real data's fit): never drops out
+    never = np.iinfo(np.int64).max
+    last = np.where(alive, np.where(dropout > 0, rng.geometric(np.where(dropout > 0, dropout, 1.0)), never), 0)
     nu = rng.gamma(params.p * x + params.q, 1 / (params.v + x * m_x), shape)
     value, before = np.zeros(shape), np.zeros(shape, dtype=np.int64)
     for month in range(1, months + 1):
