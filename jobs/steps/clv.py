@@ -163,8 +163,10 @@ def extract(
 
 def forecast_of(segments: DataFrame, day: date) -> pd.DataFrame:
     """``FORECAST_COLUMNS`` of the customers ``day``'s snapshot scored (calibrated P(purchase) where it has
-    it, else the raw one; expected spend null in a snapshot from before that column)."""
+    it, else the raw one; expected spend null in a snapshot from before that column); empty when none."""
     columns = set(segments.columns)
+    if CLV_COLUMNS["expected_purchases"] not in columns:  # no night scored yet (the first night of a lake)
+        return pd.DataFrame(columns=FORECAST_COLUMNS)
 
     def column(name: str) -> Any:
         return F.col(CLV_COLUMNS[name]) if CLV_COLUMNS[name] in columns else F.lit(None).cast("double")
