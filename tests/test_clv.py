@@ -94,6 +94,18 @@ def test_a_cancellation_larger_than_the_items_day_takes_the_rest_of_that_day_and
     assert net_purchase_days(purchases, everything).empty
 
 
+def test_no_cancellation_in_the_window_nets_nothing_whatever_the_empty_frames_types() -> None:
+    """A window without cancellation lines: Spark's empty frame has object keys, the purchases strings."""
+    purchases = item_lines([("a", "X", "2011-12-08", 10.0), ("a", "Y", "2011-12-09", 5.0)]).astype(
+        {"customer_id": "string", "stock_code": "string"}
+    )
+    none = pd.DataFrame({c: pd.Series(dtype=object) for c in ("customer_id", "stock_code", "purchase_date")}).assign(
+        amount=pd.Series(dtype=float)
+    )
+    days = net_purchase_days(purchases, none)
+    assert days["amount"].tolist() == [10.0, 5.0] and days["customer_id"].tolist() == ["a", "a"]
+
+
 def test_summary_counts_repeat_purchase_days() -> None:
     summary = customer_summary(HISTORY, AS_OF).set_index("customer_id")
     assert summary.loc["a"].tolist() == [0.0, 0.0, 8.0, 0.0]

@@ -90,6 +90,8 @@ def net_purchase_days(purchases: pd.DataFrame, cancellations: pd.DataFrame) -> p
     )
     taken = taken.assign(purchase_date=pd.to_datetime(taken["purchase_date"]), amount=-taken["amount"])
     taken = taken[taken["amount"] > 0].rename(columns={"purchase_date": "cancel_date", "amount": "cancelled"})
+    # the keys as the purchases type them (an empty frame from Spark has object columns, a full one strings)
+    taken = taken.astype({key: item_days[key].dtype for key in ("customer_id", "stock_code")})
     keys = ["customer_id", "stock_code"]
     matched = pd.merge_asof(
         taken.sort_values("cancel_date"),
