@@ -56,7 +56,7 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "clv_12m_p90": ("{currency}", "a high case of clv_12m: 1 customer in 10 is predicted to bring more"),
     "at_risk_value": (
         "yes/no",
-        "yes: spent more than most, unlikely to buy in the next 90 days (calibrated), no purchase in the last 30 days",
+        "yes: spent more than most, unlikely to buy in the next 90 days (calibrated), no recent purchase",
     ),
 }
 
