@@ -36,11 +36,14 @@ from jobs.definitions import (
     NEW_CUSTOMER,
     RFM_COLUMNS,
     RFM_MEASURES,
+    SCORECARD_ALL,
+    SCORECARD_COLUMNS,
 )
 
 # The clv step's columns (null in a lake or a snapshot the clv step has not scored).
 VALUE_COLUMNS = {**{column: pa.float64() for column in CLV_COLUMNS.values()}, AT_RISK_VALUE: pa.bool_()}
-VALUE_MEASURES = [CLV_COLUMNS["p_alive"], CLV_COLUMNS["p_purchase"], CLV_COLUMNS["clv"]]  # the value view's boxes
+# the value view's boxes: P(alive), the calibrated P(purchase) (the one the at-risk flag reads) and the CLV
+VALUE_MEASURES = [CLV_COLUMNS["p_alive"], CLV_COLUMNS["p_purchase_calibrated"], CLV_COLUMNS["clv"]]
 CUSTOMER_COLUMNS = [
     "customer_id",
     "country",
@@ -103,12 +106,14 @@ class SegmentLake:
         segment_order: dict[str, list[str]],
         published_path: Path | storage.Location | None = None,
         filter_limits: FilterLimits | None = None,
+        scorecard_path: Path | storage.Location | None = None,
     ) -> None:
         self.segments_path, self.summary_path = str(segments_path), str(summary_path)
         self.published_path = str(published_path) if published_path else None
+        self.scorecard_path = str(scorecard_path) if scorecard_path else None
         self._table_names = {self.segments_path: "gold_customer_segments", self.summary_path: "gold_segment_summary"}
         # local paths or locations on a bucket (jobs.storage: delta-rs with storage options)
-        self._locations = {str(p): p for p in (segments_path, summary_path, published_path) if p}
+        self._locations = {str(p): p for p in (segments_path, summary_path, published_path, scorecard_path) if p}
         self.segment_order = segment_order
         self.filter_limits = filter_limits or FilterLimits()
         self._tables: dict[str, DeltaTable] = {}
@@ -120,6 +125,7 @@ class SegmentLake:
         self._flows = lru_cache(maxsize=16)(self._read_flows)
         self._numeric = lru_cache(maxsize=4)(self._read_numeric)
         self._published_at = lru_cache(maxsize=2)(self._read_published)
+        self._scorecard = lru_cache(maxsize=4)(self._read_scorecard)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SegmentLake:
@@ -131,6 +137,7 @@ class SegmentLake:
             {"cluster": list(dict.fromkeys(settings.labels.cluster_labels)), "rfm": rules},
             settings.table_path("gold_published"),
             FilterLimits(settings.dashboard.filter_max_conditions, settings.dashboard.filter_max_chars),
+            settings.table_path("gold_forecast_scorecard"),
         )
 
     # -- versions and the cached reads -------------------------------------------------------
@@ -408,6 +415,50 @@ class SegmentLake:
             params,
             segments=table,
         )
+
+    def at_risk_crosstab(self, filters: Filters) -> pd.DataFrame:
+        """The at-risk-value customers of the snapshot (and country) crossed by cluster label (rows) and
+        RFM segment (columns), both in their configured order; empty when none is flagged."""
+        table = self.snapshot(filters.snapshot_date)
+        if table is None:
+            return pd.DataFrame()
+        where, params = self._where(Filters(filters.snapshot_date, country=filters.country))
+        counts = self._query(
+            f"SELECT cluster_label, rfm_segment, count(*) AS customers FROM segments "
+            f"WHERE {where} AND {AT_RISK_VALUE} GROUP BY ALL",
+            params,
+            segments=table,
+        )
+        if counts.empty:
+            return pd.DataFrame()
+        crossed = counts.pivot(index="cluster_label", columns="rfm_segment", values="customers").fillna(0).astype(int)
+        return crossed.loc[
+            self._ordered("cluster", set(crossed.index)), self._ordered("rfm", set(crossed.columns))
+        ].rename_axis(index="cluster_label", columns="rfm_segment")
+
+    def forecast_scorecard(self, day: date) -> pd.DataFrame:
+        """The forecast-vs-actual scorecard of night ``day`` (``SCORECARD_COLUMNS``, the overall row first)
+        at its published version; empty when that night published none (no forecast 90 nights earlier,
+        or a night from before the scorecard)."""
+        published = self._published()
+        if self.scorecard_path is None or not self._is_delta(self.scorecard_path):
+            return pd.DataFrame(columns=SCORECARD_COLUMNS)
+        if published is None:
+            with self._lock:
+                version = self._delta(self.scorecard_path).version()
+        else:
+            version = (published.get(day) or {}).get("gold_forecast_scorecard")
+        if version is None:
+            return pd.DataFrame(columns=SCORECARD_COLUMNS)
+        return self._scorecard(version, day)
+
+    def _read_scorecard(self, version: int, day: date) -> pd.DataFrame:
+        rows = self._delta(self.scorecard_path, version).to_pandas(filters=[("snapshot_date", "=", day)])
+        overall = (rows["label_scheme"] == SCORECARD_ALL).astype(int)
+        order = rows.assign(overall=overall).sort_values(
+            ["overall", "label_scheme", "segment"], ascending=[False, True, True]
+        )
+        return order[SCORECARD_COLUMNS].reset_index(drop=True)
 
     def histograms(self, filters: Filters, bins: int = 30, log_scale: bool = False) -> pd.DataFrame:
         """Per segment and measure: bin edges and counts, on bins shared by the segments.

@@ -1,8 +1,10 @@
 """The segment explorer's Dash layout and callbacks; all data comes from ``SegmentLake``.
 
-Filters (snapshot date, label scheme, segment, country) drive six views: overview, RFM
-distributions, clusters, migration, customer value (P(alive), P(purchase), CLV per segment) and
-the customer table (paged from the server; a toggle keeps the at-risk-value win-back list).
+Filters (snapshot date, label scheme, segment, country) drive seven views: overview, RFM
+distributions, clusters, migration, customer value (P(alive), calibrated P(purchase), CLV per segment;
+the at-risk-value customers crossed by cluster label and RFM segment), forecast vs actual (the
+scorecard of the forecast made 90 nights earlier) and the customer table (paged from the server; a
+toggle keeps the at-risk-value win-back list).
 """
 
 from __future__ import annotations
@@ -25,14 +27,22 @@ from jobs.definitions import GONE_CUSTOMER, LABEL_SCHEMES, NEW_CUSTOMER, RFM_MEA
 
 NO_SEGMENTS = "No segments yet — run `make run`"
 MEASURE_TITLES = {"recency_days": "Recency (days)", "frequency": "Frequency (invoices)", "monetary": "Monetary"}
-VALUE_TITLES = {"p_alive": "P(alive)", "p_purchase_90d": "P(purchase in 90 days)", "clv_12m": "CLV, 12 months (log)"}
+VALUE_TITLES = {
+    "p_alive": "P(alive)",
+    "p_purchase_90d_calibrated": "P(purchase in 90 days), calibrated",
+    "clv_12m": "CLV, 12 months (log)",
+}
 NO_VALUE = "No predicted value for this snapshot — the clv step has not scored it"
 AT_RISK_ONLY = "at_risk"
 VALUE_FORMATS = {  # AG Grid value formatters (d3-format) for the predicted-value columns; blank when not scored
     "clv_12m": "params.value == null ? '' : d3.format(',.2f')(params.value)",
+    "clv_12m_p10": "params.value == null ? '' : d3.format(',.2f')(params.value)",
+    "clv_12m_p90": "params.value == null ? '' : d3.format(',.2f')(params.value)",
+    "expected_spend_90d": "params.value == null ? '' : d3.format(',.2f')(params.value)",
     "monetary": "params.value == null ? '' : d3.format(',.2f')(params.value)",
     "p_alive": "params.value == null ? '' : d3.format('.3f')(params.value)",
     "p_purchase_90d": "params.value == null ? '' : d3.format('.3f')(params.value)",
+    "p_purchase_90d_calibrated": "params.value == null ? '' : d3.format('.3f')(params.value)",
     "expected_purchases_90d": "params.value == null ? '' : d3.format('.2f')(params.value)",
 }
 SCHEME_OPTIONS = [{"label": "Cluster labels", "value": "cluster"}, {"label": "RFM segments", "value": "rfm"}]
@@ -47,8 +57,10 @@ GRID_COLUMNS = [  # field, header (filters: app.data.GRID_FILTERS); the value co
     ("cluster_label", "Cluster label"),
     ("rfm_segment", "RFM segment"),
     ("clv_12m", "CLV 12 m"),
+    ("clv_12m_p10", "CLV P10"),
+    ("clv_12m_p90", "CLV P90"),
     ("monetary", "Monetary"),
-    ("p_purchase_90d", "P(purchase 90 d)"),
+    ("p_purchase_90d_calibrated", "P(purchase 90 d)"),
     ("at_risk_value", "At-risk value"),
     ("recency_days", "Recency (days)"),
     ("frequency", "Orders"),
@@ -63,7 +75,22 @@ GRID_COLUMNS = [  # field, header (filters: app.data.GRID_FILTERS); the value co
     ("tenure_days", "Tenure (days)"),
     ("p_alive", "P(alive)"),
     ("expected_purchases_90d", "Purchases 90 d"),
+    ("expected_spend_90d", "Spend 90 d"),
+    ("p_purchase_90d", "P(purchase 90 d), raw model"),
 ]
+SCORECARD_HEADERS = {  # the scorecard columns shown, and how (format of a number; None: text)
+    "label_scheme": ("labels", None),
+    "segment": ("segment", None),
+    "customers": ("customers", ",.0f"),
+    "mean_predicted_purchases": ("predicted purchases / customer", ".3f"),
+    "mean_actual_purchases": ("actual purchases / customer", ".3f"),
+    "bias": ("bias", "+.3f"),
+    "mae": ("MAE", ".3f"),
+    "mean_predicted_p": ("mean P(purchase)", ".3f"),
+    "share_bought": ("share who bought", ".3f"),
+    "predicted_spend": ("predicted spend", ",.2f"),
+    "actual_spend": ("actual net spend", ",.2f"),
+}
 INITIAL_SORT = {"clv_12m": "desc"}  # the table opens on the most valuable customers
 
 
@@ -138,7 +165,15 @@ def layout(segment_lake: SegmentLake, config: Dashboard) -> html.Div:
                     dcc.Tab(
                         label="Customer value",
                         value="value",
-                        children=[dcc.Graph(id="value-chart", style={"height": "520px"})],
+                        children=[
+                            dcc.Graph(id="value-chart", style={"height": "520px"}),
+                            dcc.Graph(id="at-risk-crosstab", style={"height": "420px"}),
+                        ],
+                    ),
+                    dcc.Tab(
+                        label="Forecast vs actual",
+                        value="scorecard",
+                        children=[html.Div(id="scorecard-title"), html.Div(id="scorecard-table")],
                     ),
                     dcc.Tab(
                         label="Customers",
@@ -392,6 +427,45 @@ def value_figure(stats: pd.DataFrame, at_risk: pd.DataFrame, colours: dict[str, 
     return figure
 
 
+def at_risk_figure(crossed: pd.DataFrame) -> go.Figure:
+    """Heatmap of the at-risk-value customers: cluster labels (rows) x RFM segments (columns)."""
+    if crossed.empty:
+        return message_figure("No at-risk-value customer on this snapshot")
+    figure = go.Figure(
+        go.Heatmap(
+            z=crossed.to_numpy(),
+            x=list(crossed.columns),
+            y=list(crossed.index),
+            text=crossed.to_numpy(),
+            texttemplate="%{text:,}",
+            colorscale="Reds",
+            hovertemplate="%{y} · %{x}: %{z:,} at-risk-value customers<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title=f"At-risk value ({int(crossed.to_numpy().sum()):,} customers) by cluster label and RFM segment",
+        template="plotly_white",
+        yaxis_autorange="reversed",
+    )
+    return figure
+
+
+def scorecard_table(table: pd.DataFrame) -> html.Table:
+    """The scorecard rows as a table (numbers formatted; the overall row first)."""
+
+    def cell(value: object, fmt: str | None) -> str:
+        if fmt is None:
+            return str(value)
+        return "–" if value is None or pd.isna(value) else format(float(value), fmt)
+
+    header = html.Tr([html.Th(title) for title, _ in SCORECARD_HEADERS.values()])
+    rows = [
+        html.Tr([html.Td(cell(row[column], fmt)) for column, (_, fmt) in SCORECARD_HEADERS.items()])
+        for row in table.to_dict("records")
+    ]
+    return html.Table([html.Thead(header), html.Tbody(rows)], className="migration-table")
+
+
 def cluster_figure(points: pd.DataFrame, total: int, colours: dict[str, str], max_points: int) -> go.Figure:
     """Recency vs monetary (log), coloured by segment, marker area by frequency; says when sampled."""
     title = f"Recency vs monetary — {total:,} customers"
@@ -618,6 +692,26 @@ def register_callbacks(app: Dash, segment_lake: SegmentLake, config: Dashboard, 
             segment_lake.at_risk_counts(filters),
             colours(scheme, filters.snapshot_date),
         )
+
+    @app.callback(Output("at-risk-crosstab", "figure"), *FILTERS)
+    def at_risk_crosstab(day, scheme, segment, country):
+        filters = filters_of(day, scheme, segment, country)
+        if filters is None:
+            return message_figure(f"No data for {day}")
+        return at_risk_figure(segment_lake.at_risk_crosstab(filters))
+
+    @app.callback(Output("scorecard-title", "children"), Output("scorecard-table", "children"), FILTERS[0])
+    def forecast_scorecard(day):
+        if not day or parse_day(day) not in segment_lake.snapshot_dates():
+            return f"No data for {day}", None
+        table = segment_lake.forecast_scorecard(parse_day(day))
+        if table.empty:
+            return f"No forecast to score on {day}: no snapshot with predictions 90 nights earlier", None
+        title = (
+            f"The forecast of {table['forecast_date'].iloc[0]} against what its customers did through {day}: "
+            "purchase days and net spend per customer (bias = predicted - actual)"
+        )
+        return title, scorecard_table(table)
 
     app.clientside_callback(
         ClientsideFunction(namespace="segmentExplorer", function_name="purgeGrid"),

@@ -1,6 +1,7 @@
 """Back-test the value predictors over several origins of a real history, on net revenue.
 
-``python -m harness.backtest_value --source F [--origins 2011-03-10,2011-06-09,2011-09-09] [--holdout-days 91]``
+``python -m harness.backtest_value --source F [--origins 2011-03-10,2011-06-09,2011-09-09] [--holdout-days 91]
+[--skip-gbt]``
 (``make backtest-value SOURCE=F``)
 
 For each origin: the pipeline's purchase lines (``jobs.core.rfm``) up to the origin only, netted of the
@@ -15,6 +16,9 @@ days and the holdout net revenue:
   GBTRegressor of log(1 + net revenue) for the value and another of the purchase days;
   training examples from rolling origins whose holdout ends on or before the origin;
 - ``bgnbd``: BG/NBD + Gamma-Gamma fitted at the origin (the clv step's model);
+- ``bgnbd_cal``: the same with P(purchase) through the clv step's calibration map
+  (``jobs.core.calibration.calibration_of``): BG/NBD refitted as of origin - horizon, an isotonic map
+  of its P(purchase) to who bought in (origin - horizon, origin]: data before the origin only;
 - ``naive``: the repeat rate x / T over the horizon (P = 1 - exp(-rate)), spend = mean day spend;
 - ``past_monetary``: the RFM net monetary at the origin (a ranking: AUC and capture only);
 - ``oracle``: the holdout itself (upper bound of capture).
@@ -35,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.config import Settings, load_settings
+from jobs.core.calibration import calibration_of
 from jobs.core.clv import customer_summary, expected_spend, fit_params, net_purchase_days, score
 from jobs.core.value_features import FEATURES, example_frame, features, training_origins
 from jobs.core.value_features import labels as value_labels
@@ -100,8 +105,17 @@ def predictors(
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """Per customer known at ``origin``: each predictor's P(purchase), purchase days and value."""
     known = split(lines, origin)
-    summary = customer_summary(net_purchase_days(*known), origin)
+    known_days = net_purchase_days(*known)
+    summary = customer_summary(known_days, origin)
     params = fit_params(summary)
+    conf = settings.clv
+    calibration = calibration_of(
+        known_days,
+        origin - timedelta(days=horizon),
+        origin,
+        conf.calibration_min_history_days,
+        conf.calibration_min_customers,
+    )
     scores = score(
         params, summary, horizon, CLV_MONTHS, settings.clv.monthly_discount_rate, settings.clv.days_per_month
     )
@@ -116,6 +130,9 @@ def predictors(
             "bgnbd_p": scores["p_purchase"].to_numpy(),
             "bgnbd_n": scores["expected_purchases"].to_numpy(),
             "bgnbd_v": scores["expected_purchases"].to_numpy() * spend,
+            "bgnbd_cal_p": calibration.apply(scores["p_purchase"].to_numpy()),
+            "bgnbd_cal_n": scores["expected_purchases"].to_numpy(),
+            "bgnbd_cal_v": scores["expected_purchases"].to_numpy() * spend,
             "naive_p": 1 - np.exp(-naive_rate),
             "naive_n": naive_rate,
             "naive_v": naive_rate * mean_day,
@@ -123,7 +140,7 @@ def predictors(
     ).set_index("customer_id")
     frame["past_monetary_v"] = past_monetary(known).reindex(frame.index, fill_value=0.0)
     frame["past_monetary_p"] = frame["past_monetary_v"]
-    return frame, params.as_dict()
+    return frame, {**params.as_dict(), "calibration": f"{calibration.method}: {calibration.reason}"}
 
 
 def supervised(
@@ -197,18 +214,24 @@ def evaluate(frame: pd.DataFrame, actual: pd.DataFrame, names: list[str]) -> dic
 
 
 def backtest(
-    lines: tuple[pd.DataFrame, pd.DataFrame], countries: pd.Series, origin: date, horizon: int, settings: Settings
+    lines: tuple[pd.DataFrame, pd.DataFrame],
+    countries: pd.Series,
+    origin: date,
+    horizon: int,
+    settings: Settings,
+    gbt: bool = True,
 ) -> dict[str, Any]:
-    """Every number of one origin."""
+    """Every number of one origin (without the supervised ``gbt`` unless ``gbt``: most of the run time)."""
     end = origin + timedelta(days=horizon)
     frame, params = predictors(lines, origin, horizon, settings)
-    frame = frame.join(supervised(lines, countries, origin, horizon, frame.index))
+    if gbt:
+        frame = frame.join(supervised(lines, countries, origin, horizon, frame.index))
     actual = holdout(lines, origin, end)
     known = actual.reindex(frame.index, fill_value=0)
     frame["oracle_p"] = (known["purchases"] > 0).astype(float)
     frame["oracle_n"] = known["purchases"].astype(float)
     frame["oracle_v"] = known["revenue"].astype(float)
-    names = ["gbt", "bgnbd", "naive", "past_monetary", "oracle"]
+    names = [*(["gbt"] if gbt else []), "bgnbd", "bgnbd_cal", "naive", "past_monetary", "oracle"]
     return {
         "origin": origin.isoformat(),
         "holdout_end": end.isoformat(),
@@ -270,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--holdout-days", type=int, default=HOLDOUT_DAYS)
     parser.add_argument("--json", type=Path, help="also write every number here")
     parser.add_argument("--lines-cache", type=Path, help="keep the extracted lines here (parquet) and reuse them")
+    parser.add_argument("--skip-gbt", action="store_true", help="leave out the supervised gbt (not wired in)")
     args = parser.parse_args(argv)
     origins = [date.fromisoformat(o) for o in args.origins.split(",")]
     settings = load_settings()
@@ -288,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
             lines[0].to_parquet(cache / "purchases.parquet")
             lines[1].to_parquet(cache / "cancellations.parquet")
             countries.rename("home").to_frame().to_parquet(cache / "countries.parquet")
-    results = [backtest(lines, countries, origin, args.holdout_days, settings) for origin in origins]
+    results = [
+        backtest(lines, countries, origin, args.holdout_days, settings, gbt=not args.skip_gbt) for origin in origins
+    ]
     print(markdown(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))

@@ -205,6 +205,12 @@ class Clv(BaseModel):
     days_per_month: int = Field(ge=1)
     at_risk_max_p_purchase: float = Field(gt=0, le=1)
     at_risk_min_recency_days: int = Field(ge=0)
+    at_risk_min_monetary_quantile: float = Field(ge=0, lt=1)
+    calibration_min_history_days: int = Field(ge=1)
+    calibration_min_customers: int = Field(ge=2)
+    interval_draws: int = Field(ge=10)
+    interval_seed: int
+    scorecard_max_abs_bias: float = Field(gt=0)
 
 
 class Eda(BaseModel):

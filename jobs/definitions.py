@@ -33,6 +33,7 @@ TABLES = {
     "gold_customer_segments": "gold/customer_segments",
     "gold_segment_summary": "gold/segment_summary",
     "gold_segment_transitions": "gold/segment_transitions",
+    "gold_forecast_scorecard": "gold/forecast_scorecard",  # the forecast of D - 90 against (D - 90, D], per night
     "gold_published": "gold/published",  # written last by a night: what readers may see (jobs.adapters.publish)
     "run_audit": "audit/run_audit",
     "quarantine_transactions": "quarantine/transactions",
@@ -54,7 +55,7 @@ TABLES_WRITTEN = {
     # label publishes a provisional record too, but the snapshot is complete (and its gold_published
     # Asset event emitted) only when clv has added its columns and published again.
     "label": ["gold_customer_segments", "gold_segment_summary", "gold_segment_transitions"],
-    "clv": ["gold_customer_segments", "gold_segment_summary", "gold_published"],
+    "clv": ["gold_customer_segments", "gold_segment_summary", "gold_forecast_scorecard", "gold_published"],
 }
 # DAG step -> the Delta tables it reads (OpenLineage inputs, jobs/orchestration/lineage.py); validate and
 # ingest also read the day's landing folder. A version is reported where the step's result holds one.
@@ -154,11 +155,17 @@ CLV_MONTHS = 12  # horizon of clv_12m
 # Gold columns the clv step adds to gold/customer_segments (score -> column).
 CLV_COLUMNS = {
     "p_alive": "p_alive",
-    "p_purchase": "p_purchase_90d",
+    "p_purchase": "p_purchase_90d",  # the model's own probability (raw)
+    "p_purchase_calibrated": "p_purchase_90d_calibrated",  # through the version's isotonic map (jobs.core.calibration)
     "expected_purchases": "expected_purchases_90d",
+    "expected_spend": "expected_spend_90d",  # expected purchases x Gamma-Gamma spend per purchase, undiscounted
     "clv": "clv_12m",
+    "clv_p10": "clv_12m_p10",  # the 80 % predictive interval of clv_12m (jobs.core.clv.value_quantiles)
+    "clv_p90": "clv_12m_p90",
 }
-AT_RISK_VALUE = "at_risk_value"  # gold flag: above-median monetary, unlikely to buy in the horizon
+CLV_INTERVAL = {"clv_p10": 0.1, "clv_p90": 0.9}  # interval score -> its quantile
+# gold flag: high past spend, calibrated P(purchase) low, no recent purchase (conf clv.at_risk_*)
+AT_RISK_VALUE = "at_risk_value"
 # Predicted-value columns added to the segment exports when the snapshot has them.
 EXPORT_CLV_COLUMNS = [*CLV_COLUMNS.values(), AT_RISK_VALUE]
 
@@ -186,7 +193,28 @@ INPUT_VERSION_PARAM = "input_version"
 CLV_MODEL_VERSION_PARAM = "clv_model_version"  # the rfm-clv version a night scored with (every night)
 CLV_PARAM_PREFIX = "clv_"  # + a BG/NBD / Gamma-Gamma parameter: the values that version holds
 CLV_TOTAL_METRIC = "clv_12m_total"  # the night's predicted 12-month value of all its customers
+CLV_CALIBRATION_TAG = "rfm.clv_calibration"  # the night's calibration map: method and why (identity: never silent)
+SCORECARD_TAG = "rfm.forecast_scorecard"  # the night's scorecard: scored, or why not (no snapshot 90 nights earlier)
+SCORECARD_BIAS_TAG = "rfm.forecast_bias_exceeded"  # "true"/"false": |overall bias| above clv.scorecard_max_abs_bias
 TABLE_VERSION_PARAMS = {"silver_customer_rfm": INPUT_VERSION_PARAM}
+# The forecast-vs-actual scorecard (gold/forecast_scorecard, jobs.core.scorecard): one row per label scheme and
+# segment of the forecast's snapshot, and an overall row (label_scheme and segment both SCORECARD_ALL).
+SCORECARD_ALL = "all"
+SCORECARD_COLUMNS = [
+    "snapshot_date",  # the night scored (D)
+    "forecast_date",  # the snapshot whose forecast is scored (D - 90)
+    "label_scheme",
+    "segment",
+    "customers",
+    "mean_predicted_purchases",
+    "mean_actual_purchases",
+    "bias",  # mean predicted - mean actual purchase days
+    "mae",  # mean |predicted - actual| purchase days
+    "mean_predicted_p",  # calibrated P(purchase) when the snapshot has it
+    "share_bought",
+    "predicted_spend",  # total expected_spend_90d (null: a snapshot from before that column)
+    "actual_spend",  # total net spend in (D - 90, D]
+]
 # Tags of a registered model version.
 TRAINED_ON_TAG = "rfm.trained_on"
 K_TAG = "rfm.k"

@@ -49,8 +49,12 @@ SEGMENTS_SCHEMA = pa.schema(
         ("mlflow_run_id", pa.string()),
         ("p_alive", pa.float64()),
         ("p_purchase_90d", pa.float64()),
+        ("p_purchase_90d_calibrated", pa.float64()),
         ("expected_purchases_90d", pa.float64()),
+        ("expected_spend_90d", pa.float64()),
         ("clv_12m", pa.float64()),
+        ("clv_12m_p10", pa.float64()),
+        ("clv_12m_p90", pa.float64()),
         ("at_risk_value", pa.bool_()),
     ]
 )
@@ -104,17 +108,24 @@ def customers_of(snapshot: date, count: int, seed: int) -> pd.DataFrame:
 
 
 def with_value(frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-    """The clv step's columns: P(alive), P(purchase in 90 days), expected purchases, 12-month CLV and
-    the at-risk-value flag (above-median monetary and P(purchase) < 0.5, as the step flags it)."""
+    """The clv step's columns: P(alive), raw and calibrated P(purchase in 90 days), expected purchases and
+    spend, 12-month CLV and its P10/P90, and the at-risk-value flag (above-median monetary, calibrated
+    P(purchase) < 0.5, no purchase in 30 days: the step's default rule)."""
     n = len(frame)
     p_purchase = rng.uniform(0.05, 0.95, n)
+    calibrated = p_purchase * 0.8
     money = frame["monetary"].astype(float)
+    clv = rng.lognormal(7, 1.0, n)
     return frame.assign(
         p_alive=rng.uniform(0.5, 1.0, n),
         p_purchase_90d=p_purchase,
+        p_purchase_90d_calibrated=calibrated,
         expected_purchases_90d=p_purchase * 2.5,
-        clv_12m=rng.lognormal(7, 1.0, n),
-        at_risk_value=(money > money.median()) & (p_purchase < 0.5),
+        expected_spend_90d=p_purchase * 2.5 * 40.0,
+        clv_12m=clv,
+        clv_12m_p10=clv * 0.2,
+        clv_12m_p90=clv * 2.5,
+        at_risk_value=(money > money.median()) & (calibrated < 0.5) & (frame["recency_days"] >= 30),
     )
 
 

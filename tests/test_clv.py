@@ -13,6 +13,7 @@ from jobs.core.clv import (
     at_risk_value,
     customer_summary,
     expected_purchases,
+    expected_spend,
     net_purchase_days,
     p_alive,
     p_no_purchase,
@@ -91,6 +92,18 @@ def test_a_cancellation_larger_than_the_items_day_takes_the_rest_of_that_day_and
     assert net_purchase_days(purchases, more)["amount"].tolist() == pytest.approx([7.0])
     everything = item_lines([("c", "X", "2011-03-02", -100.0)])
     assert net_purchase_days(purchases, everything).empty
+
+
+def test_no_cancellation_in_the_window_nets_nothing_whatever_the_empty_frames_types() -> None:
+    """A window without cancellation lines: Spark's empty frame has object keys, the purchases strings."""
+    purchases = item_lines([("a", "X", "2011-12-08", 10.0), ("a", "Y", "2011-12-09", 5.0)]).astype(
+        {"customer_id": "string", "stock_code": "string"}
+    )
+    none = pd.DataFrame({c: pd.Series(dtype=object) for c in ("customer_id", "stock_code", "purchase_date")}).assign(
+        amount=pd.Series(dtype=float)
+    )
+    days = net_purchase_days(purchases, none)
+    assert days["amount"].tolist() == [10.0, 5.0] and days["customer_id"].tolist() == ["a", "a"]
 
 
 def test_summary_counts_repeat_purchase_days() -> None:
@@ -225,25 +238,53 @@ def test_the_plan_fits_on_retrain_dates_and_reuses_a_nights_version(
     assert (plan.fit, plan.version) == (fit, version), plan.reason
 
 
-def test_at_risk_value_is_above_median_spend_and_unlikely_to_buy() -> None:
-    monetary = pd.Series([10.0, 20.0, 300.0, 400.0, 500.0, 600.0])  # median 350
+def test_at_risk_value_is_spend_at_stake_unlikely_to_buy_and_not_recent() -> None:
+    monetary = pd.Series([10.0, 20.0, 300.0, 400.0, 500.0, 600.0])  # median 350, 0.75 quantile 475
     p_purchase = pd.Series([0.1, 0.9, 0.2, 0.6, 0.49, 0.05])
     recency = pd.Series([90, 90, 90, 90, 30, 29])  # the last one bought 29 days ago: not at risk
-    assert at_risk_value(monetary, p_purchase, recency, 0.5, 30).tolist() == [False, False, False, False, True, False]
+    flagged = at_risk_value(monetary, p_purchase, recency, 0.5, 0.5, 30)
+    assert flagged.tolist() == [False, False, False, False, True, False]
+    assert at_risk_value(monetary, p_purchase, recency, 0.5, 0.5, 29).tolist()[-1], "29 days is enough at 29"
+    higher = at_risk_value(monetary, p_purchase.where(monetary != 300.0, 0.1), recency, 0.75, 0.5, 30)
+    assert higher.tolist() == [False, False, False, False, True, False], "300 is below the 0.75 quantile"
+    assert at_risk_value(monetary, p_purchase, recency, 0.5, 0.2, 30).tolist() == [False] * 6
+
+
+def value_conf(**changes):
+    from jobs.config import load_settings
+
+    return load_settings().clv.model_copy(
+        update={"at_risk_min_monetary_quantile": 0.5, "at_risk_max_p_purchase": 0.5, "at_risk_min_recency_days": 30}
+        | changes
+    )
 
 
 def test_value_columns_cover_every_gold_customer() -> None:
+    from jobs.core.calibration import identity
+    from jobs.steps.clv import customer_scores
+
     segments = pd.DataFrame(
         {"customer_id": ["a", "b", "c"], "monetary": [10.0, 500.0, 800.0], "recency_days": [8, 18, 60]}
     )
-    scores = score(DAILY, customer_summary(HISTORY, AS_OF), 90, 12, 0.01, 30)
-    values = value_columns(segments, scores, 0.5, 30)
+    summary = customer_summary(HISTORY, AS_OF)
+    config = {"horizon_days": 90, "months": 12, "monthly_discount_rate": 0.01, "days_per_month": 30}
+    scores = customer_scores(DAILY, identity("test"), summary, config, value_conf(interval_draws=300))
+    values = value_columns(segments, scores, value_conf())
     assert values.columns.tolist() == ["customer_id", *CLV_COLUMNS.values(), AT_RISK_VALUE]
     assert values["customer_id"].tolist() == ["a", "b", "c"]
     assert values["expected_purchases_90d"].notna().all() and (values["clv_12m"] > 0).all()
-    cancelled = value_columns(segments.assign(monetary=[0.0, 500.0, 800.0]), scores, 0.5, 30)
+    assert values["p_purchase_90d_calibrated"].tolist() == values["p_purchase_90d"].tolist(), "identity map"
+    assert (values["clv_12m_p10"] <= values["clv_12m_p90"]).all() and (values["clv_12m_p90"] > 0).all()
+    spend = expected_spend(DAILY, summary["frequency"], summary["monetary_value"])
+    assert values["expected_spend_90d"].to_numpy() == pytest.approx(values["expected_purchases_90d"] * spend)
+    cancelled = value_columns(segments.assign(monetary=[0.0, 500.0, 800.0]), scores, value_conf())
     assert cancelled["clv_12m"].tolist()[0] == 0.0, "every purchase cancelled: not a buyer, no value"
+    assert cancelled[["clv_12m_p10", "clv_12m_p90"]].iloc[0].tolist() == [0.0, 0.0]
     assert cancelled["clv_12m"].tolist()[1:] == values["clv_12m"].tolist()[1:]
+    # the flag reads the calibrated probability, not the raw one: c (monetary above the median, 60 days)
+    unlikely = value_columns(segments, scores.assign(p_purchase=0.9, p_purchase_calibrated=0.1), value_conf())
+    likely = value_columns(segments, scores.assign(p_purchase=0.1, p_purchase_calibrated=0.9), value_conf())
+    assert unlikely[AT_RISK_VALUE].tolist() == [False, False, True] and not likely[AT_RISK_VALUE].any()
     # c: 191 days since its only purchase, high spend; b bought thrice in three weeks.
     assert (
         values.set_index("customer_id").loc["c", "p_purchase_90d"]

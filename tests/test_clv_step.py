@@ -13,7 +13,17 @@ from deltalake import DeltaTable
 from jobs.adapters import clv_registry, lake, tracking
 from jobs.adapters.customer_state import purchase_days
 from jobs.core.clv import customer_summary
-from jobs.definitions import AT_RISK_VALUE, CLV_COLUMNS, CLV_MODEL_VERSION_PARAM, CLV_PARAM_PREFIX, days_between
+from jobs.definitions import (
+    AT_RISK_VALUE,
+    CLV_CALIBRATION_TAG,
+    CLV_COLUMNS,
+    CLV_MODEL_VERSION_PARAM,
+    CLV_PARAM_PREFIX,
+    SCORECARD_BIAS_TAG,
+    SCORECARD_COLUMNS,
+    SCORECARD_TAG,
+    days_between,
+)
 from jobs.ops.compare import comparison_table, night_runs
 from jobs.steps.clv import clv_day
 from tests.conftest import REPLAY_FIRST_NIGHT, REPLAY_LAST_NIGHT
@@ -74,12 +84,44 @@ def test_every_gold_customer_gets_a_value(nights) -> None:
         assert segments["p_alive"].between(0, 1).all() and segments["p_purchase_90d"].between(0, 1).all()
         assert (segments["clv_12m"] >= 0).all() and (segments["expected_purchases_90d"] >= 0).all()
         assert segments["cluster_label"].notna().all(), "the label step's columns are kept"
-        high = segments["monetary"].astype(float) > segments["monetary"].astype(float).median()
-        flagged = high & (segments["p_purchase_90d"] < settings.clv.at_risk_max_p_purchase)
+        money = segments["monetary"].astype(float)
+        high = money > money.quantile(settings.clv.at_risk_min_monetary_quantile)
+        flagged = high & (segments["p_purchase_90d_calibrated"] < settings.clv.at_risk_max_p_purchase)
         flagged &= segments["recency_days"] >= settings.clv.at_risk_min_recency_days
         assert (segments[AT_RISK_VALUE] == flagged).all()
         assert not segments.loc[segments["recency_days"] < settings.clv.at_risk_min_recency_days, AT_RISK_VALUE].any()
         assert (segments.loc[segments["monetary"].astype(float) <= 0, "clv_12m"] == 0).all(), "not a buyer"
+        assert segments["p_purchase_90d_calibrated"].between(0, 1).all()
+        assert (segments["clv_12m_p10"] <= segments["clv_12m_p90"]).all() and (segments["clv_12m_p10"] >= 0).all()
+        assert (segments["clv_12m_p90"] > 0).any()
+
+
+def test_fit_nights_calibrate_and_every_night_says_with_what(nights) -> None:
+    """The replay's history starts 2010-12-01: a fit night of December 2011 has 9 months before D - 90."""
+    settings, rows = nights
+    client = tracking.client(settings)
+    for night in NIGHTS:
+        (run_id,) = gold(settings, "gold_customer_segments", night)["mlflow_run_id"].unique()
+        tag = client.get_run(run_id).data.tags[CLV_CALIBRATION_TAG]
+        assert tag.startswith(f"isotonic (version {rows.loc[night, 'clv_model_version']})"), (night, tag)
+    _, calibration = clv_registry.params_of(settings, "2")
+    assert calibration.method == "isotonic" and len(calibration.x) >= 2
+    segments = gold(settings, "gold_customer_segments", REPLAY_LAST_NIGHT)
+    np.testing.assert_allclose(
+        segments["p_purchase_90d_calibrated"], calibration.apply(segments["p_purchase_90d"]), rtol=1e-12
+    )
+
+
+def test_no_snapshot_90_nights_earlier_no_scorecard_rows_and_a_tag_saying_so(nights) -> None:
+    settings, _ = nights
+    client = tracking.client(settings)
+    card = DeltaTable(str(settings.table_path("gold_forecast_scorecard"))).to_pandas()
+    assert card.empty and set(SCORECARD_COLUMNS) <= set(card.columns)
+    for night in NIGHTS:
+        (run_id,) = gold(settings, "gold_customer_segments", night)["mlflow_run_id"].unique()
+        tags = client.get_run(run_id).data.tags
+        assert tags[SCORECARD_TAG].startswith("no forecast to score"), night
+        assert tags[SCORECARD_BIAS_TAG] == "false"
 
 
 def test_segment_summary_holds_the_per_segment_means(nights) -> None:
@@ -105,6 +147,11 @@ def test_the_registered_pyfunc_scores_like_the_night(spark, nights) -> None:
     assert (~buyers).any() and (segments.loc[~buyers, "clv_12m"] == 0).all()
     np.testing.assert_allclose(
         predicted.loc[segments.index[buyers], "clv"], segments.loc[buyers, "clv_12m"], rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        predicted.loc[segments.index[buyers], "p_purchase_calibrated"],
+        segments.loc[buyers, "p_purchase_90d_calibrated"],
+        rtol=1e-12,
     )
 
 

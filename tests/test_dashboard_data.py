@@ -186,7 +186,7 @@ def test_value_per_segment_and_the_at_risk_value_list(segment_lake: SegmentLake,
     """Issue 14: P(alive) and CLV distributions per segment; the win-back list is one toggle."""
     rows = on(customers, LAST, country="France")
     stats = segment_lake.value_stats(Filters(LAST, "cluster", country="France")).set_index(["segment", "measure"])
-    assert set(stats.index.get_level_values("measure")) == {"p_alive", "p_purchase_90d", "clv_12m"}
+    assert set(stats.index.get_level_values("measure")) == {"p_alive", "p_purchase_90d_calibrated", "clv_12m"}
     for label, group in rows.groupby("cluster_label"):
         clv = stats.loc[(label, "clv_12m")]
         assert clv["customers"] == len(group)
@@ -203,6 +203,51 @@ def test_value_per_segment_and_the_at_risk_value_list(segment_lake: SegmentLake,
     assert all(r["at_risk_value"] for r in page) and page[0]["clv_12m"] == pytest.approx(flagged["clv_12m"].max())
     exported = pd.read_csv(io.BytesIO(segment_lake.customer_csv(win_back)), dtype={"customer_id": str})
     assert sorted(exported["customer_id"]) == sorted(flagged["customer_id"])
+
+
+def test_at_risk_customers_crossed_by_cluster_label_and_rfm_segment(
+    segment_lake: SegmentLake, customers: pd.DataFrame
+) -> None:
+    """Issue 28 item 5: where the one at-risk definition falls in both labellings (the country filter
+    applies; the scheme and segment filters do not: both labels are the axes)."""
+    rows = on(customers, LAST, country="United Kingdom")
+    flagged = rows[rows["at_risk_value"]]
+    expected = pd.crosstab(flagged["cluster_label"], flagged["rfm_segment"])
+    crossed = segment_lake.at_risk_crosstab(Filters(LAST, "rfm", segment="Champions", country="United Kingdom"))
+    assert int(crossed.to_numpy().sum()) == len(flagged) > 0
+    for label in expected.index:
+        for segment in expected.columns:
+            assert crossed.loc[label, segment] == expected.loc[label, segment]
+    order = segment_lake.segment_order["cluster"]
+    assert list(crossed.index) == [label for label in order if label in set(flagged["cluster_label"])]
+    assert segment_lake.at_risk_crosstab(Filters(date(2011, 1, 1))).empty
+
+
+def test_the_forecast_scorecard_of_a_published_night(tmp_path: Path) -> None:
+    """The scorecard is read at the version the night published; a night that published none has none."""
+    from deltalake import DeltaTable, write_deltalake
+
+    from jobs.core.scorecard import scorecard
+
+    lake_dir = tmp_path / "lake"
+    first = customers_of(SNAPSHOTS[0], 40, seed=1)
+    write_snapshot(lake_dir, first)
+    publish_record(lake_dir, SNAPSHOTS[0])
+    forecast = first.rename(
+        columns={"p_purchase_90d_calibrated": "p_purchase", "expected_purchases_90d": "expected_purchases"}
+    ).assign(expected_spend=first["expected_spend_90d"])
+    actual = pd.DataFrame({"purchases": [2, 1], "spend": [50.0, 10.0]}, index=first["customer_id"].head(2))
+    card = scorecard(forecast, actual, SNAPSHOTS[0], LAST)
+    path = lake_dir / "gold" / "forecast_scorecard"
+    write_deltalake(str(path), card, partition_by=["snapshot_date"], mode="append")
+    write_snapshot(lake_dir, customers_of(LAST, 30, seed=2))
+    publish_record(lake_dir, LAST, {"gold_forecast_scorecard": DeltaTable(str(path)).version()})
+    reader = SegmentLake.from_settings(settings_for(tmp_path))
+    shown = reader.forecast_scorecard(LAST)
+    assert len(shown) == len(card) and shown.iloc[0][["label_scheme", "segment"]].tolist() == ["all", "all"]
+    assert shown.iloc[0]["customers"] == 40 and shown.iloc[0]["mean_actual_purchases"] == pytest.approx(3 / 40)
+    assert shown.iloc[0]["actual_spend"] == pytest.approx(60.0)
+    assert reader.forecast_scorecard(SNAPSHOTS[0]).empty, "published before any scorecard"
 
 
 def test_a_lake_without_value_columns_shows_them_empty(tmp_path: Path) -> None:
@@ -314,8 +359,9 @@ def test_basic_auth_when_configured_and_required_off_loopback(segment_lake: Segm
 # --- readers see published snapshots only, at their published versions (issue 12, item 9) -----------
 
 
-def publish_record(lake_dir: Path, day: date) -> None:
-    """What the label step writes last: the day's versions of the gold tables (delta-rs here)."""
+def publish_record(lake_dir: Path, day: date, more: dict[str, int] | None = None) -> None:
+    """What the label step writes last: the day's versions of the gold tables (delta-rs here), and
+    ``more`` (the clv step's scorecard)."""
     import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
 
@@ -326,7 +372,7 @@ def publish_record(lake_dir: Path, day: date) -> None:
             ("gold_segment_summary", "gold/segment_summary"),
             ("gold_segment_transitions", "gold/customer_segments"),
         )
-    }
+    } | (more or {})
     schema = pa.schema([("snapshot_date", pa.date32()), ("table_versions", pa.map_(pa.string(), pa.int64()))])
     table = pa.Table.from_pylist([{"snapshot_date": day, "table_versions": list(versions.items())}], schema=schema)
     write_deltalake(str(lake_dir / "gold" / "published"), table, partition_by=["snapshot_date"], mode="append")

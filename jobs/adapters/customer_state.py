@@ -187,10 +187,24 @@ def net_purchase_days_of(bronze: DataFrame, settings: Settings, run_date: date) 
     )
 
 
-def purchase_items(bronze: DataFrame, settings: Settings, run_date: date, kind: Column) -> pd.DataFrame:
+def net_purchase_days_between(bronze: DataFrame, settings: Settings, after: date, run_date: date) -> pd.DataFrame:
+    """Net purchase days dated in (``after``, ``run_date``], from the lines of those dates only (partition-
+    pruned): a cancellation in the window of a purchase before it takes nothing back."""
+    return net_purchase_days(
+        purchase_items(bronze, settings, run_date, is_purchase(settings.rfm), after),
+        purchase_items(bronze, settings, run_date, is_cancellation(settings.rfm), after),
+    )
+
+
+def purchase_items(
+    bronze: DataFrame, settings: Settings, run_date: date, kind: Column, after: date | None = None
+) -> pd.DataFrame:
     """customer_id, stock_code, purchase_date, amount: the ``kind`` lines' quantity x price per customer,
-    stock code and day up to ``run_date`` (the lines RFM considers)."""
-    lines = considered_lines(bronze.filter(F.col("transaction_date") <= F.lit(run_date).cast("date")), settings.rfm)
+    stock code and day up to ``run_date`` (after ``after`` when given; the lines RFM considers)."""
+    dated = F.col("transaction_date") <= F.lit(run_date).cast("date")
+    if after is not None:
+        dated &= F.col("transaction_date") > F.lit(after).cast("date")
+    lines = considered_lines(bronze.filter(dated), settings.rfm)
     return (
         lines.filter(kind)
         .groupBy("customer_id", "stock_code", F.col("transaction_date").alias("purchase_date"))

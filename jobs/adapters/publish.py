@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # the dashboard imports this module: no Spark at import time
     from pyspark.sql import SparkSession
 
 GOLD_TABLES = ("gold_customer_segments", "gold_segment_summary", "gold_segment_transitions")
+# Published when the night wrote them (the clv step's scorecard; label's provisional record has none).
+OPTIONAL_GOLD_TABLES = ("gold_forecast_scorecard",)
 PUBLISH_SCHEMA = "snapshot_date date, table_versions map<string,bigint>"
 
 
@@ -34,7 +36,8 @@ def publish(spark: SparkSession, settings: Settings, run_date: date, versions: d
     if missing:
         raise ValueError(f"{run_date}: cannot publish without the versions of {missing}")
     record = spark.createDataFrame(
-        [(run_date, {name: int(versions[name]) for name in GOLD_TABLES})], PUBLISH_SCHEMA
+        [(run_date, {name: int(versions[name]) for name in (*GOLD_TABLES, *OPTIONAL_GOLD_TABLES) if name in versions})],
+        PUBLISH_SCHEMA,
     ).withColumn("published_at", F.current_timestamp())
     predicate = f"snapshot_date = {lake.date_literal(run_date)}"
     return lake.replace_slice(record, settings.table_path("gold_published"), predicate, "snapshot_date")

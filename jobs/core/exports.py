@@ -12,8 +12,19 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
-MONEY_COLUMNS = ("monetary", "clv_12m")  # amounts in the shop's currency: 2 decimals, currency in the name
-DECIMALS = {"p_alive": 3, "p_purchase_90d": 3, "expected_purchases_90d": 2}  # other rounded columns
+MONEY_COLUMNS = (
+    "monetary",
+    "clv_12m",
+    "clv_12m_p10",
+    "clv_12m_p90",
+    "expected_spend_90d",
+)  # amounts in the shop's currency: 2 decimals, currency in the name
+DECIMALS = {
+    "p_alive": 3,
+    "p_purchase_90d": 3,
+    "p_purchase_90d_calibrated": 3,
+    "expected_purchases_90d": 2,
+}  # other rounded columns
 OTHER_FLOAT_DECIMALS = 3  # a float column not named above
 VALUE_ORDER = ("clv_12m", "monetary")  # rows by the first of these the list has, highest first
 YES, NO = "yes", "no"
@@ -33,10 +44,20 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "rfm_segment": ("", "the classic named RFM segment (Champions, At Risk, ...)"),
     "snapshot_date": ("date", "the night the values were computed for (YYYY-MM-DD)"),
     "p_alive": ("probability 0-1", "probability the customer is still active (BG/NBD)"),
-    "p_purchase_90d": ("probability 0-1", "probability of at least one purchase in the next 90 days"),
-    "expected_purchases_90d": ("orders", "expected number of purchases in the next 90 days"),
+    "p_purchase_90d": ("probability 0-1", "the model's probability of at least one purchase in the next 90 days"),
+    "p_purchase_90d_calibrated": (
+        "probability 0-1",
+        "the same, calibrated on who actually bought in past 90-day windows (use this one)",
+    ),
+    "expected_purchases_90d": ("purchase days", "expected number of purchase days in the next 90 days"),
+    "expected_spend_90d": ("{currency}", "expected spend in the next 90 days, not discounted"),
     "clv_12m": ("{currency}", "predicted value of the next 12 months, discounted (Gamma-Gamma)"),
-    "at_risk_value": ("yes/no", "yes: above-median spending and unlikely to buy in the next 90 days"),
+    "clv_12m_p10": ("{currency}", "a low case of clv_12m: 9 customers in 10 are predicted to bring at least this"),
+    "clv_12m_p90": ("{currency}", "a high case of clv_12m: 1 customer in 10 is predicted to bring more"),
+    "at_risk_value": (
+        "yes/no",
+        "yes: spent more than most, unlikely to buy in the next 90 days (calibrated), no recent purchase",
+    ),
 }
 
 

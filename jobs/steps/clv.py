@@ -7,9 +7,13 @@ Transform: the BG/NBD + Gamma-Gamma summary (``jobs.core.rfm.value_summary``: li
 repeat purchase *days*; ``jobs.core.clv.customer_summary`` is its reference); on a retrain night of the clustering (or while ``rfm-clv`` has no champion)
 MAP fits with pymc-marketing, registered as a new ``rfm-clv`` version that takes the champion alias;
 every night the champion's parameters score every customer in closed form (numpy/scipy).
-Load: ``p_alive``, ``p_purchase_90d``, ``expected_purchases_90d``, ``clv_12m`` and the
-``at_risk_value`` flag into the run date's slice of gold/customer_segments; per-segment means into
-gold/segment_summary; per-label distributions into the night's MLflow run.
+On a fit night the version also holds the calibration map of P(purchase) (``jobs.core.calibration``:
+the model refitted as of the night - 90 days, from bronze's purchase days, against who bought since).
+Load: the ``CLV_COLUMNS`` (raw and calibrated P(purchase), expected purchases and spend, ``clv_12m`` and
+its P10/P90) and the ``at_risk_value`` flag into the run date's slice of gold/customer_segments;
+per-segment means into gold/segment_summary; per-label distributions into the night's MLflow run.
+Every night, the forecast of the snapshot 90 nights earlier scored against what its customers did
+since (``jobs.core.scorecard``, bronze's lines of those 90 days) into gold/forecast_scorecard and the run.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import mlflow
@@ -29,20 +33,28 @@ from pyspark.sql import functions as F
 
 from jobs.adapters import clv_registry, lake, registry, tracking
 from jobs.adapters.audit import write_audit
-from jobs.adapters.customer_state import pinned, state_of
+from jobs.adapters.customer_state import net_purchase_days_between, pinned, purchase_days, state_of
 from jobs.adapters.publish import publish, published_versions
 from jobs.adapters.spark import from_pandas, get_spark
-from jobs.config import Settings, load_settings
-from jobs.core.clv import ClvParams, at_risk_value, fit_params, score
+from jobs.config import Clv, Settings, load_settings
+from jobs.core.calibration import Calibration, calibration_of
+from jobs.core.clv import ClvParams, at_risk_value, expected_spend, fit_params, score, value_quantiles
 from jobs.core.rfm import value_summary
+from jobs.core.scorecard import FORECAST_COLUMNS, actual_in_window, bias_exceeded, overall_bias, scorecard
 from jobs.definitions import (
     AT_RISK_VALUE,
+    CLV_CALIBRATION_TAG,
     CLV_COLUMNS,
+    CLV_HORIZON_DAYS,
+    CLV_INTERVAL,
     CLV_MODEL_VERSION_PARAM,
     CLV_PARAM_PREFIX,
     CLV_TOTAL_METRIC,
     LABEL_SCHEMES,
     NIGHT_TYPE_TAG,
+    SCORECARD_BIAS_TAG,
+    SCORECARD_COLUMNS,
+    SCORECARD_TAG,
 )
 from jobs.errors import LakeStateError
 
@@ -79,17 +91,44 @@ def plan_clv(
     return ClvPlan(False, champion, f"scored with the champion, version {champion}")
 
 
-def value_columns(
-    segments: pd.DataFrame, scores: pd.DataFrame, max_p_purchase: float, min_recency_days: int
+def customer_scores(
+    params: ClvParams, calibration: Calibration, summary: pd.DataFrame, scoring: dict[str, Any], conf: Clv
 ) -> pd.DataFrame:
+    """Every ``CLV_COLUMNS`` score of the customers of ``summary``: the closed forms, P(purchase) through
+    the calibration map, expected spend in the horizon, the Monte Carlo interval of the CLV."""
+    scores = score(params, summary, **scoring)
+    x, m_x = summary["frequency"].to_numpy(dtype=float), summary["monetary_value"].to_numpy(dtype=float)
+    bounds = value_quantiles(
+        params,
+        summary,
+        tuple(CLV_INTERVAL.values()),
+        scoring["months"],
+        scoring["monthly_discount_rate"],
+        scoring["days_per_month"],
+        conf.interval_draws,
+        conf.interval_seed,
+    )
+    return scores.assign(
+        p_purchase_calibrated=calibration.apply(scores["p_purchase"]),
+        expected_spend=scores["expected_purchases"] * expected_spend(params, x, m_x),
+        **{name: bounds[:, i] for i, name in enumerate(CLV_INTERVAL)},
+    )
+
+
+def value_columns(segments: pd.DataFrame, scores: pd.DataFrame, conf: Clv) -> pd.DataFrame:
     """customer_id and the gold CLV columns for every customer of ``segments`` (customer_id, monetary,
     recency_days). A customer without net spend (every purchase cancelled: monetary 0) is not a buyer:
-    CLV 0."""
+    CLV 0 and its interval [0, 0]."""
     merged = segments[["customer_id", "monetary", "recency_days"]].merge(scores, on="customer_id", how="left")
-    merged.loc[merged["monetary"] <= 0, "clv"] = 0.0
+    merged.loc[merged["monetary"] <= 0, ["clv", *CLV_INTERVAL]] = 0.0
     out = merged[["customer_id"]].assign(**{column: merged[score] for score, column in CLV_COLUMNS.items()})
     out[AT_RISK_VALUE] = at_risk_value(
-        merged["monetary"], merged["p_purchase"], merged["recency_days"], max_p_purchase, min_recency_days
+        merged["monetary"],
+        merged["p_purchase_calibrated"],
+        merged["recency_days"],
+        conf.at_risk_min_monetary_quantile,
+        conf.at_risk_max_p_purchase,
+        conf.at_risk_min_recency_days,
     )
     return out
 
@@ -109,14 +148,41 @@ def distribution_by_label(values: pd.DataFrame) -> dict[str, dict[str, dict[str,
     return out
 
 
-def extract(spark: SparkSession, settings: Settings, run_date: date) -> tuple[DataFrame, DataFrame, dict[str, int]]:
-    """The customer state through the run date and the run date's gold segments, at pinned versions."""
+def extract(
+    spark: SparkSession, settings: Settings, run_date: date
+) -> tuple[DataFrame, DataFrame, pd.DataFrame, dict[str, int]]:
+    """The customer state through the run date, the run date's gold segments and the forecast of the
+    snapshot ``CLV_HORIZON_DAYS`` earlier (``FORECAST_COLUMNS``; empty without one), at pinned versions."""
     state, versions = state_of(spark, settings, run_date)
     segments, versions["gold_customer_segments"] = pinned(spark, settings, "gold_customer_segments")
     gold = segments.filter(F.col("snapshot_date") == F.lit(run_date).cast("date")).drop(*GOLD_CLV_COLUMNS)
     if gold.isEmpty():
         raise LakeStateError(f"no gold segments for {run_date}: run the label step first")
-    return state, gold, versions
+    return state, gold, forecast_of(segments, run_date - timedelta(days=CLV_HORIZON_DAYS)), versions
+
+
+def forecast_of(segments: DataFrame, day: date) -> pd.DataFrame:
+    """``FORECAST_COLUMNS`` of the customers ``day``'s snapshot scored (calibrated P(purchase) where it has
+    it, else the raw one; expected spend null in a snapshot from before that column); empty when none."""
+    columns = set(segments.columns)
+    if CLV_COLUMNS["expected_purchases"] not in columns:  # no night scored yet (the first night of a lake)
+        return pd.DataFrame(columns=FORECAST_COLUMNS)
+
+    def column(name: str) -> Any:
+        return F.col(CLV_COLUMNS[name]) if CLV_COLUMNS[name] in columns else F.lit(None).cast("double")
+
+    return (
+        segments.filter(F.col("snapshot_date") == F.lit(day).cast("date"))
+        .filter(F.col(CLV_COLUMNS["expected_purchases"]).isNotNull())
+        .select(
+            "customer_id",
+            *LABEL_SCHEMES.values(),
+            F.coalesce(column("p_purchase_calibrated"), column("p_purchase")).alias("p_purchase"),
+            F.col(CLV_COLUMNS["expected_purchases"]).alias("expected_purchases"),
+            column("expected_spend").alias("expected_spend"),
+        )
+        .toPandas()[FORECAST_COLUMNS]
+    )
 
 
 def night_run(gold: DataFrame, settings: Settings) -> tuple[str, str | None]:
@@ -128,8 +194,26 @@ def night_run(gold: DataFrame, settings: Settings) -> tuple[str, str | None]:
     return run_ids[0], run.data.tags.get(NIGHT_TYPE_TAG)
 
 
-def fit_and_register(settings: Settings, summary: pd.DataFrame, run_id: str, run_date: date) -> tuple[str, ClvParams]:
-    """Fit tonight's parameters, log them to the night's run and register them as the new champion."""
+def calibration_tonight(bronze: DataFrame, settings: Settings, run_date: date) -> Calibration:
+    """The calibration map of a fit night: the model refitted as of the night - ``CLV_HORIZON_DAYS`` on
+    bronze's purchase days (the nightly summary's: gross purchase days) up to then, against who bought
+    in the days since (a scan of bronze, on fit nights only)."""
+    origin = run_date - timedelta(days=CLV_HORIZON_DAYS)
+    conf = settings.clv
+    return calibration_of(
+        purchase_days(bronze, settings, run_date),
+        origin,
+        run_date,
+        conf.calibration_min_history_days,
+        conf.calibration_min_customers,
+    )
+
+
+def fit_and_register(
+    settings: Settings, summary: pd.DataFrame, calibration: Calibration, run_id: str, run_date: date
+) -> tuple[str, ClvParams]:
+    """Fit tonight's parameters, log them to the night's run and register them (with the calibration
+    map) as the new champion."""
     started = time.perf_counter()
     params = fit_params(summary)
     if not params.is_finite():
@@ -137,7 +221,7 @@ def fit_and_register(settings: Settings, summary: pd.DataFrame, run_id: str, run
     seconds = time.perf_counter() - started
     repeaters = int((summary["frequency"] > 0).sum())
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_params(logged_params(params))
+        mlflow.log_params({**logged_params(params), "clv_calibration": calibration.method})
         mlflow.log_metrics(
             {"clv_fit_seconds": seconds, "clv_fit_customers": len(summary), "clv_fit_repeat_customers": repeaters}
         )
@@ -148,7 +232,7 @@ def fit_and_register(settings: Settings, summary: pd.DataFrame, run_id: str, run
             "fit": "pymc-marketing MAP, default priors",
             "frequency": "repeat purchase days",
         }
-        version = clv_registry.register(settings, params, summary.head(5), metadata)
+        version = clv_registry.register(settings, params, calibration, summary.head(5), metadata)
     return str(version.version), params
 
 
@@ -171,6 +255,14 @@ def log_night_params(client: MlflowClient, run_id: str, version: str, params: Cl
         client.log_batch(run_id, params=missing)
 
 
+def scorecard_frame(spark: SparkSession, table: pd.DataFrame) -> DataFrame:
+    """The scorecard as the gold table holds it."""
+    types = {"snapshot_date": "date", "forecast_date": "date", "label_scheme": "string", "segment": "string"}
+    types["customers"] = "bigint"
+    schema = ", ".join(f"{column} {types.get(column, 'double')}" for column in SCORECARD_COLUMNS)
+    return from_pandas(spark, table[SCORECARD_COLUMNS], schema)
+
+
 def gold_frames(spark: SparkSession, gold: DataFrame, values: pd.DataFrame) -> tuple[DataFrame, DataFrame]:
     """Tonight's segments with the CLV columns, and the per-segment means of those columns."""
     schema = (
@@ -190,9 +282,10 @@ def gold_frames(spark: SparkSession, gold: DataFrame, values: pd.DataFrame) -> t
 
 
 def write_gold(
-    spark: SparkSession, settings: Settings, run_date: date, scored: DataFrame, means: DataFrame
+    spark: SparkSession, settings: Settings, run_date: date, scored: DataFrame, means: DataFrame, card: DataFrame
 ) -> dict[str, int]:
-    """Replace the run date's slices of gold/customer_segments and gold/segment_summary (means joined on)."""
+    """Replace the run date's slices of gold/customer_segments, gold/segment_summary (means joined on) and
+    gold/forecast_scorecard."""
     predicate = f"snapshot_date = {lake.date_literal(run_date)}"
     summary_path = settings.table_path("gold_segment_summary")
     summary = (
@@ -207,14 +300,42 @@ def write_gold(
     return {
         "gold_customer_segments": segments_version,
         "gold_segment_summary": lake.replace_slice(summary, summary_path, predicate, "snapshot_date"),
+        "gold_forecast_scorecard": lake.replace_slice(
+            card, settings.table_path("gold_forecast_scorecard"), predicate, "snapshot_date"
+        ),
     }
+
+
+def log_scorecard(client: MlflowClient, run_id: str, table: pd.DataFrame, forecast_date: date, bound: float) -> bool:
+    """The scorecard on the night's run: the overall row as metrics, the table as an artifact, a tag
+    saying whether it was scored (or why not) and whether the overall bias crossed ``bound``."""
+    bias = overall_bias(table)
+    exceeded = bias_exceeded(bias, bound)
+    if bias is None:
+        client.set_tag(run_id, SCORECARD_TAG, f"no forecast to score: no snapshot of {forecast_date} with predictions")
+    else:
+        client.set_tag(run_id, SCORECARD_TAG, f"the forecast of {forecast_date} scored")
+        overall = table.iloc[0]
+        for name in ("customers", "bias", "mae", "mean_predicted_p", "share_bought", "predicted_spend", "actual_spend"):
+            if pd.notna(overall[name]):
+                client.log_metric(run_id, f"scorecard_{name}", float(overall[name]))
+        client.log_metric(run_id, "scorecard_bias_exceeded", float(exceeded))
+        client.log_dict(
+            run_id,
+            table.astype({"snapshot_date": str, "forecast_date": str}).to_dict("records"),
+            "clv/forecast_scorecard.json",
+        )
+    client.set_tag(run_id, SCORECARD_BIAS_TAG, str(exceeded).lower())
+    return exceeded
 
 
 def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSession | None = None) -> dict[str, Any]:
     """Fit (retrain nights) and score the predicted value of every customer of ``run_date``."""
     settings = settings or load_settings()
     spark = spark or get_spark(settings)
-    state, gold, versions = extract(spark, settings, run_date)
+    state, gold, forecast, versions = extract(spark, settings, run_date)
+    bronze, bronze_version = pinned(spark, settings, "bronze_transactions")  # calibration and scorecard lines
+    versions.setdefault("bronze_transactions", bronze_version)
     run_id, night_type = night_run(gold, settings)
     summary = value_summary(state, run_date).toPandas().sort_values("customer_id", ignore_index=True)
     champion = clv_registry.champion(settings)
@@ -224,19 +345,27 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
         night_type, str(champion.version) if champion else None, str(tonight.version) if tonight else None, retrained
     )
     if plan.fit:
-        version, params = fit_and_register(settings, summary, run_id, run_date)
+        calibration = calibration_tonight(bronze, settings, run_date)
+        version, params = fit_and_register(settings, summary, calibration, run_id, run_date)
     else:
-        version, params = plan.version, clv_registry.params_of(settings, plan.version)
+        version, (params, calibration) = plan.version, clv_registry.params_of(settings, plan.version)
         if tonight is not None and (champion is None or int(tonight.version) > int(champion.version)):
             clv_registry.move_alias(settings, version)  # an earlier attempt registered it and died before the alias
-    scores = score(params, summary, **clv_registry.scoring_config(settings))
+    scores = customer_scores(params, calibration, summary, clv_registry.scoring_config(settings), settings.clv)
     segments = gold.select("customer_id", F.col("monetary").cast("double"), "recency_days", "cluster_label").toPandas()
-    values = value_columns(segments, scores, settings.clv.at_risk_max_p_purchase, settings.clv.at_risk_min_recency_days)
+    values = value_columns(segments, scores, settings.clv)
     if values[CLV_COLUMNS["clv"]].isna().any():
         missing = values.loc[values[CLV_COLUMNS["clv"]].isna(), "customer_id"].head(5).tolist()
         raise LakeStateError(f"{run_date}: gold customers without purchases in the customer state, e.g. {missing}")
+    forecast_date = run_date - timedelta(days=CLV_HORIZON_DAYS)
+    actual = actual_in_window(
+        net_purchase_days_between(bronze, settings, forecast_date, run_date),
+        forecast_date,
+        run_date,
+    )
+    card = scorecard(forecast, actual, forecast_date, run_date)
     scored, means = gold_frames(spark, gold, values)
-    written = write_gold(spark, settings, run_date, scored, means)
+    written = write_gold(spark, settings, run_date, scored, means, scorecard_frame(spark, card))
     read_versions = dict(versions)
     versions.update(written)
     label_published = (published_versions(settings.table_path("gold_published")) or {}).get(run_date, {})
@@ -244,14 +373,23 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
     by_label = distribution_by_label(values.merge(segments[["customer_id", "cluster_label"]], on="customer_id"))
     client = tracking.client(settings)
     log_night_params(client, run_id, version, params)
+    client.set_tag(run_id, CLV_CALIBRATION_TAG, f"{calibration.method} (version {version}): {calibration.reason}")
     client.log_dict(
         run_id,
-        {"plan": plan.reason, "version": version, "params": params.as_dict(), "by_cluster_label": by_label},
+        {
+            "plan": plan.reason,
+            "version": version,
+            "params": params.as_dict(),
+            "calibration": calibration.as_dict(),
+            "by_cluster_label": by_label,
+        },
         "clv/customer_value.json",
     )
+    bias_crossed = log_scorecard(client, run_id, card, forecast_date, settings.clv.scorecard_max_abs_bias)
     metrics = {
         "clv_p_alive_min": float(values["p_alive"].min()),
         "clv_p_purchase_90d_median": float(values["p_purchase_90d"].median()),
+        "clv_p_purchase_90d_calibrated_median": float(values[CLV_COLUMNS["p_purchase_calibrated"]].median()),
         CLV_TOTAL_METRIC: float(values["clv_12m"].sum()),
         "at_risk_value_customers": float(values[AT_RISK_VALUE].sum()),
     }
@@ -265,6 +403,10 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
         "plan": plan.reason,
         "fitted": plan.fit,
         "params": params.as_dict(),
+        "calibration": calibration.method,
+        "scorecard_rows": len(card),
+        "forecast_bias": overall_bias(card),
+        "forecast_bias_exceeded": bias_crossed,
         **metrics,
         **versions,
         "read_versions": read_versions,
