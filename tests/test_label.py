@@ -159,13 +159,16 @@ def test_a_dominating_cluster_is_never_low_value_below_a_vip_or_loyal_one(settin
     for seed in range(150):
         rng = np.random.default_rng(1000 * k + seed)
         profile = with_log_means(random_profile(rng, k, discrete=seed % 2 == 0))
-        mapping = profile_label_map(profile, scale_of(profile), settings.labels)
+        unlimited = settings.labels.model_copy(update={"max_profile_distance": float("inf")})
+        mapping = profile_label_map(profile, scale_of(profile), unlimited)
         assert sorted(mapping) == sorted(profile["cluster"].tolist())
         assert len(set(mapping.values())) == min(k, len(LABELS)), "every label is used while k allows"
+        bounded = profile_label_map(profile, scale_of(profile), settings.labels)  # far clusters: Unprofiled
         for a, b in permutations(profile.itertuples(index=False), 2):
             if dominates(a, b):
                 checked += 1
-                assert not (mapping[a.cluster] == "Low-Value" and mapping[b.cluster] in {"VIP", "Loyal"}), seed
+                for labels in (mapping, bounded):
+                    assert not (labels[a.cluster] == "Low-Value" and labels[b.cluster] in {"VIP", "Loyal"}), seed
     assert checked > 50  # the property was exercised, not vacuously true
 
 
