@@ -186,6 +186,8 @@ INPUT_VERSION_PARAM = "input_version"
 CLV_MODEL_VERSION_PARAM = "clv_model_version"  # the rfm-clv version a night scored with (every night)
 CLV_PARAM_PREFIX = "clv_"  # + a BG/NBD / Gamma-Gamma parameter: the values that version holds
 CLV_TOTAL_METRIC = "clv_12m_total"  # the night's predicted 12-month value of all its customers
+LABEL_GATE_TAG = "rfm.label_gate"  # passed / failed: the meaning checks of the night's labels (label step)
+WARNINGS_TAG = "rfm.warnings"  # + ".<step>": how many warnings the step posted about the night it published
 TABLE_VERSION_PARAMS = {"silver_customer_rfm": INPUT_VERSION_PARAM}
 # Tags of a registered model version.
 TRAINED_ON_TAG = "rfm.trained_on"

@@ -9,7 +9,7 @@ import pytest
 
 from jobs.config import LabelCheck, Labels, load_settings
 from jobs.core.labels import carry_labels, profile_label_map
-from jobs.core.quality import label_checks, night_warnings, share_moves
+from jobs.core.quality import bound_crossed, label_checks, night_warnings, share_moves
 from tests.test_label import REAL_K4, REAL_K5, REAL_K6, UNIT_SCALE
 
 RULES = load_settings().labels
@@ -197,3 +197,10 @@ def test_night_warnings() -> None:
 def test_measures_named_by_checks_are_the_rfm_measures() -> None:
     assert {check.measure for check in RULES.checks} <= set(MEASURES)
     assert np.isfinite(RULES.max_profile_distance)
+
+
+def test_a_bound_crossed_either_way() -> None:
+    assert bound_crossed("scorecard bias", 0.05, 0.1) == []
+    assert bound_crossed("scorecard bias", -0.1, 0.1) == [], "on the bound is within it"
+    assert bound_crossed("scorecard bias", -0.125, 0.1) == ["scorecard bias -0.125 is beyond its bound ±0.1"]
+    assert bound_crossed("scorecard bias", 0.3, 0.1) == ["scorecard bias +0.3 is beyond its bound ±0.1"]

@@ -1,7 +1,7 @@
 """The Slack-compatible webhook (``alerts.webhook_url``): a POST of ``{"text": ...}``.
 
 Failure alerts (``jobs.orchestration.alerts``) and the warnings of a night that published
-(``warn``) go the same way. Every piece of text is escaped for Slack's markup (``&``, ``<``,
+(``warn``; ``report_warnings`` also records them in the night's MLflow run) go the same way. Every piece of text is escaped for Slack's markup (``&``, ``<``,
 ``>``); callers pass counts, names, percentages and links, never landed values.
 """
 
@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import urllib.request
+from datetime import date
 from typing import Any
 
+from jobs.adapters import tracking
 from jobs.config import Settings
+from jobs.definitions import WARNINGS_TAG
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +57,18 @@ def warn(settings: Settings, title: str, lines: list[str], links: dict[str, str]
         log.exception("could not post the warning to the webhook")
         return False
     return True
+
+
+def report_warnings(settings: Settings, run_id: str, run_date: date, step: str, warnings: list[str]) -> None:
+    """A step's warnings about a night it published: in the night's MLflow run (tag
+    ``rfm.warnings.<step>`` = how many, metric ``warnings_<step>``, ``warnings/<step>.json``), then
+    posted (``warn``) with a link to the run when there is any. The night stays successful."""
+    client = tracking.client(settings)
+    client.set_tag(run_id, f"{WARNINGS_TAG}.{step}", str(len(warnings)))
+    client.log_metric(run_id, f"warnings_{step}", float(len(warnings)))
+    client.log_text(run_id, json.dumps(warnings, indent=2), f"warnings/{step}.json")
+    if warnings:
+        log.warning("%s %s: %d warning(s) after publishing: %s", step, run_date, len(warnings), warnings)
+        link = tracking.run_url(settings, tracking.experiment_id(settings), run_id)
+        title = f"{settings.dag.dag_id} {run_date}: {step} published with {len(warnings)} warning(s)"
+        warn(settings, title, warnings, {"MLflow run": link})

@@ -89,3 +89,8 @@ def night_warnings(
             f"cluster label) is below {100 * alerts.min_idle_stability:.2f} %"
         )
     return warnings
+
+
+def bound_crossed(name: str, value: float, bound: float) -> list[str]:
+    """A warning when ``value`` lies beyond ``±bound`` (e.g. the CLV scorecard's bias), else none."""
+    return [f"{name} {value:+.4g} is beyond its bound ±{bound:.4g}"] if abs(value) > bound else []

@@ -214,6 +214,9 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
     """Fit (retrain nights) and score the predicted value of every customer of ``run_date``."""
     settings = settings or load_settings()
     spark = spark or get_spark(settings)
+    label_published = (published_versions(settings.table_path("gold_published")) or {}).get(run_date, {})
+    if not label_published:  # a failed label gate or a crash before its publish: nothing to add value to
+        raise LakeStateError(f"{run_date}: the label step has not published this snapshot: run label first")
     state, gold, versions = extract(spark, settings, run_date)
     run_id, night_type = night_run(gold, settings)
     summary = value_summary(state, run_date).toPandas().sort_values("customer_id", ignore_index=True)
@@ -239,7 +242,6 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
     written = write_gold(spark, settings, run_date, scored, means)
     read_versions = dict(versions)
     versions.update(written)
-    label_published = (published_versions(settings.table_path("gold_published")) or {}).get(run_date, {})
     versions["gold_published"] = publish(spark, settings, run_date, {**label_published, **written})  # last
     by_label = distribution_by_label(values.merge(segments[["customer_id", "cluster_label"]], on="customer_id"))
     client = tracking.client(settings)
