@@ -10,7 +10,7 @@ import pytest
 from jobs.config import LabelCheck, Labels, load_settings
 from jobs.core.labels import carry_labels, profile_label_map
 from jobs.core.quality import bound_crossed, label_checks, night_warnings, share_moves
-from tests.test_label import REAL_K4, REAL_K5, REAL_K6, UNIT_SCALE
+from tests.helpers import REAL_K4, REAL_K5, REAL_K6, UNIT_SCALE
 
 RULES = load_settings().labels
 ALERTS = load_settings().alerts
