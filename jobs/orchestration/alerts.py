@@ -3,7 +3,8 @@ message (``{"text": ...}``) to the webhook in ``alerts.webhook_url`` (``RFM__ALE
 empty: nothing is posted).
 
 The message names the DAG, the run date, the task, the reason (the exception's type; for a failed
-validation, every failed expectation with its counts, from the day's validation report) and links
+validation, every failed expectation with its counts, from the day's validation report; for a
+failed label gate, every failed meaning check with its per-label figures) and links
 to the task log and the Data Docs. ``on_failure`` is the tasks' and the DAG's
 ``on_failure_callback``; a run past ``dag.run_timeout_minutes`` fails as ``timed_out`` and lands
 there too.
