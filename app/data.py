@@ -134,7 +134,10 @@ class SegmentLake:
         return cls(
             settings.table_path("gold_customer_segments"),
             settings.table_path("gold_segment_summary"),
-            {"cluster": list(dict.fromkeys(settings.labels.cluster_labels)), "rfm": rules},
+            {
+                "cluster": list(dict.fromkeys([*settings.labels.cluster_labels, settings.labels.unmatched_label])),
+                "rfm": rules,
+            },
             settings.table_path("gold_published"),
             FilterLimits(settings.dashboard.filter_max_conditions, settings.dashboard.filter_max_chars),
             settings.table_path("gold_forecast_scorecard"),

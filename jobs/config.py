@@ -182,11 +182,37 @@ class LabelGuard(BaseModel):
     high: list[str] = Field(min_length=1)
 
 
+class LabelCheck(BaseModel):
+    """A label's meaning, checked before a night publishes: the label's ``statistic`` of ``measure``
+    over its customers ranks ``highest`` or ``lowest`` among the labels of the night, or lies
+    strictly ``above`` or ``below`` another label's."""
+
+    label: str
+    measure: Literal["recency_days", "frequency", "monetary"]
+    statistic: Literal["mean", "median"]
+    rank: Literal["highest", "lowest"] | None = None
+    above: str | None = None
+    below: str | None = None
+
+    @model_validator(mode="after")
+    def _one_comparison(self) -> LabelCheck:
+        if sum(x is not None for x in (self.rank, self.above, self.below)) != 1:
+            raise ValueError(f"labels.checks: {self.label} {self.measure} needs exactly one of rank, above, below")
+        return self
+
+    @property
+    def other(self) -> str | None:
+        return self.above or self.below
+
+
 class Labels(BaseModel):
     cluster_labels: list[str] = Field(min_length=2)
     profiles: dict[str, tuple[float, float, float]]
     guard: LabelGuard
     segment_rules: list[SegmentRule]
+    checks: list[LabelCheck] = Field(default_factory=list)
+    max_profile_distance: float = Field(default=float("inf"), gt=0)  # farther from every profile: unmatched_label
+    unmatched_label: str = "Unprofiled"
 
     @model_validator(mode="after")
     def _profiles_cover_the_labels(self) -> Labels:
@@ -195,6 +221,11 @@ class Labels(BaseModel):
         unknown = {self.guard.low, *self.guard.high} - set(self.cluster_labels)
         if unknown:
             raise ValueError(f"labels.guard names unknown labels {sorted(unknown)}")
+        named = {name for check in self.checks for name in (check.label, check.other) if name is not None}
+        if named - set(self.cluster_labels):
+            raise ValueError(f"labels.checks name unknown labels {sorted(named - set(self.cluster_labels))}")
+        if self.unmatched_label in self.cluster_labels:
+            raise ValueError(f"labels.unmatched_label {self.unmatched_label!r} must not be a cluster label")
         return self
 
 
@@ -273,6 +304,8 @@ class Alerts(BaseModel):
     webhook_url: str | None = None
     data_docs_url: str | None = None
     timeout_seconds: float = Field(gt=0)
+    max_share_move_points: float = Field(default=5.0, gt=0)  # a segment's share moving more: a warning
+    min_idle_stability: float = Field(default=0.99, ge=0, le=1)  # idle customers keeping their label, less: a warning
 
 
 class Lineage(BaseModel):

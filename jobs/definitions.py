@@ -196,6 +196,8 @@ CLV_TOTAL_METRIC = "clv_12m_total"  # the night's predicted 12-month value of al
 CLV_CALIBRATION_TAG = "rfm.clv_calibration"  # the night's calibration map: method and why (identity: never silent)
 SCORECARD_TAG = "rfm.forecast_scorecard"  # the night's scorecard: scored, or why not (no snapshot 90 nights earlier)
 SCORECARD_BIAS_TAG = "rfm.forecast_bias_exceeded"  # "true"/"false": |overall bias| above clv.scorecard_max_abs_bias
+LABEL_GATE_TAG = "rfm.label_gate"  # passed / failed: the meaning checks of the night's labels (label step)
+WARNINGS_TAG = "rfm.warnings"  # + ".<step>": how many warnings the step posted about the night it published
 TABLE_VERSION_PARAMS = {"silver_customer_rfm": INPUT_VERSION_PARAM}
 # The forecast-vs-actual scorecard (gold/forecast_scorecard, jobs.core.scorecard): one row per label scheme and
 # segment of the forecast's snapshot, and an overall row (label_scheme and segment both SCORECARD_ALL).

@@ -13,6 +13,19 @@ class LakeStateError(PermanentError):
     """The lake is not in the state this step needs (a missing day, an unvalidated input)."""
 
 
+class LabelGateError(PermanentError):
+    """Tonight's cluster labels failed their meaning checks (``labels.checks``): nothing was written
+    or published; readers keep the last good snapshot. ``checks``: each failed check with its numbers
+    (label names and aggregates only, so the failure alert may carry them)."""
+
+    def __init__(self, run_date: object, checks: list[str]) -> None:
+        self.checks = list(checks)
+        super().__init__(
+            f"{run_date}: the cluster labels failed {len(checks)} meaning check(s), nothing published: "
+            + "; ".join(checks)
+        )
+
+
 class UnreadableFileError(DataValidationError):
     """A landed file cannot be read as what its name says (truncated or corrupt gzip, not UTF-8, no Parquet footer)."""
 

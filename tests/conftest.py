@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+import threading
 from datetime import date, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pandas as pd
@@ -183,3 +186,26 @@ def s3_settings(server, data_dir: Path, prefix: str, **sections: dict) -> Settin
     storage = base.storage.model_copy(update={"endpoint_url": server.endpoint_url})
     mlflow = base.mlflow.model_copy(update={"artifacts_destination": f"{root}/mlflow"})
     return base.model_copy(update={"paths": paths, "storage": storage, "mlflow": mlflow})
+
+
+@pytest.fixture
+def receiver():
+    """A webhook on 127.0.0.1: every POSTed JSON body lands in the returned list."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", received
+    server.shutdown()
+    server.server_close()

@@ -157,3 +157,41 @@ def object_keys(server, root: str, under: str) -> list[str]:
     prefix = f"{prefix}/{under}/"
     pages = server.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return [item["Key"].removeprefix(prefix) for page in pages for item in page.get("Contents", [])]
+
+
+def real_clusters(rows: list[tuple]) -> pd.DataFrame:
+    """Cluster profiles of the real snapshot of 2011-12-09 (KMeans, docs/model-lifecycle.md): cluster,
+    customers, mean R, F, M and the standardised centroid, given as the log means under a unit scale."""
+    columns = ["cluster", "customers", "mean_recency_days", "mean_frequency", "mean_monetary", "zr", "zf", "zm"]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.rename(columns={"zr": "mean_log_recency_days", "zf": "mean_log_frequency", "zm": "mean_log_monetary"})
+
+
+UNIT_SCALE = (np.zeros(3), np.ones(3))
+REAL_K4 = real_clusters(
+    [
+        (0, 1174, 42.94, 1.52, 382.73, -0.37, -0.66, -0.62),
+        (1, 1236, 229.67, 1.47, 412.70, 1.32, -0.70, -0.67),
+        (2, 1372, 41.81, 4.35, 1589.12, -0.46, 0.42, 0.52),
+        (3, 552, 14.60, 16.01, 9076.55, -1.01, 1.92, 1.53),
+    ]
+)
+REAL_K5 = real_clusters(
+    [
+        (0, 943, 241.95, 1.19, 248.98, 1.38, -0.84, -0.97),
+        (1, 1128, 24.34, 4.89, 1735.10, -0.75, 0.56, 0.59),
+        (2, 772, 128.14, 2.72, 1102.15, 0.64, -0.13, 0.22),
+        (3, 458, 15.16, 17.70, 10362.60, -1.00, 2.07, 1.64),
+        (4, 1033, 37.02, 1.51, 349.50, -0.48, -0.67, -0.64),
+    ]
+)
+REAL_K6 = real_clusters(
+    [
+        (0, 783, 21.07, 2.89, 829.33, -0.80, -0.02, 0.06),
+        (1, 283, 11.05, 22.70, 14298.80, -1.11, 2.43, 1.87),
+        (2, 763, 126.74, 2.72, 1127.83, 0.63, -0.13, 0.23),
+        (3, 838, 25.94, 6.71, 2580.45, -0.73, 0.97, 0.90),
+        (4, 907, 249.42, 1.20, 259.66, 1.43, -0.84, -0.90),
+        (5, 760, 46.61, 1.22, 257.33, -0.30, -0.82, -0.90),
+    ]
+)

@@ -1,43 +1,19 @@
-"""The failure alert (issue 12, item 14), end to end: the callback posts Slack-compatible JSON to a
-webhook receiver on 127.0.0.1 started here."""
+"""The failure alert (issue 12, item 14) and the warnings of a published night (issue 28, item 7), end
+to end: they post Slack-compatible JSON to a webhook receiver on 127.0.0.1 (``receiver``, conftest)."""
 
 from __future__ import annotations
 
-import json
-import threading
 from datetime import date
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from types import SimpleNamespace
 
 import pytest
 
+from jobs.adapters import webhook
 from jobs.adapters.expectations import ValidationReport, _write_json, day_results_dir
+from jobs.errors import LabelGateError
 from jobs.orchestration import alerts
 
 D = date(2011, 12, 9)
-
-
-@pytest.fixture
-def receiver():
-    """A webhook on 127.0.0.1: every POSTed JSON body lands in the returned list."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", received
-    server.shutdown()
-    server.server_close()
 
 
 def use(monkeypatch, settings, url: str | None):
@@ -126,3 +102,61 @@ def test_landed_values_never_reach_the_chat_and_its_markup_is_escaped(monkeypatc
 
 def test_slack_escape_is_slacks_rule() -> None:
     assert alerts.slack_escape("<!channel> & <a|b>") == "&lt;!channel&gt; &amp; &lt;a|b&gt;"
+
+
+def gate_failure() -> RuntimeError:
+    """What the label task raises on a failed gate: Airflow's exception, the ``LabelGateError`` its cause."""
+    checks = [
+        "At-Risk: median recency_days 40.00 is not the highest (Low-Value: 225.00)",
+        "Loyal: no customer carries it (4 clusters, 4 labels)",
+    ]
+    try:
+        try:
+            raise LabelGateError(D, checks)
+        except LabelGateError as error:
+            raise RuntimeError(f"LabelGateError: {error}") from error
+    except RuntimeError as wrapped:
+        return wrapped
+
+
+def test_a_failed_label_gate_posts_each_failed_check(monkeypatch, settings, receiver) -> None:
+    url, received = receiver
+    use(monkeypatch, settings, url)
+    alerts.on_failure(task_context("label", gate_failure()))
+    text = received[0]["text"]
+    assert "task *label* failed" in text and "RuntimeError" in text
+    assert "Failed label checks (2), nothing published" in text
+    assert "• At-Risk: median recency_days 40.00 is not the highest (Low-Value: 225.00)" in text
+    assert "• Loyal: no customer carries it (4 clusters, 4 labels)" in text
+    assert "/tasks/label" in text
+    alerts.on_failure(task_context("cluster", RuntimeError("boom")))
+    assert "label checks" not in received[1]["text"], "other failures carry no label checks"
+
+
+def test_a_warning_posts_its_lines_escaped_and_links(settings, receiver) -> None:
+    url, received = receiver
+    settings = settings.model_copy(update={"alerts": settings.alerts.model_copy(update={"webhook_url": url})})
+    lines = ["cluster segment <!channel>: 10.0 % -> 20.0 % (+10.0 points)", "a & b"]
+    assert webhook.warn(
+        settings,
+        "rfm_segmentation 2011-12-09: published with 2 warning(s)",
+        lines,
+        {"MLflow run": "http://m/r?a=1&b=2"},
+    )
+    text = received[0]["text"]
+    assert text.startswith(":warning: rfm_segmentation 2011-12-09: published with 2 warning(s)\n")
+    assert "• cluster segment &lt;!channel&gt;: 10.0 % -&gt; 20.0 % (+10.0 points)" in text and "• a &amp; b" in text
+    assert "MLflow run: http://m/r?a=1&amp;b=2" in text
+    assert "<" not in text and ">" not in text
+    assert not webhook.warn(settings, "nothing", []), "no lines: nothing posted"
+    assert len(received) == 1
+
+
+def test_no_webhook_or_a_broken_one_posts_no_warning_and_does_not_raise(settings, receiver) -> None:
+    _, received = receiver
+    assert not webhook.warn(settings, "t", ["a line"])  # webhook_url null in conf
+    broken = settings.model_copy(
+        update={"alerts": settings.alerts.model_copy(update={"webhook_url": "http://127.0.0.1:9/nothing-listens-here"})}
+    )
+    assert not webhook.warn(broken, "t", ["a line"])
+    assert received == []

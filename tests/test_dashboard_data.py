@@ -413,3 +413,9 @@ def test_a_snapshot_half_written_is_not_shown_until_published(tmp_path: Path) ->
     assert reader.snapshot_dates() == [SNAPSHOTS[0], LAST]
     assert reader.snapshot(LAST).num_rows == len(crashed)
     assert LAST in set(reader.sizes_over_time("rfm")["snapshot_date"])
+
+
+def test_unprofiled_clusters_are_listed_after_the_labels(settings) -> None:
+    lake = SegmentLake.from_settings(settings)
+    assert lake.segment_order["cluster"] == [*settings.labels.cluster_labels, settings.labels.unmatched_label]
+    assert lake._ordered("cluster", {"Unprofiled", "Low-Value", "VIP"}) == ["VIP", "Low-Value", "Unprofiled"]

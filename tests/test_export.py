@@ -278,3 +278,13 @@ def test_the_run_summary_says_where_the_exports_and_campaign_lists_are(lake):
     assert str(settings.path("exports_dir") / f"snapshot_date={day}") in lines[0]
     for campaign in manifest["campaigns"]:
         assert any(campaign["campaign"] in line and campaign["csv"] in line for line in lines[1:])
+
+
+def test_a_cluster_far_from_every_profile_gets_a_list_of_its_own():
+    gold = pd.DataFrame({column: [None] * 4 for column in EXPORT_COLUMNS})
+    gold["customer_id"] = ["C3", "C1", "C2", "C4"]
+    gold["cluster_label"] = ["VIP", "Unprofiled", "Loyal", "Unprofiled"]
+    gold["rfm_segment"] = ["Lost", "Champions", "Champions", "Champions"]
+    lists = segment_lists(gold)
+    assert list(lists[("cluster", "Unprofiled")]["customer_id"]) == ["C1", "C4"]
+    assert slug("Unprofiled") == "unprofiled"

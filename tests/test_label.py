@@ -16,7 +16,7 @@ from jobs.core.labels import dominance_violations, empty_labels, profile_label_m
 from jobs.core.scoring import QUANTILES, add_rfm_scores, named_segment, quintile_edges
 from jobs.definitions import UNCLASSIFIED
 from jobs.steps.label import segment_summary
-from tests.helpers import dominates, random_profile
+from tests.helpers import REAL_K4, REAL_K5, REAL_K6, UNIT_SCALE, dominates, random_profile
 
 LABELS = ["VIP", "Loyal", "At-Risk", "Low-Value"]
 FEATURES = ["recency_days", "frequency", "monetary"]
@@ -52,44 +52,6 @@ def test_profiles_must_name_each_label_once(settings) -> None:
         Labels(**{**raw, "profiles": {k: v for k, v in raw["profiles"].items() if k != "Loyal"}})
     with pytest.raises(ValueError, match="guard"):
         Labels(**{**raw, "guard": {"low": "Lost", "high": ["VIP"]}})
-
-
-def real_clusters(rows: list[tuple]) -> pd.DataFrame:
-    """Cluster profiles of the real snapshot of 2011-12-09 (KMeans, docs/model-lifecycle.md): cluster,
-    customers, mean R, F, M and the standardised centroid, given as the log means under a unit scale."""
-    columns = ["cluster", "customers", "mean_recency_days", "mean_frequency", "mean_monetary", "zr", "zf", "zm"]
-    frame = pd.DataFrame(rows, columns=columns)
-    return frame.rename(columns={"zr": "mean_log_recency_days", "zf": "mean_log_frequency", "zm": "mean_log_monetary"})
-
-
-UNIT_SCALE = (np.zeros(3), np.ones(3))
-REAL_K4 = real_clusters(
-    [
-        (0, 1174, 42.94, 1.52, 382.73, -0.37, -0.66, -0.62),
-        (1, 1236, 229.67, 1.47, 412.70, 1.32, -0.70, -0.67),
-        (2, 1372, 41.81, 4.35, 1589.12, -0.46, 0.42, 0.52),
-        (3, 552, 14.60, 16.01, 9076.55, -1.01, 1.92, 1.53),
-    ]
-)
-REAL_K5 = real_clusters(
-    [
-        (0, 943, 241.95, 1.19, 248.98, 1.38, -0.84, -0.97),
-        (1, 1128, 24.34, 4.89, 1735.10, -0.75, 0.56, 0.59),
-        (2, 772, 128.14, 2.72, 1102.15, 0.64, -0.13, 0.22),
-        (3, 458, 15.16, 17.70, 10362.60, -1.00, 2.07, 1.64),
-        (4, 1033, 37.02, 1.51, 349.50, -0.48, -0.67, -0.64),
-    ]
-)
-REAL_K6 = real_clusters(
-    [
-        (0, 783, 21.07, 2.89, 829.33, -0.80, -0.02, 0.06),
-        (1, 283, 11.05, 22.70, 14298.80, -1.11, 2.43, 1.87),
-        (2, 763, 126.74, 2.72, 1127.83, 0.63, -0.13, 0.23),
-        (3, 838, 25.94, 6.71, 2580.45, -0.73, 0.97, 0.90),
-        (4, 907, 249.42, 1.20, 259.66, 1.43, -0.84, -0.90),
-        (5, 760, 46.61, 1.22, 257.33, -0.30, -0.82, -0.90),
-    ]
-)
 
 
 @pytest.mark.parametrize(
@@ -159,13 +121,16 @@ def test_a_dominating_cluster_is_never_low_value_below_a_vip_or_loyal_one(settin
     for seed in range(150):
         rng = np.random.default_rng(1000 * k + seed)
         profile = with_log_means(random_profile(rng, k, discrete=seed % 2 == 0))
-        mapping = profile_label_map(profile, scale_of(profile), settings.labels)
+        unlimited = settings.labels.model_copy(update={"max_profile_distance": float("inf")})
+        mapping = profile_label_map(profile, scale_of(profile), unlimited)
         assert sorted(mapping) == sorted(profile["cluster"].tolist())
         assert len(set(mapping.values())) == min(k, len(LABELS)), "every label is used while k allows"
+        bounded = profile_label_map(profile, scale_of(profile), settings.labels)  # far clusters: Unprofiled
         for a, b in permutations(profile.itertuples(index=False), 2):
             if dominates(a, b):
                 checked += 1
-                assert not (mapping[a.cluster] == "Low-Value" and mapping[b.cluster] in {"VIP", "Loyal"}), seed
+                for labels in (mapping, bounded):
+                    assert not (labels[a.cluster] == "Low-Value" and labels[b.cluster] in {"VIP", "Loyal"}), seed
     assert checked > 50  # the property was exercised, not vacuously true
 
 

@@ -109,6 +109,8 @@ def test_label_summary_lists_the_mapping():
         "stability": {"label_changes_cluster": 12.0},
     }
     assert "  idle customers' label changes 12 by: model change (version 1 -> 2; ...)" in label_lines(retrained)
+    warned = {**result, "warnings": ["cluster segment VIP: 10.0 % -> 20.0 % (+10.0 points)"]}
+    assert label_lines(warned)[-1] == "  warning: cluster segment VIP: 10.0 % -> 20.0 % (+10.0 points)"
 
 
 def test_a_fixed_k_overrides_only_the_clustering_settings(tmp_path):

@@ -88,3 +88,16 @@ def test_no_forecast_no_rows_and_no_bias() -> None:
     table = scorecard(forecast().head(0), actual_in_window(days(), FORECAST_DATE, NIGHT), FORECAST_DATE, NIGHT)
     assert table.empty and table.columns.tolist() == SCORECARD_COLUMNS
     assert overall_bias(table) is None and not bias_exceeded(None, 0.0)
+
+
+def test_a_crossed_bias_is_one_warning_naming_the_forecast_and_the_bound() -> None:
+    from jobs.config import load_settings
+    from jobs.steps.clv import bias_warnings
+
+    settings = load_settings()
+    forecast_date = date(2011, 9, 10)
+    bound = settings.clv.scorecard_max_abs_bias
+    (line,) = bias_warnings(bound + 0.25, True, forecast_date, settings)
+    assert "2011-09-10" in line and f"{bound + 0.25:+.3f}" in line and f"±{bound:g}" in line
+    assert bias_warnings(bound / 2, False, forecast_date, settings) == []
+    assert bias_warnings(None, False, forecast_date, settings) == []

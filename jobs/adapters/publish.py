@@ -18,6 +18,7 @@ from jobs import storage
 from jobs.config import Settings
 
 if TYPE_CHECKING:  # the dashboard imports this module: no Spark at import time
+    import pyspark.sql
     from pyspark.sql import SparkSession
 
 GOLD_TABLES = ("gold_customer_segments", "gold_segment_summary", "gold_segment_transitions")
@@ -84,3 +85,26 @@ def published_version(settings: Settings, name: str, run_date: date) -> int | No
     if run_date not in published:
         raise LakeStateError(f"the gold snapshot of {run_date} is not published: run the label step for it")
     return published[run_date][name]
+
+
+def last_published_before(
+    spark: SparkSession, settings: Settings, day: date
+) -> tuple[pyspark.sql.DataFrame | None, date | None]:
+    """The gold segments of the latest snapshot published before ``day``, at its published version, or
+    (None, None). A snapshot written but never published (a failed label gate, a crash before the
+    publish) is skipped: a night builds on what readers saw. A lake without publish records: the
+    latest slice before ``day``."""
+    from pyspark.sql import functions as F
+
+    from jobs.adapters import lake
+
+    path = settings.table_path("gold_customer_segments")
+    published = published_versions(settings.table_path("gold_published"))
+    if published is None:
+        return lake.latest_slice_before(spark, path, day)
+    earlier = [snapshot for snapshot in published if snapshot < day]
+    if not earlier:
+        return None, None
+    found = max(earlier)
+    frame = lake.read(spark, path, published[found]["gold_customer_segments"])
+    return frame.filter(F.col("snapshot_date") == F.lit(found).cast("date")), found

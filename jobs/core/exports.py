@@ -40,7 +40,7 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "f_score": ("1-5", "frequency quintile score, 5 = most orders"),
     "m_score": ("1-5", "monetary quintile score, 5 = highest spending"),
     "rfm_score": ("", "R, F and M scores as three digits (e.g. 555)"),
-    "cluster_label": ("", "the model's segment: VIP, Loyal, At-Risk or Low-Value"),
+    "cluster_label": ("", "the model's segment: VIP, Loyal, At-Risk, Low-Value (Unprofiled: far from every profile)"),
     "rfm_segment": ("", "the classic named RFM segment (Champions, At Risk, ...)"),
     "snapshot_date": ("date", "the night the values were computed for (YYYY-MM-DD)"),
     "p_alive": ("probability 0-1", "probability the customer is still active (BG/NBD)"),

@@ -59,19 +59,34 @@ def enforce_guard(profile: pd.DataFrame, mapping: dict[int, str], labels: Labels
 
 
 def profile_label_map(profile: pd.DataFrame, scale: tuple[np.ndarray, np.ndarray], labels: Labels) -> dict[int, str]:
-    """Cluster id -> label by profile: the assignment of clusters to label profiles with the least total
-    Euclidean distance in standardised (R, F, M); clusters beyond one per label take their nearest
-    profile's label; with fewer clusters than labels, the labels left over stay empty. The guard holds."""
+    """Cluster id -> label by profile: a cluster farther than ``labels.max_profile_distance`` from every
+    profile is ``labels.unmatched_label``; the others are assigned to label profiles with the least
+    total Euclidean distance in standardised (R, F, M); clusters beyond one per label take their
+    nearest profile's label; with fewer clusters than labels, the labels left over stay empty. The
+    guard holds."""
     from scipy.optimize import linear_sum_assignment
     from scipy.spatial.distance import cdist
 
     names = list(labels.profiles)
     distances = cdist(standardised_centroids(profile, scale), np.array([labels.profiles[n] for n in names]))
     nearest = distances.argmin(axis=1)
-    assigned = dict(zip(*linear_sum_assignment(distances), strict=True))
+    near = np.flatnonzero(distances.min(axis=1) <= labels.max_profile_distance).tolist()
+    rows, columns = linear_sum_assignment(distances[near])
+    assigned = {near[r]: int(c) for r, c in zip(rows, columns, strict=True)}
     clusters = profile["cluster"].astype(int).tolist()
-    mapping = {cluster: names[assigned.get(row, nearest[row])] for row, cluster in enumerate(clusters)}
+    mapping = {
+        cluster: names[assigned.get(row, nearest[row])] if row in near else labels.unmatched_label
+        for row, cluster in enumerate(clusters)
+    }
     return enforce_guard(profile, mapping, labels)
+
+
+def profile_decision(
+    profile: pd.DataFrame, scale: tuple[np.ndarray, np.ndarray], labels: Labels, note: str
+) -> LabelDecision:
+    """The profile rule's labels for every cluster, with ``note`` saying why."""
+    mapping = profile_label_map(profile, scale, labels)
+    return LabelDecision(mapping, {c: PROFILE_RULE for c in mapping}, note)
 
 
 def empty_labels(mapping: dict[int, str], labels: Labels) -> list[str]:
@@ -110,7 +125,7 @@ def carry_labels(
     """
     by_profile = profile_label_map(current, scale, labels)
     if previous is None or previous.empty:
-        return LabelDecision(by_profile, {c: PROFILE_RULE for c in by_profile}, "no previous snapshot: profile rule")
+        return profile_decision(current, scale, labels, "no previous snapshot: profile rule")
     decision = LabelDecision(dict(by_profile), {c: PROFILE_RULE for c in by_profile})
     previous_label = dict(zip(previous["cluster"].astype(int), previous["cluster_label"], strict=True))
     if same_model:
@@ -128,11 +143,7 @@ def carry_labels(
         decision.note = "new model version: centroids matched to the previous snapshot's"
     violations = dominance_violations(current, decision.mapping, labels)
     if violations:
-        return LabelDecision(
-            by_profile,
-            {c: PROFILE_RULE for c in by_profile},
-            f"inherited labels broke the guard {violations}: profile rule",
-        )
+        return profile_decision(current, scale, labels, f"inherited labels broke the guard {violations}: profile rule")
     return decision
 
 

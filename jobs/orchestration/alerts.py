@@ -3,7 +3,8 @@ message (``{"text": ...}``) to the webhook in ``alerts.webhook_url`` (``RFM__ALE
 empty: nothing is posted).
 
 The message names the DAG, the run date, the task, the reason (the exception's type; for a failed
-validation, every failed expectation with its counts, from the day's validation report) and links
+validation, every failed expectation with its counts, from the day's validation report; for a
+failed label gate, every failed meaning check with its per-label figures) and links
 to the task log and the Data Docs. ``on_failure`` is the tasks' and the DAG's
 ``on_failure_callback``; a run past ``dag.run_timeout_minutes`` fails as ``timed_out`` and lands
 there too.
@@ -16,16 +17,16 @@ those), and every piece is escaped for Slack's markup (``&``, ``<``, ``>``), so 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import urllib.request
 from datetime import date
 from typing import Any
 
 from jobs import storage
+from jobs.adapters.webhook import post, slack_escape
 from jobs.config import Settings, load_settings
 from jobs.definitions import DATA_DOCS_URL_PREFIX
+from jobs.errors import LabelGateError
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,6 @@ def validation_failures(settings: Settings, run_date: date) -> list[str]:
     return list(report.failures) if report is not None and not report.success else []
 
 
-def slack_escape(text: object) -> str:
-    """``text`` as literal Slack text: its three control characters escaped (Slack's own rule)."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 _RULE_SUFFIX = re.compile(r" \[rule [\w.-]+: \w+\]$")
 _VALUES_FROM = (", e.g. ", " could not be evaluated (", ": observed ")
 
@@ -90,6 +86,16 @@ def reason_of(context: dict[str, Any]) -> str:
         return f"{type(exception).__name__} (the message is in the task log)"
     reason = str(exception or context.get("reason") or "failed")
     return reason if re.fullmatch(r"[\w .:-]{1,80}", reason) else "failed (see the task log)"
+
+
+def label_gate_failures(context: dict[str, Any]) -> list[str]:
+    """The failed label checks of a failed label gate (the task's exception or its cause): label
+    names and aggregates, no customer's values."""
+    exception = context.get("exception")
+    for error in (exception, getattr(exception, "__cause__", None)):
+        if isinstance(error, LabelGateError):
+            return error.checks
+    return []
 
 
 def run_date_of(context: dict[str, Any]) -> str:
@@ -116,20 +122,15 @@ def failure_message(context: dict[str, Any], settings: Settings) -> str:
     if failures and task in (None, "validate"):
         lines.append(f"Failed expectations ({len(failures)}):")
         lines.extend(f"• {slack_escape(without_values(failure))}" for failure in failures)
+    checks = label_gate_failures(context)
+    if checks:
+        lines.append(f"Failed label checks ({len(checks)}), nothing published; readers keep the last good snapshot:")
+        lines.extend(f"• {slack_escape(check)}" for check in checks)
     log_url = getattr(ti, "log_url", None)
     if log_url:
         lines.append(f"Task log: {slack_escape(log_url)}")
     lines.append(f"Data Docs: {slack_escape(data_docs_url(settings))}")
     return "\n".join(lines)
-
-
-def post(url: str, payload: dict[str, Any], timeout: float) -> int:
-    """POST ``payload`` as JSON; returns the HTTP status."""
-    request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (URL from config)
-        return response.status
 
 
 def on_failure(context: dict[str, Any]) -> None:

@@ -56,6 +56,7 @@ def label_lines(result: dict[str, Any]) -> list[str]:
     stability = {k: v for k, v in (result.get("stability") or {}).items() if isinstance(v, int | float)}
     if stability:
         lines.append("  stability: " + ", ".join(f"{k}={v:.3f}" for k, v in sorted(stability.items())[:4]))
+    lines += [f"  warning: {warning}" for warning in result.get("warnings") or []]
     return lines
 
 

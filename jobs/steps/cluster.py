@@ -37,6 +37,7 @@ from pyspark.sql import functions as F
 
 from jobs.adapters import lake, registry, tracking
 from jobs.adapters.faults import fault_point
+from jobs.adapters.publish import last_published_before
 from jobs.adapters.registry import PREDICTION
 from jobs.adapters.spark import get_spark
 from jobs.config import Clustering, Settings, load_settings
@@ -385,8 +386,8 @@ def idle_label_agreement(
     candidate: PipelineModel,
 ) -> IdleAgreement | None:
     """How the champion and the candidate would label tonight the customers who bought nothing since
-    the previous labelled snapshot; None when there is no previous snapshot."""
-    previous, previous_date = lake.latest_slice_before(spark, settings.table_path("gold_customer_segments"), run_date)
+    the previous published snapshot; None when there is no previous snapshot."""
+    previous, previous_date = last_published_before(spark, settings, run_date)
     if previous is None:
         return None
     idle = idle_customers(previous, snapshot, (run_date - previous_date).days)

@@ -36,6 +36,7 @@ from jobs.adapters.audit import write_audit
 from jobs.adapters.customer_state import net_purchase_days_between, pinned, purchase_days, state_of
 from jobs.adapters.publish import publish, published_versions
 from jobs.adapters.spark import from_pandas, get_spark
+from jobs.adapters.webhook import report_warnings
 from jobs.config import Clv, Settings, load_settings
 from jobs.core.calibration import Calibration, calibration_of
 from jobs.core.clv import ClvParams, at_risk_value, expected_spend, fit_params, score, value_quantiles
@@ -306,6 +307,17 @@ def write_gold(
     }
 
 
+def bias_warnings(bias: float | None, crossed: bool, forecast_date: date, settings: Settings) -> list[str]:
+    """The warning of a night whose scorecard's overall bias crossed ``clv.scorecard_max_abs_bias``."""
+    if not crossed or bias is None:
+        return []
+    bound = settings.clv.scorecard_max_abs_bias
+    return [
+        f"the forecast of {forecast_date} missed by {bias:+.3f} purchase days a customer on average "
+        f"(bound ±{bound:g}): see the Forecast vs actual tab"
+    ]
+
+
 def log_scorecard(client: MlflowClient, run_id: str, table: pd.DataFrame, forecast_date: date, bound: float) -> bool:
     """The scorecard on the night's run: the overall row as metrics, the table as an artifact, a tag
     saying whether it was scored (or why not) and whether the overall bias crossed ``bound``."""
@@ -333,6 +345,9 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
     """Fit (retrain nights) and score the predicted value of every customer of ``run_date``."""
     settings = settings or load_settings()
     spark = spark or get_spark(settings)
+    label_published = (published_versions(settings.table_path("gold_published")) or {}).get(run_date, {})
+    if not label_published:  # a failed label gate or a crash before its publish: nothing to add value to
+        raise LakeStateError(f"{run_date}: the label step has not published this snapshot: run label first")
     state, gold, forecast, versions = extract(spark, settings, run_date)
     bronze, bronze_version = pinned(spark, settings, "bronze_transactions")  # calibration and scorecard lines
     versions.setdefault("bronze_transactions", bronze_version)
@@ -368,7 +383,6 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
     written = write_gold(spark, settings, run_date, scored, means, scorecard_frame(spark, card))
     read_versions = dict(versions)
     versions.update(written)
-    label_published = (published_versions(settings.table_path("gold_published")) or {}).get(run_date, {})
     versions["gold_published"] = publish(spark, settings, run_date, {**label_published, **written})  # last
     by_label = distribution_by_label(values.merge(segments[["customer_id", "cluster_label"]], on="customer_id"))
     client = tracking.client(settings)
@@ -396,6 +410,9 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
     for name, value in metrics.items():
         client.log_metric(run_id, name, value)
     write_audit(spark, settings, run_date, "clv", len(values), {}, versions)
+    report_warnings(
+        settings, run_id, run_date, "clv", bias_warnings(overall_bias(card), bias_crossed, forecast_date, settings)
+    )
     return {
         "run_date": run_date.isoformat(),
         "customers": len(values),

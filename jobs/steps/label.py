@@ -15,7 +15,15 @@ Two label schemes:
   (computed on its training snapshot; ties share a score) and a named segment from ``conf/``.
 
 Also per night: ``segment_transitions`` from the previous snapshot (both schemes) and the label
-stability of customers who bought nothing since then, logged to the night's MLflow run.
+stability of customers who bought nothing since then, logged to the night's MLflow run. The
+previous snapshot is the last *published* one (``last_published_before``).
+
+The label gate, before anything is written: tonight's labels must pass their meaning checks
+(``labels.checks``; no empty label while k >= labels). Carried labels that fail them give way to the
+profile rule; if that fails too, nothing is written or published (readers keep the last good
+snapshot) and the step fails with ``LabelGateError`` naming each failed check. After publishing:
+warnings (webhook and MLflow) when a segment's share moved more than ``alerts.max_share_move_points``
+or the idle customers' label stability fell below ``alerts.min_idle_stability``.
 """
 
 from __future__ import annotations
@@ -32,14 +40,31 @@ from pyspark.sql import functions as F
 
 from jobs.adapters import lake, registry, tracking
 from jobs.adapters.audit import write_audit
-from jobs.adapters.publish import ensure_publish_table, publish
+from jobs.adapters.publish import ensure_publish_table, last_published_before, publish
 from jobs.adapters.spark import get_spark
+from jobs.adapters.webhook import report_warnings
 from jobs.config import Settings, load_settings
 from jobs.core.features import log_feature_profile, log_feature_scale
-from jobs.core.labels import LabelDecision, carry_labels, empty_labels, standardised_centroids
+from jobs.core.labels import (
+    PROFILE_RULE,
+    LabelDecision,
+    carry_labels,
+    empty_labels,
+    profile_decision,
+    standardised_centroids,
+)
+from jobs.core.quality import label_checks, night_warnings
 from jobs.core.scoring import add_rfm_scores
-from jobs.definitions import GONE_CUSTOMER, LABEL_SCHEMES, NEW_CUSTOMER, RFM_COLUMNS, RFM_MEASURES
-from jobs.errors import LakeStateError
+from jobs.definitions import (
+    CLUSTER_SCHEME,
+    GONE_CUSTOMER,
+    LABEL_GATE_TAG,
+    LABEL_SCHEMES,
+    NEW_CUSTOMER,
+    RFM_COLUMNS,
+    RFM_MEASURES,
+)
+from jobs.errors import LabelGateError, LakeStateError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -178,8 +203,8 @@ def extract_inputs(
 
 
 def extract_previous(spark: SparkSession, settings: Settings, run_date: date) -> tuple[DataFrame | None, date | None]:
-    """The latest gold snapshot before ``run_date`` (partition-pruned), or (None, None)."""
-    return lake.latest_slice_before(spark, settings.table_path("gold_customer_segments"), run_date)
+    """The latest gold snapshot published before ``run_date``, at its published version, or (None, None)."""
+    return last_published_before(spark, settings, run_date)
 
 
 def single_value(frame: DataFrame, column: str, what: str) -> str:
@@ -189,10 +214,25 @@ def single_value(frame: DataFrame, column: str, what: str) -> str:
     return values[0]
 
 
+def label_statistics(snapshot: DataFrame, clusters: DataFrame, mapping: dict[int, str]) -> pd.DataFrame:
+    """Per cluster label under ``mapping``: customers, mean and median of each RFM measure."""
+    label_of = F.create_map(*[x for c, label in sorted(mapping.items()) for x in (F.lit(c), F.lit(label))])
+    labelled = snapshot.join(clusters.select("customer_id", "cluster"), "customer_id").withColumn(
+        "cluster_label", label_of[F.col("cluster")]
+    )
+    measures = [F.col(m).cast("double").alias(m) for m in RFM_MEASURES]
+    aggregates = [F.count("*").alias("customers")]
+    for m in RFM_MEASURES:
+        aggregates += [F.avg(m).alias(f"mean_{m}"), F.median(m).alias(f"median_{m}")]
+    stats = labelled.select("cluster_label", *measures).groupBy("cluster_label").agg(*aggregates).toPandas()
+    return stats.set_index("cluster_label")
+
+
 def decide_labels(
     snapshot: DataFrame, clusters: DataFrame, previous: DataFrame | None, model_version: str, settings: Settings
-) -> tuple[LabelDecision, pd.DataFrame]:
-    """Tonight's cluster labels (see ``carry_labels``) and the cluster profile they rest on."""
+) -> tuple[LabelDecision, pd.DataFrame, list[str]]:
+    """Tonight's cluster labels (see ``carry_labels``), the cluster profile they rest on and the meaning
+    checks they fail (empty: they pass). Carried labels that fail a check give way to the profile rule."""
     clustering = settings.clustering
     profile = log_feature_profile(
         snapshot.join(clusters.select("customer_id", "cluster"), "customer_id"), ["cluster"], clustering
@@ -208,9 +248,19 @@ def decide_labels(
     decision = carry_labels(
         profile, previous_profile, same_model, settings.labels, settings.model.label_match_max_distance, scale
     )
+    failures = checks_of(snapshot, clusters, decision.mapping, settings)
+    if failures and set(decision.sources.values()) != {PROFILE_RULE}:
+        note = f"inherited labels failed {len(failures)} meaning check(s) ({'; '.join(failures)}): profile rule"
+        decision = profile_decision(profile, scale, settings.labels, note)
+        failures = checks_of(snapshot, clusters, decision.mapping, settings)
     z = standardised_centroids(profile, scale)
     profile = profile.assign(**{f"z_{c}": z[:, i] for i, c in enumerate(RFM_MEASURES)})
-    return decision, profile
+    return decision, profile, failures
+
+
+def checks_of(snapshot: DataFrame, clusters: DataFrame, mapping: dict[int, str], settings: Settings) -> list[str]:
+    """The meaning checks the labels of ``mapping`` fail on tonight's snapshot."""
+    return label_checks(label_statistics(snapshot, clusters, mapping), len(mapping), settings.labels)
 
 
 def change_cause(previous: DataFrame | None, model_version: str) -> str | None:
@@ -290,6 +340,48 @@ def log_labels(
     client.log_batch(run_id, metrics=[Metric(name, value, now, 0) for name, value in finite.items()])
 
 
+def record_gate(settings: Settings, run_id: str, decision: LabelDecision, failures: list[str]) -> None:
+    """The label gate's outcome in the night's run: tag ``rfm.label_gate`` and ``labels/label_gate.json``
+    (the labels checked, where each came from, the failed checks)."""
+    client = tracking.client(settings)
+    client.set_tag(run_id, LABEL_GATE_TAG, "failed" if failures else "passed")
+    client.log_dict(
+        run_id,
+        {
+            "passed": not failures,
+            "failed_checks": failures,
+            "cluster_labels": {str(c): label for c, label in sorted(decision.mapping.items())},
+            "label_sources": {str(c): source for c, source in sorted(decision.sources.items())},
+            "note": decision.note,
+        },
+        "labels/label_gate.json",
+    )
+
+
+def segment_shares(segments: DataFrame) -> dict[tuple[str, str], float]:
+    """(label scheme, segment) -> its share of the snapshot's customers."""
+    counts = {
+        (scheme, row[column]): row["count"]
+        for scheme, column in LABEL_SCHEMES.items()
+        for row in segments.groupBy(column).count().collect()
+    }
+    customers = sum(n for (scheme, _), n in counts.items() if scheme == CLUSTER_SCHEME)
+    return {key: n / customers for key, n in counts.items()} if customers else {}
+
+
+def publish_warnings(
+    settings: Settings, segments: DataFrame, previous: DataFrame | None, metrics: dict[str, float]
+) -> list[str]:
+    """Large share moves since the previous published snapshot and a low idle-customer label stability."""
+    return night_warnings(
+        segment_shares(previous) if previous is not None else None,
+        segment_shares(segments),
+        metrics.get("label_stability_cluster"),
+        int(metrics.get("stability_population", 0)),
+        settings.alerts,
+    )
+
+
 def label_day(run_date: date, settings: Settings | None = None, spark: SparkSession | None = None) -> dict[str, Any]:
     """Label every customer of ``run_date``; write gold segments, summary and transitions; log stability."""
     settings = settings or load_settings()
@@ -298,7 +390,10 @@ def label_day(run_date: date, settings: Settings | None = None, spark: SparkSess
     run_id = single_value(clusters, "mlflow_run_id", f"{run_date} clusters' MLflow run")
     model_version = single_value(clusters, "model_version", f"{run_date} clusters' model version")
     previous, previous_date = extract_previous(spark, settings, run_date)
-    decision, profile = decide_labels(snapshot, clusters, previous, model_version, settings)
+    decision, profile, failures = decide_labels(snapshot, clusters, previous, model_version, settings)
+    record_gate(settings, run_id, decision, failures)
+    if failures:  # nothing written, nothing published: readers keep the last good snapshot
+        raise LabelGateError(run_date, failures)
     edges = registry.metadata(settings, model_version)["quintile_edges"]
     segments = build_segments(snapshot, clusters, decision.mapping, edges, settings).cache()
     transitions = segment_transitions(previous if previous is not None else segments.limit(0), segments, previous_date)
@@ -309,10 +404,12 @@ def label_day(run_date: date, settings: Settings | None = None, spark: SparkSess
     empty = empty_labels(decision.mapping, settings.labels)
     if empty:
         LOGGER.warning("%s: no cluster carries the label(s) %s tonight", run_date, empty)
-    segments.unpersist()
     log_labels(settings, run_id, decision, profile, edges, model_version, previous_date, metrics)
     write_audit(spark, settings, run_date, "label", customers, {}, versions)
     versions["gold_published"] = publish(spark, settings, run_date, versions)  # last: readers may now see it
+    warnings = publish_warnings(settings, segments, previous, metrics)
+    report_warnings(settings, run_id, run_date, "label", warnings)
+    segments.unpersist()
     return {
         "run_date": run_date.isoformat(),
         "customers": customers,
@@ -324,5 +421,6 @@ def label_day(run_date: date, settings: Settings | None = None, spark: SparkSess
         "idle_change_cause": change_cause(previous, model_version),
         "empty_labels": empty,
         "stability": metrics,
+        "warnings": warnings,
         **versions,
     }
