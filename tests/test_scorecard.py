@@ -90,14 +90,12 @@ def test_no_forecast_no_rows_and_no_bias() -> None:
     assert overall_bias(table) is None and not bias_exceeded(None, 0.0)
 
 
-def test_a_crossed_bias_is_one_warning_naming_the_forecast_and_the_bound() -> None:
+def test_a_bias_beyond_its_bound_is_one_warning_naming_the_forecast() -> None:
     from jobs.config import load_settings
-    from jobs.steps.clv import bias_warnings
+    from jobs.steps.clv import bias_warning
 
     settings = load_settings()
-    forecast_date = date(2011, 9, 10)
     bound = settings.clv.scorecard_max_abs_bias
-    (line,) = bias_warnings(bound + 0.25, True, forecast_date, settings)
-    assert "2011-09-10" in line and f"{bound + 0.25:+.3f}" in line and f"±{bound:g}" in line
-    assert bias_warnings(bound / 2, False, forecast_date, settings) == []
-    assert bias_warnings(None, False, forecast_date, settings) == []
+    (line,) = bias_warning(bound + 0.25, FORECAST_DATE, settings)
+    assert "2011-09-10" in line and f"{bound + 0.25:+.4g}" in line and f"±{bound:.4g}" in line
+    assert bias_warning(bound / 2, FORECAST_DATE, settings) == []

@@ -40,6 +40,7 @@ from jobs.adapters.webhook import report_warnings
 from jobs.config import Clv, Settings, load_settings
 from jobs.core.calibration import Calibration, calibration_of
 from jobs.core.clv import ClvParams, at_risk_value, expected_spend, fit_params, score, value_quantiles
+from jobs.core.quality import bound_crossed
 from jobs.core.rfm import value_summary
 from jobs.core.scorecard import FORECAST_COLUMNS, actual_in_window, bias_exceeded, overall_bias, scorecard
 from jobs.definitions import (
@@ -307,15 +308,10 @@ def write_gold(
     }
 
 
-def bias_warnings(bias: float | None, crossed: bool, forecast_date: date, settings: Settings) -> list[str]:
-    """The warning of a night whose scorecard's overall bias crossed ``clv.scorecard_max_abs_bias``."""
-    if not crossed or bias is None:
-        return []
-    bound = settings.clv.scorecard_max_abs_bias
-    return [
-        f"the forecast of {forecast_date} missed by {bias:+.3f} purchase days a customer on average "
-        f"(bound ±{bound:g}): see the Forecast vs actual tab"
-    ]
+def bias_warning(bias: float, forecast_date: date, settings: Settings) -> list[str]:
+    """The warning of a scorecard whose overall bias is beyond ``clv.scorecard_max_abs_bias``."""
+    name = f"the forecast of {forecast_date}: mean purchase days a customer, predicted - actual,"
+    return bound_crossed(name, bias, settings.clv.scorecard_max_abs_bias)
 
 
 def log_scorecard(client: MlflowClient, run_id: str, table: pd.DataFrame, forecast_date: date, bound: float) -> bool:
@@ -410,9 +406,9 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
     for name, value in metrics.items():
         client.log_metric(run_id, name, value)
     write_audit(spark, settings, run_date, "clv", len(values), {}, versions)
-    report_warnings(
-        settings, run_id, run_date, "clv", bias_warnings(overall_bias(card), bias_crossed, forecast_date, settings)
-    )
+    bias = overall_bias(card)
+    warnings = bias_warning(bias, forecast_date, settings) if bias is not None else []
+    report_warnings(settings, run_id, run_date, "clv", warnings)
     return {
         "run_date": run_date.isoformat(),
         "customers": len(values),
