@@ -193,6 +193,7 @@ INPUT_VERSION_PARAM = "input_version"
 CLV_MODEL_VERSION_PARAM = "clv_model_version"  # the rfm-clv version a night scored with (every night)
 CLV_PARAM_PREFIX = "clv_"  # + a BG/NBD / Gamma-Gamma parameter: the values that version holds
 CLV_TOTAL_METRIC = "clv_12m_total"  # the night's predicted 12-month value of all its customers
+CLV_CALIBRATION_PARAM = "calibration_method"  # of an rfm-clv fit run (not CLV_PARAM_PREFIX: those are the numbers)
 CLV_CALIBRATION_TAG = "rfm.clv_calibration"  # the night's calibration map: method and why (identity: never silent)
 SCORECARD_TAG = "rfm.forecast_scorecard"  # the night's scorecard: scored, or why not (no snapshot 90 nights earlier)
 SCORECARD_BIAS_TAG = "rfm.forecast_bias_exceeded"  # "true"/"false": |overall bias| above clv.scorecard_max_abs_bias

@@ -27,6 +27,7 @@ def test_step_lineage_reads_and_writes_tables_with_their_versions(settings):
             "silver_customer_state": 10,
             "gold_customer_segments": 13,
             "gold_segment_summary": 7,
+            "gold_forecast_scorecard": 3,
             "gold_published": 5,
             "read_versions": {"silver_customer_state": 10, "gold_customer_segments": 12},
         },
@@ -40,6 +41,7 @@ def test_step_lineage_reads_and_writes_tables_with_their_versions(settings):
     assert [(r.path, r.version) for r in clv.outputs] == [
         (table("gold_customer_segments"), 13),
         (table("gold_segment_summary"), 7),
+        (table("gold_forecast_scorecard"), 3),
         (table("gold_published"), 5),
         (table("run_audit"), None),
     ]

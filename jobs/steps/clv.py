@@ -45,6 +45,7 @@ from jobs.core.rfm import value_summary
 from jobs.core.scorecard import FORECAST_COLUMNS, actual_in_window, bias_exceeded, overall_bias, scorecard
 from jobs.definitions import (
     AT_RISK_VALUE,
+    CLV_CALIBRATION_PARAM,
     CLV_CALIBRATION_TAG,
     CLV_COLUMNS,
     CLV_HORIZON_DAYS,
@@ -223,7 +224,7 @@ def fit_and_register(
     seconds = time.perf_counter() - started
     repeaters = int((summary["frequency"] > 0).sum())
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_params({**logged_params(params), "clv_calibration": calibration.method})
+        mlflow.log_params({**logged_params(params), CLV_CALIBRATION_PARAM: calibration.method})
         mlflow.log_metrics(
             {"clv_fit_seconds": seconds, "clv_fit_customers": len(summary), "clv_fit_repeat_customers": repeaters}
         )
