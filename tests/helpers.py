@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, time
 from decimal import Decimal
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -195,3 +196,28 @@ REAL_K6 = real_clusters(
         (5, 760, 46.61, 1.22, 257.33, -0.30, -0.82, -0.90),
     ]
 )
+
+
+def generated_rows(spark, settings, path: Path, **generate):
+    """Typed transactions of ``harness.generate.generate_transactions(**generate)``, written to ``path``
+    as the shop's CSV export and read back through the ingest's parsing (cached)."""
+    from harness.generate import generate_transactions
+    from jobs.adapters.transactions import parse_transactions, read_export_text, to_canonical_names, typed_rows
+
+    generate_transactions(**generate).to_csv(path, index=False)
+    raw = read_export_text(spark, [str(path)])
+    return typed_rows(parse_transactions(to_canonical_names(raw, settings), settings)).cache()
+
+
+def write_rfm_snapshots(settings, rows, nights) -> None:
+    """Silver RFM snapshots of ``rows`` for each of ``nights`` (each night's slice replaced)."""
+    from jobs.adapters import lake
+    from jobs.core.rfm import compute_rfm
+
+    for night in nights:
+        lake.replace_slice(
+            compute_rfm(rows, night, settings.rfm),
+            settings.table_path("silver_customer_rfm"),
+            f"snapshot_date = {lake.date_literal(night)}",
+            "snapshot_date",
+        )

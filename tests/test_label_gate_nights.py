@@ -14,18 +14,16 @@ import pandas as pd
 import pytest
 from deltalake import DeltaTable
 
-from harness.generate import generate_transactions
 from jobs.adapters import lake, tracking
 from jobs.adapters.publish import published_versions
-from jobs.adapters.transactions import parse_transactions, read_export_text, to_canonical_names, typed_rows
 from jobs.config import LabelCheck
-from jobs.core.rfm import compute_rfm
 from jobs.definitions import LABEL_GATE_TAG, WARNINGS_TAG
 from jobs.errors import LabelGateError, LakeStateError
 from jobs.steps.cluster import cluster_day
 from jobs.steps.clv import clv_day
 from jobs.steps.label import label_day
 from tests.conftest import settings_for
+from tests.helpers import generated_rows, write_rfm_snapshots
 
 NIGHTS = [date(2011, 12, 6), date(2011, 12, 7), date(2011, 12, 8)]
 IMPOSSIBLE = LabelCheck(label="VIP", measure="recency_days", statistic="median", rank="highest")
@@ -45,17 +43,10 @@ def night_tags(settings, day: date) -> dict[str, str]:
 def lake_nights(spark, tmp_path_factory):
     """Silver snapshots of three nights and their clusters (k = 4, retrained on night 1 only); night 1 labelled."""
     path = tmp_path_factory.mktemp("generated") / "export.csv"
-    generate_transactions(customers=500, days=90, seed=11, end_date=NIGHTS[-1]).to_csv(path, index=False)
     settings = settings_for(tmp_path_factory.mktemp("gate"), clustering={"k": 4}, model={"retrain_every_days": 30})
-    raw = read_export_text(spark, [str(path)])
-    transactions = typed_rows(parse_transactions(to_canonical_names(raw, settings), settings)).cache()
+    transactions = generated_rows(spark, settings, path, customers=500, days=90, seed=11, end_date=NIGHTS[-1])
+    write_rfm_snapshots(settings, transactions, NIGHTS)
     for night in NIGHTS:
-        lake.replace_slice(
-            compute_rfm(transactions, night, settings.rfm),
-            settings.table_path("silver_customer_rfm"),
-            f"snapshot_date = {lake.date_literal(night)}",
-            "snapshot_date",
-        )
         cluster_day(night, settings, spark)
     first = label_day(NIGHTS[0], settings, spark)
     return settings, first

@@ -20,14 +20,7 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from harness.generate import generate_transactions
 from jobs.adapters import lake, registry, tracking
-from jobs.adapters.transactions import (
-    parse_transactions,
-    read_export_text,
-    to_canonical_names,
-    typed_rows,
-)
 from jobs.core.features import log_feature_profile, log_feature_scale
 from jobs.core.labels import IdleAgreement, carry_labels, idle_agreement
 from jobs.core.promotion import Promotion, decide_promotion
@@ -44,6 +37,7 @@ from jobs.steps.cluster import (
 )
 from jobs.steps.label import label_day
 from tests.conftest import settings_for
+from tests.helpers import generated_rows, write_rfm_snapshots
 
 NIGHTS = [date(2011, 12, 5), date(2011, 12, 6), date(2011, 12, 7), date(2011, 12, 8)]
 RETRAIN_NIGHTS = {NIGHTS[0], NIGHTS[2]}
@@ -63,11 +57,9 @@ def night_run(settings, day: date):
 @pytest.fixture(scope="module")
 def transactions(spark, tmp_path_factory):
     """Typed transactions of 600 generated customers over 90 days."""
-    path = tmp_path_factory.mktemp("generated") / "export.csv"
-    generate_transactions(customers=600, days=90, seed=5, end_date=NIGHTS[-1]).to_csv(path, index=False)
-    settings = settings_for(path.parent)
-    raw = read_export_text(spark, [str(path)])
-    return typed_rows(parse_transactions(to_canonical_names(raw, settings), settings)).cache()
+    folder = tmp_path_factory.mktemp("generated")
+    settings = settings_for(folder)
+    return generated_rows(spark, settings, folder / "export.csv", customers=600, days=90, seed=5, end_date=NIGHTS[-1])
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +68,7 @@ def nights(spark, transactions, tmp_path_factory):
     settings = settings_for(
         tmp_path_factory.mktemp("models"), model={"retrain_every_days": 2}, clustering={"k_range": SWEEP}
     )
-    for night in NIGHTS:
-        lake.replace_slice(
-            compute_rfm(transactions, night, settings.rfm),
-            settings.table_path("silver_customer_rfm"),
-            f"snapshot_date = {lake.date_literal(night)}",
-            "snapshot_date",
-        )
+    write_rfm_snapshots(settings, transactions, NIGHTS)
     results = {}
     for night in NIGHTS:
         results[night] = (cluster_day(night, settings, spark), label_day(night, settings, spark))

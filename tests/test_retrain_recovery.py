@@ -17,14 +17,12 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
-from harness.generate import generate_transactions
 from jobs.adapters import lake, registry, tracking
-from jobs.adapters.transactions import parse_transactions, read_export_text, to_canonical_names, typed_rows
-from jobs.core.rfm import compute_rfm
 from jobs.definitions import PROMOTION_TAG, TRAINED_VERSION_TAG
 from jobs.steps import cluster
 from jobs.steps.cluster import cluster_day, plan_for
 from tests.conftest import settings_for
+from tests.helpers import generated_rows, write_rfm_snapshots
 
 FIRST, SECOND, THIRD = date(2011, 12, 5), date(2011, 12, 6), date(2011, 12, 7)
 
@@ -62,18 +60,9 @@ def copy_store(base, target: Path):
 def first_night(spark, tmp_path_factory):
     """Silver for three nights of 300 generated customers; the first night clustered (the champion)."""
     root = tmp_path_factory.mktemp("recovery")
-    export = root / "export.csv"
-    generate_transactions(customers=300, days=60, seed=11, end_date=THIRD).to_csv(export, index=False)
     settings = settings_for(root / "base", model={"retrain_every_days": 1}, clustering={"k": 4})
-    raw = read_export_text(spark, [str(export)])
-    rows = typed_rows(parse_transactions(to_canonical_names(raw, settings), settings))
-    for night in (FIRST, SECOND, THIRD):
-        lake.replace_slice(
-            compute_rfm(rows, night, settings.rfm),
-            settings.table_path("silver_customer_rfm"),
-            f"snapshot_date = {lake.date_literal(night)}",
-            "snapshot_date",
-        )
+    rows = generated_rows(spark, settings, root / "export.csv", customers=300, days=60, seed=11, end_date=THIRD)
+    write_rfm_snapshots(settings, rows, (FIRST, SECOND, THIRD))
     cluster_day(FIRST, settings, spark)
     return settings
 
