@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.core.scorecard import actual_in_window, bias_exceeded, overall_bias, scorecard
+from jobs.core.scorecard import actual_in_window, overall_bias, scorecard
 from jobs.definitions import SCORECARD_ALL, SCORECARD_COLUMNS
+from jobs.steps.clv import bias_warning
 
 FORECAST_DATE, NIGHT = date(2011, 9, 10), date(2011, 12, 9)
 
@@ -75,7 +76,8 @@ def test_scorecard_per_segment_and_overall_by_hand() -> None:
     }
     assert (table["snapshot_date"] == NIGHT).all() and (table["forecast_date"] == FORECAST_DATE).all()
     assert overall_bias(table) == pytest.approx(0.5)
-    assert bias_exceeded(0.5, 0.4) and not bias_exceeded(0.5, 0.5) and bias_exceeded(-0.6, 0.5)
+    day = FORECAST_DATE
+    assert bias_warning(0.5, day, 0.4) and not bias_warning(0.5, day, 0.5) and bias_warning(-0.6, day, 0.5)
 
 
 def test_a_snapshot_without_predicted_spend_has_it_null() -> None:
@@ -87,15 +89,11 @@ def test_a_snapshot_without_predicted_spend_has_it_null() -> None:
 def test_no_forecast_no_rows_and_no_bias() -> None:
     table = scorecard(forecast().head(0), actual_in_window(days(), FORECAST_DATE, NIGHT), FORECAST_DATE, NIGHT)
     assert table.empty and table.columns.tolist() == SCORECARD_COLUMNS
-    assert overall_bias(table) is None and not bias_exceeded(None, 0.0)
+    assert overall_bias(table) is None and not bias_warning(None, FORECAST_DATE, 0.0)
 
 
 def test_a_bias_beyond_its_bound_is_one_warning_naming_the_forecast() -> None:
-    from jobs.config import load_settings
-    from jobs.steps.clv import bias_warning
-
-    settings = load_settings()
-    bound = settings.clv.scorecard_max_abs_bias
-    (line,) = bias_warning(bound + 0.25, FORECAST_DATE, settings)
+    bound = 0.5
+    (line,) = bias_warning(bound + 0.25, FORECAST_DATE, bound)
     assert "2011-09-10" in line and f"{bound + 0.25:+.4g}" in line and f"±{bound:.4g}" in line
-    assert bias_warning(bound / 2, FORECAST_DATE, settings) == []
+    assert bias_warning(bound / 2, FORECAST_DATE, bound) == []

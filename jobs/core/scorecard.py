@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import date
 
-import numpy as np
 import pandas as pd
 
 from jobs.definitions import LABEL_SCHEMES, SCORECARD_ALL, SCORECARD_COLUMNS
@@ -60,8 +59,3 @@ def overall_bias(table: pd.DataFrame) -> float | None:
     """The bias of the overall row, None without one (no forecast to score)."""
     overall = table[(table["label_scheme"] == SCORECARD_ALL) & (table["segment"] == SCORECARD_ALL)]
     return None if overall.empty else float(overall["bias"].iloc[0])
-
-
-def bias_exceeded(bias: float | None, max_abs_bias: float) -> bool:
-    """Whether the overall bias is beyond the bound (no scorecard: not exceeded)."""
-    return bias is not None and bool(np.abs(bias) > max_abs_bias)

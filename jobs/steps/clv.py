@@ -42,7 +42,7 @@ from jobs.core.calibration import Calibration, calibration_of
 from jobs.core.clv import ClvParams, at_risk_value, expected_spend, fit_params, score, value_quantiles
 from jobs.core.quality import bound_crossed
 from jobs.core.rfm import value_summary
-from jobs.core.scorecard import FORECAST_COLUMNS, actual_in_window, bias_exceeded, overall_bias, scorecard
+from jobs.core.scorecard import FORECAST_COLUMNS, actual_in_window, overall_bias, scorecard
 from jobs.definitions import (
     AT_RISK_VALUE,
     CLV_CALIBRATION_PARAM,
@@ -309,17 +309,20 @@ def write_gold(
     }
 
 
-def bias_warning(bias: float, forecast_date: date, settings: Settings) -> list[str]:
-    """The warning of a scorecard whose overall bias is beyond ``clv.scorecard_max_abs_bias``."""
-    name = f"the forecast of {forecast_date}: mean purchase days a customer, predicted - actual,"
-    return bound_crossed(name, bias, settings.clv.scorecard_max_abs_bias)
+def bias_warning(bias: float | None, forecast_date: date, bound: float) -> list[str]:
+    """The warning of a scorecard whose overall bias is beyond ``±bound`` (no scorecard: none)."""
+    if bias is None:
+        return []
+    return bound_crossed(
+        f"the forecast of {forecast_date}: mean purchase days a customer, predicted - actual,", bias, bound
+    )
 
 
-def log_scorecard(client: MlflowClient, run_id: str, table: pd.DataFrame, forecast_date: date, bound: float) -> bool:
+def log_scorecard(
+    client: MlflowClient, run_id: str, table: pd.DataFrame, forecast_date: date, bias: float | None, exceeded: bool
+) -> None:
     """The scorecard on the night's run: the overall row as metrics, the table as an artifact, a tag
-    saying whether it was scored (or why not) and whether the overall bias crossed ``bound``."""
-    bias = overall_bias(table)
-    exceeded = bias_exceeded(bias, bound)
+    saying whether it was scored (or why not) and whether the overall ``bias`` crossed its bound."""
     if bias is None:
         client.set_tag(run_id, SCORECARD_TAG, f"no forecast to score: no snapshot of {forecast_date} with predictions")
     else:
@@ -335,7 +338,6 @@ def log_scorecard(client: MlflowClient, run_id: str, table: pd.DataFrame, foreca
             "clv/forecast_scorecard.json",
         )
     client.set_tag(run_id, SCORECARD_BIAS_TAG, str(exceeded).lower())
-    return exceeded
 
 
 def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSession | None = None) -> dict[str, Any]:
@@ -396,7 +398,9 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
         },
         "clv/customer_value.json",
     )
-    bias_crossed = log_scorecard(client, run_id, card, forecast_date, settings.clv.scorecard_max_abs_bias)
+    bias = overall_bias(card)
+    warnings = bias_warning(bias, forecast_date, settings.clv.scorecard_max_abs_bias)
+    log_scorecard(client, run_id, card, forecast_date, bias, bool(warnings))
     metrics = {
         "clv_p_alive_min": float(values["p_alive"].min()),
         "clv_p_purchase_90d_median": float(values["p_purchase_90d"].median()),
@@ -407,8 +411,6 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
     for name, value in metrics.items():
         client.log_metric(run_id, name, value)
     write_audit(spark, settings, run_date, "clv", len(values), {}, versions)
-    bias = overall_bias(card)
-    warnings = bias_warning(bias, forecast_date, settings) if bias is not None else []
     report_warnings(settings, run_id, run_date, "clv", warnings)
     return {
         "run_date": run_date.isoformat(),
@@ -419,8 +421,8 @@ def clv_day(run_date: date, settings: Settings | None = None, spark: SparkSessio
         "params": params.as_dict(),
         "calibration": calibration.method,
         "scorecard_rows": len(card),
-        "forecast_bias": overall_bias(card),
-        "forecast_bias_exceeded": bias_crossed,
+        "forecast_bias": bias,
+        "forecast_bias_exceeded": bool(warnings),
         **metrics,
         **versions,
         "read_versions": read_versions,
