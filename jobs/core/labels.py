@@ -8,12 +8,16 @@ candidate would give, for the promotion rule's idle-customer agreement).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from jobs.config import Labels
 from jobs.definitions import RFM_MEASURES
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column
 
 LOG_MEANS = [f"mean_log_{c}" for c in RFM_MEASURES]
 PROFILE_RULE = "profile rule"
@@ -87,6 +91,14 @@ def profile_decision(
     """The profile rule's labels for every cluster, with ``note`` saying why."""
     mapping = profile_label_map(profile, scale, labels)
     return LabelDecision(mapping, {c: PROFILE_RULE for c in mapping}, note)
+
+
+def cluster_label_column(mapping: dict[int, str]) -> Column:
+    """The Spark expression of the label ``mapping`` gives the ``cluster`` column (null: a cluster it lacks)."""
+    from pyspark.sql import functions as F
+
+    label_of = F.create_map(*[x for cluster, label in sorted(mapping.items()) for x in (F.lit(cluster), F.lit(label))])
+    return label_of[F.col("cluster")]
 
 
 def empty_labels(mapping: dict[int, str], labels: Labels) -> list[str]:

@@ -48,7 +48,7 @@ from jobs.core.features import (
     log_feature_sql,
     log_feature_transformer,
 )
-from jobs.core.labels import IdleAgreement, carry_labels, idle_agreement
+from jobs.core.labels import IdleAgreement, carry_labels, cluster_label_column, idle_agreement
 from jobs.core.promotion import Promotion, decide_promotion
 from jobs.core.scoring import quintile_edges
 from jobs.definitions import (
@@ -372,8 +372,7 @@ def carried_labels(
     decision = carry_labels(
         profile, previous_profile, same_model, settings.labels, settings.model.label_match_max_distance, scale
     )
-    label_of = F.create_map(*[x for c, label in sorted(decision.mapping.items()) for x in (F.lit(c), F.lit(label))])
-    return assigned.select("customer_id", label_of[F.col("cluster")].alias("label"))
+    return assigned.select("customer_id", cluster_label_column(decision.mapping).alias("label"))
 
 
 def idle_label_agreement(

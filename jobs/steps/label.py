@@ -49,6 +49,7 @@ from jobs.core.labels import (
     PROFILE_RULE,
     LabelDecision,
     carry_labels,
+    cluster_label_column,
     empty_labels,
     profile_decision,
     standardised_centroids,
@@ -73,7 +74,6 @@ def build_segments(
     snapshot: DataFrame, clusters: DataFrame, mapping: dict[int, str], edges: dict[str, list[float]], settings: Settings
 ) -> DataFrame:
     """Gold customer segments: RFM values, scores, both labels, country, model version, MLflow run id."""
-    label_of = F.create_map(*[x for c, label in sorted(mapping.items()) for x in (F.lit(c), F.lit(label))])
     scored = add_rfm_scores(snapshot, edges, settings.labels.segment_rules)
     return scored.join(
         clusters.select("customer_id", "cluster", "model_version", "mlflow_run_id"), "customer_id", "inner"
@@ -83,7 +83,7 @@ def build_segments(
         *RFM_COLUMNS,
         "rfm_segment",
         "cluster",
-        label_of[F.col("cluster")].alias("cluster_label"),
+        cluster_label_column(mapping).alias("cluster_label"),
         "country",
         "first_purchase_date",
         "last_purchase_date",
@@ -216,9 +216,8 @@ def single_value(frame: DataFrame, column: str, what: str) -> str:
 
 def label_statistics(snapshot: DataFrame, clusters: DataFrame, mapping: dict[int, str]) -> pd.DataFrame:
     """Per cluster label under ``mapping``: customers, mean and median of each RFM measure."""
-    label_of = F.create_map(*[x for c, label in sorted(mapping.items()) for x in (F.lit(c), F.lit(label))])
     labelled = snapshot.join(clusters.select("customer_id", "cluster"), "customer_id").withColumn(
-        "cluster_label", label_of[F.col("cluster")]
+        "cluster_label", cluster_label_column(mapping)
     )
     measures = [F.col(m).cast("double").alias(m) for m in RFM_MEASURES]
     aggregates = [F.count("*").alias("customers")]
